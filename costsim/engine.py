@@ -1,0 +1,244 @@
+"""Estimate a schedule: FLOPs, memory, time and money per stage and in total.
+
+``estimate_many`` is the vectorised core (numpy arrays, one element per candidate
+stage): the search's inner loop. ``estimate`` turns a spec into those arrays, calls
+the same core, and wraps the result in typed models.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+from pydantic import BaseModel
+
+from costsim.constants import COMPUTE_BYTES, SECONDS_PER_HOUR
+from costsim.flops import micro_batch_flops, parameter_counts, study_units_per_token
+from costsim.hardware import GPUSpec
+from costsim.memory import SHARDED, peak_memory
+from costsim.ops import StageShape
+from costsim.parallel import communication_bytes_per_gpu, exposed_communication_s
+from costsim.profile import CostProfile, profile_for
+from costsim.spec import ScheduleSpec
+from costsim.timing import micro_batch_time_s, optimizer_time_s
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class StageCosts:
+    """Per-optimizer-step costs of stages (arrays), for one GPU type and DP layout."""
+
+    flops_counted_per_step: Array
+    flops_model_per_step: Array
+    flops_model_causal_per_step: Array
+    step_time_s: Array
+    peak_memory_bytes: Array  # reserved: what has to fit on the GPU
+    peak_allocated_bytes: Array
+    activation_bytes: Array
+    fits_in_memory: Array
+    params_total: Array
+    params_trainable: Array
+    params_non_embedding: Array
+
+
+def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostProfile, precision: str = "bf16-mixed",
+                  n_gpus=1, parallelism: str = "ddp") -> StageCosts:
+    """Costs per optimizer step for many stages at once (all inputs broadcast)."""
+    batch_size = np.asarray(batch_size)
+    n_gpus = np.asarray(n_gpus)
+    micro_per_step = batch_size // shape.micro_batch_size  # over all GPUs
+    accumulation = micro_per_step // n_gpus  # per GPU
+    flops = micro_batch_flops(shape)
+    params = parameter_counts(shape)
+    peak = gpu.peak_flops_per_s(precision)
+    micro_time = micro_batch_time_s(shape, peak, gpu.hbm_bandwidth_bytes_per_s, profile)
+    shard_optimizer = n_gpus if SHARDED[parallelism][2] else 1
+    compute_time = accumulation * micro_time + optimizer_time_s(shape, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer)
+    backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
+    comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism)
+    exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)
+    memory = peak_memory(shape, profile, n_gpus, parallelism)
+    return StageCosts(
+        flops_counted_per_step=micro_per_step * flops.counted,
+        flops_model_per_step=micro_per_step * flops.model,
+        flops_model_causal_per_step=micro_per_step * flops.model_causal,
+        step_time_s=compute_time + np.where(n_gpus > 1, exposed, 0.0),
+        peak_memory_bytes=memory.peak_reserved,
+        peak_allocated_bytes=memory.peak_allocated,
+        activation_bytes=memory.activations,
+        fits_in_memory=memory.peak_reserved <= gpu.memory_bytes,
+        params_total=params.total,
+        params_trainable=params.trainable,
+        params_non_embedding=params.non_embedding,
+    )
+
+
+# --- typed results -----------------------------------------------------------------
+
+
+class StageEstimate(BaseModel):
+    index: int
+    name: str | None
+    layers: int
+    d_model: int
+    n_heads: int
+    d_ff: int
+    train: str
+    n_trainable_blocks: int
+    freeze_embeddings: bool
+    growth: str
+    tokens: float
+    steps: int
+    params_total: int
+    params_trainable: int
+    params_non_embedding: int
+    flops_counted_per_step: int
+    flops_model_per_step: float
+    flops_model_causal_per_step: float
+    flops_counted: float
+    flops_model: float
+    study_units: float  # c x tokens: the paper's cost framework
+    step_time_s: float
+    time_s: float
+    cost_usd: float
+    mfu: float
+    peak_memory_bytes: float
+    peak_allocated_bytes: float
+    activation_bytes: float
+    fits_in_memory: bool
+    fit_suggestion: str | None
+
+
+class TotalEstimate(BaseModel):
+    tokens: float
+    flops_counted: float
+    flops_model: float
+    study_units: float
+    time_s: float
+    cost_usd: float
+    peak_memory_bytes: float
+    fits_in_memory: bool
+
+
+class ScheduleEstimate(BaseModel):
+    name: str | None
+    gpu: str
+    n_gpus: int
+    parallelism: str
+    precision: str
+    calibration: str
+    stages: list[StageEstimate]
+    total: TotalEstimate
+
+
+def stage_shape(spec: ScheduleSpec, micro_batch_size=None, recompute=None) -> StageShape:
+    """The spec's stages as arrays (optionally with another micro-batch or recompute)."""
+    widths = [spec.stage_width(s) for s in spec.stages]
+    m, t = spec.model, spec.training
+    return StageShape.of(
+        layers=[s.layers for s in spec.stages],
+        d_model=[w[0] for w in widths],
+        n_heads=[w[1] for w in widths],
+        n_kv_heads=[max(1, m.n_kv_heads * w[1] // m.n_heads) if m.n_kv_heads else w[1] for w in widths],
+        d_ff=[w[2] for w in widths],
+        vocab_size=m.vocab_size,
+        seq_len=m.seq_len,
+        micro_batch_size=t.micro_batch_size if micro_batch_size is None else micro_batch_size,
+        n_trainable=[spec.n_trainable_blocks(i) for i in range(len(spec.stages))],
+        train_embeddings=[not s.freeze_embeddings for s in spec.stages],
+        tied=m.tied_embeddings,
+        swiglu=m.mlp == "swiglu",
+        recompute=(t.recompute == "full") if recompute is None else recompute,
+        compute_bytes=COMPUTE_BYTES[t.precision],
+        bias=m.bias,
+    )
+
+
+def steps_per_stage(spec: ScheduleSpec) -> list[int]:
+    tokens_per_step = spec.training.batch_size * spec.model.seq_len
+    return [int(np.ceil(s.tokens / tokens_per_step)) for s in spec.stages]
+
+
+def study_units(spec: ScheduleSpec) -> Fraction:
+    """The schedule's cost in the paper's units of c, exactly."""
+    units = study_units_per_token(stage_shape(spec))
+    return sum((Fraction(s.tokens) * int(u) for s, u in zip(spec.stages, units)), Fraction(0))
+
+
+def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, recompute=None) -> StageCosts:
+    hw = spec.hardware
+    return estimate_many(
+        stage_shape(spec, micro_batch_size, recompute), batch_size=spec.training.batch_size, gpu=hw.resolved_gpu(),
+        profile=profile, precision=spec.training.precision, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
+    )
+
+
+def _fit_suggestions(spec: ScheduleSpec, profile: CostProfile, fits: Array) -> list[str | None]:
+    """For stages that do not fit: the largest micro-batch that does, without
+    recompute if possible, else with it."""
+    if fits.all():
+        return [None] * len(fits)
+    per_gpu = spec.training.batch_size // spec.hardware.n_gpus
+    candidates = [mb for mb in range(per_gpu, 0, -1) if per_gpu % mb == 0]
+    suggestions: list[str | None] = [None] * len(fits)
+    for recompute in (False, True):
+        for mb in candidates:
+            ok = _costs(spec, profile, micro_batch_size=mb, recompute=recompute).fits_in_memory
+            for i in np.flatnonzero(~fits & ok):
+                if suggestions[i] is None:
+                    suggestions[i] = f"micro_batch_size: {mb}" + (", recompute: full" if recompute else "")
+    fallback = "does not fit even at micro_batch_size 1 with recompute: use more GPUs or ZeRO-3"
+    return [None if fits[i] else (s or fallback) for i, s in enumerate(suggestions)]
+
+
+def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
+    """Estimate every stage of a schedule and the total."""
+    hw = spec.hardware
+    gpu = hw.resolved_gpu()
+    gpu_key = hw.gpu if isinstance(hw.gpu, str) else None
+    profile = profile_for(gpu_key, hw.calibration)
+    costs = _costs(spec, profile)
+    steps = steps_per_stage(spec)
+    units = study_units_per_token(stage_shape(spec))
+    suggestions = _fit_suggestions(spec, profile, costs.fits_in_memory)
+    price = hw.usd_per_gpu_hour * hw.n_gpus / SECONDS_PER_HOUR
+    peak_rate = gpu.peak_flops_per_s(spec.training.precision) * hw.n_gpus
+    stages = []
+    for i, stage in enumerate(spec.stages):
+        d_model, n_heads, d_ff = spec.stage_width(stage)
+        time_s = steps[i] * float(costs.step_time_s[i])
+        stages.append(StageEstimate(
+            index=i, name=stage.name, layers=stage.layers, d_model=d_model, n_heads=n_heads, d_ff=d_ff,
+            train=stage.train, n_trainable_blocks=spec.n_trainable_blocks(i), freeze_embeddings=stage.freeze_embeddings,
+            growth=stage.growth, tokens=stage.tokens, steps=steps[i],
+            params_total=int(costs.params_total[i]), params_trainable=int(costs.params_trainable[i]),
+            params_non_embedding=int(costs.params_non_embedding[i]),
+            flops_counted_per_step=int(costs.flops_counted_per_step[i]),
+            flops_model_per_step=float(costs.flops_model_per_step[i]),
+            flops_model_causal_per_step=float(costs.flops_model_causal_per_step[i]),
+            flops_counted=steps[i] * float(costs.flops_counted_per_step[i]),
+            flops_model=steps[i] * float(costs.flops_model_per_step[i]),
+            study_units=stage.tokens * float(units[i]),
+            step_time_s=float(costs.step_time_s[i]), time_s=time_s, cost_usd=time_s * price,
+            mfu=float(costs.flops_model_per_step[i]) / (float(costs.step_time_s[i]) * peak_rate),
+            peak_memory_bytes=float(costs.peak_memory_bytes[i]),
+            peak_allocated_bytes=float(costs.peak_allocated_bytes[i]),
+            activation_bytes=float(costs.activation_bytes[i]),
+            fits_in_memory=bool(costs.fits_in_memory[i]), fit_suggestion=suggestions[i],
+        ))
+    total = TotalEstimate(
+        tokens=sum(s.tokens for s in stages),
+        flops_counted=sum(s.flops_counted for s in stages),
+        flops_model=sum(s.flops_model for s in stages),
+        study_units=float(study_units(spec)),
+        time_s=sum(s.time_s for s in stages),
+        cost_usd=sum(s.cost_usd for s in stages),
+        peak_memory_bytes=max(s.peak_memory_bytes for s in stages),
+        fits_in_memory=all(s.fits_in_memory for s in stages),
+    )
+    return ScheduleEstimate(
+        name=spec.name, gpu=gpu.name, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
+        precision=spec.training.precision, calibration=profile.name, stages=stages, total=total,
+    )

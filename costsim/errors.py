@@ -1,0 +1,49 @@
+"""User-facing errors: one line that names the problem and the fix, never a traceback."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+
+from pydantic import ValidationError
+
+
+class CostsimError(Exception):
+    """An error caused by the user's input; the CLI prints it as one line, exit 2."""
+
+
+class SpecError(CostsimError, ValueError):
+    """The spec (or another config) is invalid."""
+
+
+def one_line(exc: ValidationError) -> str:
+    """Flatten a pydantic ValidationError into one line: ``path: message``."""
+    parts = []
+    for error in exc.errors():
+        path = ".".join(str(p) for p in error["loc"])
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key; check the spelling (python -m costsim.schema lists the allowed keys)"
+        elif error["type"] == "missing":
+            message = "required field is missing"
+        parts.append(f"{path}: {message}" if path else message)
+    more = f" (and {len(parts) - 1} more)" if len(parts) > 1 else ""
+    return parts[0] + more if len(parts) > 2 else "; ".join(parts)
+
+
+def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
+    """Run a CLI entry point; user errors print one line to stderr and exit 2."""
+
+    @wraps(main)
+    def wrapper(*args, **kwargs) -> int:
+        try:
+            return main(*args, **kwargs) or 0
+        except CostsimError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return wrapper

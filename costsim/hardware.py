@@ -1,0 +1,41 @@
+"""GPUs: presets are data files under costsim/data/gpus/, loaded by name."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class GPUSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    name: str
+    peak_bf16_flops_per_s: float = Field(gt=0, description="dense bf16 matmul peak")
+    peak_tf32_flops_per_s: float = Field(gt=0, description="dense matmul peak for fp32 training (TF32)")
+    hbm_bandwidth_bytes_per_s: float = Field(gt=0)
+    memory_bytes: float = Field(gt=0)
+    interconnect_bandwidth_bytes_per_s: float = Field(gt=0, description="per GPU, one direction")
+    price_per_gpu_hour: float = Field(0.0, ge=0, description="USD, indicative")
+    source: str = ""
+
+    def peak_flops_per_s(self, precision: str) -> float:
+        return self.peak_bf16_flops_per_s if precision == "bf16-mixed" else self.peak_tf32_flops_per_s
+
+
+def _gpu_dir():
+    return resources.files("costsim") / "data" / "gpus"
+
+
+@cache
+def gpu_preset_names() -> tuple[str, ...]:
+    return tuple(sorted(p.name.removesuffix(".json") for p in _gpu_dir().iterdir() if p.name.endswith(".json")))
+
+
+@cache
+def load_gpu(name: str) -> GPUSpec:
+    if name not in gpu_preset_names():
+        raise KeyError(f"unknown GPU {name!r}; presets: {', '.join(gpu_preset_names())}")
+    return GPUSpec.model_validate(json.loads((_gpu_dir() / f"{name}.json").read_text()))

@@ -1,0 +1,88 @@
+"""Peak memory of one GPU during a training step.
+
+What a measured peak is made of: fp32 weights; gradients and AdamW state for what
+trains (sharded by ZeRO); the activations saved for backward (exactly what
+``saved_tensors_hooks`` sees on the CPU); what is alive only at the start of backward
+(the gradients of the logits, which dominate small models with a 50k vocabulary, and
+with recompute one block's re-run activations); allocator reserve on top.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES, RESIDUAL_BYTES
+from costsim.flops import parameter_counts
+from costsim.ops import (
+    LOSS_SAVED_BYTES_PER_MICROBATCH,
+    StageShape,
+    block_ops,
+    embedding_saved_bytes_per_microbatch,
+    head_ops,
+    total,
+)
+from costsim.profile import CostProfile
+
+Array = np.ndarray
+
+# Fraction of each state that one GPU holds, per data-parallel strategy:
+# (weights, gradients, optimizer state) -> sharded over n_gpus or not.
+SHARDED = {
+    "ddp": (False, False, False),
+    "zero1": (False, False, True),
+    "zero2": (False, True, True),
+    "zero3": (True, True, True),
+}
+
+
+def saved_activation_bytes(s: StageShape) -> Array:
+    """Activation bytes autograd holds at the end of one micro-batch's forward."""
+    block, head = block_ops(s), head_ops(s)
+    per_block_backward = total(block, "saved_bytes")
+    per_block_trains = total(block, "saved_bytes_if_trains")
+    blocks = np.where(
+        s.recompute,
+        # a checkpointed block keeps only its fp32 input
+        s.n_backward_blocks * RESIDUAL_BYTES * s.d_model,
+        s.n_backward_blocks * per_block_backward + s.n_trainable * per_block_trains,
+    )
+    ln_f, lm_head, loss = head
+    head_bytes = np.asarray(ln_f.saved_bytes) + s.head_trainable * lm_head.saved_bytes_if_trains + loss.saved_bytes
+    per_microbatch = embedding_saved_bytes_per_microbatch(s) + LOSS_SAVED_BYTES_PER_MICROBATCH
+    return s.tokens * (blocks + head_bytes) + per_microbatch
+
+
+def recompute_working_bytes(s: StageShape) -> Array:
+    """With checkpointing, one block's activations are rebuilt during backward."""
+    block = block_ops(s)
+    one_block = total(block, "saved_bytes") + total(block, "saved_bytes_if_trains")
+    return s.recompute * (s.n_backward_blocks > 0) * s.tokens * one_block
+
+
+@dataclass(frozen=True)
+class MemoryBreakdown:
+    weights: Array
+    gradients: Array
+    optimizer: Array
+    activations: Array
+    transient: Array
+    peak_allocated: Array
+    peak_reserved: Array
+
+
+def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1, parallelism: str = "ddp") -> MemoryBreakdown:
+    params = parameter_counts(s)
+    shard_w, shard_g, shard_o = SHARDED[parallelism]
+    n = np.asarray(n_gpus)
+    weights = params.total * PARAM_BYTES / (n if shard_w else 1)
+    gradients = params.trainable * GRAD_BYTES / (n if shard_g else 1)
+    optimizer = params.trainable * ADAMW_STATE_BYTES / (n if shard_o else 1)
+    activations = saved_activation_bytes(s).astype(float)
+    transient = (profile.logits_transient_bytes * s.tokens * s.vocab_size + recompute_working_bytes(s)).astype(float)
+    allocated = weights + gradients + optimizer + activations + transient + profile.memory_overhead_bytes
+    return MemoryBreakdown(
+        weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,
+        transient=transient, peak_allocated=allocated, peak_reserved=allocated * (1 + profile.reserve_fraction),
+    )

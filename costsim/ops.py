@@ -1,0 +1,188 @@
+"""The reference GPT as a short list of cost ops (Calculon style).
+
+Each op knows, per token of a micro-batch, its counted forward FLOPs, its backward
+FLOPs split into the input-gradient and weight-gradient parts, its parameters, the
+activation bytes autograd saves for it, and the bytes it moves. A stage's cost is a
+sum over these lists (``costsim/flops.py``, ``memory.py``, ``timing.py``).
+
+Everything is a numpy array, one element per stage, so the scalar path
+(``estimate``) and the vectorised path (``estimate_many``) run the same formulas.
+The ops mirror ``validate/model.py``; the parity tests hold the two together.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from costsim.constants import INDEX_BYTES, RESIDUAL_BYTES, STAT_BYTES
+
+Array = np.ndarray
+
+
+@dataclass(frozen=True)
+class StageShape:
+    """Shapes and training policy of stages, as broadcast numpy arrays."""
+
+    layers: Array
+    d_model: Array
+    n_heads: Array
+    n_kv_heads: Array
+    d_ff: Array
+    vocab_size: Array
+    seq_len: Array
+    micro_batch_size: Array
+    n_trainable: Array  # blocks that train, counted from the top
+    train_embeddings: Array  # bool
+    tied: Array  # bool
+    swiglu: Array  # bool
+    recompute: Array  # bool: every block checkpointed (non-reentrant)
+    compute_bytes: Array  # 2 under bf16 autocast, 4 in fp32
+    bias: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))
+
+    @classmethod
+    def of(cls, **values) -> StageShape:
+        """Build from scalars or arrays; everything is broadcast to one shape."""
+        names = [f.name for f in fields(cls)]
+        values.setdefault("bias", False)
+        arrays = np.broadcast_arrays(*(np.asarray(values[n]) for n in names))
+        as_type = {n: (bool if n in _BOOL_FIELDS else np.int64) for n in names}
+        return cls(**{n: a.astype(as_type[n]) for n, a in zip(names, arrays)})
+
+    @property
+    def tokens(self) -> Array:
+        """Tokens in one micro-batch."""
+        return self.micro_batch_size * self.seq_len
+
+    @property
+    def kv_width(self) -> Array:
+        return self.n_kv_heads * (self.d_model // self.n_heads)
+
+    @property
+    def head_trainable(self) -> Array:
+        """A tied LM head is the token embedding and follows it."""
+        return ~self.tied | self.train_embeddings
+
+    @property
+    def n_backward_blocks(self) -> Array:
+        """Blocks the backward pass runs through: those that train, and the frozen
+        ones below them when gradients must still reach trainable embeddings."""
+        return self.n_trainable + (self.layers - self.n_trainable) * self.train_embeddings
+
+
+_BOOL_FIELDS = {"train_embeddings", "tied", "swiglu", "recompute", "bias"}
+
+
+@dataclass(frozen=True)
+class Op:
+    """Cost of one op per token of a micro-batch (arrays over stages)."""
+
+    name: str
+    kind: str  # matmul | attention | memory
+    fwd_flops: Array | int = 0
+    bwd_input_flops: Array | int = 0
+    bwd_weight_flops: Array | int = 0
+    params: Array | int = 0
+    saved_bytes: Array | int = 0  # held whenever the op is in the backward graph
+    saved_bytes_if_trains: Array | int = 0  # held only when its weights train
+    traffic_bytes: Array | int = 0  # forward bytes moved (memory-bound ops)
+    recomputed: bool = True  # re-run by non-reentrant checkpointing in backward
+    model_fwd_flops: Array | int | None = None  # model-FLOPs convention, if it differs
+    model_bwd_flops: Array | int | None = None
+
+
+def linear(name: str, d_in, d_out, s: StageShape, *, input_saved_elsewhere: bool = False,
+           recomputed: bool = True, bias: bool = True) -> Op:
+    """y = x W^T (+ b where the model has biases and ``bias``). Autograd saves x only
+    when W needs a gradient; when x is already held by another op (attention's
+    output), it costs nothing extra."""
+    flops = 2 * d_in * d_out
+    return Op(
+        name, "matmul", fwd_flops=flops, bwd_input_flops=flops, bwd_weight_flops=flops,
+        params=d_in * d_out + (s.bias * d_out if bias else 0),
+        saved_bytes_if_trains=0 if input_saved_elsewhere else s.compute_bytes * d_in,
+        traffic_bytes=s.compute_bytes * (d_in + d_out), recomputed=recomputed,
+    )
+
+
+def layer_norm(name: str, s: StageShape) -> Op:
+    """Saves its fp32 input and the per-token mean and rstd."""
+    d = s.d_model
+    return Op(name, "memory", params=2 * d, saved_bytes=RESIDUAL_BYTES * d + 2 * STAT_BYTES,
+              traffic_bytes=RESIDUAL_BYTES * 2 * d)
+
+
+def attention(s: StageShape) -> Op:
+    """Causal SDPA. Counted FLOPs (FlopCounterMode): two full T x T matmuls forward,
+    five backward (flash recomputes the scores); causal masking is not halved.
+    Saves q, k, v (one qkv buffer), the output and the log-sum-exp per head."""
+    d, t = s.d_model, s.seq_len
+    return Op(
+        "attention", "attention",
+        fwd_flops=4 * t * d, bwd_input_flops=10 * t * d,
+        saved_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width) + STAT_BYTES * s.n_heads,
+        traffic_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width),
+        model_fwd_flops=4 * t * d, model_bwd_flops=8 * t * d,
+    )
+
+
+def activation(s: StageShape) -> Op:
+    """GELU saves its input; SwiGLU saves the gate/up buffer and silu(gate)."""
+    f, c = s.d_ff, s.compute_bytes
+    saved = np.where(s.swiglu, c * 3 * f, c * f)
+    return Op("mlp_activation", "memory", saved_bytes=saved, traffic_bytes=np.where(s.swiglu, 3 * c * f, 2 * c * f))
+
+
+def residual_add(name: str, s: StageShape) -> Op:
+    return Op(name, "memory", traffic_bytes=3 * RESIDUAL_BYTES * s.d_model)
+
+
+def block_ops(s: StageShape) -> list[Op]:
+    d, f = s.d_model, s.d_ff
+    fc_out = np.where(s.swiglu, 2 * f, f)
+    return [
+        layer_norm("ln_1", s),
+        linear("attn.c_attn", d, d + 2 * s.kv_width, s),
+        attention(s),
+        linear("attn.c_proj", d, d, s, input_saved_elsewhere=True),
+        residual_add("residual_attn", s),
+        layer_norm("ln_2", s),
+        linear("mlp.c_fc", d, fc_out, s),
+        activation(s),
+        # Non-reentrant checkpointing stops recomputing once every saved tensor is
+        # back; nothing after the MLP's output projection is saved, so it is not re-run.
+        linear("mlp.c_proj", f, d, s, recomputed=False),
+        residual_add("residual_mlp", s),
+    ]
+
+
+def head_ops(s: StageShape) -> list[Op]:
+    """Final norm, LM head and fp32 cross-entropy. The final norm always trains, so
+    the head's input gradient is always computed."""
+    v, c = s.vocab_size, s.compute_bytes
+    loss = Op(
+        "cross_entropy", "memory",
+        # log_softmax keeps its fp32 output; nll_loss keeps the int64 targets.
+        saved_bytes=STAT_BYTES * v + INDEX_BYTES,
+        # logits (compute dtype) -> fp32 copy -> log_softmax -> nll, read and written.
+        traffic_bytes=v * (2 * c + 3 * STAT_BYTES),
+    )
+    return [layer_norm("ln_f", s), linear("lm_head", d_in=s.d_model, d_out=v, s=s, bias=False), loss]
+
+
+def embedding_params(s: StageShape) -> Array:
+    return s.vocab_size * s.d_model + s.seq_len * s.d_model
+
+
+def embedding_saved_bytes_per_microbatch(s: StageShape) -> Array:
+    """The embeddings keep their int64 indices: one per token, plus the positions."""
+    return s.train_embeddings * INDEX_BYTES * (s.tokens + s.seq_len)
+
+
+# nll_loss keeps a 4-byte total_weight scalar per micro-batch.
+LOSS_SAVED_BYTES_PER_MICROBATCH = STAT_BYTES
+
+
+def total(ops: list[Op], attr: str) -> Array:
+    return sum(np.asarray(getattr(op, attr)) for op in ops)

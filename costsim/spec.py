@@ -1,0 +1,232 @@
+"""The schedule spec: what a user writes to describe a training run that may grow.
+
+Strict on purpose: every model forbids unknown keys and NaN/inf, so a misspelled key
+or a bad number is an error with the field's path, never silently dropped.
+A spec loads from YAML, JSON or TOML (``load_spec``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from costsim.errors import SpecError, one_line
+from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
+
+PositiveInt = Annotated[int, Field(gt=0)]
+PositiveFloat = Annotated[float, Field(gt=0)]
+
+DEPTH_OPERATORS = ("random_top", "stack_copy", "stack_middle", "identity")
+WIDTH_OPERATORS = ("widen_preserving", "widen_random")
+GrowthOperator = Literal["random_top", "stack_copy", "stack_middle", "identity", "widen_preserving", "widen_random"]
+WidthOperator = Literal["widen_preserving", "widen_random"]
+
+_TRAIN_POLICY = re.compile(r"^(all|new|top:[1-9][0-9]*)$")
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+class ModelSpec(StrictModel):
+    """The architecture of the final model (the last stage's width and depth)."""
+
+    d_model: PositiveInt
+    n_heads: PositiveInt
+    vocab_size: PositiveInt
+    seq_len: PositiveInt
+    tied_embeddings: bool = True
+    d_ff: PositiveInt | None = Field(None, description="MLP hidden width; default 4*d_model")
+    n_kv_heads: PositiveInt | None = Field(None, description="key/value heads (GQA); default n_heads")
+    mlp: Literal["gelu", "swiglu"] = "gelu"
+    bias: bool = Field(False, description="biases in Linear layers (GPT-2 had them; they add no counted FLOPs)")
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelSpec:
+        _check_heads("model", self.d_model, self.n_heads, self.n_kv_heads)
+        return self
+
+
+class TrainingSpec(StrictModel):
+    micro_batch_size: PositiveInt = Field(description="sequences per forward pass on one GPU")
+    batch_size: PositiveInt = Field(description="sequences per optimizer step over all GPUs")
+    precision: Literal["fp32", "bf16-mixed"] = "bf16-mixed"
+    optimizer: Literal["adamw"] = "adamw"
+    recompute: Literal["none", "full"] = "none"
+    parallelism: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+
+
+class HardwareSpec(StrictModel):
+    gpu: str | GPUSpec = Field("h200", description="a preset name or an inline GPU")
+    n_gpus: PositiveInt = 1
+    price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD; default: the preset's indicative price")
+    calibration: str | None = Field(None, description="time/memory profile name; default: the GPU's own or 'generic'")
+
+    @field_validator("gpu")
+    @classmethod
+    def _known_gpu(cls, gpu: str | GPUSpec) -> str | GPUSpec:
+        if isinstance(gpu, str) and gpu not in gpu_preset_names():
+            raise ValueError(
+                f"unknown GPU {gpu!r}; use one of {', '.join(gpu_preset_names())} or an inline GPU mapping"
+            )
+        return gpu
+
+    def resolved_gpu(self) -> GPUSpec:
+        return load_gpu(self.gpu) if isinstance(self.gpu, str) else self.gpu
+
+    @property
+    def usd_per_gpu_hour(self) -> float:
+        return self.price_per_gpu_hour if self.price_per_gpu_hour is not None else self.resolved_gpu().price_per_gpu_hour
+
+
+class StageSpec(StrictModel):
+    layers: PositiveInt = Field(description="active blocks in this stage")
+    tokens: PositiveFloat = Field(description="tokens trained in this stage")
+    train: str = Field("all", description="which blocks get gradients: all | new | top:K")
+    freeze_embeddings: bool = False
+    growth: GrowthOperator = Field("random_top", description="how blocks (or width) added at this stage are made")
+    width_growth: WidthOperator | None = Field(None, description="width operator when a stage grows depth and width")
+    d_model: PositiveInt | None = Field(None, description="this stage's width; default the model's")
+    n_heads: PositiveInt | None = None
+    d_ff: PositiveInt | None = None
+    reset_optimizer: bool = Field(False, description="start a fresh optimizer at this stage")
+    name: str | None = None
+
+    @field_validator("train")
+    @classmethod
+    def _policy(cls, train: str) -> str:
+        if not _TRAIN_POLICY.match(train):
+            raise ValueError(f"train {train!r} is not a policy; use all, new or top:K with K a positive integer")
+        return train
+
+
+class ScheduleSpec(StrictModel):
+    name: str | None = None
+    model: ModelSpec
+    training: TrainingSpec
+    hardware: HardwareSpec = HardwareSpec()
+    stages: Annotated[list[StageSpec], Field(min_length=1)]
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScheduleSpec:
+        t = self.training
+        per_step = t.micro_batch_size * self.hardware.n_gpus
+        if t.batch_size % per_step:
+            raise ValueError(
+                f"training.batch_size {t.batch_size} is not a multiple of micro_batch_size x n_gpus = {per_step}; "
+                "choose a batch_size that gradient accumulation can reach"
+            )
+        previous: StageSpec | None = None
+        for i, stage in enumerate(self.stages):
+            d_model, n_heads, d_ff = self.stage_width(stage)
+            where = f"stages[{i}]"
+            _check_heads(where, d_model, n_heads, self.model.n_kv_heads)
+            if stage.train.startswith("top:") and int(stage.train[4:]) > stage.layers:
+                raise ValueError(f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers")
+            if previous is not None:
+                prev_width = self.stage_width(previous)
+                if stage.layers < previous.layers:
+                    raise ValueError(
+                        f"{where}.layers: {stage.layers} is fewer than the previous stage's {previous.layers}; "
+                        "layers may only grow"
+                    )
+                for field, new, old in zip(("d_model", "n_heads", "d_ff"), (d_model, n_heads, d_ff), prev_width):
+                    if new < old:
+                        raise ValueError(f"{where}.{field}: {new} is smaller than the previous stage's {old}; width may only grow")
+                widens = (d_model, n_heads, d_ff) != prev_width
+                deepens = stage.layers > previous.layers
+                if widens and deepens and stage.growth in WIDTH_OPERATORS:
+                    raise ValueError(
+                        f"{where}.growth: the stage grows depth and width; set growth to a depth operator "
+                        f"({', '.join(DEPTH_OPERATORS)}) and width_growth to a width operator"
+                    )
+            previous = stage
+        last = self.stages[-1]
+        if self.stage_width(last) != (self.model.d_model, self.model.n_heads, self.model_d_ff):
+            raise ValueError("stages[-1]: the last stage's width must be the model's (d_model, n_heads, d_ff)")
+        return self
+
+    @property
+    def model_d_ff(self) -> int:
+        return self.model.d_ff or 4 * self.model.d_model
+
+    def stage_width(self, stage: StageSpec) -> tuple[int, int, int]:
+        """(d_model, n_heads, d_ff) of a stage; unset fields follow the final model."""
+        d_model = stage.d_model or self.model.d_model
+        n_heads = stage.n_heads or (self.model.n_heads if d_model == self.model.d_model
+                                    else max(1, d_model * self.model.n_heads // self.model.d_model))
+        d_ff = stage.d_ff or (self.model_d_ff if d_model == self.model.d_model else 4 * d_model)
+        return d_model, n_heads, d_ff
+
+    def n_trainable_blocks(self, index: int) -> int:
+        """How many of stage ``index``'s blocks (counted from the top) get gradients.
+
+        ``new`` means the blocks added by the most recent depth growth at or before
+        this stage; in the first stage every block is new.
+        """
+        stage = self.stages[index]
+        if stage.train == "all":
+            return stage.layers
+        if stage.train.startswith("top:"):
+            return int(stage.train[4:])
+        below = stage.layers
+        for earlier in reversed(self.stages[:index]):
+            if earlier.layers < stage.layers:
+                below = earlier.layers
+                break
+        else:
+            below = 0
+        return stage.layers - below
+
+    @property
+    def total_tokens(self) -> float:
+        return sum(s.tokens for s in self.stages)
+
+
+def _check_heads(where: str, d_model: int, n_heads: int, n_kv_heads: int | None) -> None:
+    if d_model % n_heads:
+        raise ValueError(f"{where}: n_heads {n_heads} does not divide d_model {d_model}; pick n_heads that divides it")
+    if n_kv_heads is not None and n_heads % n_kv_heads:
+        raise ValueError(f"{where}: n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}")
+
+
+_PARSERS = {
+    ".yaml": yaml.safe_load,
+    ".yml": yaml.safe_load,
+    ".json": json.loads,
+    ".toml": tomllib.loads,
+}
+
+
+def parse_spec(data: object) -> ScheduleSpec:
+    """Validate already-parsed data; raise SpecError with one line on bad input."""
+    if not isinstance(data, dict):
+        raise SpecError("the spec must be a mapping with model, training, hardware and stages")
+    try:
+        return ScheduleSpec.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(one_line(exc)) from None
+
+
+def load_spec(path: str | Path) -> ScheduleSpec:
+    """Load a spec from a .yaml/.yml, .json or .toml file."""
+    path = Path(path)
+    parser = _PARSERS.get(path.suffix.lower())
+    if parser is None:
+        raise SpecError(f"{path}: unknown spec format {path.suffix!r}; use .yaml, .yml, .json or .toml")
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec ({exc.strerror}); check the path") from None
+    try:
+        data = parser(text)
+    except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SpecError(f"{path}: not valid {path.suffix[1:].upper()}: {first}") from None
+    return parse_spec(data)

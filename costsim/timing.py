@@ -1,0 +1,86 @@
+"""Step time: a per-op roofline with calibrated efficiencies.
+
+Each kernel takes the larger of two views, summed over the ops of a step:
+- matmuls: FLOPs over the achievable matmul rate, where a matmul of f FLOPs runs at
+  ``peak * eff * f / (f + f_half)`` (small matmuls do not fill the GPU);
+- attention: counted FLOPs over its own achieved rate (the flash kernels skip the
+  masked half, so this efficiency is not comparable with the matmul one);
+- everything else (norms, activations, residual adds, the fp32 loss over the logits,
+  the optimizer update): bytes moved over the achieved HBM bandwidth;
+- plus a fixed cost per kernel launch, which dominates small eager models.
+The efficiencies come from a ``CostProfile`` fitted to measured steps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES
+from costsim.flops import parameter_counts
+from costsim.ops import StageShape, block_ops, head_ops
+from costsim.profile import CostProfile
+
+Array = np.ndarray
+
+# AdamW reads weight, gradient and both moments and writes weight and moments.
+ADAMW_TRAFFIC_BYTES = 2 * PARAM_BYTES + GRAD_BYTES + 2 * ADAMW_STATE_BYTES
+# Kernels of one fused (multi-tensor) AdamW step, independent of model size in practice.
+ADAMW_KERNELS = 4
+
+
+@dataclass(frozen=True)
+class KernelWork:
+    """What one micro-batch's forward+backward asks of the GPU."""
+
+    matmul_flops: Array
+    matmul_kernels: Array
+    attention_flops: Array
+    memory_bytes: Array
+    kernels: Array
+
+
+def micro_batch_work(s: StageShape) -> KernelWork:
+    n_fwd, n_bwd, n_wgrad = s.layers, s.n_backward_blocks, s.n_trainable
+    n_recompute = s.recompute * n_bwd
+    mm_flops = mm_kernels = attn = mem = kernels = 0
+    for op in block_ops(s):
+        fwd_runs = n_fwd + (n_recompute if op.recomputed else 0)
+        if op.kind == "matmul":
+            mm_flops = mm_flops + np.asarray(op.fwd_flops) * (fwd_runs + n_bwd + n_wgrad)
+            mm_kernels = mm_kernels + fwd_runs + n_bwd + n_wgrad
+        elif op.kind == "attention":
+            attn = attn + np.asarray(op.fwd_flops) * fwd_runs + np.asarray(op.bwd_input_flops) * n_bwd
+        else:
+            # backward of an elementwise op reads its saved input and the incoming
+            # gradient and writes one: about twice the forward traffic.
+            mem = mem + np.asarray(op.traffic_bytes) * (fwd_runs + 2 * n_bwd)
+        kernels = kernels + fwd_runs + n_bwd + (n_wgrad if op.kind == "matmul" else 0)
+    for op in head_ops(s):
+        if op.kind == "matmul":
+            runs = 2 + s.head_trainable
+            mm_flops = mm_flops + np.asarray(op.fwd_flops) * runs
+            mm_kernels = mm_kernels + runs
+            kernels = kernels + runs
+        else:
+            mem = mem + np.asarray(op.traffic_bytes) * 3
+            kernels = kernels + 2
+    t = s.tokens
+    return KernelWork(matmul_flops=t * mm_flops, matmul_kernels=mm_kernels, attention_flops=t * attn,
+                      memory_bytes=t * mem, kernels=kernels)
+
+
+def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, profile: CostProfile) -> Array:
+    w = micro_batch_work(s)
+    matmul = (w.matmul_flops + w.matmul_kernels * profile.matmul_half_flops) / (peak_flops_per_s * profile.matmul_efficiency)
+    attention = w.attention_flops / (peak_flops_per_s * profile.attention_efficiency)
+    memory = w.memory_bytes / (bandwidth_bytes_per_s * profile.bandwidth_efficiency)
+    return matmul + attention + memory + w.kernels * profile.launch_overhead_s
+
+
+def optimizer_time_s(s: StageShape, bandwidth_bytes_per_s, profile: CostProfile, shard: Array | int = 1) -> Array:
+    trainable = parameter_counts(s).trainable / shard
+    return trainable * ADAMW_TRAFFIC_BYTES / (bandwidth_bytes_per_s * profile.bandwidth_efficiency) + (
+        ADAMW_KERNELS * profile.launch_overhead_s
+    )

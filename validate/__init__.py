@@ -1,0 +1,1 @@
+"""validate: train growth schedules for real, measure them, and check costsim's predictions."""

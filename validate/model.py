@@ -1,0 +1,225 @@
+"""The reference GPT: the model validation trains and the cost engine mirrors.
+
+nanoGPT conventions, as in the study's code: pre-LayerNorm blocks, learned positions,
+a 4x GELU MLP (or SwiGLU), ``F.scaled_dot_product_attention(is_causal=True)``, optionally
+tied input/output embeddings, and a loss computed in fp32 over full-vocabulary logits.
+
+Growth lives here too, because it is an operation on this model's weights:
+``grow_depth`` adds blocks by one of the depth operators, ``set_trainable`` applies a
+stage's train policy, and ``checkpoint_blocks`` wraps every block in non-reentrant
+activation checkpointing. Any change to the ops a block runs must be mirrored in
+``costsim/ops.py``; the FLOP and saved-activation parity tests hold the two together.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+INIT_STD = 0.02
+
+
+@dataclass(frozen=True)
+class GPTShape:
+    """Everything that fixes the model's tensors, for one stage."""
+
+    vocab_size: int
+    seq_len: int
+    n_layers: int
+    d_model: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    mlp: str = "gelu"  # gelu | swiglu
+    tied_embeddings: bool = True
+    bias: bool = False
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = shape.n_heads, shape.n_kv_heads, shape.head_dim
+        kv_width = shape.n_kv_heads * shape.head_dim
+        self.c_attn = nn.Linear(shape.d_model, shape.d_model + 2 * kv_width, bias=shape.bias)
+        self.c_proj = nn.Linear(shape.d_model, shape.d_model, bias=shape.bias)
+        self.c_proj.residual_projection = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        batch, seq, d_model = x.shape
+        kv_width = self.n_kv_heads * self.head_dim
+        q, k, v = self.c_attn(x).split([d_model, kv_width, kv_width], dim=2)
+        q = q.view(batch, seq, self.n_heads, self.head_dim).transpose(1, 2)
+        k = k.view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = v.view(batch, seq, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        gqa = self.n_kv_heads != self.n_heads
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
+        y = y.transpose(1, 2).contiguous().view(batch, seq, d_model)
+        return self.c_proj(y)
+
+
+class MLP(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.swiglu = shape.mlp == "swiglu"
+        # SwiGLU's gate and up projections are one matmul: same FLOPs, one kernel.
+        fan_out = 2 * shape.d_ff if self.swiglu else shape.d_ff
+        self.c_fc = nn.Linear(shape.d_model, fan_out, bias=shape.bias)
+        self.c_proj = nn.Linear(shape.d_ff, shape.d_model, bias=shape.bias)
+        self.c_proj.residual_projection = True
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.c_fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            h = F.silu(gate) * up
+        else:
+            h = F.gelu(h, approximate="tanh")
+        return self.c_proj(h)
+
+
+class Block(nn.Module):
+    def __init__(self, shape: GPTShape):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(shape.d_model)
+        self.attn = CausalSelfAttention(shape)
+        self.ln_2 = nn.LayerNorm(shape.d_model)
+        self.mlp = MLP(shape)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, shape: GPTShape, final_n_layers: int | None = None):
+        """``final_n_layers`` scales residual projections at init as the study does:
+        every block is initialised for the full-depth model, even when it starts shallow."""
+        super().__init__()
+        self.shape = shape
+        self.final_n_layers = final_n_layers or shape.n_layers
+        self.wte = nn.Embedding(shape.vocab_size, shape.d_model)
+        self.wpe = nn.Embedding(shape.seq_len, shape.d_model)
+        self.blocks = nn.ModuleList(self.new_block() for _ in range(shape.n_layers))
+        self.ln_f = nn.LayerNorm(shape.d_model)
+        self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
+        if shape.tied_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self._init_module(self.wte)
+        self._init_module(self.wpe)
+        if not shape.tied_embeddings:
+            self._init_module(self.lm_head)
+        self.checkpointed = False
+
+    def new_block(self) -> Block:
+        block = Block(self.shape)
+        if next(self.parameters(), None) is not None:
+            p = next(self.parameters())
+            block.to(device=p.device, dtype=p.dtype)
+        block.apply(self._init_module)
+        return block
+
+    def _init_module(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            std = INIT_STD
+            if getattr(module, "residual_projection", False):
+                std *= (2 * self.final_n_layers) ** -0.5
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=INIT_STD)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None):
+        _, seq = idx.shape
+        pos = torch.arange(seq, device=idx.device)
+        x = self.wte(idx) + self.wpe(pos)
+        for block in self.blocks:
+            if self.checkpointed and torch.is_grad_enabled():
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.view(-1))
+        return logits, loss
+
+    # --- growth and training policy -------------------------------------------------
+
+    def grow_depth(self, n_layers: int, operator: str) -> None:
+        """Add blocks on top (under ln_f) until there are ``n_layers``.
+
+        random_top: fresh blocks, initialised as at the start of training.
+        stack_copy: copies of the trained blocks, bottom first, repeated as needed.
+        stack_middle: copies of the middle blocks, inserted in the middle.
+        identity: fresh blocks whose two residual projections start at zero, so the
+        model computes exactly the same function after growing.
+        """
+        n_old = len(self.blocks)
+        n_new = n_layers - n_old
+        if n_new < 0:
+            raise ValueError(f"cannot shrink from {n_old} to {n_layers} blocks")
+        if n_new == 0:
+            return
+        old = list(self.blocks)
+        if operator == "random_top":
+            grown = old + [self.new_block() for _ in range(n_new)]
+        elif operator == "identity":
+            fresh = [self.new_block() for _ in range(n_new)]
+            for block in fresh:
+                for proj in (block.attn.c_proj, block.mlp.c_proj):
+                    nn.init.zeros_(proj.weight)
+            grown = old + fresh
+        elif operator == "stack_copy":
+            grown = old + [copy.deepcopy(old[i % n_old]) for i in range(n_new)]
+        elif operator == "stack_middle":
+            start = max(0, (n_old - n_new) // 2)
+            middle = [copy.deepcopy(old[(start + i) % n_old]) for i in range(n_new)]
+            cut = start + min(n_new, n_old)
+            grown = old[:cut] + middle + old[cut:]
+        else:
+            raise ValueError(f"unknown depth growth operator {operator!r}")
+        self.blocks = nn.ModuleList(grown)
+        self.shape = _replace(self.shape, n_layers=n_layers)
+
+    def set_trainable(self, n_trainable_blocks: int, train_embeddings: bool = True) -> None:
+        """The top ``n_trainable_blocks`` blocks train, the rest are frozen.
+
+        The final norm always trains. Embeddings train unless ``train_embeddings`` is
+        false; with tied weights the LM head is the token embedding and follows it.
+        """
+        n_layers = len(self.blocks)
+        if not 0 <= n_trainable_blocks <= n_layers:
+            raise ValueError(f"n_trainable_blocks={n_trainable_blocks} outside 0..{n_layers}")
+        for i, block in enumerate(self.blocks):
+            block.requires_grad_(i >= n_layers - n_trainable_blocks)
+        self.wte.requires_grad_(train_embeddings)
+        self.wpe.requires_grad_(train_embeddings)
+        self.ln_f.requires_grad_(True)
+        if not self.shape.tied_embeddings:
+            self.lm_head.requires_grad_(True)
+
+    def checkpoint_blocks(self, enabled: bool = True) -> None:
+        """Non-reentrant activation checkpointing of every block."""
+        self.checkpointed = enabled
+
+    def parameter_counts(self) -> dict[str, int]:
+        unique = {id(p): p for p in self.parameters()}.values()
+        total = sum(p.numel() for p in unique)
+        trainable = sum(p.numel() for p in unique if p.requires_grad)
+        embedding = self.wte.weight.numel() + self.wpe.weight.numel()
+        return {"total": total, "trainable": trainable, "non_embedding": total - embedding}
+
+
+def _replace(shape: GPTShape, **changes) -> GPTShape:
+    return GPTShape(**{**shape.__dict__, **changes})
+
