@@ -80,7 +80,10 @@ def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1, pa
     gradients = params.trainable * GRAD_BYTES / (n if shard_g else 1)
     optimizer = params.trainable * ADAMW_STATE_BYTES / (n if shard_o else 1)
     activations = saved_activation_bytes(s).astype(float)
-    transient = (profile.logits_transient_bytes * s.tokens * s.vocab_size + recompute_working_bytes(s)).astype(float)
+    # The logits' gradients live at the start of backward and are gone before the
+    # first checkpointed block is re-run: the two transients do not overlap.
+    transient = np.maximum(profile.logits_transient_bytes * s.tokens * s.vocab_size,
+                           recompute_working_bytes(s)).astype(float)
     allocated = weights + gradients + optimizer + activations + transient + profile.memory_overhead_bytes
     return MemoryBreakdown(
         weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from costsim.errors import SpecError
 from costsim.spec import HardwareSpec, ModelSpec, ScheduleSpec, StageSpec, TrainingSpec
 
 GPT2_SMALL = ModelSpec(d_model=768, n_heads=12, vocab_size=50304, seq_len=1024, tied_embeddings=True, bias=True)
@@ -48,7 +49,7 @@ def paper_incremental(
     phase, by default the study's T_cont; pass 0 to leave it out.
     """
     if n_stages < 1 or n_layers % n_stages:
-        raise ValueError(f"n_layers {n_layers} must be a positive multiple of n_stages {n_stages}")
+        raise SpecError(f"n_layers {n_layers} must be a positive multiple of n_stages {n_stages}; the study adds L/S blocks per stage")
     per_stage = tokens / n_stages
     step = n_layers // n_stages
     stages = [StageSpec(layers=step, tokens=per_stage, train="all", name="stage 1")]

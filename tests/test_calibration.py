@@ -1,0 +1,47 @@
+"""The cost engine against 20 steps measured on an H200 (../shared/calibration)."""
+
+import json
+from importlib import resources
+
+import numpy as np
+import pytest
+
+from costsim.calibration import fit_profile, load_measurements, relative_errors, shape_of, split_holdout
+from costsim.flops import micro_batch_flops, parameter_counts
+from costsim.hardware import load_gpu
+from costsim.profile import load_profile
+
+MEASUREMENTS = resources.files("costsim") / "data" / "measurements" / "h200_sweep_2026-11-28.json"
+INFO, CASES = load_measurements(MEASUREMENTS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_counted_flops_match_the_gpu_counter_exactly(case):
+    shape = shape_of([case])
+    assert int(micro_batch_flops(shape).counted[0]) == case.counted_flops
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
+def test_parameter_counts_match(case):
+    raw = next(c for c in json.loads(MEASUREMENTS.read_text())["cases"] if c["name"] == case.name)
+    counts = parameter_counts(shape_of([case]))
+    assert (int(counts.total[0]), int(counts.trainable[0]), int(counts.non_embedding[0])) == (
+        raw["params"], raw["trainable"], raw["non_embedding"])
+
+
+def test_shipped_h200_profile_is_the_fit_of_the_shipped_measurements():
+    shipped = load_profile("h200")
+    refit = fit_profile(CASES, load_gpu("h200"), name="h200", device=INFO["gpu"], source=MEASUREMENTS.name)
+    for field in ("matmul_efficiency", "attention_efficiency", "bandwidth_efficiency", "launch_overhead_s",
+                  "logits_transient_bytes", "reserve_fraction"):
+        assert getattr(shipped, field) == pytest.approx(getattr(refit, field), rel=1e-6), field
+
+
+def test_held_out_errors_are_within_tolerance():
+    """Fit on two thirds, check the held-out third: the numbers the README reports."""
+    fit, held = split_holdout(CASES)
+    assert len(fit) == 14 and len(held) == 6
+    profile = fit_profile(CASES, load_gpu("h200"), name="test", device="H200")
+    errors = {k: np.abs(v) for k, v in relative_errors(held, profile, load_gpu("h200")).items()}
+    assert np.median(errors["step_time"]) < 0.15 and errors["step_time"].max() < 0.30
+    assert np.median(errors["peak_allocated"]) < 0.05 and errors["peak_allocated"].max() < 0.20
