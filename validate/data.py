@@ -3,8 +3,9 @@
 Validation has to train a real GPT anywhere the project runs, including machines with no
 network, so the default corpus is built from text every Python installation carries: the
 standard library's own ``.py`` sources, tokenized as raw bytes (vocabulary 256). The build
-is deterministic, so two machines with the same Python get the same tokens, and the
-``sha256`` in ``meta.json`` names exactly what a run trained on.
+is deterministic, so two machines with the same Python build get the same tokens, and
+the ``sha256`` in ``meta.json`` names exactly what a run trained on (distributions that
+patch their stdlib may differ, which the hash reveals).
 
 Every source yields the same :class:`TokenDataset`, so training code never cares where
 tokens came from. ``open_dataset`` picks the reader from a small table keyed by scheme:
@@ -51,6 +52,8 @@ DEFAULT_MAX_BYTES = 32 * 2**20
 TOKEN_DTYPE = np.dtype("<u2")
 STDLIB_FORMAT = "stdlib-bytes-v1"
 DATA_DIR_ENV = "COSTSIM_DATA_DIR"
+
+CacheDir = str | os.PathLike[str] | None
 
 # Tests and other packages' files would make the corpus depend on what happens to be
 # installed; the platform's build configuration (config-*/, _sysconfigdata*) would make
@@ -131,7 +134,7 @@ class TokenDataset:
 class _Options:
     """The keyword arguments of ``open_dataset``, handed to whichever reader it picks."""
 
-    cache_dir: str | os.PathLike[str] | None
+    cache_dir: CacheDir
     max_bytes: int
     vocab_size: int | None
 
@@ -139,7 +142,7 @@ class _Options:
 def open_dataset(
     source: str | None = None,
     *,
-    cache_dir: str | os.PathLike[str] | None = None,
+    cache_dir: CacheDir = None,
     max_bytes: int = DEFAULT_MAX_BYTES,
     vocab_size: int | None = None,
 ) -> TokenDataset:
@@ -173,6 +176,8 @@ def _parse_source(source: str | None) -> tuple[str, str]:
 
 
 def _existing_path(arg: str) -> Path:
+    if not arg:
+        raise DataError("no path given after the scheme; write e.g. 'text:/path/to/corpus'")
     path = Path(arg).expanduser()
     if not path.exists():
         raise DataError(
@@ -197,7 +202,7 @@ def python_minor() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def stdlib_cache_dir(cache_dir: str | os.PathLike[str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
+def stdlib_cache_dir(cache_dir: CacheDir = None, max_bytes: int = DEFAULT_MAX_BYTES) -> Path:
     """Where the stdlib corpus for this Python and byte cap lives.
 
     The data root is ``cache_dir``, else ``$COSTSIM_DATA_DIR``, else
@@ -242,7 +247,7 @@ def _keep_stdlib_file(name: str) -> bool:
     return name.endswith(".py") and not name.startswith("_sysconfigdata")
 
 
-def open_stdlib(cache_dir: str | os.PathLike[str] | None = None, max_bytes: int = DEFAULT_MAX_BYTES) -> TokenDataset:
+def open_stdlib(cache_dir: CacheDir = None, max_bytes: int = DEFAULT_MAX_BYTES) -> TokenDataset:
     """The stdlib corpus, built once per cache directory and verified at every open.
 
     A cache that fails verification (missing, truncated, another format, another Python
@@ -261,7 +266,9 @@ def open_stdlib(cache_dir: str | os.PathLike[str] | None = None, max_bytes: int 
             _build_stdlib_cache(directory, max_bytes, identity)
             dataset = _load_stdlib_cache(directory, identity)
     if dataset is None:
-        raise DataError(f"the corpus just built in {directory} does not verify; check that disk, or pass another cache_dir")
+        raise DataError(
+            f"the corpus just built in {directory} does not verify; check the disk or pass another cache_dir"
+        )
     return dataset
 
 
@@ -272,7 +279,7 @@ def _load_stdlib_cache(directory: Path, identity: Mapping[str, Any]) -> TokenDat
         dataset = _open_bin_dir(directory, None)
     except (OSError, ValueError):  # DataError is a ValueError, as is bad JSON
         return None
-    if any(meta.get(key) != value for key, value in identity.items()):
+    if not isinstance(meta, dict) or any(meta.get(key) != value for key, value in identity.items()):
         return None
     if meta.get("sha256") != token_stream_hash(dataset.splits):
         return None
@@ -282,8 +289,8 @@ def _load_stdlib_cache(directory: Path, identity: Mapping[str, Any]) -> TokenDat
 def _build_stdlib_cache(directory: Path, max_bytes: int, identity: Mapping[str, Any]) -> None:
     """Write ``train.bin``, ``val.bin`` and, last, ``meta.json``; call it holding the lock.
 
-    ``meta.json`` goes first and comes back last, so a reader never pairs it with bins
-    from another build, and a build that dies midway leaves a cache that fails
+    ``meta.json`` is removed first and written last, so a reader never pairs it with
+    bins from another build, and a build that dies midway leaves a cache that fails
     verification and is rebuilt, never one that passes with half its data.
     """
     documents = split_documents(stdlib_documents(max_bytes))
@@ -419,7 +426,9 @@ def read_text_documents(path: Path) -> list[Document]:
         if data and b"\0" not in data:
             documents.append(Document(name, data))
     if not documents:
-        raise DataError(f"directory {path} contains no non-empty text files; add some, or point at another source")
+        raise DataError(
+            f"directory {path} contains no non-empty text files; add some, or point at another source"
+        )
     return documents
 
 
@@ -434,7 +443,7 @@ def _byte_tokens(documents: list[Document]) -> np.ndarray:
 
 def _read_stdlib(arg: str, options: _Options) -> TokenDataset:
     if arg:
-        raise DataError(f"'stdlib' takes no argument, got 'stdlib:{arg}'; use 'stdlib', or a path for other text")
+        raise DataError(f"'stdlib' takes no argument, got 'stdlib:{arg}'; use 'stdlib' alone")
     return open_stdlib(options.cache_dir, options.max_bytes)
 
 
@@ -464,7 +473,7 @@ def _open_bin_dir(directory: Path, vocab_size: int | None) -> TokenDataset:
         )
     resolved = meta_vocab if meta_vocab is not None else vocab_size
     if resolved is None:
-        raise DataError(f"{directory} has no meta.json or meta.pkl giving vocab_size; pass vocab_size=")
+        raise DataError(f"{directory} has no meta.json or meta.pkl giving vocab_size; pass vocab_size=N")
     return TokenDataset(resolved, splits, f"bin:{directory}")
 
 
@@ -499,10 +508,14 @@ def _meta_vocab_size(directory: Path) -> int | None:
         else:
             return None
     except (ValueError, pickle.UnpicklingError, EOFError) as exc:
-        raise DataError(f"cannot read the meta file in {directory} ({exc}); fix or remove it and pass vocab_size=") from exc
+        raise DataError(
+            f"cannot read the meta file in {directory} ({exc}); fix or remove it and pass vocab_size=N"
+        ) from exc
     vocab = meta.get("vocab_size") if isinstance(meta, dict) else None
     if not isinstance(vocab, int) or vocab < 1:
-        raise DataError(f"the meta file in {directory} has no positive integer vocab_size; add one or remove the file")
+        raise DataError(
+            f"the meta file in {directory} has no positive integer vocab_size; add one or remove the file"
+        )
     return vocab
 
 
@@ -585,4 +598,4 @@ _READERS: dict[str, Callable[[str, _Options], TokenDataset]] = {
 def _check_positive(**values: int) -> None:
     for name, value in values.items():
         if value < 1:
-            raise DataError(f"{name} must be at least 1, got {value}")
+            raise DataError(f"{name} must be at least 1, got {value}; pass a positive value")
