@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from costsim.errors import SpecError, one_line
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
+from costsim.lr import ConstantLR, LRSchedule
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -60,6 +61,14 @@ class TrainingSpec(StrictModel):
     optimizer: Literal["adamw"] = "adamw"
     recompute: Literal["none", "full"] = "none"
     parallelism: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+    lr_schedule: LRSchedule = Field(default_factory=ConstantLR, description="constant | cosine | wsd (by kind)")
+    lr_reset_per_stage: bool = Field(False, description="restart the schedule (and warmup) at every stage")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW decay on >=2-D weights")
+    beta1: float = Field(0.9, ge=0, lt=1)
+    beta2: float = Field(0.95, ge=0, lt=1)
+    eps: float = Field(1e-8, gt=0)
+    grad_clip: PositiveFloat | None = Field(None, description="max global grad norm; the study used none")
+    seed: int = 1337
 
 
 class HardwareSpec(StrictModel):
@@ -146,6 +155,13 @@ class ScheduleSpec(StrictModel):
                         f"{where}.growth: the stage grows depth and width; set growth to a depth operator "
                         f"({', '.join(DEPTH_OPERATORS)}) and width_growth to a width operator"
                     )
+                if widens and self.growth_operators(i)[1] == "widen_preserving":
+                    factor = d_model // prev_width[0]
+                    if tuple(factor * w for w in prev_width) != (d_model, n_heads, d_ff):
+                        raise ValueError(
+                            f"{where}: widen_preserving needs d_model, n_heads and d_ff to grow by one integer "
+                            f"factor (here {prev_width} -> {(d_model, n_heads, d_ff)}); use widen_random otherwise"
+                        )
             previous = stage
         last = self.stages[-1]
         if self.stage_width(last) != (self.model.d_model, self.model.n_heads, self.model_d_ff):
@@ -163,6 +179,13 @@ class ScheduleSpec(StrictModel):
                                     else max(1, d_model * self.model.n_heads // self.model.d_model))
         d_ff = stage.d_ff or (self.model_d_ff if d_model == self.model.d_model else 4 * d_model)
         return d_model, n_heads, d_ff
+
+    def growth_operators(self, index: int) -> tuple[str, str]:
+        """(depth operator, width operator) that stage ``index`` grows with."""
+        stage = self.stages[index]
+        depth = stage.growth if stage.growth in DEPTH_OPERATORS else "random_top"
+        width = stage.width_growth or (stage.growth if stage.growth in WIDTH_OPERATORS else "widen_preserving")
+        return depth, width
 
     def n_trainable_blocks(self, index: int) -> int:
         """How many of stage ``index``'s blocks (counted from the top) get gradients.

@@ -191,6 +191,49 @@ class GPT(nn.Module):
         self.blocks = nn.ModuleList(grown)
         self.shape = _replace(self.shape, n_layers=n_layers)
 
+    def grow_width(self, d_model: int, n_heads: int, d_ff: int, operator: str) -> None:
+        """Widen every layer to (d_model, n_heads, d_ff); depth is unchanged.
+
+        widen_preserving (HyperCloning-style): every width grows by one integer factor k
+        and each hidden vector becomes k copies of itself. Weights are tiled k x k and
+        divided by k, so every layer's output is k copies of the old output; LayerNorm
+        sees the same mean and variance, attention the same heads (k copies). The final
+        norm's affine is divided by k so the head's k-fold sum gives the old logits,
+        with tied or untied embeddings. The model computes the same function.
+        widen_random: the old weights fill the leading slices of a freshly initialised
+        wider model; not function-preserving.
+        """
+        old = self.shape
+        kv_heads = old.n_kv_heads * n_heads // old.n_heads
+        wider = GPT(_replace(old, d_model=d_model, n_heads=n_heads, n_kv_heads=kv_heads, d_ff=d_ff),
+                    final_n_layers=self.final_n_layers)
+        p = next(self.parameters())
+        wider.to(device=p.device, dtype=p.dtype)
+        if operator == "widen_preserving":
+            factor = d_model // old.d_model
+            if (old.d_model * factor, old.n_heads * factor, old.d_ff * factor) != (d_model, n_heads, d_ff):
+                raise ValueError("widen_preserving needs d_model, n_heads and d_ff to grow by one integer factor")
+        elif operator != "widen_random":
+            raise ValueError(f"unknown width growth operator {operator!r}")
+        old_segments, new_segments = _segments(old), _segments(wider.shape)
+        with torch.no_grad():
+            for (name, target), source in zip(wider.named_parameters(), self.parameters()):
+                module = name.split(".")[-2] if name.count(".") >= 1 else name
+                segs = old_segments.get(module), new_segments.get(module)
+                if operator == "widen_preserving":
+                    target.copy_(_tile(name, source, target.shape, *segs, factor=factor))
+                else:
+                    target.copy_(_embed_leading(name, source, target, *segs))
+            if operator == "widen_preserving":
+                wider.ln_f.weight.div_(factor)
+                wider.ln_f.bias.div_(factor)
+        trainable = [p.requires_grad for p in self.parameters()]
+        self.wte, self.wpe, self.blocks, self.ln_f, self.lm_head = (
+            wider.wte, wider.wpe, wider.blocks, wider.ln_f, wider.lm_head)
+        self.shape = wider.shape
+        for flag, param in zip(trainable, self.parameters()):
+            param.requires_grad_(flag)
+
     def set_trainable(self, n_trainable_blocks: int, train_embeddings: bool = True) -> None:
         """The top ``n_trainable_blocks`` blocks train, the rest are frozen.
 
@@ -223,3 +266,38 @@ class GPT(nn.Module):
 def _replace(shape: GPTShape, **changes) -> GPTShape:
     return GPTShape(**{**shape.__dict__, **changes})
 
+
+
+def _segments(shape: GPTShape) -> dict[str, list[int]]:
+    """Output segments of fused weights: each grows on its own when widening."""
+    kv = shape.n_kv_heads * shape.head_dim
+    fc = [shape.d_ff, shape.d_ff] if shape.mlp == "swiglu" else [shape.d_ff]
+    return {"c_attn": [shape.d_model, kv, kv], "c_fc": fc}
+
+
+def _rows(t: torch.Tensor, segments: list[int] | None) -> list[torch.Tensor]:
+    return list(t.split(segments, dim=0)) if segments else [t]
+
+
+def _tile(name: str, source: torch.Tensor, target_shape: torch.Size, old_segments, new_segments,
+          factor: int) -> torch.Tensor:
+    """k copies along every widened dimension. In a block's Linear the input is k
+    copies of the old input, so the tiled weight is divided by k to keep the sum."""
+    out = source
+    if source.shape[0] != target_shape[0]:
+        out = torch.cat([part.repeat(factor, *([1] * (source.dim() - 1))) for part in _rows(source, old_segments)])
+    if source.dim() == 2 and source.shape[1] != target_shape[1]:
+        out = out.repeat(1, factor)
+        if name.startswith("blocks."):
+            out = out / factor
+    return out
+
+
+def _embed_leading(name: str, source: torch.Tensor, target: torch.Tensor, old_segments, new_segments) -> torch.Tensor:
+    """The old weights in the leading slice of each (output segment, input) block."""
+    out = target.clone()
+    old_parts = _rows(source, old_segments)
+    new_parts = _rows(out, new_segments)
+    for old, new in zip(old_parts, new_parts):
+        new[tuple(slice(0, n) for n in old.shape)] = old
+    return out
