@@ -62,12 +62,12 @@ class Column:
 
     def ddl(self) -> str:
         """Column definition for CREATE TABLE; appends are checked against the same DDL."""
-        text = f"{self.name} {self.type}"
+        text = f'"{self.name}" {self.type}'
         if not self.nullable:
             text += " NOT NULL"
         if self.allowed:
             values = ", ".join(f"'{value}'" for value in self.allowed)
-            text += f" CHECK ({self.name} IN ({values}))"
+            text += f' CHECK ("{self.name}" IN ({values}))'
         return text
 
 
@@ -92,7 +92,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     "run_status": _table(
         Column("run_id", "VARCHAR"),
         Column("status", "VARCHAR", allowed=RUN_STATES),
-        Column("at", "TIMESTAMP"),
+        Column("recorded_at", "TIMESTAMP"),
     ),
     "stages": _table(
         Column("run_id", "VARCHAR"),
@@ -184,14 +184,14 @@ WITH registration AS (
     FROM runs
     QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY started_at, record_id) = 1
 ), status_events AS (
-    SELECT run_id, status, coalesce(finished_at, started_at) AS at FROM runs
+    SELECT run_id, status, coalesce(finished_at, started_at) AS recorded_at FROM runs
     UNION ALL
-    SELECT run_id, status, at FROM run_status
+    SELECT run_id, status, recorded_at FROM run_status
 ), latest AS (
     SELECT run_id,
-           max(at) AS last_seen,
-           arg_max(status, at) FILTER (WHERE status <> 'running') AS final_status,
-           max(at) FILTER (WHERE status <> 'running') AS finished_at
+           max(recorded_at) AS last_seen,
+           arg_max(status, recorded_at) FILTER (WHERE status <> 'running') AS final_status,
+           max(recorded_at) FILTER (WHERE status <> 'running') AS finished_at
     FROM status_events
     GROUP BY run_id
 )
@@ -209,6 +209,7 @@ FROM registration AS r JOIN latest AS l USING (run_id)
 """One row per run with its effective status: a final status wins (the newest if several);
 otherwise the run is "running" while its newest record is younger than the heartbeat
 timeout and "incomplete" after that, which is how a SIGKILLed run shows up."""
+
 
 class _HeldLocks(threading.local):
     """Lock files this thread holds, so re-entry fails loudly instead of deadlocking on flock."""
@@ -261,7 +262,7 @@ class Store:
             for column in columns:
                 if not column.nullable and column.name != "record_id" and row.get(column.name) is None:
                     raise ValueError(f"row {index} for table {table!r} lacks required column {column.name!r}")
-        record_ids = [row.get("record_id") or uuid.uuid4().hex for row in rows]
+        record_ids = [str(row.get("record_id") or uuid.uuid4().hex) for row in rows]
         values = [
             record_ids if column.name == "record_id" else [row.get(column.name) for row in rows]
             for column in columns
@@ -277,7 +278,7 @@ class Store:
             try:
                 writer.execute(f"INSERT INTO {table} SELECT {unnest}", values)
             except duckdb.Error as exc:
-                raise ValueError(f"rows for table {table!r} do not fit its schema: {str(exc).splitlines()[0]}") from exc
+                raise ValueError(_misfit_message(writer, table, columns, values, exc)) from exc
             writer.execute(f"COPY {table} TO ? (FORMAT parquet)", [str(temp)])
         _fsync(temp)
         os.replace(temp, final)
@@ -290,7 +291,7 @@ class Store:
         Statuses are appended, never updated, so concurrent writers cannot lose each
         other's updates; the ``run_summary`` view resolves them.
         """
-        self.append("run_status", [{"run_id": run_id, "status": status, "at": datetime.now(timezone.utc)}])
+        self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(timezone.utc)}])
 
     def _writer_connection(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB used only to encode Parquet, reopened after a fork.
@@ -317,11 +318,11 @@ class Store:
         """
         with self._locked(fcntl.LOCK_EX):
             batches = {table: sorted(self.spool_dir.joinpath(table).glob("*.parquet")) for table in TABLES}
+            ingested = 0
             connection = duckdb.connect(str(self.path))
             try:
                 connection.execute("BEGIN")
                 _ensure_schema(connection)
-                ingested = 0
                 for table, files in batches.items():
                     if files:
                         ingested += connection.execute(
@@ -421,7 +422,11 @@ class Buffer:
             self.flush()
 
     def flush(self) -> list[str]:
-        """Append the buffered rows to the spool (not to the database); return their ids."""
+        """Append the buffered rows to the spool (not to the database); return their ids.
+
+        The buffer is emptied before the append, so a batch that raises is dropped rather
+        than retried by every later ``add``: one bad row must not stop all logging.
+        """
         rows, self._rows = self._rows, []
         return self.store.append(self.table, rows)
 
@@ -440,6 +445,29 @@ def _columns(table: str) -> tuple[Column, ...]:
         raise ValueError(f"unknown table {table!r}; allowed: {', '.join(sorted(TABLES))}") from None
 
 
+def _misfit_message(
+    writer: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: tuple[Column, ...],
+    values: list[list[Any]],
+    error: duckdb.Error,
+) -> str:
+    """One line for rows DuckDB refused, naming the column when a cast was the problem.
+
+    The batch INSERT reports a conversion error without its column, so on this (rare)
+    path each column's values are cast alone to find the culprit.
+    """
+    for column, column_values in zip(columns, values):
+        try:
+            writer.execute(f"SELECT ?::{column.type}[]", [column_values])
+        except duckdb.Error as cast_error:
+            return (
+                f"column {column.name!r} of table {table!r} does not fit {column.type}: "
+                f"{str(cast_error).splitlines()[0]}"
+            )
+    return f"rows for table {table!r} do not fit its schema: {str(error).splitlines()[0]}"
+
+
 def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
     """Create missing tables, add columns a newer schema introduced, refresh the view.
 
@@ -454,7 +482,7 @@ def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
     for table, columns in TABLES.items():
         for column in columns:
             if (table, column.name) not in existing:
-                connection.execute(f"ALTER TABLE {table} ADD COLUMN {column.name} {column.type}")
+                connection.execute(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {column.type}')
     connection.execute(RUN_SUMMARY_SQL)
 
 

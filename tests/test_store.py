@@ -1,0 +1,313 @@
+"""The store under concurrent producers, SIGKILLs and crashes between commit and cleanup.
+
+Worker functions live at module level because the spawn start method (what the store
+must survive: fresh interpreters, no inherited DuckDB state) pickles them by name.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import shutil
+import signal
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from validate.store import RUN_STATES, TABLES, Buffer, Store
+
+SPAWN = multiprocessing.get_context("spawn")
+ROWS_PER_APPEND = 8
+
+
+def _event_rows(producer: int, batch: int) -> list[dict[str, object]]:
+    """One append's rows; (run_id, step) identifies a row, ``detail`` its batch."""
+    return [
+        {"run_id": f"p{producer}", "step": batch * ROWS_PER_APPEND + i, "kind": "test", "detail": str(batch)}
+        for i in range(ROWS_PER_APPEND)
+    ]
+
+
+def _produce(path: str, producer: int, batches: int) -> None:
+    store = Store(path)
+    for batch in range(batches):
+        store.append("events", _event_rows(producer, batch))
+
+
+def _flush_and_query_until(path: str, stop, ready, flushes_with_rows) -> None:
+    store = Store(path)
+    while not stop.is_set():
+        if store.flush():
+            flushes_with_rows.value += 1
+        store.query("SELECT count(*) AS n FROM events")
+        ready.set()
+
+
+def _produce_and_acknowledge(path: str, producer: int, ack_path: str) -> None:
+    """Append forever, logging each batch only after append returned (the acknowledgement)."""
+    store = Store(path)
+    ack = os.open(ack_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    batch = 0
+    while True:
+        store.append("events", _event_rows(producer, batch))
+        os.write(ack, f"{batch}\n".encode())
+        batch += 1
+
+
+def _flush_forever(path: str, ready) -> None:
+    store = Store(path)
+    while True:
+        store.flush()
+        ready.set()
+
+
+def _run_row(run_id: str, started_at: datetime, status: str = "running") -> dict[str, object]:
+    return {
+        "run_id": run_id,
+        "started_at": started_at,
+        "status": status,
+        "spec_json": "{}",
+        "torch_version": "2.11.0",
+        "device": "cpu",
+        "seed": 0,
+        "kind": "test",
+    }
+
+
+def _step_row(step: int) -> dict[str, object]:
+    return {"run_id": "r", "step": step, "stage_index": 0, "tokens": 1024.0 * step,
+            "train_loss": 3.5, "wall_time_s": 0.1 * step, "lr": 1e-3}
+
+
+def _events_by_batch(store: Store, producer: int) -> dict[int, int]:
+    rows = store.query(
+        "SELECT CAST(detail AS INTEGER) AS batch, count(*) AS n FROM events WHERE run_id = ? GROUP BY batch",
+        [f"p{producer}"],
+    )
+    return {row["batch"]: row["n"] for row in rows}
+
+
+def test_concurrent_producers_and_flusher_store_every_row_exactly_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "costsim.duckdb")
+    producers, batches = 8, 40
+    stop, ready = SPAWN.Event(), SPAWN.Event()
+    flushes_with_rows = SPAWN.Value("i", 0)
+    flusher = SPAWN.Process(target=_flush_and_query_until, args=(path, stop, ready, flushes_with_rows))
+    flusher.start()
+    assert ready.wait(timeout=20)
+    workers = [SPAWN.Process(target=_produce, args=(path, p, batches)) for p in range(producers)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=60)
+    stop.set()
+    flusher.join(timeout=20)
+    assert [worker.exitcode for worker in workers] == [0] * producers
+    assert flusher.exitcode == 0
+    assert flushes_with_rows.value >= 1  # ingestion really ran while producers wrote
+
+    store = Store(path)
+    store.flush()
+    [totals] = store.query("SELECT count(*) AS n, count(DISTINCT record_id) AS ids FROM events")
+    expected = producers * batches * ROWS_PER_APPEND
+    assert totals == {"n": expected, "ids": expected}
+    stored = {(row["run_id"], row["step"]) for row in store.query("SELECT run_id, step FROM events")}
+    assert stored == {(f"p{p}", s) for p in range(producers) for s in range(batches * ROWS_PER_APPEND)}
+    assert not list(store.spool_dir.glob("*/*"))
+
+
+def test_sigkilled_producer_loses_no_acknowledged_row_and_leaves_nothing_partial(tmp_path: Path) -> None:
+    path = str(tmp_path / "costsim.duckdb")
+    store = Store(path)
+    for producer, acknowledged_before_kill in enumerate((5, 17, 30)):
+        ack_path = tmp_path / f"ack{producer}"
+        worker = SPAWN.Process(target=_produce_and_acknowledge, args=(path, producer, str(ack_path)))
+        worker.start()
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if ack_path.exists() and ack_path.read_text().count("\n") >= acknowledged_before_kill:
+                break
+            time.sleep(0.002)
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.join()
+        acknowledged = {int(line) for line in ack_path.read_text().split()}
+        assert len(acknowledged) >= acknowledged_before_kill
+
+        store.flush()
+        by_batch = _events_by_batch(store, producer)
+        assert acknowledged <= set(by_batch)
+        # Only the append in flight at the kill may have landed unacknowledged.
+        assert set(by_batch) <= acknowledged | {max(acknowledged) + 1}
+        assert set(by_batch.values()) == {ROWS_PER_APPEND}
+
+
+def test_sigkilled_flusher_leaves_a_store_that_reopens_with_every_row_once(tmp_path: Path) -> None:
+    path = str(tmp_path / "costsim.duckdb")
+    store = Store(path)
+    expected = 0
+    for round_ in range(3):
+        ready = SPAWN.Event()
+        flusher = SPAWN.Process(target=_flush_forever, args=(path, ready))
+        flusher.start()
+        assert ready.wait(timeout=20)
+        for batch in range(30 * (round_ + 1)):  # kills land at different points of a flush
+            store.append("events", _event_rows(round_, batch))
+            expected += ROWS_PER_APPEND
+        os.kill(flusher.pid, signal.SIGKILL)
+        flusher.join()
+        store.flush()
+        [totals] = store.query("SELECT count(*) AS n, count(DISTINCT record_id) AS ids FROM events")
+        assert totals == {"n": expected, "ids": expected}
+
+
+def test_temp_files_are_never_ingested_and_stale_ones_are_swept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    store.append("steps", [_step_row(0)])
+    [spooled] = store.spool_dir.glob("steps/*.parquet")
+    temp = spooled.with_name(spooled.name + ".tmp")
+    spooled.rename(temp)  # a complete file a producer was killed before renaming
+
+    assert store.flush() == 0
+    assert temp.exists()  # fresh: might belong to a live producer
+    old = time.time() - 2 * 3600
+    os.utime(temp, (old, old))
+    assert store.flush() == 0
+    assert not temp.exists()
+    assert store.query("SELECT count(*) AS n FROM steps") == [{"n": 0}]
+
+
+def test_flush_after_crash_between_commit_and_spool_deletion_duplicates_nothing(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    for step in range(0, 50, 10):
+        store.append("steps", [_step_row(s) for s in range(step, step + 10)])
+    saved = tmp_path / "saved"
+    shutil.copytree(store.spool_dir, saved)
+    assert store.flush() == 50
+
+    shutil.copytree(saved, store.spool_dir, dirs_exist_ok=True)  # as if deletion never ran
+    store.append("steps", [_step_row(50)])
+    assert store.flush() == 1
+    assert store.query("SELECT count(*) AS n, count(DISTINCT step) AS steps FROM steps") == [{"n": 51, "steps": 51}]
+    assert not list(store.spool_dir.glob("*/*"))
+
+
+def test_a_retried_append_with_its_own_record_ids_is_stored_once(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    rows = [{**_step_row(s), "record_id": f"r-{s}"} for s in range(3)]
+    assert store.append("steps", rows) == ["r-0", "r-1", "r-2"]
+    store.append("steps", rows)  # both files land in the same flush
+    store.flush()
+    store.append("steps", rows)  # and again after it
+    assert store.query("SELECT count(*) AS n FROM steps") == [{"n": 3}]
+
+
+@pytest.mark.parametrize(
+    ("table", "rows", "message"),
+    [
+        ("stepz", [_step_row(0)], "unknown table 'stepz'; allowed: calibrations, cost_measurements,"),
+        ("steps", [{**_step_row(0), "loss": 1.0}], "unknown column 'loss' for table 'steps'; allowed: lr, record_id,"),
+        ("steps", [{**_step_row(0), "lr": None}], "row 0 for table 'steps' lacks required column 'lr'"),
+        ("steps", [{**_step_row(0), "step": "seven"}], "column 'step' of table 'steps' does not fit INTEGER:"),
+        ("runs", [_run_row("a", datetime.now(timezone.utc), status="done")],
+         "rows for table 'runs' do not fit its schema: Constraint Error: CHECK"),
+    ],
+)
+def test_bad_rows_are_refused_in_the_producer_with_one_line(
+    tmp_path: Path, table: str, rows: list[dict[str, object]], message: str
+) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    with pytest.raises(ValueError) as error:
+        store.append(table, rows)
+    assert str(error.value).startswith(message)
+    assert "\n" not in str(error.value)
+    assert not list(store.spool_dir.glob("*/*.parquet"))
+
+
+def test_buffer_appends_every_flush_every_rows_and_the_rest_on_exit(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    with pytest.raises(ValueError, match="unknown table 'stepz'"):
+        Buffer(store, "stepz")
+    with Buffer(store, "steps", flush_every=10) as buffer:
+        for step in range(25):
+            buffer.add(_step_row(step))
+        assert len(list(store.spool_dir.glob("steps/*.parquet"))) == 2
+    assert len(list(store.spool_dir.glob("steps/*.parquet"))) == 3
+    assert store.query("SELECT count(*) AS n FROM steps") == [{"n": 25}]
+
+
+def test_run_summary_resolves_appended_statuses(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    now = datetime.now(timezone.utc)
+    long_ago = now - timedelta(hours=3)
+    store.append("runs", [_run_row(run_id, long_ago) for run_id in ("killed", "done", "crashed", "beating")])
+    store.append("runs", [_run_row("fresh", now), _run_row("done", now)])  # "done" registered twice
+    last_heartbeat = {"run_id": "killed", "status": "running", "recorded_at": long_ago + timedelta(minutes=5)}
+    store.append("run_status", [last_heartbeat])
+    store.record_status("done", "complete")
+    store.record_status("done", "running")  # a late heartbeat does not reopen a finished run
+    store.record_status("crashed", "failed")
+    store.record_status("beating", "running")
+
+    summary = {row["run_id"]: row for row in store.query("SELECT * FROM run_summary")}
+    assert {run_id: row["status"] for run_id, row in summary.items()} == {
+        "killed": "incomplete", "done": "complete", "crashed": "failed", "beating": "running", "fresh": "running",
+    }
+    assert summary["done"]["registrations"] == 2
+    assert summary["done"]["started_at"] == long_ago.replace(tzinfo=None)
+    assert summary["done"]["finished_at"] is not None and summary["killed"]["finished_at"] is None
+    assert set(RUN_STATES) >= {row["status"] for row in summary.values()}
+
+
+def test_timestamps_are_stored_as_naive_utc(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    started = datetime(2026, 11, 28, 9, 30, tzinfo=timezone(timedelta(hours=2)))
+    store.append("runs", [_run_row("a", started)])
+    assert store.query("SELECT started_at FROM runs") == [{"started_at": datetime(2026, 11, 28, 7, 30)}]
+
+
+def test_a_plain_duckdb_reader_sees_the_tables_after_flush(tmp_path: Path) -> None:
+    path = tmp_path / "costsim.duckdb"
+    store = Store(path)
+    store.append("steps", [_step_row(s) for s in range(4)])
+    store.append("runs", [_run_row("r", datetime.now(timezone.utc))])
+    store.flush()
+
+    connection = duckdb.connect(str(path), read_only=True)
+    try:
+        names = {name for (name,) in connection.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        assert names == set(TABLES) | {"run_summary"}
+        assert connection.execute("SELECT count(*) FROM steps").fetchone() == (4,)
+        assert connection.execute("SELECT status FROM run_summary").fetchall() == [("running",)]
+    finally:
+        connection.close()
+
+
+def test_flush_adds_columns_that_a_newer_schema_introduced(tmp_path: Path) -> None:
+    path = tmp_path / "costsim.duckdb"
+    connection = duckdb.connect(str(path))
+    connection.execute("CREATE TABLE events (run_id VARCHAR, step INTEGER, kind VARCHAR, record_id VARCHAR)")
+    connection.execute("INSERT INTO events VALUES ('old', 1, 'k', 'id-old')")
+    connection.close()
+
+    store = Store(path)
+    store.append("events", [{"run_id": "new", "step": 2, "kind": "k", "detail": "d"}])
+    assert store.query("SELECT run_id, detail FROM events ORDER BY step") == [
+        {"run_id": "old", "detail": None}, {"run_id": "new", "detail": "d"},
+    ]
+
+
+def test_reentering_the_lock_from_one_thread_fails_instead_of_deadlocking(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    with store.connect_readonly() as connection:
+        assert connection.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+        with pytest.raises(RuntimeError, match="already locked by this thread"):
+            store.query("SELECT 1")
+    assert store.query("SELECT 1 AS one") == [{"one": 1}]
+
+
+def test_docs_describe_every_table() -> None:
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
+    assert [table for table in TABLES if f"`{table}`" not in docs] == []
