@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import socket
 import threading
 import time
 import uuid
@@ -93,6 +94,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("run_id", "VARCHAR"),
         Column("status", "VARCHAR", allowed=RUN_STATES),
         Column("recorded_at", "TIMESTAMP"),
+        # who recorded it: lets a reader on the same host see that a "running" run's
+        # process is gone (killed) without waiting for the heartbeat timeout
+        Column("host", "VARCHAR", nullable=True),
+        Column("pid", "INTEGER", nullable=True),
     ),
     "stages": _table(
         Column("run_id", "VARCHAR"),
@@ -291,7 +296,24 @@ class Store:
         Statuses are appended, never updated, so concurrent writers cannot lose each
         other's updates; the ``run_summary`` view resolves them.
         """
-        self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(timezone.utc)}])
+        self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(timezone.utc),
+                                    "host": socket.gethostname(), "pid": os.getpid()}])
+
+    def run_status(self, run_id: str) -> str | None:
+        """The run's effective status: ``run_summary``'s, except that a "running" run
+        whose last recorder was a process on this host that no longer exists is
+        "incomplete" at once. None if the run is unknown."""
+        rows = self.query("SELECT status FROM run_summary WHERE run_id = ?", [run_id])
+        if not rows:
+            return None
+        status = rows[0]["status"]
+        if status != "running":
+            return status
+        last = self.query(
+            "SELECT host, pid FROM run_status WHERE run_id = ? ORDER BY recorded_at DESC LIMIT 1", [run_id])
+        if last and last[0]["host"] == socket.gethostname() and last[0]["pid"] and not _alive(last[0]["pid"]):
+            return "incomplete"
+        return status
 
     def _writer_connection(self) -> duckdb.DuckDBPyConnection:
         """An in-memory DuckDB used only to encode Parquet, reopened after a fork.
@@ -493,3 +515,13 @@ def _fsync(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

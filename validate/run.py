@@ -1,0 +1,113 @@
+"""``python -m validate.run SPEC``: train a schedule for real and store what it measured.
+
+Examples:
+  python -m validate.run examples/tiny_three_stage.yaml              # seconds on a laptop CPU
+  python -m validate.run examples/paper_s4.yaml --tiny               # any spec, laptop-sized
+  python -m validate.run plan.yaml --device cuda --compile --max-steps 500
+  python -m validate.run --resume RUN_ID                             # continue a killed run
+  torchrun --nproc-per-node 8 -m validate.run plan.yaml              # data parallel
+
+Everything lands in the DuckDB store (--db): runs, stages (measured next to predicted),
+steps, evals, events. Query it with the duckdb CLI or ``python -m validate.run --list``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from costsim.errors import CostsimError, cli_errors
+from costsim.spec import load_spec, parse_spec
+from validate.data import DataError, open_dataset
+from validate.store import Store
+from validate.trainer import RunOptions, Trainer, tiny
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m validate.run", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("spec", nargs="?", help="schedule spec (.yaml/.json/.toml)")
+    p.add_argument("--db", default="costsim.duckdb", help="DuckDB store (default ./costsim.duckdb)")
+    p.add_argument("--data", default=None,
+                   help="token source: stdlib (default, offline byte corpus), a text file/dir, a dir with "
+                        "train.bin/val.bin, or gpt2:<text path>")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (recompiled after each growth)")
+    p.add_argument("--cuda-graphs", action="store_true", help="torch.compile with CUDA graphs (mode reduce-overhead)")
+    p.add_argument("--tiny", action="store_true", help="shrink the model and tokens to run in seconds on a CPU")
+    p.add_argument("--max-steps", type=int, help="cap the total steps (stages shrink proportionally)")
+    p.add_argument("--tokens-scale", type=float, default=1.0, help="multiply every stage's tokens")
+    p.add_argument("--eval-every", type=int, default=25, help="steps between validation losses")
+    p.add_argument("--eval-batches", type=int, default=4, help="held-out micro-batches per validation loss")
+    p.add_argument("--checkpoint-every", type=int, default=25, help="steps between checkpoints")
+    p.add_argument("--run-dir", default="runs", help="where checkpoints go (default ./runs)")
+    p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
+    p.add_argument("--list", action="store_true", help="list stored runs and their status, then exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def _options(args) -> RunOptions:
+    for name in ("max_steps", "eval_every", "eval_batches", "checkpoint_every"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise CostsimError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
+    if not args.tokens_scale > 0:
+        raise CostsimError(f"--tokens-scale must be positive, got {args.tokens_scale}")
+    return RunOptions(device=args.device, compile=args.compile, cuda_graphs=args.cuda_graphs, max_steps=args.max_steps,
+                      tokens_scale=args.tokens_scale, eval_every=args.eval_every, eval_batches=args.eval_batches,
+                      checkpoint_every=args.checkpoint_every, run_dir=Path(args.run_dir),
+                      progress=not args.no_progress)
+
+
+def _list(store: Store) -> int:
+    rows = store.query("SELECT run_id, started_at, device FROM run_summary ORDER BY started_at")
+    for row in rows:
+        print(f"{row['run_id']}  {store.run_status(row['run_id']):10s}  {row['started_at']:%Y-%m-%d %H:%M}  {row['device']}")
+    return 0
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    store = Store(args.db)
+    if args.list:
+        return _list(store)
+    options = _options(args)
+    try:
+        if args.resume:
+            checkpoint = options.run_dir / args.resume / "checkpoint.pt"
+            if not checkpoint.is_file():
+                raise CostsimError(f"--resume {args.resume}: no checkpoint at {checkpoint}; check --run-dir and the run id")
+            import torch
+
+            payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            spec = parse_spec(payload["spec"])
+            dataset = open_dataset(args.data, vocab_size=None)
+            trainer = Trainer(spec, dataset, store, options, run_id=args.resume)
+            trainer.load_checkpoint()
+            store.record_status(trainer.run_id, "running")
+            state = trainer.train(resumed=True)
+        else:
+            if not args.spec:
+                raise CostsimError("give a SPEC file to train, or --resume RUN_ID, or --list")
+            spec = load_spec(args.spec)
+            dataset = open_dataset(args.data)
+            if args.tiny:
+                spec = tiny(spec, dataset.vocab_size)
+            trainer = Trainer(spec, dataset, store, options)
+            trainer.start()
+            state = trainer.train()
+    except DataError as exc:
+        raise CostsimError(str(exc)) from None
+    if int(os.environ.get("RANK", "0")) == 0:
+        store.flush()
+        print(json.dumps({"run_id": trainer.run_id, "steps": state.step, "tokens": state.tokens,
+                          "flops_counted": state.flops_counted, "final_val_loss": trainer.last_val_loss}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

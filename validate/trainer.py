@@ -1,0 +1,442 @@
+"""Train a schedule for real, stage by stage, measuring what costsim predicts.
+
+At each stage boundary the model grows by the stage's operators, the train policy is
+applied, and the optimizer is kept (new blocks join it), or replaced when the stage
+asks for it or when widening changes every tensor's shape. Once per stage, one extra
+micro-batch runs in eager mode under FlopCounterMode and the saved-activation counter
+(its gradients are discarded), so the measured counted FLOPs sit next to costsim's
+prediction. Every step's loss, every evaluation and every growth event go to the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from costsim.engine import estimate_many, stage_shape, steps_per_stage
+from costsim.errors import CostsimError
+from costsim.hardware import load_gpu
+from costsim.lr import lr_at
+from costsim.profile import profile_for
+from costsim.spec import ScheduleSpec, parse_spec
+from validate.counting import count_micro_batch
+from validate.data import TokenDataset
+from validate.model import GPT, GPTShape
+from validate.store import Store
+
+STEP_ROWS_PER_APPEND = 50
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: str = "auto"  # auto | cpu | cuda
+    compile: bool = False
+    cuda_graphs: bool = False
+    max_steps: int | None = None
+    tokens_scale: float = 1.0
+    eval_every: int = 25
+    eval_batches: int = 4
+    checkpoint_every: int = 25
+    run_dir: Path = Path("runs")
+    progress: bool = True
+
+
+@dataclass
+class RunState:
+    """Everything a checkpoint must restore to continue exactly."""
+
+    stage: int = 0
+    step_in_stage: int = 0
+    step: int = 0
+    tokens: float = 0.0
+    flops_counted: float = 0.0
+    wall_time_s: float = 0.0
+    stage_flops_per_step: list[float] = field(default_factory=list)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise CostsimError("--device cuda: no CUDA device is visible; use --device cpu or auto")
+    if name not in ("cpu", "cuda"):
+        raise CostsimError(f"--device {name!r}: use auto, cpu or cuda")
+    return torch.device(name)
+
+
+def planned_steps(spec: ScheduleSpec, tokens_scale: float = 1.0, max_steps: int | None = None) -> list[int]:
+    """Steps per stage after scaling tokens, capped proportionally at ``max_steps``."""
+    steps = [max(1, math.ceil(s * tokens_scale)) for s in steps_per_stage(spec)]
+    total = sum(steps)
+    if max_steps is not None and total > max_steps:
+        if max_steps < len(steps):
+            raise CostsimError(f"--max-steps {max_steps} is fewer than the {len(steps)} stages; allow at least one step each")
+        steps = [max(1, round(s * max_steps / total)) for s in steps]
+        while sum(steps) > max_steps:  # rounding may overshoot by a step or two
+            steps[int(np.argmax(steps))] -= 1
+    return steps
+
+
+def tiny(spec: ScheduleSpec, vocab_size: int, steps_per_stage_: int = 12) -> ScheduleSpec:
+    """The same schedule on a laptop-sized model: d_model 64 (stage widths keep their
+    ratio to the final width), sequence 64, batch 8, about ``steps_per_stage_`` steps
+    per stage, fp32, one device."""
+    d_final = spec.model.d_model
+    tokens_per_step = 8 * 64
+
+    def width(stage) -> dict:
+        d_model, _, _ = spec.stage_width(stage)
+        factor = d_final // d_model
+        if d_model == d_final:
+            return {}
+        return {"d_model": 64 // factor, "n_heads": max(1, 8 // factor), "d_ff": 256 // factor}
+
+    total = sum(s.tokens for s in spec.stages)
+    n = len(spec.stages)
+    stages = [
+        {**s.model_dump(exclude_none=True, exclude={"d_model", "n_heads", "d_ff"}), **width(s),
+         "tokens": tokens_per_step * max(1, round(steps_per_stage_ * n * s.tokens / total))}
+        for s in spec.stages
+    ]
+    kv = None if spec.model.n_kv_heads is None else max(1, 8 * spec.model.n_kv_heads // spec.model.n_heads)
+    model = {**spec.model.model_dump(exclude_none=True), "d_model": 64, "n_heads": 8, "d_ff": 256, "seq_len": 64,
+             "vocab_size": vocab_size}
+    if kv is not None:
+        model["n_kv_heads"] = kv
+    training = {**spec.training.model_dump(), "micro_batch_size": 8, "batch_size": 8, "precision": "fp32",
+                "parallelism": "ddp"}
+    return parse_spec({"name": f"{spec.name or 'schedule'} (tiny)", "model": model, "training": training,
+                       "hardware": {"gpu": "h200", "n_gpus": 1}, "stages": stages})
+
+
+def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
+    stage = spec.stages[index]
+    d_model, n_heads, d_ff = spec.stage_width(stage)
+    m = spec.model
+    kv = m.n_kv_heads * n_heads // m.n_heads if m.n_kv_heads else n_heads
+    return GPTShape(vocab_size=m.vocab_size, seq_len=m.seq_len, n_layers=stage.layers, d_model=d_model,
+                    n_heads=n_heads, n_kv_heads=kv, d_ff=d_ff, mlp=m.mlp, tied_embeddings=m.tied_embeddings,
+                    bias=m.bias)
+
+
+def make_optimizer(model: GPT, spec: ScheduleSpec, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with decay on >=2-D weights only (nanoGPT); frozen parameters have no
+    gradient and AdamW leaves them (and their decay) alone."""
+    t = spec.training
+    params = list({id(p): p for p in model.parameters()}.values())
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=t.lr_schedule.lr, betas=(t.beta1, t.beta2), eps=t.eps,
+                             fused=device.type == "cuda")
+
+
+def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: ScheduleSpec) -> None:
+    """Blocks added by depth growth join the running optimizer (the study's one AdamW)."""
+    known = {id(p) for group in optimizer.param_groups for p in group["params"]}
+    fresh = [p for p in model.parameters() if id(p) not in known]
+    if fresh:
+        decay = [p for p in fresh if p.dim() >= 2]
+        no_decay = [p for p in fresh if p.dim() < 2]
+        for params, wd in ((decay, spec.training.weight_decay), (no_decay, 0.0)):
+            if params:
+                optimizer.add_param_group({"params": params, "weight_decay": wd})
+
+
+def device_gpu_preset(device: torch.device) -> str | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    for key, preset in (("H200", "h200"), ("H100", "h100-sxm"), ("B200", "b200"), ("A100", "a100-80gb")):
+        if key in name:
+            return preset
+    return None
+
+
+def code_version() -> str:
+    head = Path(__file__).resolve().parents[1] / ".git" / "HEAD"
+    try:
+        ref = head.read_text().strip()
+        if ref.startswith("ref: "):
+            return (head.parent / ref[5:]).read_text().strip()[:12]
+        return ref[:12]
+    except OSError:
+        return "unknown"
+
+
+class Trainer:
+    """Runs one schedule; ``train()`` returns the final RunState."""
+
+    def __init__(self, spec: ScheduleSpec, dataset: TokenDataset, store: Store, options: RunOptions,
+                 run_id: str | None = None):
+        if spec.model.vocab_size < dataset.vocab_size:
+            raise CostsimError(
+                f"model.vocab_size {spec.model.vocab_size} is smaller than the data's vocabulary "
+                f"{dataset.vocab_size}; raise vocab_size or use other data"
+            )
+        self.spec, self.dataset, self.store, self.options = spec, dataset, store, options
+        self.device = resolve_device(options.device)
+        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.checkpoint_path = options.run_dir / self.run_id / "checkpoint.pt"
+        self.steps = planned_steps(spec, options.tokens_scale, options.max_steps)
+        self.state = RunState()
+        t = spec.training
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.accumulation = t.batch_size // (t.micro_batch_size * self.world)
+        self.tokens_per_step = t.batch_size * spec.model.seq_len
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                         if self.device.type == "cuda" and t.precision == "bf16-mixed" else contextlib.nullcontext())
+        torch.manual_seed(t.seed)
+        self.model = GPT(gpt_shape(spec, 0), final_n_layers=spec.stages[-1].layers).to(self.device)
+        self.optimizer = make_optimizer(self.model, spec, self.device)
+        self.generator = torch.Generator().manual_seed(t.seed + self.rank)
+        self.val_batches = dataset.fixed_batches("val", options.eval_batches, t.micro_batch_size, spec.model.seq_len,
+                                                 seed=t.seed)
+        self._step_rows: list[dict] = []
+        self._predictions = self._predict()
+
+    # --- predictions -------------------------------------------------------------------
+
+    def _predict(self):
+        hw = self.spec.hardware
+        preset = device_gpu_preset(self.device)
+        gpu = load_gpu(preset or (hw.gpu if isinstance(hw.gpu, str) else "h200"))
+        profile = profile_for(preset, None)
+        return estimate_many(stage_shape(self.spec), batch_size=self.spec.training.batch_size, gpu=gpu,
+                             profile=profile, precision=self.spec.training.precision, n_gpus=self.world)
+
+    # --- checkpoints ---------------------------------------------------------------------
+
+    def save_checkpoint(self) -> None:
+        if self.rank:
+            return
+        self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "spec": self.spec.model_dump(mode="json"), "shape": self.model.shape.__dict__,
+            "final_n_layers": self.model.final_n_layers, "trainable": [p.requires_grad for p in self.model.parameters()],
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "state": self.state.__dict__, "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(), "steps": self.steps,
+        }
+        temp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(payload, temp)
+        os.replace(temp, self.checkpoint_path)
+
+    def load_checkpoint(self) -> None:
+        payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+        self.model = GPT(GPTShape(**payload["shape"]), final_n_layers=payload["final_n_layers"]).to(self.device)
+        self.model.load_state_dict(payload["model"])
+        for flag, p in zip(payload["trainable"], self.model.parameters()):
+            p.requires_grad_(flag)
+        self.optimizer = make_optimizer(self.model, self.spec, self.device)
+        # the optimizer's groups must be rebuilt in the order they were created
+        saved_groups = payload["optimizer"]["param_groups"]
+        params = list({id(p): p for p in self.model.parameters()}.values())
+        by_index = {i: p for i, p in enumerate(params)}
+        self.optimizer = torch.optim.AdamW(
+            [{**{k: v for k, v in g.items() if k != "params"}, "params": [by_index[i] for i in g["params"]]}
+             for g in saved_groups])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.state = RunState(**payload["state"])
+        self.generator.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        self.steps = payload["steps"]
+
+    # --- stages --------------------------------------------------------------------------
+
+    def _enter_stage(self, index: int, fresh: bool) -> None:
+        """Grow, freeze and set up the optimizer for stage ``index`` (``fresh``: not resumed)."""
+        stage = self.spec.stages[index]
+        if fresh and index > 0:
+            depth_op, width_op = self.spec.growth_operators(index)
+            d_model, n_heads, d_ff = self.spec.stage_width(stage)
+            old = self.model.shape
+            widened = (d_model, n_heads, d_ff) != (old.d_model, old.n_heads, old.d_ff)
+            if widened:
+                self.model.grow_width(d_model, n_heads, d_ff, width_op)
+                self._event("grow_width", f"{old.d_model}->{d_model} by {width_op}")
+            if stage.layers > old.n_layers:
+                self.model.grow_depth(stage.layers, depth_op)
+                self._event("grow_depth", f"{old.n_layers}->{stage.layers} by {depth_op}")
+            if widened or stage.reset_optimizer:
+                self.optimizer = make_optimizer(self.model, self.spec, self.device)
+                self._event("optimizer_reset", "widened" if widened else "reset_optimizer")
+        self.model.set_trainable(self.spec.n_trainable_blocks(index), not stage.freeze_embeddings)
+        self.model.checkpoint_blocks(self.spec.training.recompute == "full")
+        if fresh:
+            add_new_parameters(self.optimizer, self.model, self.spec)
+        self.forward = self._compiled_forward()
+
+    def _compiled_forward(self):
+        module = self.model
+        if self.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            module = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if self.options.compile or self.options.cuda_graphs:
+            module = torch.compile(module, mode="reduce-overhead" if self.options.cuda_graphs else None)
+        return module
+
+    def _measure_stage(self) -> tuple[int, int]:
+        """Counted FLOPs and saved activation bytes of one micro-batch (eager, discarded)."""
+        x, y = self.dataset.get_batch("train", self.spec.training.micro_batch_size, self.spec.model.seq_len,
+                                      torch.Generator().manual_seed(0))
+        with self.autocast:
+            count = count_micro_batch(self.model, x.to(self.device), y.to(self.device))
+        self.optimizer.zero_grad(set_to_none=True)
+        return count.counted_flops, count.saved_activation_bytes
+
+    # --- the loop ------------------------------------------------------------------------
+
+    def _lr(self, index: int) -> float:
+        t = self.spec.training
+        if t.lr_reset_per_stage:
+            return lr_at(t.lr_schedule, self.state.step_in_stage, self.steps[index])
+        return lr_at(t.lr_schedule, self.state.step, sum(self.steps))
+
+    def _train_step(self, lr: float) -> float:
+        t = self.spec.training
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        total = 0.0
+        for _ in range(self.accumulation):
+            x, y = self.dataset.get_batch("train", t.micro_batch_size, self.spec.model.seq_len, self.generator)
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with self.autocast:
+                _, loss = self.forward(x, y)
+            (loss / self.accumulation).backward()
+            total += loss.detach()
+        if t.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return float(total) / self.accumulation
+
+    @torch.no_grad()
+    def evaluate(self) -> float:
+        self.model.eval()
+        losses = []
+        for x, y in self.val_batches:
+            with self.autocast:
+                _, loss = self.model(x.to(self.device), y.to(self.device))
+            losses.append(float(loss))
+        self.model.train()
+        return sum(losses) / len(losses)
+
+    def _event(self, kind: str, detail: str) -> None:
+        if not self.rank:
+            self.store.append("events", [{"run_id": self.run_id, "step": self.state.step, "kind": kind,
+                                          "detail": detail, "record_id": f"{self.run_id}:event:{self.state.step}:{kind}"}])
+
+    def _log_eval(self) -> None:
+        val = self.evaluate()
+        if not self.rank:
+            self.store.append("evals", [{
+                "run_id": self.run_id, "step": self.state.step, "tokens": self.state.tokens,
+                "flops_counted": self.state.flops_counted, "val_loss": val, "wall_time_s": self.state.wall_time_s,
+                "record_id": f"{self.run_id}:eval:{self.state.step}"}])
+            self.store.record_status(self.run_id, "running")
+        self.last_val_loss = val
+
+    def _flush_steps(self) -> None:
+        if self._step_rows and not self.rank:
+            self.store.append("steps", self._step_rows)
+        self._step_rows = []
+
+    def start(self) -> None:
+        if self.rank:
+            return
+        self.store.append("runs", [{
+            "run_id": self.run_id, "started_at": datetime.now(timezone.utc), "status": "running",
+            "spec_json": self.spec.model_dump_json(), "code_version": code_version(),
+            "torch_version": torch.__version__, "device": str(self.device) if self.device.type == "cpu"
+            else torch.cuda.get_device_name(self.device), "seed": self.spec.training.seed, "kind": "train",
+            "record_id": f"{self.run_id}:run"}])
+        self.store.record_status(self.run_id, "running")
+
+    def train(self, resumed: bool = False) -> RunState:
+        from tqdm import tqdm
+
+        total_steps = sum(self.steps)
+        bar = tqdm(total=total_steps, initial=self.state.step, disable=not self.options.progress or bool(self.rank),
+                   unit="step", dynamic_ncols=True)
+        self.last_val_loss = float("nan")
+        first_stage = self.state.stage
+        for index in range(first_stage, len(self.spec.stages)):
+            resuming_this = resumed and index == first_stage and self.state.step_in_stage > 0
+            self._enter_stage(index, fresh=not resuming_this)
+            if not resuming_this:
+                self.state.step_in_stage = 0
+            flops_per_micro, saved_bytes = self._measure_stage()
+            flops_per_step = flops_per_micro * self.accumulation * self.world
+            if self.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(self.device)
+            step_times: list[float] = []
+            while self.state.step_in_stage < self.steps[index]:
+                if self.state.step % self.options.eval_every == 0:
+                    self._log_eval()
+                start = time.perf_counter()
+                loss = self._train_step(self._lr(index))
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                elapsed = time.perf_counter() - start
+                step_times.append(elapsed)
+                self.state.step += 1
+                self.state.step_in_stage += 1
+                self.state.tokens += self.tokens_per_step
+                self.state.flops_counted += flops_per_step
+                self.state.wall_time_s += elapsed
+                self._step_rows.append({
+                    "run_id": self.run_id, "step": self.state.step, "stage_index": index, "tokens": self.state.tokens,
+                    "train_loss": loss, "wall_time_s": self.state.wall_time_s, "lr": self._lr(index),
+                    "record_id": f"{self.run_id}:step:{self.state.step}"})
+                if len(self._step_rows) >= STEP_ROWS_PER_APPEND:
+                    self._flush_steps()
+                if self.state.step % self.options.checkpoint_every == 0:
+                    self._flush_steps()
+                    self.save_checkpoint()
+                bar.update(1)
+                bar.set_postfix(stage=index, loss=f"{loss:.3f}", tok_s=f"{self.tokens_per_step / elapsed:,.0f}")
+            self._flush_steps()
+            self._record_stage(index, flops_per_step, saved_bytes, step_times)
+            self.state.stage = index + 1
+            self.state.step_in_stage = 0
+        self._log_eval()
+        bar.close()
+        self.save_checkpoint()
+        if not self.rank:
+            self.store.record_status(self.run_id, "complete")
+        return self.state
+
+    def _record_stage(self, index: int, flops_per_step: int, saved_bytes: int, step_times: list[float]) -> None:
+        if self.rank:
+            return
+        p = self._predictions
+        if self.device.type == "cuda":
+            measured_memory = float(torch.cuda.max_memory_allocated(self.device))
+            predicted_memory = float(p.peak_allocated_bytes[index])
+        else:  # on the CPU the exact, comparable quantity is the saved activations
+            measured_memory, predicted_memory = float(saved_bytes), float(p.activation_bytes[index])
+        timed = step_times[2:] or step_times
+        stage = self.spec.stages[index]
+        self.store.append("stages", [{
+            "run_id": self.run_id, "stage_index": index, "layers": stage.layers,
+            "d_model": self.spec.stage_width(stage)[0], "tokens": self.steps[index] * self.tokens_per_step,
+            "steps": self.steps[index], "flops_counted_per_step": float(flops_per_step),
+            "flops_counted_predicted_per_step": float(p.flops_counted_per_step[index]),
+            "peak_memory_bytes": measured_memory, "peak_memory_predicted_bytes": predicted_memory,
+            "step_time_s": statistics.median(timed),
+            "step_time_predicted_s": float(p.step_time_s[index]) if self.device.type == "cuda" else None,
+            "record_id": f"{self.run_id}:stage:{index}"}])
