@@ -41,25 +41,29 @@ class MeasuredStep(BaseModel):
     freeze_emb: bool = False
     tied: bool = True
     ckpt: bool = False
+    mlp: str = "gelu"
+    n_kv_heads: int | None = None
     precision: str = "bf16-mixed"
     counted_flops: int | None = None
     step_s_median: float
-    peak_alloc_bytes: float
-    peak_reserved_bytes: float
+    peak_alloc_bytes: float | None = None  # None on the CPU
+    peak_reserved_bytes: float | None = None
 
 
 def load_measurements(path: str | Path) -> tuple[dict, list[MeasuredStep]]:
+    """Measured GPU steps from a JSON file (cases without GPU memory readings are skipped)."""
     data = json.loads(Path(path).read_text())
-    return data.get("info", {}), [MeasuredStep.model_validate(c) for c in data["cases"]]
+    cases = [MeasuredStep.model_validate(c) for c in data["cases"]]
+    return data.get("info", {}), [c for c in cases if c.peak_alloc_bytes is not None]
 
 
 def shape_of(cases: list[MeasuredStep]) -> StageShape:
     return StageShape.of(
         layers=[c.L for c in cases], d_model=[c.d for c in cases], n_heads=[c.h for c in cases],
-        n_kv_heads=[c.h for c in cases], d_ff=[4 * c.d for c in cases], vocab_size=[c.V for c in cases],
+        n_kv_heads=[c.n_kv_heads or c.h for c in cases], d_ff=[4 * c.d for c in cases], vocab_size=[c.V for c in cases],
         seq_len=[c.T for c in cases], micro_batch_size=[c.B for c in cases],
         n_trainable=[c.L - c.frozen for c in cases], train_embeddings=[not c.freeze_emb for c in cases],
-        tied=[c.tied for c in cases], swiglu=False, recompute=[c.ckpt for c in cases],
+        tied=[c.tied for c in cases], swiglu=[c.mlp == "swiglu" for c in cases], recompute=[c.ckpt for c in cases],
         compute_bytes=[COMPUTE_BYTES[c.precision] for c in cases],
     )
 

@@ -199,6 +199,8 @@ class Trainer:
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
                          if self.device.type == "cuda" and t.precision == "bf16-mixed" else contextlib.nullcontext())
         torch.manual_seed(t.seed)
+        if self.device.type == "cuda":
+            torch.set_float32_matmul_precision("high")  # TF32 for fp32 runs, as the GPU presets assume
         self.model = GPT(gpt_shape(spec, 0), final_n_layers=spec.stages[-1].layers).to(self.device)
         self.optimizer = make_optimizer(self.model, spec, self.device)
         self.generator = torch.Generator().manual_seed(t.seed + self.rank)
@@ -206,6 +208,7 @@ class Trainer:
                                                  seed=t.seed)
         self._step_rows: list[dict] = []
         self._predictions = self._predict()
+        self._check_memory()
 
     # --- predictions -------------------------------------------------------------------
 
@@ -216,6 +219,20 @@ class Trainer:
         profile = profile_for(preset, None)
         return estimate_many(stage_shape(self.spec), batch_size=self.spec.training.batch_size, gpu=gpu,
                              profile=profile, precision=self.spec.training.precision, n_gpus=self.world)
+
+    def _check_memory(self) -> None:
+        """Refuse a schedule whose predicted peak does not fit this GPU, saying by how much."""
+        if self.device.type != "cuda":
+            return
+        _, total = torch.cuda.mem_get_info(self.device)
+        peaks = self._predictions.peak_memory_bytes
+        worst = int(np.argmax(peaks))
+        if peaks[worst] > total:
+            raise CostsimError(
+                f"stage {worst} needs about {peaks[worst] / 2**30:.1f} GiB but the GPU has {total / 2**30:.1f} GiB "
+                f"(short by {(peaks[worst] - total) / 2**30:.1f} GiB); lower training.micro_batch_size or set "
+                "training.recompute: full (python -m costsim.estimate SPEC suggests a setting that fits)"
+            )
 
     # --- checkpoints ---------------------------------------------------------------------
 
