@@ -61,7 +61,8 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)
     memory = peak_memory(shape, profile, n_gpus, parallelism)
     return StageCosts(
-        flops_counted_per_step=micro_per_step * flops.counted,
+        # float: a large run's step passes int64 (9.2e18); float64 is exact below 2**53
+        flops_counted_per_step=micro_per_step * flops.counted.astype(float),
         flops_model_per_step=micro_per_step * flops.model,
         flops_model_causal_per_step=micro_per_step * flops.model_causal,
         step_time_s=compute_time + np.where(n_gpus > 1, exposed, 0.0),
@@ -141,7 +142,7 @@ def stage_shape(spec: ScheduleSpec, micro_batch_size=None, recompute=None) -> St
         layers=[s.layers for s in spec.stages],
         d_model=[w[0] for w in widths],
         n_heads=[w[1] for w in widths],
-        n_kv_heads=[max(1, m.n_kv_heads * w[1] // m.n_heads) if m.n_kv_heads else w[1] for w in widths],
+        n_kv_heads=[spec.stage_kv_heads(s) for s in spec.stages],
         d_ff=[w[2] for w in widths],
         vocab_size=m.vocab_size,
         seq_len=m.seq_len,

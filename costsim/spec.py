@@ -50,7 +50,7 @@ class ModelSpec(StrictModel):
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
-        _check_heads("model", self.d_model, self.n_heads, self.n_kv_heads)
+        _check_heads("", self.d_model, self.n_heads, self.n_kv_heads)
         return self
 
 
@@ -135,7 +135,15 @@ class ScheduleSpec(StrictModel):
         for i, stage in enumerate(self.stages):
             d_model, n_heads, d_ff = self.stage_width(stage)
             where = f"stages[{i}]"
-            _check_heads(where, d_model, n_heads, self.model.n_kv_heads)
+            _check_heads(where, d_model, n_heads)
+            if self.model.n_kv_heads is not None:
+                kv_exact = self.model.n_kv_heads * n_heads / self.model.n_heads
+                if kv_exact != int(kv_exact) or kv_exact < 1 or n_heads % int(kv_exact):
+                    raise ValueError(
+                        f"{where}.n_heads: {n_heads} heads with the model's {self.model.n_kv_heads}:{self.model.n_heads} "
+                        "key/value ratio give no whole number of key/value heads dividing the heads; pick n_heads "
+                        "that keeps the ratio"
+                    )
             if stage.train.startswith("top:") and int(stage.train[4:]) > stage.layers:
                 raise ValueError(f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers")
             if previous is not None:
@@ -180,6 +188,13 @@ class ScheduleSpec(StrictModel):
         d_ff = stage.d_ff or (self.model_d_ff if d_model == self.model.d_model else 4 * d_model)
         return d_model, n_heads, d_ff
 
+    def stage_kv_heads(self, stage: StageSpec) -> int:
+        """Key/value heads of a stage: the model's GQA ratio applied to the stage's heads."""
+        n_heads = self.stage_width(stage)[1]
+        if self.model.n_kv_heads is None:
+            return n_heads
+        return self.model.n_kv_heads * n_heads // self.model.n_heads
+
     def growth_operators(self, index: int) -> tuple[str, str]:
         """(depth operator, width operator) that stage ``index`` grows with."""
         stage = self.stages[index]
@@ -212,11 +227,13 @@ class ScheduleSpec(StrictModel):
         return sum(s.tokens for s in self.stages)
 
 
-def _check_heads(where: str, d_model: int, n_heads: int, n_kv_heads: int | None) -> None:
+def _check_heads(where: str, d_model: int, n_heads: int, n_kv_heads: int | None = None) -> None:
+    """``where`` prefixes the message when pydantic cannot locate the error itself."""
+    prefix = f"{where}: " if where else ""
     if d_model % n_heads:
-        raise ValueError(f"{where}: n_heads {n_heads} does not divide d_model {d_model}; pick n_heads that divides it")
+        raise ValueError(f"{prefix}n_heads {n_heads} does not divide d_model {d_model}; pick n_heads that divides it")
     if n_kv_heads is not None and n_heads % n_kv_heads:
-        raise ValueError(f"{where}: n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}")
+        raise ValueError(f"{prefix}n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}")
 
 
 _PARSERS = {
@@ -247,6 +264,8 @@ def load_spec(path: str | Path) -> ScheduleSpec:
         text = path.read_text()
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec ({exc.strerror}); check the path") from None
+    except UnicodeDecodeError:
+        raise SpecError(f"{path}: not a text file (not UTF-8); give a YAML, JSON or TOML spec") from None
     try:
         data = parser(text)
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:

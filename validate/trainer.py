@@ -61,7 +61,7 @@ class RunState:
     tokens: float = 0.0
     flops_counted: float = 0.0
     wall_time_s: float = 0.0
-    stage_flops_per_step: list[float] = field(default_factory=list)
+    stage_step_times: list[float] = field(default_factory=list)  # this stage's, for its median
 
 
 def resolve_device(name: str) -> torch.device:
@@ -123,35 +123,33 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
     stage = spec.stages[index]
     d_model, n_heads, d_ff = spec.stage_width(stage)
     m = spec.model
-    kv = m.n_kv_heads * n_heads // m.n_heads if m.n_kv_heads else n_heads
     return GPTShape(vocab_size=m.vocab_size, seq_len=m.seq_len, n_layers=stage.layers, d_model=d_model,
-                    n_heads=n_heads, n_kv_heads=kv, d_ff=d_ff, mlp=m.mlp, tied_embeddings=m.tied_embeddings,
+                    n_heads=n_heads, n_kv_heads=spec.stage_kv_heads(stage), d_ff=d_ff, mlp=m.mlp, tied_embeddings=m.tied_embeddings,
                     bias=m.bias)
 
 
 def make_optimizer(model: GPT, spec: ScheduleSpec, device: torch.device) -> torch.optim.AdamW:
-    """AdamW with decay on >=2-D weights only (nanoGPT); frozen parameters have no
-    gradient and AdamW leaves them (and their decay) alone."""
-    t = spec.training
+    """AdamW over every parameter; frozen ones have no gradient, and AdamW leaves them
+    (and their decay) alone until they train again."""
     params = list({id(p): p for p in model.parameters()}.values())
-    groups = [
-        {"params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
-        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-    ]
-    return torch.optim.AdamW(groups, lr=t.lr_schedule.lr, betas=(t.beta1, t.beta2), eps=t.eps,
-                             fused=device.type == "cuda")
+    return torch.optim.AdamW(_param_groups(params, spec), fused=device.type == "cuda")
+
+
+def _param_groups(params: list[torch.nn.Parameter], spec: ScheduleSpec) -> list[dict]:
+    """Decay on >=2-D weights only (nanoGPT), every hyperparameter explicit so that a
+    group added later, or rebuilt from a checkpoint, never falls back to a default."""
+    t = spec.training
+    common = {"lr": t.lr_schedule.lr, "betas": (t.beta1, t.beta2), "eps": t.eps}
+    groups = [{**common, "params": [p for p in params if p.dim() >= 2], "weight_decay": t.weight_decay},
+              {**common, "params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    return [g for g in groups if g["params"]]
 
 
 def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: ScheduleSpec) -> None:
     """Blocks added by depth growth join the running optimizer (the study's one AdamW)."""
     known = {id(p) for group in optimizer.param_groups for p in group["params"]}
-    fresh = [p for p in model.parameters() if id(p) not in known]
-    if fresh:
-        decay = [p for p in fresh if p.dim() >= 2]
-        no_decay = [p for p in fresh if p.dim() < 2]
-        for params, wd in ((decay, spec.training.weight_decay), (no_decay, 0.0)):
-            if params:
-                optimizer.add_param_group({"params": params, "weight_decay": wd})
+    for group in _param_groups([p for p in model.parameters() if id(p) not in known], spec):
+        optimizer.add_param_group(group)
 
 
 def device_gpu_preset(device: torch.device) -> str | None:
@@ -244,6 +242,7 @@ class Trainer:
             "spec": self.spec.model_dump(mode="json"), "shape": self.model.shape.__dict__,
             "final_n_layers": self.model.final_n_layers, "trainable": [p.requires_grad for p in self.model.parameters()],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "optimizer_groups": self._optimizer_group_names(),
             "state": self.state.__dict__, "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "steps": self.steps,
         }
@@ -251,20 +250,21 @@ class Trainer:
         torch.save(payload, temp)
         os.replace(temp, self.checkpoint_path)
 
+    def _optimizer_group_names(self) -> list[list[str]]:
+        names = {id(p): n for n, p in self.model.named_parameters()}
+        return [[names[id(p)] for p in group["params"]] for group in self.optimizer.param_groups]
+
     def load_checkpoint(self) -> None:
         payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         self.model = GPT(GPTShape(**payload["shape"]), final_n_layers=payload["final_n_layers"]).to(self.device)
         self.model.load_state_dict(payload["model"])
         for flag, p in zip(payload["trainable"], self.model.parameters()):
             p.requires_grad_(flag)
-        self.optimizer = make_optimizer(self.model, self.spec, self.device)
-        # the optimizer's groups must be rebuilt in the order they were created
-        saved_groups = payload["optimizer"]["param_groups"]
-        params = list({id(p): p for p in self.model.parameters()}.values())
-        by_index = {i: p for i, p in enumerate(params)}
-        self.optimizer = torch.optim.AdamW(
-            [{**{k: v for k, v in g.items() if k != "params"}, "params": [by_index[i] for i in g["params"]]}
-             for g in saved_groups])
+        # rebuild the optimizer's groups (which grow with the model) as they were, by name
+        by_name = dict(self.model.named_parameters())
+        groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [by_name[n] for n in names]}
+                  for saved, names in zip(payload["optimizer"]["param_groups"], payload["optimizer_groups"])]
+        self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.state = RunState(**payload["state"])
         self.generator.set_state(payload["generator"])
@@ -396,11 +396,12 @@ class Trainer:
             self._enter_stage(index, fresh=not resuming_this)
             if not resuming_this:
                 self.state.step_in_stage = 0
+                self.state.stage_step_times = []
             flops_per_micro, saved_bytes = self._measure_stage()
             flops_per_step = flops_per_micro * self.accumulation * self.world
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            step_times: list[float] = []
+            step_times = self.state.stage_step_times
             while self.state.step_in_stage < self.steps[index]:
                 if self.state.step % self.options.eval_every == 0:
                     self._log_eval()

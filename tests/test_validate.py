@@ -1,0 +1,206 @@
+"""Real training on the CPU: growth operators, freezing, measurement, resume, errors."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from costsim.paper import paper_incremental
+from costsim.spec import parse_spec
+from validate.data import open_dataset
+from validate.model import GPT, GPTShape
+from validate.store import Store
+from validate.trainer import RunOptions, Trainer, planned_steps, tiny
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny_three_stage.yaml"
+
+
+def small_shape(**overrides) -> GPTShape:
+    base = dict(vocab_size=61, seq_len=16, n_layers=2, d_model=16, n_heads=2, n_kv_heads=2, d_ff=32)
+    return GPTShape(**{**base, **overrides})
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return open_dataset(None, cache_dir=tmp_path_factory.mktemp("data"), max_bytes=400_000)
+
+
+def outputs(model, idx):
+    with torch.no_grad():
+        return model(idx)[0]
+
+
+@pytest.mark.parametrize("mlp", ["gelu", "swiglu"])
+@pytest.mark.parametrize("tied", [True, False])
+def test_identity_and_widen_preserving_keep_the_function(mlp, tied):
+    torch.manual_seed(0)
+    model = GPT(small_shape(mlp=mlp, tied_embeddings=tied, n_kv_heads=1))
+    for p in model.parameters():  # away from init, so zero-ish weights hide nothing
+        p.data.normal_(0, 0.2)
+    idx = torch.randint(0, 61, (3, 16))
+    before = outputs(model, idx)
+    model.grow_depth(4, "identity")
+    torch.testing.assert_close(outputs(model, idx), before, rtol=0, atol=1e-5)
+    model.grow_width(48, 6, 96, "widen_preserving")
+    torch.testing.assert_close(outputs(model, idx), before, rtol=0, atol=1e-5)
+    assert model.shape.d_model == 48 and model.shape.n_layers == 4
+
+
+def test_random_growth_changes_the_function():
+    torch.manual_seed(0)
+    model = GPT(small_shape())
+    idx = torch.randint(0, 61, (2, 16))
+    before = outputs(model, idx)
+    model.grow_depth(3, "random_top")
+    assert not torch.allclose(outputs(model, idx), before)
+    widened = GPT(small_shape())
+    widened.grow_width(32, 4, 64, "widen_random")
+    assert widened.blocks[0].attn.c_proj.weight.shape == (32, 32)
+
+
+def test_stack_copy_and_stack_middle_copy_weights():
+    torch.manual_seed(0)
+    model = GPT(small_shape(n_layers=3))
+    old = [b.state_dict() for b in model.blocks]
+    model.grow_depth(6, "stack_copy")
+    for i in range(3):
+        for key, value in old[i].items():
+            assert torch.equal(model.blocks[3 + i].state_dict()[key], value)
+    assert model.blocks[3].attn.c_attn.weight is not model.blocks[0].attn.c_attn.weight
+    model = GPT(small_shape(n_layers=4))
+    middle = [b.state_dict() for b in model.blocks]
+    model.grow_depth(6, "stack_middle")
+    assert len(model.blocks) == 6
+    copies = sum(torch.equal(model.blocks[i].mlp.c_fc.weight, middle[j]["mlp.c_fc.weight"])
+                 for i in range(6) for j in (1, 2))
+    assert copies == 4  # blocks 1 and 2 appear twice each
+
+
+def test_frozen_parameters_are_bit_identical_after_training(dataset, tmp_path):
+    spec = parse_spec({
+        "model": {"d_model": 32, "n_heads": 4, "vocab_size": 256, "seq_len": 32},
+        "training": {"micro_batch_size": 4, "batch_size": 4, "precision": "fp32"},
+        "stages": [{"layers": 2, "tokens": 4 * 32 * 5}, {"layers": 4, "tokens": 4 * 32 * 6, "train": "new",
+                                                        "freeze_embeddings": True}],
+    })
+    trainer = Trainer(spec, dataset, Store(tmp_path / "s.duckdb"), RunOptions(progress=False, run_dir=tmp_path))
+    trainer.start()
+    snapshot = {}
+
+    original_enter = trainer._enter_stage
+
+    def enter(index, fresh):
+        original_enter(index, fresh)
+        if index == 1:
+            snapshot.update({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+
+    trainer._enter_stage = enter
+    trainer.train()
+    after = dict(trainer.model.named_parameters())
+    frozen = [n for n in snapshot if n.startswith(("blocks.0.", "blocks.1.", "wte", "wpe"))]
+    trained = [n for n in snapshot if n.startswith(("blocks.2.", "blocks.3.", "ln_f"))]
+    assert frozen and trained
+    assert all(torch.equal(after[n], snapshot[n]) for n in frozen)
+    assert all(not torch.equal(after[n], snapshot[n]) for n in trained if n.endswith("weight"))
+
+
+def test_study_schedule_freezes_exactly_the_old_blocks():
+    spec = paper_incremental(12, 4, tokens=8 * 524_288 * 4)
+    trainable = [spec.n_trainable_blocks(i) for i in range(len(spec.stages))]
+    assert [s.layers for s in spec.stages] == [3, 6, 6, 9, 9, 12, 12, 12]
+    assert trainable == [3, 3, 6, 3, 9, 3, 12, 12]
+    model = GPT(small_shape(n_layers=6))
+    model.set_trainable(3, True)
+    flags = [all(p.requires_grad for p in b.parameters()) for b in model.blocks]
+    assert flags == [False, False, False, True, True, True]
+    assert model.wte.weight.requires_grad and model.ln_f.weight.requires_grad
+
+
+def test_tiny_schedule_trains_measures_and_matches_predictions(dataset, tmp_path):
+    from costsim.spec import load_spec
+
+    spec = load_spec(TINY)
+    store = Store(tmp_path / "t.duckdb")
+    trainer = Trainer(spec, dataset, store, RunOptions(progress=False, run_dir=tmp_path, eval_every=20))
+    trainer.start()
+    state = trainer.train()
+    assert state.step == sum(planned_steps(spec))
+    stages = store.query("SELECT * FROM stages ORDER BY stage_index")
+    assert len(stages) == len(spec.stages)
+    for row in stages:
+        assert row["flops_counted_per_step"] == row["flops_counted_predicted_per_step"]
+        assert row["peak_memory_bytes"] == row["peak_memory_predicted_bytes"]  # saved activations on CPU
+    evals = store.query("SELECT val_loss FROM evals ORDER BY step")
+    assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+    assert store.run_status(trainer.run_id) == "complete"
+    assert {e["kind"] for e in store.query("SELECT kind FROM events")} == {"grow_depth"}
+
+
+def test_tiny_preset_shrinks_any_spec(dataset):
+    spec = tiny(paper_incremental(12, 4), dataset.vocab_size)
+    assert spec.model.d_model == 64 and spec.model.seq_len == 64 and spec.model.vocab_size == 256
+    assert [s.layers for s in spec.stages] == [3, 6, 6, 9, 9, 12, 12, 12]
+    assert sum(planned_steps(spec)) <= 12 * len(spec.stages) + len(spec.stages)
+
+
+def run_cli(*args, cwd, **kwargs):
+    env = {**os.environ, "COSTSIM_DATA_DIR": str(cwd / "data")}
+    return subprocess.run([sys.executable, "-m", "validate.run", *args], cwd=cwd, env=env, capture_output=True,
+                          text=True, **kwargs)
+
+
+def test_kill_and_resume_reaches_the_same_number_of_steps(tmp_path):
+    args = [str(TINY), "--db", "k.duckdb", "--checkpoint-every", "10", "--no-progress", "--eval-every", "1000"]
+    env = {**os.environ, "COSTSIM_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen([sys.executable, "-m", "validate.run", *args], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    checkpoint = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        found = list((tmp_path / "runs").glob("*/checkpoint.pt"))
+        if found:
+            checkpoint = found[0]
+            time.sleep(0.3)
+            break
+        time.sleep(0.05)
+    assert checkpoint is not None, "no checkpoint appeared"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    run_id = checkpoint.parent.name
+    store = Store(tmp_path / "k.duckdb")
+    assert store.run_status(run_id) == "incomplete"
+    done = run_cli("--resume", run_id, "--db", "k.duckdb", "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    from costsim.spec import load_spec
+
+    expected = sum(planned_steps(load_spec(TINY)))
+    steps = store.query("SELECT count(*) AS n, count(DISTINCT step) AS d, max(step) AS m FROM steps WHERE run_id = ?",
+                        [run_id])[0]
+    assert steps == {"n": expected, "d": expected, "m": expected}
+    assert store.run_status(run_id) == "complete"
+    # the resumed run ends exactly where an uninterrupted one does
+    straight = run_cli(*args[:1], "--db", "k.duckdb", "--no-progress", "--eval-every", "1000", cwd=tmp_path)
+    assert straight.returncode == 0, straight.stderr
+    final = store.query("SELECT run_id, val_loss FROM evals e WHERE step = ? ORDER BY run_id", [expected])
+    assert len(final) == 2 and final[0]["val_loss"] == final[1]["val_loss"]
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["nosuch.yaml"], "nosuch.yaml"),
+    ([str(TINY), "--data", "/nonexistent/corpus"], "does not exist"),
+    ([str(TINY), "--max-steps", "0"], "--max-steps"),
+    (["--resume", "nope"], "no checkpoint"),
+    ([str(TINY), "--max-steps", "2"], "fewer than the 4 stages"),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
+    result = run_cli(*args, "--db", "e.duckdb", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
+    assert "Traceback" not in result.stderr
