@@ -173,6 +173,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("values_json", "VARCHAR", nullable=True),
         Column("created_at", "TIMESTAMP"),
     ),
+    "search_results": _table(
+        Column("study_name", "VARCHAR"),
+        Column("created_at", "TIMESTAMP"),
+        Column("budget_json", "VARCHAR"),
+        Column("best_spec_json", "VARCHAR"),
+        Column("report_json", "VARCHAR"),
+    ),
 }
 """Every stored table, in the one place its schema is written down.
 

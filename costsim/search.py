@@ -1,0 +1,269 @@
+"""``python -m costsim.search --budget 1e19``: the best growth schedule for a budget.
+
+Searches (Optuna) over final width and depth, number of stages (1 = no growth), where
+growth starts, the token share spent growing, freeze phases, growth operator, half-width
+early stages and batch size. Every candidate spends the budget exactly (whole steps,
+never more) with a micro-batch that fits the GPU; one that cannot fit is infeasible
+(an Optuna constraint), never silently dropped. Prints the best schedule (also written
+as a spec file that ``costsim.estimate`` and ``validate.run`` accept), its predicted
+loss with an interval and its costs, the compute-optimal full-size model at the same
+budget, and the study's incremental schedule at that budget.
+
+Many workers, one study: give every worker the same ``--storage`` and ``--study-name``
+(journal file on a shared filesystem, SQLite, PostgreSQL or MySQL URL); ``--n-trials``
+is then the study's total, so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from costsim.errors import CostsimError, SpecError, cli_errors
+from costsim.hardware import gpu_preset_names
+from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile
+from costsim.planner import Budget, Evaluation, Planner, SearchSpace
+from costsim.profile import profile_for
+from costsim.spec import HardwareSpec
+
+# A candidate that cannot be built still needs an objective value; it is marked
+# infeasible through the constraint, so this value never wins.
+INFEASIBLE_LOSS = 100.0
+OBJECTIVES = {"loss", "time", "cost"}
+
+
+def suggest(trial, space: SearchSpace) -> dict:
+    """The candidate's parameters, drawn from the trial (conditional on n_stages)."""
+    params = {
+        "d_model": trial.suggest_categorical("d_model", list(space.d_models)),
+        "layers": trial.suggest_int("layers", space.min_layers, space.max_layers),
+        "n_stages": trial.suggest_int("n_stages", 1, space.max_stages),
+        "batch_tokens": trial.suggest_categorical("batch_tokens", list(space.batch_tokens)),
+    }
+    if params["n_stages"] > 1:
+        params.update(
+            first_fraction=trial.suggest_float("first_fraction", 0.1, 0.9),
+            grow_share=trial.suggest_float("grow_share", 0.05, 0.9),
+            freeze_share=trial.suggest_float("freeze_share", 0.0, 0.5),
+            operator=trial.suggest_categorical("operator", list(space.operators)),
+            width_stages=trial.suggest_int("width_stages", 0, params["n_stages"] - 1) if space.width_growth else 0,
+        )
+    return params
+
+
+def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
+    """Pure function of the trial's parameters (and the planner): testable with FixedTrial."""
+    params = suggest(trial, planner.space)
+    aspect = params["d_model"] / params["layers"]
+    lo, hi = planner.space.aspect_ratio
+    spec = planner.build(**params) if lo <= aspect <= hi else None
+    if spec is None:
+        trial.set_constraint("feasible", 1.0)
+        return tuple(INFEASIBLE_LOSS if o == "loss" else math.inf for o in objectives) if len(objectives) > 1 \
+            else INFEASIBLE_LOSS
+    result = planner.evaluate(spec)
+    # <= 0 is feasible: memory and budget hold by construction; kept as checks
+    violation = max(result.budget_used - 1.0, 0.0) + (0.0 if result.fits_in_memory else 1.0)
+    trial.set_constraint("feasible", violation)
+    trial.set_user_attr("loss_interval", [result.loss_lower, result.loss_upper])
+    values = {"loss": result.loss, "time": result.time_s, "cost": result.cost_usd}
+    out = tuple(values[o] for o in objectives)
+    return out if len(out) > 1 else out[0]
+
+
+def make_storage(url: str | None):
+    """None: in memory; a path ending .log/.jsonl or 'journal:PATH': a journal file;
+    anything else: an RDB URL (sqlite:///..., postgresql://..., mysql://...)."""
+    if url is None:
+        return None
+    if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
+        from optuna.storages import JournalStorage
+        from optuna.storages.journal import JournalFileBackend
+
+        return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    from optuna.storages import RDBStorage
+
+    return RDBStorage(url, heartbeat_interval=60, grace_period=120)
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    best: list[Evaluation]  # one, or the Pareto front
+    baseline: Evaluation
+    paper: Evaluation | None
+    n_trials: int
+    budget_for_equal_loss: float | None  # what full training needs to match the best loss
+    study_name: str
+    trials: list  # optuna FrozenTrials of the whole study
+
+
+def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = None, n_trials: int = 200,
+        timeout: float | None = None, seed: int = 0, n_jobs: int = 1, objectives: tuple[str, ...] = ("loss",),
+        storage: str | None = None, study_name: str | None = None, max_memory_gb: float | None = None,
+        loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False
+        ) -> SearchResult:
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = space or SearchSpace()
+    gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
+    planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), load_loss_profile(loss_profile),
+                      max_memory_bytes=max_memory_gb * 2**30 if max_memory_gb else None)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)))
+    name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
+    study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=name,
+                                directions=["minimize"] * len(objectives), load_if_exists=True)
+    done = len([t for t in study.trials if t.state.is_finished()])
+    if n_trials > done:
+        from optuna.study import MaxTrialsCallback
+
+        study.optimize(lambda t: objective(t, planner, objectives), n_trials=n_trials - done, timeout=timeout,
+                       n_jobs=n_jobs, show_progress_bar=progress,
+                       callbacks=[MaxTrialsCallback(n_trials, states=None)])
+    feasible = [t for t in study.best_trials if t.values is not None and _feasible(t)] \
+        if len(objectives) > 1 else [t for t in [_best_feasible(study)] if t is not None]
+    if not feasible:
+        raise CostsimError("no feasible schedule found: every candidate ran out of memory; add GPUs, allow more "
+                           "memory (--max-memory-gb) or raise the budget")
+    best = [planner.evaluate(planner.build(**{k: v for k, v in t.params.items()})) for t in feasible]
+    baseline = planner.best_full_training()
+    paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
+    best_loss = min(b.loss for b in best)
+    equal = planner.budget_for_full_training_loss(best_loss)
+    return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
+                        budget_for_equal_loss=equal, study_name=name, trials=study.trials)
+
+
+def _feasible(trial) -> bool:
+    return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
+
+
+def _best_feasible(study):
+    trials = [t for t in study.trials if t.state.name == "COMPLETE" and _feasible(t)]
+    return min(trials, key=lambda t: (t.value, t.number)) if trials else None
+
+
+def describe(e: Evaluation) -> str:
+    stages = " -> ".join(f"{s.layers}L{'/' + str(s.d_model) if s.d_model else ''}"
+                         f"{'(new)' if s.train == 'new' else ''}" for s in e.spec.stages)
+    return (f"loss {e.loss:.4f} [{e.loss_lower:.4f}, {e.loss_upper:.4f}], {e.flops_counted:.3g} counted FLOPs, "
+            f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.0f}, peak {e.peak_memory_bytes / 2**30:.1f} GiB; "
+            f"d_model {e.spec.model.d_model}, stages {stages}")
+
+
+def _spec_yaml(e: Evaluation, note: str) -> str:
+    data = e.spec.model_dump(mode="json", exclude_none=True)
+    return f"# {note}\n" + yaml.safe_dump(data, sort_keys=False)
+
+
+def record(db: str, result: SearchResult, budget: Budget) -> None:
+    """Trials (one row each, keyed so a resumed search stores each once) and the answer."""
+    from validate.store import Store
+
+    store = Store(db)
+    now = datetime.now(timezone.utc)
+    store.append("search_trials", [
+        {"study_name": result.study_name, "trial_number": t.number, "state": t.state.name,
+         "params_json": json.dumps(t.params), "values_json": json.dumps(t.values) if t.values else None,
+         "created_at": t.datetime_start or now, "record_id": f"{result.study_name}:{t.number}"}
+        for t in result.trials])
+    store.append("search_results", [{
+        "study_name": result.study_name, "created_at": now, "budget_json": budget.model_dump_json(),
+        "best_spec_json": result.best[0].spec.model_dump_json(), "report_json": json.dumps(report(result)),
+    }])
+    store.flush()
+
+
+def report(result: SearchResult) -> dict:
+    def summary(e: Evaluation | None):
+        if e is None:
+            return None
+        return {"loss": e.loss, "loss_lower": e.loss_lower, "loss_upper": e.loss_upper,
+                "flops_counted": e.flops_counted, "time_s": e.time_s, "cost_usd": e.cost_usd,
+                "peak_memory_bytes": e.peak_memory_bytes, "stages": len(e.spec.stages)}
+
+    return {"best": [summary(b) for b in result.best], "baseline": summary(result.baseline),
+            "paper": summary(result.paper), "budget_for_equal_loss": result.budget_for_equal_loss,
+            "n_trials": result.n_trials}
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m costsim.search", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    budget = parser.add_argument_group("budget (one of)")
+    budget.add_argument("--budget", type=float, help="counted FLOPs, e.g. 1e19")
+    budget.add_argument("--budget-hours", type=float, help="wall-clock hours on the given GPUs")
+    budget.add_argument("--budget-usd", type=float, help="US dollars at the GPU's hourly price")
+    parser.add_argument("--gpu", default="h100-sxm", help=f"GPU preset ({', '.join(gpu_preset_names())})")
+    parser.add_argument("--n-gpus", type=int, default=8)
+    parser.add_argument("--price-per-gpu-hour", type=float, help="USD; default the preset's indicative price")
+    parser.add_argument("--max-memory-gb", type=float, help="memory cap per GPU (GiB), below the GPU's own")
+    parser.add_argument("--seq-len", type=int, default=1024)
+    parser.add_argument("--vocab-size", type=int, default=50304)
+    parser.add_argument("--max-stages", type=int, default=6)
+    parser.add_argument("--max-layers", type=int, default=48)
+    parser.add_argument("--n-trials", type=int, default=300, help="trials in the study (total over all workers)")
+    parser.add_argument("--timeout", type=float, help="seconds to search at most")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same answer (one worker)")
+    parser.add_argument("--n-jobs", type=int, default=1, help="threads in this process")
+    parser.add_argument("--objectives", default="loss", help="comma list of loss,time,cost (2+: Pareto front)")
+    parser.add_argument("--storage", help="Optuna storage: journal file (x.log), sqlite:///x.db, postgresql://...")
+    parser.add_argument("--study-name", help="study to create or resume (needed to share one study)")
+    parser.add_argument("--loss-profile", default=DEFAULT_LOSS_PROFILE, help="loss model profile")
+    parser.add_argument("--calibration", help="time/memory profile (default: the GPU's own, else generic)")
+    parser.add_argument("--out", default="best_schedule.yaml", help="where to write the best schedule's spec")
+    parser.add_argument("--db", default="costsim.duckdb", help="DuckDB store for trials and the answer ('' = none)")
+    parser.add_argument("--no-progress", action="store_true")
+    args = parser.parse_args(argv)
+    budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
+    if all(v is None for v in budget_values.values()):
+        budget_values["flops"] = 1e19  # a useful default for a bare run
+    objectives = tuple(o.strip() for o in args.objectives.split(","))
+    if not set(objectives) <= OBJECTIVES or len(set(objectives)) != len(objectives):
+        raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
+    for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "max_layers", "seq_len", "vocab_size"):
+        if getattr(args, flag) < 1:
+            raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
+    try:
+        budget = Budget(**budget_values)
+        hardware = HardwareSpec(gpu=args.gpu, n_gpus=args.n_gpus, price_per_gpu_hour=args.price_per_gpu_hour,
+                                calibration=args.calibration)
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        from costsim.errors import one_line
+
+        raise SpecError(one_line(exc) if hasattr(exc, "errors") else str(exc)) from None
+    space = SearchSpace(seq_len=args.seq_len, vocab_size=args.vocab_size, max_stages=args.max_stages,
+                        max_layers=args.max_layers)
+    result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
+                 n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
+                 max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
+                 progress=not args.no_progress)
+    print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
+          f"{result.n_trials} trials (study '{result.study_name}')")
+    for i, best in enumerate(result.best):
+        print(f"best{'' if len(result.best) == 1 else f' #{i + 1}'}: {describe(best)}")
+    b = result.baseline
+    print(f"full training (compute-optimal at this budget): {describe(b)}")
+    gain = b.loss - result.best[0].loss
+    print(f"  growth vs full training: {gain:+.4f} loss" + (
+        f"; full training needs {result.budget_for_equal_loss / budget.amount:.3f}x the budget to match it"
+        if result.budget_for_equal_loss else "; full training cannot match it within 100x the budget"))
+    if result.paper is not None:
+        print(f"the study's schedule (S=4, freeze + continual) at this budget: {describe(result.paper)}")
+    Path(args.out).write_text(_spec_yaml(result.best[0], f"costsim.search best schedule for {budget.describe()}"))
+    print(f"wrote {args.out} (python -m costsim.estimate {args.out})")
+    if args.db:
+        record(args.db, result, budget)
+        print(f"stored {len(result.trials)} trials and the answer in {args.db}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Reproducible studies: each module runs real training through validate and writes a report."""
