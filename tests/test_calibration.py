@@ -45,3 +45,20 @@ def test_held_out_errors_are_within_tolerance():
     errors = {k: np.abs(v) for k, v in relative_errors(held, profile, load_gpu("h200")).items()}
     assert np.median(errors["step_time"]) < 0.15 and errors["step_time"].max() < 0.30
     assert np.median(errors["peak_allocated"]) < 0.05 and errors["peak_allocated"].max() < 0.20
+
+
+def test_validate_calibrate_imports_fits_and_stores(tmp_path, capsys):
+    from validate.calibrate import main
+    from validate.store import Store
+
+    db = tmp_path / "c.duckdb"
+    assert main(["--db", str(db), "--import", str(MEASUREMENTS), "--out-dir", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "h200.json").read_text())
+    shipped = load_profile("h200")
+    assert written["matmul_efficiency"] == pytest.approx(shipped.matmul_efficiency, rel=1e-6)
+    rows = Store(db).query("SELECT profile_name, device FROM calibrations")
+    assert rows == [{"profile_name": "h200", "device": "NVIDIA H200"}]
+    assert "held out" in capsys.readouterr().out
+    # importing the same file again stores nothing twice
+    assert main(["--db", str(db), "--import", str(MEASUREMENTS), "--out-dir", str(tmp_path)]) == 0
+    assert Store(db).query("SELECT count(*) AS n FROM cost_measurements") == [{"n": 20}]

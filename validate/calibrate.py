@@ -1,0 +1,112 @@
+"""``python -m validate.calibrate``: fit time/memory profiles from stored measurements.
+
+Reads ``cost_measurements`` (written by ``python -m validate.measure``, or imported from
+a sweep file with ``--import FILE``), fits one profile per device kind on part of the
+cases, reports each case's error on the held-out rest, and saves the profile as a data
+file (``costsim.estimate --calibration NAME`` then uses it) and as a row of the
+``calibrations`` table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import uuid
+from datetime import datetime, timezone
+from importlib import resources
+from pathlib import Path
+
+from costsim.calibration import MeasuredStep, fit_profile, load_measurements
+from costsim.errors import CostsimError, cli_errors
+from costsim.hardware import gpu_preset_names, load_gpu
+from validate.store import Store
+
+# device names as torch reports them -> GPU presets
+DEVICE_PRESETS = (("H200", "h200"), ("H100", "h100-sxm"), ("B200", "b200"), ("A100-SXM4-40GB", "a100-40gb"),
+                  ("A100", "a100-80gb"))
+
+
+def preset_for(device: str) -> str | None:
+    return next((preset for key, preset in DEVICE_PRESETS if key in device), None)
+
+
+def import_rows(path: str, device: str | None = None) -> list[dict]:
+    """A sweep JSON (the shared calibration format) as cost_measurements rows."""
+    info, cases = load_measurements(path)
+    device = device or info.get("gpu", "unknown")
+    return [{
+        # numbered so that ordering by id keeps the file's order (the holdout split follows it)
+        "measurement_id": f"{Path(path).name}:{i:04d}:{c.name}", "device": device, "name": c.name, "vocab_size": c.V,
+        "d_model": c.d, "n_heads": c.h, "n_layers": c.L, "seq_len": c.T, "micro_batch_size": c.B,
+        "frozen_blocks": c.frozen, "freeze_embeddings": c.freeze_emb, "tied_embeddings": c.tied, "recompute": c.ckpt,
+        "precision": c.precision, "counted_flops": float(c.counted_flops or 0), "step_time_s": c.step_s_median,
+        "peak_alloc_bytes": c.peak_alloc_bytes, "peak_reserved_bytes": c.peak_reserved_bytes,
+        "source": Path(path).name, "record_id": f"import:{Path(path).name}:{c.name}",
+    } for i, c in enumerate(cases)]
+
+
+def cases_from_rows(rows: list[dict]) -> list[MeasuredStep]:
+    return [MeasuredStep(name=r["name"], V=r["vocab_size"], d=r["d_model"], h=r["n_heads"], L=r["n_layers"],
+                         T=r["seq_len"], B=r["micro_batch_size"], frozen=r["frozen_blocks"],
+                         freeze_emb=r["freeze_embeddings"], tied=r["tied_embeddings"], ckpt=r["recompute"],
+                         precision=r["precision"], counted_flops=int(r["counted_flops"]),
+                         step_s_median=r["step_time_s"], peak_alloc_bytes=r["peak_alloc_bytes"],
+                         peak_reserved_bytes=r["peak_reserved_bytes"])
+            for r in rows if r["peak_alloc_bytes"]]  # GPU rows: CPU rows carry no device memory
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m validate.calibrate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="costsim.duckdb")
+    parser.add_argument("--import", dest="import_file", help="first import a sweep JSON into cost_measurements")
+    parser.add_argument("--device", help="only this device kind (substring of the stored device name)")
+    parser.add_argument("--holdout-every", type=int, default=3, help="hold out every N-th case (default 3)")
+    parser.add_argument("--out-dir", help="where profile JSONs go (default: costsim's shipped profiles)")
+    args = parser.parse_args(argv)
+    store = Store(args.db)
+    if args.import_file:
+        if not Path(args.import_file).is_file():
+            raise CostsimError(f"--import {args.import_file}: no such file")
+        rows = import_rows(args.import_file)
+        store.append("cost_measurements", rows)
+        print(f"imported {len(rows)} measurements from {args.import_file}")
+    rows = store.query("SELECT * FROM cost_measurements ORDER BY measurement_id")
+    devices = sorted({r["device"] for r in rows if r["peak_alloc_bytes"]})
+    if args.device:
+        devices = [d for d in devices if args.device in d]
+    if not devices:
+        raise CostsimError("no GPU measurements stored; run python -m validate.measure on a GPU, or "
+                           "--import a sweep JSON")
+    out_dir = Path(args.out_dir) if args.out_dir else Path(str(resources.files("costsim") / "data" / "profiles"))
+    for device in devices:
+        preset = preset_for(device)
+        if preset is None or preset not in gpu_preset_names():
+            print(f"skipping {device}: no GPU preset describes it (add one under costsim/data/gpus/)")
+            continue
+        cases = cases_from_rows([r for r in rows if r["device"] == device])
+        if len(cases) < 2 * args.holdout_every:
+            print(f"skipping {device}: {len(cases)} cases are too few to fit and hold out")
+            continue
+        name = re.sub(r"[^a-z0-9]+", "-", preset.lower())
+        profile = fit_profile(cases, load_gpu(preset), name=name, device=device, holdout_every=args.holdout_every,
+                              source=f"python -m validate.calibrate --db {args.db}")
+        (out_dir / f"{name}.json").write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
+        store.append("calibrations", [{
+            "profile_name": name, "device": device, "created_at": datetime.now(timezone.utc),
+            "params_json": profile.model_dump_json(exclude={"holdout_report"}),
+            "holdout_report_json": json.dumps(profile.holdout_report), "record_id": uuid.uuid4().hex}])
+        held = profile.holdout_report["holdout"]
+        print(f"{device}: profile '{name}' from {profile.holdout_report['n_fit']} cases, "
+              f"{profile.holdout_report['n_holdout']} held out")
+        for key, row in held.items():
+            print(f"  {key:15s} |error| median {row['median_abs_rel_error']:.1%}, worst {row['worst_abs_rel_error']:.1%}"
+                  f" ({row['worst_case']})")
+    store.flush()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
