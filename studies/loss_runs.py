@@ -66,9 +66,11 @@ def layerwise(d_model: int, layers: int, n_stages: int, freeze: bool, growth: st
 
 
 def widen(d_model: int, layers: int, steps: int = STEPS) -> dict:
+    """Function-preserving widening needs every width to double: heads of 16 dims."""
     half = d_model // 2
-    narrow = {"d_model": half, "n_heads": _model(half)["n_heads"], "d_ff": 2 * d_model}
-    return {"name": f"widen d{half}->{d_model} L{layers}", "model": _model(d_model), "training": _training(),
+    model = {**_model(d_model), "n_heads": d_model // 16}
+    narrow = {"d_model": half, "n_heads": half // 16, "d_ff": 2 * d_model}
+    return {"name": f"widen d{half}->{d_model} L{layers}", "model": model, "training": _training(),
             "stages": [{"layers": layers, "tokens": steps // 3 * TOKENS_PER_STEP, **narrow, "name": "narrow"},
                        {"layers": layers, "tokens": (steps - steps // 3) * TOKENS_PER_STEP,
                         "growth": "widen_preserving", "name": "wide"}]}
@@ -107,10 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="loss_runs.duckdb")
     parser.add_argument("--eval-every", type=int, default=20)
     parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--only", help="run only the runs whose name contains this text")
     args = parser.parse_args(argv)
+    runs = [(role, spec) for role, spec in run_set() if not args.only or args.only in spec["name"]]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
         futures = [pool.submit(train, spec, role, Path(args.db).resolve(), args.eval_every, Path(tmp))
-                   for role, spec in run_set()]
+                   for role, spec in runs]
         for future in futures:
             print(future.result(), flush=True)
     return 0

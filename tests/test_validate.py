@@ -204,3 +204,21 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and needle in lines[0], result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_data_parallel_under_torchrun_on_cpu(tmp_path):
+    """Two gloo processes train the tiny schedule; rank 0 stores one run with every step."""
+    env = {**os.environ, "COSTSIM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m",
+                             "validate.run", str(TINY), "--db", "p.duckdb", "--no-progress", "--eval-every", "1000"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    store = Store(tmp_path / "p.duckdb")
+    from costsim.spec import load_spec
+
+    runs = store.query("SELECT run_id FROM runs")
+    assert len(runs) == 1
+    steps = store.query("SELECT count(*) AS n FROM steps")[0]["n"]
+    assert steps == sum(planned_steps(load_spec(TINY)))
+    stages = store.query("SELECT flops_counted_per_step, flops_counted_predicted_per_step FROM stages")
+    assert all(r["flops_counted_per_step"] == r["flops_counted_predicted_per_step"] for r in stages)

@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
 INIT_STD = 0.02
+# relative size of the symmetry-breaking noise of function-preserving widening
+WIDEN_NOISE = 0.5
 
 
 @dataclass(frozen=True)
@@ -282,14 +284,20 @@ def _rows(t: torch.Tensor, segments: list[int] | None) -> list[torch.Tensor]:
 def _tile(name: str, source: torch.Tensor, target_shape: torch.Size, old_segments, new_segments,
           factor: int) -> torch.Tensor:
     """k copies along every widened dimension. In a block's Linear the input is k
-    copies of the old input, so the tiled weight is divided by k to keep the sum."""
+    copies of the old input, so the k column blocks must sum to the old weight: each
+    is W/k plus noise that sums to zero over the copies. The function is unchanged, but
+    the copies differ, so gradient descent can pull them apart (exact copies would stay
+    copies forever and the wider model would have no more capacity than the narrow one)."""
     out = source
     if source.shape[0] != target_shape[0]:
         out = torch.cat([part.repeat(factor, *([1] * (source.dim() - 1))) for part in _rows(source, old_segments)])
     if source.dim() == 2 and source.shape[1] != target_shape[1]:
-        out = out.repeat(1, factor)
         if name.startswith("blocks."):
-            out = out / factor
+            noise = torch.randn(factor, *out.shape, device=out.device, dtype=out.dtype)
+            noise = (noise - noise.mean(dim=0, keepdim=True)) * WIDEN_NOISE * out.std() / factor
+            out = torch.cat([out / factor + noise[i] for i in range(factor)], dim=1)
+        else:
+            out = out.repeat(1, factor)
     return out
 
 

@@ -192,6 +192,8 @@ class Trainer:
         t = spec.training
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        if self.world > 1:
+            self._init_distributed()
         self.accumulation = t.batch_size // (t.micro_batch_size * self.world)
         self.tokens_per_step = t.batch_size * spec.model.seq_len
         self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
@@ -207,6 +209,18 @@ class Trainer:
         self._step_rows: list[dict] = []
         self._predictions = self._predict()
         self._check_memory()
+
+    def _init_distributed(self) -> None:
+        """Data parallel under torchrun: one process per GPU (NCCL), or per CPU (gloo)."""
+        import torch.distributed as dist
+
+        if self.spec.training.batch_size % (self.spec.training.micro_batch_size * self.world):
+            raise CostsimError(f"training.batch_size must be a multiple of micro_batch_size x {self.world} processes")
+        if self.device.type == "cuda":
+            self.device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(self.device)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
 
     # --- predictions -------------------------------------------------------------------
 
@@ -328,12 +342,14 @@ class Trainer:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         total = 0.0
-        for _ in range(self.accumulation):
+        for micro in range(self.accumulation):
             x, y = self.dataset.get_batch("train", t.micro_batch_size, self.spec.model.seq_len, self.generator)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            with self.autocast:
+            # gradients are all-reduced once per step, on the last micro-batch
+            sync = micro == self.accumulation - 1 or not hasattr(self.forward, "no_sync")
+            with self.autocast, contextlib.nullcontext() if sync else self.forward.no_sync():
                 _, loss = self.forward(x, y)
-            (loss / self.accumulation).backward()
+                (loss / self.accumulation).backward()
             total += loss.detach()
         if t.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
