@@ -162,6 +162,18 @@ def steps_per_stage(spec: ScheduleSpec) -> list[int]:
     return [int(np.ceil(s.tokens / tokens_per_step)) for s in spec.stages]
 
 
+def along_schedule(spec: ScheduleSpec, steps: list[int], tokens: np.ndarray, per_step: Array) -> np.ndarray:
+    """Cumulative sum of a per-step quantity (FLOPs, seconds) at token counts ``tokens``,
+    with ``steps`` optimizer steps per stage."""
+    tokens_per_step = spec.training.batch_size * spec.model.seq_len
+    edges = np.cumsum([0] + [n * tokens_per_step for n in steps])
+    total = np.zeros(np.shape(tokens), dtype=float)
+    for i in range(len(steps)):
+        inside = np.clip(np.asarray(tokens, dtype=float) - edges[i], 0, edges[i + 1] - edges[i])
+        total += inside / tokens_per_step * float(per_step[i])
+    return total
+
+
 def study_units(spec: ScheduleSpec) -> Fraction:
     """The schedule's cost in the paper's units of c, exactly."""
     units = study_units_per_token(stage_shape(spec))

@@ -23,9 +23,8 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from costsim.engine import stage_shape
+from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
-from costsim.flops import micro_batch_flops
 from costsim.loss import JUMP_OPERATORS, LossParams, LossProfile, StagePlan, load_loss_profile, stage_plans, trajectory
 from costsim.spec import ScheduleSpec, parse_spec
 
@@ -118,21 +117,8 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int) -> list[
 
 # --- evaluation on held-out runs ------------------------------------------------------------
 
-def flops_per_token(spec: ScheduleSpec) -> np.ndarray:
-    """Counted FLOPs per token of each stage (micro-batch FLOPs over its tokens)."""
-    shape = stage_shape(spec)
-    return micro_batch_flops(shape).counted / shape.tokens
-
-
 def cumulative_flops(spec: ScheduleSpec, steps: list[int], tokens: np.ndarray) -> np.ndarray:
-    per_token = flops_per_token(spec)
-    tokens_per_step = spec.training.batch_size * spec.model.seq_len
-    edges = np.cumsum([0] + [s * tokens_per_step for s in steps])
-    flops = np.zeros_like(tokens, dtype=float)
-    for i in range(len(steps)):
-        inside = np.clip(tokens - edges[i], 0, edges[i + 1] - edges[i])
-        flops += inside * per_token[i]
-    return flops
+    return along_schedule(spec, steps, tokens, [s.flops_counted_per_step for s in estimate(spec).stages])
 
 
 def flops_to_reach(target: float, flops: np.ndarray, loss: np.ndarray) -> float | None:

@@ -72,6 +72,7 @@ class LossProfile(BaseModel):
     interval: float = Field(0.9, gt=0, lt=1)
     source: str = ""
     report: dict = Field(default_factory=dict)
+    vocab_size: int | None = Field(None, description="the tokenizer it was fitted for, if specific")
 
 
 @dataclass(frozen=True)
@@ -204,8 +205,46 @@ def _normal_quantile(p: float) -> float:
     return float(norm.ppf(p))
 
 
-def predict_spec(spec: ScheduleSpec, profile: LossProfile | None = None, points_per_stage: int = 16) -> LossCurve:
-    return predict(profile or load_loss_profile(), stage_plans(spec), points_per_stage)
+def profile_for_spec(spec: ScheduleSpec) -> LossProfile:
+    """A profile fitted for the spec's tokenizer (by vocabulary size) if one ships, else the default."""
+    for name in loss_profile_names():
+        profile = load_loss_profile(name)
+        if profile.vocab_size == spec.model.vocab_size:
+            return profile
+    return load_loss_profile()
+
+
+def predict_spec(spec: ScheduleSpec, profile: LossProfile | None = None, points_per_stage: int = 16,
+                 steps: list[int] | None = None) -> LossCurve:
+    return predict(profile or profile_for_spec(spec), stage_plans(spec, steps), points_per_stage)
+
+
+@dataclass(frozen=True)
+class PredictedCurve:
+    """A predicted loss curve on the axes a user compares runs on."""
+
+    label: str
+    tokens: np.ndarray
+    x_flops: np.ndarray  # counted FLOPs so far
+    x_time_s: np.ndarray  # predicted wall time so far, on the spec's hardware
+    loss: np.ndarray
+    lower: np.ndarray
+    upper: np.ndarray
+
+
+def predict_curve(spec: ScheduleSpec, profile: LossProfile | None = None, steps: list[int] | None = None,
+                  points_per_stage: int = 16) -> PredictedCurve:
+    from costsim.engine import along_schedule, estimate, steps_per_stage
+
+    profile = profile or profile_for_spec(spec)
+    steps = steps or steps_per_stage(spec)
+    curve = predict_spec(spec, profile, points_per_stage, steps)
+    costs = estimate(spec)
+    return PredictedCurve(
+        label=profile.name, tokens=curve.tokens,
+        x_flops=along_schedule(spec, steps, curve.tokens, [s.flops_counted_per_step for s in costs.stages]),
+        x_time_s=along_schedule(spec, steps, curve.tokens, [s.step_time_s for s in costs.stages]),
+        loss=curve.loss, lower=curve.lower, upper=curve.upper)
 
 
 # --- profiles ---------------------------------------------------------------------------

@@ -1,0 +1,46 @@
+"""HTML dashboards of schedules, losses, costs, calibration and search, from the store.
+
+Two halves (as in Optuna's visualization): ``data`` builds plain typed objects from
+the DuckDB store and spec files, which is what the tests check; ``draw`` turns them
+into plotly figures and offline HTML pages. ``python -m costsim.dashboard --help``
+is the command line.
+"""
+
+from costsim.dashboard.data import (
+    CalibrationData,
+    CalibrationPoint,
+    CostBreakdown,
+    CostData,
+    DashboardData,
+    LossData,
+    LossSeries,
+    Predictions,
+    Schedule,
+    SearchData,
+    Selection,
+    StoredCalibration,
+    Study,
+    Timeline,
+    TimelineData,
+    TimelineEvent,
+    TimelineStage,
+    Trial,
+    calibration_data,
+    cost_data,
+    dashboard_data,
+    loss_data,
+    loss_predictions,
+    predicted_loss_series,
+    search_data,
+    select,
+    timeline_data,
+)
+from costsim.dashboard.draw import PAGES, write_dashboard
+
+__all__ = [
+    "PAGES", "CalibrationData", "CalibrationPoint", "CostBreakdown", "CostData", "DashboardData", "LossData",
+    "LossSeries", "Predictions", "Schedule", "SearchData", "Selection", "StoredCalibration", "Study", "Timeline",
+    "TimelineData", "TimelineEvent", "TimelineStage", "Trial", "calibration_data", "cost_data", "dashboard_data",
+    "loss_data", "loss_predictions", "predicted_loss_series", "search_data", "select", "timeline_data",
+    "write_dashboard",
+]
