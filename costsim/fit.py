@@ -166,7 +166,9 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, n_bootstra
                            "runs; train more (python -m studies.loss_runs)")
     best, rms = fit_params(fit_runs, start)
     samples = bootstrap(fit_runs, best, n_bootstrap, seed)
-    profile = LossProfile(name=name, params=best, samples=samples, residual_std=rms, source=source)
+    vocab = {r.spec.model.vocab_size for r in fit_runs}
+    profile = LossProfile(name=name, params=best, samples=samples, residual_std=rms, source=source,
+                          vocab_size=vocab.pop() if len(vocab) == 1 else None)
     report = {"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)), "rms_nats": rms,
               "holdout": holdout_report(profile, runs)}
     return profile.model_copy(update={"report": report})
@@ -196,7 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="profile JSON path (default: costsim's shipped loss profiles)")
     parser.add_argument("--transfer-to", default="chinchilla-published",
-                        help="also write NAME-transferred: this law with the fitted growth parameters")
+                        help="also write this law with the fitted growth parameters ('' = don't)")
+    parser.add_argument("--transfer-name", default="chinchilla", help="name of that transferred profile")
     args = parser.parse_args(argv)
     if not Path(args.db).exists():
         raise CostsimError(f"--db {args.db}: no such store; train runs first (python -m studies.loss_runs --db {args.db})")
@@ -220,8 +223,8 @@ def main(argv: list[str] | None = None) -> int:
                      f"{row['baseline_flops']:.3g})")
         print(line)
     if args.transfer_to:
-        moved = transfer(profile, load_loss_profile(args.transfer_to), f"{args.transfer_to}+{args.name}")
-        target = out.with_name(f"{moved.name}.json") if not args.out else out.with_name(out.stem + "-transferred.json")
+        moved = transfer(profile, load_loss_profile(args.transfer_to), args.transfer_name)
+        target = out.with_name(f"{moved.name}.json")
         target.write_text(moved.model_dump_json(indent=1) + "\n")
         print(f"wrote {target}")
     return 0

@@ -76,6 +76,12 @@ class SearchSpace(BaseModel):
     width_growth: bool = True
     precision: str = "bf16-mixed"
 
+    @property
+    def reference_batch_tokens(self) -> int:
+        """Batch of the reference schedules (full training, the study's): half a
+        million tokens as in the study, when the space allows it."""
+        return 2**19 if 2**19 in self.batch_tokens else self.batch_tokens[0]
+
 
 @dataclass(frozen=True)
 class Evaluation:
@@ -232,7 +238,7 @@ class Planner:
         keep = (d / layers >= s.aspect_ratio[0]) & (d / layers <= s.aspect_ratio[1])
         d, layers = d[keep], layers[keep]
         n_gpus = self.hardware.n_gpus
-        batch = max(n_gpus, 2**19 // s.seq_len // n_gpus * n_gpus)
+        batch = max(n_gpus, s.reference_batch_tokens // s.seq_len // n_gpus * n_gpus)
         per_gpu = batch // n_gpus
         micros = [m for m in range(per_gpu, 0, -1) if per_gpu % m == 0]
         chosen_cost = np.full(len(d), np.inf)
@@ -261,7 +267,8 @@ class Planner:
             raise SpecError("no full-training schedule fits this GPU's memory within the budget; "
                             "raise the budget, add GPUs or allow more memory")
         best = int(np.argmin(loss))
-        spec = self.build(layers=int(layers[best]), d_model=int(d[best]), n_stages=1)
+        spec = self.build(layers=int(layers[best]), d_model=int(d[best]), n_stages=1,
+                          batch_tokens=self.space.reference_batch_tokens)
         return self.evaluate(spec)
 
     def paper_schedule(self, layers: int, d_model: int, n_stages: int = 4) -> Evaluation | None:
@@ -272,7 +279,8 @@ class Planner:
                        "vocab_size": self.space.vocab_size, "seq_len": self.space.seq_len},
              "training": {"micro_batch_size": 1, "batch_size": 1}, "stages": [{"layers": 1, "tokens": 1}]}).model)
         stages = [{**st.model_dump(exclude_none=True, exclude={"tokens"}), "_weight": st.tokens} for st in ref.stages]
-        batch = max(self.hardware.n_gpus, 2**19 // self.space.seq_len // self.hardware.n_gpus * self.hardware.n_gpus)
+        n_gpus = self.hardware.n_gpus
+        batch = max(n_gpus, self.space.reference_batch_tokens // self.space.seq_len // n_gpus * n_gpus)
         spec = self._fit_and_spend(ref.model.model_dump(exclude_none=True), stages, batch)
         return None if spec is None else self.evaluate(spec)
 

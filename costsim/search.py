@@ -120,6 +120,11 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=name,
                                 directions=["minimize"] * len(objectives), load_if_exists=True)
     done = len([t for t in study.trials if t.state.is_finished()])
+    baseline = planner.best_full_training()
+    if not study.trials:
+        # start from the compute-optimal full-size model: the answer is never worse than it
+        study.enqueue_trial({"d_model": baseline.spec.model.d_model, "layers": baseline.spec.stages[-1].layers,
+                             "n_stages": 1, "batch_tokens": space.reference_batch_tokens})
     if n_trials > done:
         from optuna.study import MaxTrialsCallback
 
@@ -132,7 +137,6 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
         raise CostsimError("no feasible schedule found: every candidate ran out of memory; add GPUs, allow more "
                            "memory (--max-memory-gb) or raise the budget")
     best = [planner.evaluate(planner.build(**{k: v for k, v in t.params.items()})) for t in feasible]
-    baseline = planner.best_full_training()
     paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
     best_loss = min(b.loss for b in best)
     equal = planner.budget_for_full_training_loss(best_loss)
@@ -153,7 +157,7 @@ def describe(e: Evaluation) -> str:
     stages = " -> ".join(f"{s.layers}L{'/' + str(s.d_model) if s.d_model else ''}"
                          f"{'(new)' if s.train == 'new' else ''}" for s in e.spec.stages)
     return (f"loss {e.loss:.4f} [{e.loss_lower:.4f}, {e.loss_upper:.4f}], {e.flops_counted:.3g} counted FLOPs, "
-            f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.0f}, peak {e.peak_memory_bytes / 2**30:.1f} GiB; "
+            f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.2f}, peak {e.peak_memory_bytes / 2**30:.1f} GiB; "
             f"d_model {e.spec.model.d_model}, stages {stages}")
 
 

@@ -22,6 +22,8 @@ import argparse
 import webbrowser
 from pathlib import Path
 
+import duckdb
+
 from costsim.dashboard.data import dashboard_data
 from costsim.dashboard.draw import write_dashboard
 from costsim.errors import CostsimError, cli_errors
@@ -58,7 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise CostsimError(f"--out {out}: exists and is not a folder; choose another path")
-    index = write_dashboard(dashboard_data(store, _run_ids(args.runs), specs), out)
+    try:
+        data = dashboard_data(store, _run_ids(args.runs), specs)
+    except duckdb.IOException as exc:  # the duckdb CLI (even -readonly) holds the file's lock
+        raise CostsimError(f"{args.db}: cannot open the store ({str(exc).splitlines()[0]}); "
+                           "close other programs that hold it open, such as the duckdb CLI, and retry") from None
+    index = write_dashboard(data, out)
     print(f"wrote {index}")
     if args.open:
         webbrowser.open(index.resolve().as_uri())

@@ -60,7 +60,6 @@ class Selection:
 
     db: str
     schedules: tuple[Schedule, ...]
-    runs_stored: bool
     notes: tuple[str, ...] = ()
 
     @property
@@ -120,7 +119,7 @@ def select(store: Store, run_ids: Sequence[str] | None = None,
         schedules.append(Schedule(label=f"{row['run_id']}{name}{status}", spec=spec, run_id=row["run_id"],
                                   status=row["status"], device=row["device"]))
     schedules += [Schedule(label=label, spec=spec) for label, spec in (specs or {}).items()]
-    return Selection(db=str(store.path), schedules=tuple(schedules), runs_stored=bool(by_id), notes=tuple(notes))
+    return Selection(db=str(store.path), schedules=tuple(schedules), notes=tuple(notes))
 
 
 def _rows_by_run(store: Store, sql: str, run_ids: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
@@ -195,7 +194,8 @@ def _spec_events(spec: ScheduleSpec) -> list[TimelineEvent]:
             if new_width != old_width:
                 events.append(TimelineEvent(step, tokens, "grow_width", f"{old_width}->{new_width} by {width_op}"))
             if stage.layers > previous.layers:
-                events.append(TimelineEvent(step, tokens, "grow_depth", f"{previous.layers}->{stage.layers} by {depth_op}"))
+                detail = f"{previous.layers}->{stage.layers} by {depth_op}"
+                events.append(TimelineEvent(step, tokens, "grow_depth", detail))
         step += steps[i]
         tokens += stage.tokens
     return events
@@ -309,7 +309,9 @@ def predicted_loss_series(spec: ScheduleSpec, label: str = "",
     """
     try:
         from costsim.loss import predict_curve
-    except ImportError:
+    except ImportError as exc:
+        if exc.name != "costsim.loss":  # the loss model exists but one of its own imports failed
+            raise
         return None
     result = predict_curve(spec)
     curves = list(result) if isinstance(result, (list, tuple)) else [result]
@@ -449,26 +451,29 @@ def _memory_basis(device: str) -> str:
 
 
 def _stage_points(store: Store, selection: Selection) -> tuple[list[CalibrationPoint], list[str]]:
-    rows = _read(store, "SELECT * FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY run_id, stage_index",
-                 [list(selection.run_ids)]) if selection.run_ids else []
-    device = {s.run_id: s.device or "" for s in selection.runs}
+    """Each stored stage's measurements next to the predictions the trainer stored beside them."""
+    rows = _rows_by_run(store, "SELECT * FROM stages WHERE run_id IN (SELECT unnest(?)) ORDER BY stage_index",
+                        selection.run_ids)
     points: list[CalibrationPoint] = []
     untimed = 0
-    for row in rows:
-        where = f"{row['run_id']} stage {row['stage_index']}"
-        dev = device[row["run_id"]]
-        points.append(CalibrationPoint("flops_counted", "run stage", where, dev, row["flops_counted_predicted_per_step"],
-                                       row["flops_counted_per_step"], "counted FLOPs per step"))
-        if row["peak_memory_bytes"] and row["peak_memory_predicted_bytes"] is not None:
-            points.append(CalibrationPoint("memory", "run stage", where, dev, row["peak_memory_predicted_bytes"],
-                                           row["peak_memory_bytes"], _memory_basis(dev)))
-        if row["step_time_predicted_s"] is None:
-            untimed += 1
-        else:
-            points.append(CalibrationPoint("step_time", "run stage", where, dev, row["step_time_predicted_s"],
-                                           row["step_time_s"], "median step time"))
-    notes = [f"{untimed} run stage(s) have no predicted step time (runs on a CPU have no calibrated profile)"] if untimed else []
-    return points, notes
+    for schedule in selection.runs:
+        device = schedule.device or ""
+        for row in rows[schedule.run_id]:
+            where = f"{row['run_id']} stage {row['stage_index']}"
+            points.append(CalibrationPoint("flops_counted", "run stage", where, device,
+                                           row["flops_counted_predicted_per_step"], row["flops_counted_per_step"],
+                                           "counted FLOPs per step"))
+            if row["peak_memory_bytes"] and row["peak_memory_predicted_bytes"] is not None:
+                points.append(CalibrationPoint("memory", "run stage", where, device, row["peak_memory_predicted_bytes"],
+                                               row["peak_memory_bytes"], _memory_basis(device)))
+            if row["step_time_predicted_s"] is None:
+                untimed += 1
+            else:
+                points.append(CalibrationPoint("step_time", "run stage", where, device, row["step_time_predicted_s"],
+                                               row["step_time_s"], "median step time"))
+    if not untimed:
+        return points, []
+    return points, [f"{untimed} run stage(s) have no predicted step time (runs on a CPU have no calibrated profile)"]
 
 
 def gpu_preset_for(device: str) -> str | None:
@@ -514,13 +519,15 @@ def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]
         return [], []
     cases = [_measured_step(row) for row in rows]
     flops = micro_batch_flops(shape_of(cases)).counted
-    points = [CalibrationPoint("flops_counted", "cost measurement", c.name, row["device"], float(f), row["counted_flops"],
-                               "counted FLOPs per micro-batch") for c, row, f in zip(cases, rows, flops)]
+    points = [CalibrationPoint("flops_counted", "cost measurement", c.name, row["device"], float(f),
+                               row["counted_flops"], "counted FLOPs per micro-batch")
+              for c, row, f in zip(cases, rows, flops)]
     cpu = [(c, row) for c, row in zip(cases, rows) if row["device"] == "cpu" and row["saved_activation_bytes"]]
     if cpu:
         predicted = saved_activation_bytes(shape_of([c for c, _ in cpu]))
-        points += [CalibrationPoint("memory", "cost measurement", c.name, "cpu", float(p), row["saved_activation_bytes"],
-                                    _memory_basis("cpu")) for (c, row), p in zip(cpu, predicted)]
+        points += [CalibrationPoint("memory", "cost measurement", c.name, "cpu", float(p),
+                                    row["saved_activation_bytes"], _memory_basis("cpu"))
+                   for (c, row), p in zip(cpu, predicted)]
     notes = []
     by_device: dict[str, list[tuple[MeasuredStep, Mapping[str, Any]]]] = defaultdict(list)
     for c, row in zip(cases, rows):
@@ -529,7 +536,8 @@ def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]
     for device, group in by_device.items():
         preset = gpu_preset_for(device)
         if preset is None:
-            notes.append(f"{len(group)} measurement(s) on {device!r}: no GPU preset matches, so only FLOPs are compared")
+            notes.append(f"{len(group)} measurement(s) on {device!r}: no GPU preset matches, "
+                         "so only FLOPs are compared")
             continue
         profile = profile_for(preset, None)
         errors = relative_errors([c for c, _ in group], profile, load_gpu(preset))
@@ -561,6 +569,7 @@ def _loss_points(store: Store, selection: Selection, predictions: Predictions) -
 
 
 def _stored_calibrations(store: Store) -> list[StoredCalibration]:
+    """Stored profiles with the held-out summary ``fit_profile`` writes (tolerating missing parts)."""
     profiles = []
     for row in _read(store, "SELECT profile_name, device, created_at, holdout_report_json FROM calibrations "
                             "ORDER BY created_at"):
@@ -568,8 +577,11 @@ def _stored_calibrations(store: Store) -> list[StoredCalibration]:
         holdout = report.get("holdout", {}) if isinstance(report, dict) else {}
         profiles.append(StoredCalibration(
             profile_name=row["profile_name"], device=row["device"], created_at=row["created_at"],
-            holdout=tuple((key, value["median_abs_rel_error"], value["worst_abs_rel_error"], value["worst_case"])
-                          for key, value in holdout.items()),
+            holdout=tuple(
+                (key, value.get("median_abs_rel_error", math.nan), value.get("worst_abs_rel_error", math.nan),
+                 str(value.get("worst_case", "")))
+                for key, value in holdout.items() if isinstance(value, dict)
+            ),
         ))
     return profiles
 
@@ -670,7 +682,8 @@ def search_data(store: Store) -> SearchData:
     from the study's, is left out with a note rather than failing the page.
     """
     rows = _read(store, "SELECT study_name, trial_number, state, params_json, values_json FROM search_trials "
-                        "QUALIFY row_number() OVER (PARTITION BY study_name, trial_number ORDER BY created_at DESC) = 1 "
+                        "QUALIFY row_number() OVER (PARTITION BY study_name, trial_number "
+                        "                           ORDER BY created_at DESC) = 1 "
                         "ORDER BY study_name, trial_number")
     by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:

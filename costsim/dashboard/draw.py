@@ -1,7 +1,8 @@
 """Draw the dashboard's typed data as plotly figures and write the HTML pages.
 
-Every function here takes objects from ``costsim.dashboard.data`` and computes
-nothing new: what a page shows is decided (and tested) there. plotly is imported
+Every function here takes objects from ``costsim.dashboard.data`` and decides only
+presentation (colours, log or linear axes, layout): what a page shows is decided, and
+tested, there. plotly is imported
 inside the functions, so importing the package to build data costs nothing.
 
 plotly.js travels as ONE ``plotly.min.js`` beside the pages: each page's first figure
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import html
 import json
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -77,7 +79,6 @@ def _table_height(rows: int) -> int:
     return 90 + 30 * (rows + 1)
 
 
-
 def _rgba(color: str, alpha: float) -> str:
     """A hex colour with transparency, for interval bands."""
     red, green, blue = (int(color[i:i + 2], 16) for i in (1, 3, 5))
@@ -115,8 +116,8 @@ def timeline_figures(data: TimelineData) -> list[Figure]:
         opacity = [0.4 if s.pending else 1.0 for s in stages]
         hover = [
             f"stage {s.index}{f' ({s.name})' if s.name else ''}<br>tokens {s.start_tokens:,.0f} – {s.end_tokens:,.0f}"
-            f"{' (not trained yet: planned tokens)' if s.pending else ''}<br>{s.layers} layers, d_model {s.d_model}<br>train: {s.train}, "
-            f"{s.n_trainable_blocks} of {s.layers} blocks trainable"
+            f"{' (not trained yet: planned tokens)' if s.pending else ''}<br>{s.layers} layers, d_model {s.d_model}"
+            f"<br>train: {s.train}, {s.n_trainable_blocks} of {s.layers} blocks trainable"
             f"{'<br>embeddings frozen' if s.freeze_embeddings else ''}"
             for s in stages
         ]
@@ -233,7 +234,8 @@ def cost_figures(data: CostData) -> list[Figure]:
         misfit = [not s.fits_in_memory for s in stages]
         marker = {
             "color": _color(index),
-            "line": {"color": [MISFIT_COLOR if m else "white" for m in misfit], "width": [3 if m else 0 for m in misfit]},
+            "line": {"color": [MISFIT_COLOR if m else "white" for m in misfit],
+                     "width": [3 if m else 0 for m in misfit]},
             "pattern": {"shape": ["x" if m else "" for m in misfit]},
         }
         for row, (field, _) in enumerate(panels, start=1):
@@ -263,6 +265,10 @@ def _point_hover(points: Sequence[CalibrationPoint]) -> list[str]:
             f"<br>error {p.relative_error:+.1%}" for p in points]
 
 
+def _percent(value: float) -> str:
+    return "–" if math.isnan(value) else f"{value:.1%}"
+
+
 def calibration_figures(data: CalibrationData) -> list[Figure]:
     """Per quantity: predicted against measured with the y = x line (left) and the
     relative error predicted/measured - 1 against measured (right), coloured by where
@@ -275,8 +281,8 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
     if quantities:
         titles = [t for q in quantities for t in (f"{QUANTITY_TITLES[q]}: predicted vs measured",
                                                    f"{QUANTITY_TITLES[q]}: relative error")]
-        figure = make_subplots(rows=len(quantities), cols=2, subplot_titles=titles, vertical_spacing=0.4 / len(quantities),
-                               horizontal_spacing=0.1)
+        figure = make_subplots(rows=len(quantities), cols=2, subplot_titles=titles,
+                               vertical_spacing=0.4 / len(quantities), horizontal_spacing=0.1)
         sources = list(dict.fromkeys(p.source for p in data.points))
         in_legend: set[str] = set()
         for row, quantity in enumerate(quantities, start=1):
@@ -292,8 +298,8 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
                 color = _color(sources.index(source))
                 common = {"mode": "markers", "marker": {"color": color, "size": 9}, "hovertext": _point_hover(chosen),
                           "hoverinfo": "text", "legendgroup": source}
-                figure.add_trace(go.Scatter(x=[p.measured for p in chosen], y=[p.predicted for p in chosen], name=source,
-                                            showlegend=source not in in_legend, **common), row=row, col=1)
+                figure.add_trace(go.Scatter(x=[p.measured for p in chosen], y=[p.predicted for p in chosen],
+                                            name=source, showlegend=source not in in_legend, **common), row=row, col=1)
                 in_legend.add(source)
                 figure.add_trace(go.Scatter(x=[p.measured for p in chosen], y=[p.relative_error for p in chosen],
                                             name=source, showlegend=False, **common), row=row, col=2)
@@ -306,9 +312,11 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
         figure.update_layout(height=360 * len(quantities) + 100, title="Predicted against measured")
         figures.append(figure)
     if data.profiles:
-        rows = [(p.profile_name, p.device, f"{p.created_at:%Y-%m-%d %H:%M}", key, f"{median:.1%}", f"{worst:.1%}", case)
-                for p in data.profiles for key, median, worst, case in (p.holdout or (("(no held-out report)", 0, 0, ""),))]
-        header = ("profile", "device", "fitted (UTC)", "quantity", "held-out median |error|", "worst |error|", "worst case")
+        rows = [(p.profile_name, p.device, f"{p.created_at:%Y-%m-%d %H:%M}", key, _percent(median), _percent(worst), case)
+                for p in data.profiles
+                for key, median, worst, case in (p.holdout or (("(no held-out report)", math.nan, math.nan, ""),))]
+        header = ("profile", "device", "fitted (UTC)", "quantity", "held-out median |error|", "worst |error|",
+                  "worst case")
         figures.append(go.Figure(
             go.Table(header={"values": list(header)}, cells={"values": [list(column) for column in zip(*rows)]}),
             layout={"title": "Stored calibrations (held-out errors)", "height": _table_height(len(rows)),
@@ -355,7 +363,8 @@ def study_figures(study: Study) -> list[Figure]:
         history.update_yaxes(title_text=objective, row=i, col=1)
     history.update_xaxes(title_text="trial number", row=n, col=1)
     history.update_layout(height=300 * n + 120,
-                          title=f"Study {study.name}: {len(study.trials)} trials ({_state_counts(study)}); lower is better")
+                          title=f"Study {study.name}: {len(study.trials)} trials ({_state_counts(study)}); "
+                                "lower is better")
     figures.append(history)
     best = study.best()
     if best:
@@ -460,7 +469,8 @@ def page_html(page: Page, data: DashboardData) -> tuple[str, int]:
         ) + "</div>"
         for i, figure in enumerate(figures)
     ]
-    return _document(page.title, f'<p>{html.escape(page.about)}</p>\n{_notes(section)}\n' + "\n".join(divs)), len(figures)
+    body = f"<p>{html.escape(page.about)}</p>\n{_notes(section)}\n" + "\n".join(divs)
+    return _document(page.title, body), len(figures)
 
 
 def _index_html(data: DashboardData, counts: dict[str, int]) -> str:
