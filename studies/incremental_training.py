@@ -293,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/incremental_training")
     parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
     parser.add_argument("--search-trials", type=int, default=300)
+    parser.add_argument("--budgets", default="1e17,1e18,1e19,1e20,1e21", help="FLOP budgets for the search part")
     args = parser.parse_args(argv)
     preset_name = "gpu" if args.gpu else args.preset
     preset = PRESETS[preset_name]
@@ -332,7 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         profile_name = curve.label
         pred_rows[key] = {"measured": table[key]["final_loss"], "predicted": float(curve.loss[-1]),
                           "lower": float(curve.lower[-1]), "upper": float(curve.upper[-1])}
-    search = search_rows(n_trials=args.search_trials)
+    try:
+        budgets = tuple(float(b) for b in args.budgets.split(","))
+    except ValueError:
+        raise CostsimError(f"--budgets {args.budgets!r}: give comma-separated numbers like 1e17,1e19") from None
+    search = search_rows(budgets, n_trials=args.search_trials)
     report = write_report(out, preset_name, framework, {"preset": preset, "table": table, "crossings": cross},
                           search, {"profile": profile_name, "rows": pred_rows})
     from costsim.dashboard.__main__ import main as dashboard
