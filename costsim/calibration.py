@@ -25,8 +25,9 @@ from costsim.profile import CostProfile
 from costsim.timing import ADAMW_KERNELS, micro_batch_time_s, micro_batch_work, optimizer_time_s
 
 
-class MeasuredStep(BaseModel):
-    """One measured training step (the format of ../shared/calibration/*.json)."""
+class CostCase(BaseModel):
+    """One single-step case: shape, train policy and recompute, in the short names of
+    the shared calibration format (../shared/calibration/README.md)."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -43,6 +44,11 @@ class MeasuredStep(BaseModel):
     ckpt: bool = False
     mlp: str = "gelu"
     n_kv_heads: int | None = None
+
+
+class MeasuredStep(CostCase):
+    """A case with what one training step of it measured."""
+
     precision: str = "bf16-mixed"
     counted_flops: int | None = None
     step_s_median: float

@@ -6,7 +6,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-from costsim.calibration import fit_profile, load_measurements, relative_errors, shape_of, split_holdout
+from costsim.calibration import (
+    MeasuredStep, fit_profile, load_measurements, relative_errors, shape_of, split_holdout,
+)
 from costsim.flops import micro_batch_flops, parameter_counts
 from costsim.hardware import load_gpu
 from costsim.profile import load_profile
@@ -62,3 +64,18 @@ def test_validate_calibrate_imports_fits_and_stores(tmp_path, capsys):
     # importing the same file again stores nothing twice
     assert main(["--db", str(db), "--import", str(MEASUREMENTS), "--out-dir", str(tmp_path)]) == 0
     assert Store(db).query("SELECT count(*) AS n FROM cost_measurements") == [{"n": 20}]
+
+
+@pytest.mark.parametrize("index", range(4))
+def test_validate_measure_cpu_cases_match_the_engine(index):
+    import torch
+
+    from costsim.memory import saved_activation_bytes
+    from validate.measure import CPU_SWEEP, measure_case
+
+    case = CPU_SWEEP[index]
+    row = measure_case(case, torch.device("cpu"), warmup=0, repeats=1)
+    shape = shape_of([MeasuredStep(**row)])
+    assert row["counted_flops"] == int(micro_batch_flops(shape).counted[0])
+    assert row["saved_activation_bytes"] == int(saved_activation_bytes(shape)[0])
+    assert row["step_s_median"] > 0

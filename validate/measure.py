@@ -19,37 +19,20 @@ import json
 import statistics
 import time
 import uuid
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from costsim.calibration import CostCase
 from costsim.errors import CostsimError, cli_errors
 from validate.counting import count_micro_batch
 from validate.model import GPT, GPTShape
 from validate.store import Store
 
 
-@dataclass(frozen=True)
-class CostCase:
-    name: str
-    V: int
-    d: int
-    h: int
-    L: int
-    T: int
-    B: int
-    frozen: int = 0
-    freeze_emb: bool = False
-    tied: bool = True
-    ckpt: bool = False
-    mlp: str = "gelu"
-    n_kv_heads: int | None = None
-
-    def shape(self) -> GPTShape:
-        return GPTShape(vocab_size=self.V, seq_len=self.T, n_layers=self.L, d_model=self.d, n_heads=self.h,
-                        n_kv_heads=self.n_kv_heads or self.h, d_ff=4 * self.d, mlp=self.mlp,
-                        tied_embeddings=self.tied)
+def gpt_shape(case: CostCase) -> GPTShape:
+    return GPTShape(vocab_size=case.V, seq_len=case.T, n_layers=case.L, d_model=case.d, n_heads=case.h,
+                    n_kv_heads=case.n_kv_heads or case.h, d_ff=4 * case.d, mlp=case.mlp, tied_embeddings=case.tied)
 
 
 def _case(d, h, L, T, B, V=50304, **kw) -> CostCase:
@@ -75,7 +58,7 @@ CPU_SWEEP = [
 
 def measure_case(case: CostCase, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict:
     torch.manual_seed(0)
-    model = GPT(case.shape()).to(device)
+    model = GPT(gpt_shape(case)).to(device)
     model.set_trainable(case.L - case.frozen, not case.freeze_emb)
     model.checkpoint_blocks(case.ckpt)
     cuda = device.type == "cuda"
@@ -108,7 +91,7 @@ def measure_case(case: CostCase, device: torch.device, warmup: int = 3, repeats:
         times.append(time.perf_counter() - start)
     counts = model.parameter_counts()
     result = {
-        **asdict(case), "precision": "bf16-mixed" if cuda else "fp32", "counted_flops": count.counted_flops,
+        **case.model_dump(), "precision": "bf16-mixed" if cuda else "fp32", "counted_flops": count.counted_flops,
         "saved_activation_bytes": count.saved_activation_bytes,
         "step_s_median": statistics.median(times), "step_s_min": min(times), "step_s_max": max(times),
         "params": counts["total"], "trainable": counts["trainable"], "non_embedding": counts["non_embedding"],
