@@ -1,6 +1,14 @@
 """costsim: cost and loss planning for language-model pretraining runs that grow."""
 
-from costsim.engine import ScheduleEstimate, StageCosts, StageEstimate, TotalEstimate, estimate, estimate_many, study_units
+from costsim.engine import (
+    ScheduleEstimate,
+    StageCosts,
+    StageEstimate,
+    TotalEstimate,
+    estimate,
+    estimate_many,
+    study_units,
+)
 from costsim.errors import CostsimError, SpecError
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.ops import StageShape

@@ -101,6 +101,7 @@ class SearchResult:
     budget_for_equal_loss: float | None  # what full training needs to match the best loss
     study_name: str
     trials: list  # optuna FrozenTrials of the whole study
+    objectives: tuple[str, ...] = ("loss",)
 
 
 def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = None, n_trials: int = 200,
@@ -141,7 +142,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     best_loss = min(b.loss for b in best)
     equal = planner.budget_for_full_training_loss(best_loss)
     return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
-                        budget_for_equal_loss=equal, study_name=name, trials=study.trials)
+                        budget_for_equal_loss=equal, study_name=name, trials=study.trials,
+                        objectives=objectives)
 
 
 def _feasible(trial) -> bool:
@@ -174,7 +176,7 @@ def record(db: str, result: SearchResult, budget: Budget) -> None:
     now = datetime.now(timezone.utc)
     store.append("search_trials", [
         {"study_name": result.study_name, "trial_number": t.number, "state": t.state.name,
-         "params_json": json.dumps(t.params), "values_json": json.dumps(t.values) if t.values else None,
+         "params_json": json.dumps(t.params), "values_json": _values_json(t, result.objectives),
          "created_at": t.datetime_start or now, "record_id": f"{result.study_name}:{t.number}"}
         for t in result.trials])
     store.append("search_results", [{
@@ -182,6 +184,15 @@ def record(db: str, result: SearchResult, budget: Budget) -> None:
         "best_spec_json": result.best[0].spec.model_dump_json(), "report_json": json.dumps(report(result)),
     }])
     store.flush()
+
+
+def _values_json(trial, objectives: tuple[str, ...]) -> str | None:
+    """Objective values by name; an infeasible trial's are stored as infinite, so a
+    reader never mistakes its placeholder value for a result."""
+    if trial.values is None:
+        return None
+    values = trial.values if _feasible(trial) else [math.inf] * len(trial.values)
+    return json.dumps(dict(zip(objectives, values)))
 
 
 def report(result: SearchResult) -> dict:

@@ -206,9 +206,9 @@ def search_rows(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_trials: int = 300, gpu
         budget = Budget(flops=amount)
         result = run(budget, HardwareSpec(gpu=gpu, n_gpus=n_gpus), n_trials=n_trials, seed=0)
         best = result.best[0]
+        from costsim.loss import load_loss_profile
         from costsim.planner import Planner, SearchSpace
         from costsim.profile import profile_for
-        from costsim.loss import load_loss_profile
 
         planner = Planner(budget, HardwareSpec(gpu=gpu, n_gpus=n_gpus), SearchSpace(), profile_for(gpu, None),
                           load_loss_profile())
@@ -272,7 +272,9 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
               "| budget (FLOPs) | best schedule | stages | predicted loss | full training | study's S=4 | "
               "best: x budget to match | study's: x budget to match |", "|---|---|---|---|---|---|---|---|"]
     for r in search:
-        ratio = (lambda v: "n/a" if v is None else f"{v / r['budget']:.3f}")
+        def ratio(v, budget=r["budget"]):
+            return "n/a" if v is None else f"{v / budget:.3f}"
+
         lines.append(f"| {r['budget']:.0e} | {r['best_shape']} | {r['best_stages']} | {r['best_loss']:.4f} "
                      f"[{r['best_interval'][0]:.4f}, {r['best_interval'][1]:.4f}] | {r['baseline_loss']:.4f} | "
                      f"{_fmt(r['paper_loss'], '.4f')} | {ratio(r['best_equal_budget'])} | "

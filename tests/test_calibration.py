@@ -7,7 +7,12 @@ import numpy as np
 import pytest
 
 from costsim.calibration import (
-    MeasuredStep, fit_profile, load_measurements, relative_errors, shape_of, split_holdout,
+    MeasuredStep,
+    fit_profile,
+    load_measurements,
+    relative_errors,
+    shape_of,
+    split_holdout,
 )
 from costsim.flops import micro_batch_flops, parameter_counts
 from costsim.hardware import load_gpu

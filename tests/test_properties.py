@@ -15,7 +15,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from costsim import (
-    SpecError, StageShape, estimate, estimate_many, full_training, load_gpu, load_profile, parse_spec, study_units,
+    SpecError,
+    StageShape,
+    estimate,
+    estimate_many,
+    full_training,
+    load_gpu,
+    load_profile,
+    parse_spec,
+    study_units,
 )
 from costsim.constants import COMPUTE_BYTES
 from costsim.engine import stage_shape
@@ -141,7 +149,7 @@ def shape_kwargs(draw, n: int | None = None):
     head_dim = draw(st.lists(st.sampled_from([8, 16, 32, 64]), min_size=n, max_size=n))
     kv = [draw(st.sampled_from([k for k in (1, 2, 4, 8) if h % k == 0])) for h in n_heads]
     layers = ints(1, 12)
-    n_trainable = [draw(st.integers(1, l)) for l in layers]
+    n_trainable = [draw(st.integers(1, depth)) for depth in layers]
     return dict(
         layers=layers, d_model=[h * d for h, d in zip(n_heads, head_dim)], n_heads=n_heads, n_kv_heads=kv,
         d_ff=[8 * x for x in ints(1, 64)], vocab_size=ints(16, 50304),

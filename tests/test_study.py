@@ -5,6 +5,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
+from costsim.paper import paper_incremental
 from studies.incremental_training import (
     PRESETS,
     Curve,
@@ -15,7 +16,6 @@ from studies.incremental_training import (
     study_specs,
     to_reach,
 )
-from costsim.paper import paper_incremental
 
 
 def curve(flops, loss):

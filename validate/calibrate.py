@@ -13,9 +13,11 @@ import argparse
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 from costsim.calibration import MeasuredStep, fit_profile, load_measurements
 from costsim.errors import CostsimError, cli_errors
@@ -40,20 +42,27 @@ def import_rows(path: str, device: str | None = None) -> list[dict]:
         "measurement_id": f"{Path(path).name}:{i:04d}:{c.name}", "device": device, "name": c.name, "vocab_size": c.V,
         "d_model": c.d, "n_heads": c.h, "n_layers": c.L, "seq_len": c.T, "micro_batch_size": c.B,
         "frozen_blocks": c.frozen, "freeze_embeddings": c.freeze_emb, "tied_embeddings": c.tied, "recompute": c.ckpt,
-        "precision": c.precision, "counted_flops": float(c.counted_flops or 0), "step_time_s": c.step_s_median,
+        "mlp": c.mlp, "n_kv_heads": c.n_kv_heads, "precision": c.precision, "counted_flops": float(c.counted_flops or 0), "step_time_s": c.step_s_median,
         "peak_alloc_bytes": c.peak_alloc_bytes, "peak_reserved_bytes": c.peak_reserved_bytes,
         "source": Path(path).name, "record_id": f"import:{Path(path).name}:{c.name}",
     } for i, c in enumerate(cases)]
 
 
+def measured_step(row: Mapping[str, Any]) -> MeasuredStep:
+    """A ``cost_measurements`` row in costsim.calibration's format."""
+    return MeasuredStep(
+        name=row["name"], V=row["vocab_size"], d=row["d_model"], h=row["n_heads"], L=row["n_layers"],
+        T=row["seq_len"], B=row["micro_batch_size"], frozen=row["frozen_blocks"],
+        freeze_emb=row["freeze_embeddings"], tied=row["tied_embeddings"], ckpt=row["recompute"],
+        mlp=row.get("mlp") or "gelu", n_kv_heads=row.get("n_kv_heads"), precision=row["precision"],
+        counted_flops=round(row["counted_flops"]), step_s_median=row["step_time_s"],
+        peak_alloc_bytes=row["peak_alloc_bytes"] or None, peak_reserved_bytes=row["peak_reserved_bytes"] or None,
+    )
+
+
 def cases_from_rows(rows: list[dict]) -> list[MeasuredStep]:
-    return [MeasuredStep(name=r["name"], V=r["vocab_size"], d=r["d_model"], h=r["n_heads"], L=r["n_layers"],
-                         T=r["seq_len"], B=r["micro_batch_size"], frozen=r["frozen_blocks"],
-                         freeze_emb=r["freeze_embeddings"], tied=r["tied_embeddings"], ckpt=r["recompute"],
-                         precision=r["precision"], counted_flops=int(r["counted_flops"]),
-                         step_s_median=r["step_time_s"], peak_alloc_bytes=r["peak_alloc_bytes"],
-                         peak_reserved_bytes=r["peak_reserved_bytes"])
-            for r in rows if r["peak_alloc_bytes"]]  # GPU rows: CPU rows carry no device memory
+    """GPU rows only: CPU rows carry no device memory to fit."""
+    return [measured_step(r) for r in rows if r["peak_alloc_bytes"]]
 
 
 @cli_errors

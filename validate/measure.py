@@ -99,9 +99,6 @@ def measure_case(case: CostCase, device: torch.device, warmup: int = 3, repeats:
         "peak_reserved_bytes": float(torch.cuda.max_memory_reserved(device)) if cuda else None,
     }
     result["achieved_tflops"] = count.counted_flops / result["step_s_median"] / 1e12
-    del model, optimizer
-    if cuda:
-        torch.cuda.empty_cache()
     return result
 
 
@@ -110,7 +107,7 @@ def store_rows(results: list[dict], device_name: str) -> list[dict]:
         "measurement_id": uuid.uuid4().hex, "device": device_name, "name": r["name"], "vocab_size": r["V"],
         "d_model": r["d"], "n_heads": r["h"], "n_layers": r["L"], "seq_len": r["T"], "micro_batch_size": r["B"],
         "frozen_blocks": r["frozen"], "freeze_embeddings": r["freeze_emb"], "tied_embeddings": r["tied"],
-        "recompute": r["ckpt"], "precision": r["precision"], "counted_flops": float(r["counted_flops"]),
+        "recompute": r["ckpt"], "mlp": r["mlp"], "n_kv_heads": r["n_kv_heads"], "precision": r["precision"], "counted_flops": float(r["counted_flops"]),
         "step_time_s": r["step_s_median"], "peak_alloc_bytes": r["peak_alloc_bytes"] or 0.0,
         "peak_reserved_bytes": r["peak_reserved_bytes"] or 0.0,
         "saved_activation_bytes": float(r["saved_activation_bytes"]), "source": "validate.measure",
@@ -141,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     results = []
     for case in cases:
         results.append(measure_case(case, device, repeats=args.repeats))
+        if device.type == "cuda":
+            torch.cuda.empty_cache()  # the case's model is gone; don't let its blocks skew the next peak
         r = results[-1]
         print(f"{r['name']:36s} {r['step_s_median'] * 1e3:8.2f} ms  {r['achieved_tflops']:7.1f} TFLOP/s  "
               f"peak {(r['peak_alloc_bytes'] or r['saved_activation_bytes']) / 2**30:6.2f} GiB", flush=True)

@@ -150,6 +150,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("freeze_embeddings", "BOOLEAN"),
         Column("tied_embeddings", "BOOLEAN"),
         Column("recompute", "BOOLEAN"),
+        Column("mlp", "VARCHAR", nullable=True),  # NULL: gelu (older rows)
+        Column("n_kv_heads", "INTEGER", nullable=True),  # NULL: n_heads
         Column("precision", "VARCHAR"),
         Column("counted_flops", "DOUBLE"),
         Column("step_time_s", "DOUBLE"),

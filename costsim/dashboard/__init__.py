@@ -16,7 +16,9 @@ from costsim.dashboard.data import (
     LossSeries,
     Predictions,
     Schedule,
+    ScheduleSummary,
     SearchData,
+    SearchOutcome,
     Selection,
     StoredCalibration,
     Study,
@@ -28,6 +30,7 @@ from costsim.dashboard.data import (
     calibration_data,
     cost_data,
     dashboard_data,
+    gpu_preset_for,
     loss_data,
     loss_predictions,
     predicted_loss_series,
@@ -39,8 +42,8 @@ from costsim.dashboard.draw import PAGES, write_dashboard
 
 __all__ = [
     "PAGES", "CalibrationData", "CalibrationPoint", "CostBreakdown", "CostData", "DashboardData", "LossData",
-    "LossSeries", "Predictions", "Schedule", "SearchData", "Selection", "StoredCalibration", "Study", "Timeline",
-    "TimelineData", "TimelineEvent", "TimelineStage", "Trial", "calibration_data", "cost_data", "dashboard_data",
-    "loss_data", "loss_predictions", "predicted_loss_series", "search_data", "select", "timeline_data",
-    "write_dashboard",
+    "LossSeries", "Predictions", "Schedule", "ScheduleSummary", "SearchData", "SearchOutcome", "Selection",
+    "StoredCalibration", "Study", "Timeline", "TimelineData", "TimelineEvent", "TimelineStage", "Trial",
+    "calibration_data", "cost_data", "dashboard_data", "gpu_preset_for", "loss_data", "loss_predictions",
+    "predicted_loss_series", "search_data", "select", "timeline_data", "write_dashboard",
 ]

@@ -13,6 +13,7 @@ which command fills it; an empty or missing store still gives an index.
 
 Fill the store with:  python -m validate.run examples/tiny_three_stage.yaml   (runs)
                       python -m validate.measure                             (cost measurements)
+                      python -m costsim.search --budget 1e19                 (search trials)
 List stored run ids:  python -m validate.run --list
 """
 

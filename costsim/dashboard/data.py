@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any, Literal
 
@@ -31,6 +31,7 @@ from costsim.hardware import gpu_preset_names, load_gpu
 from costsim.memory import saved_activation_bytes
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
+from validate.calibrate import measured_step
 from validate.store import Store
 
 EXAMPLE_SPEC = "examples/tiny_three_stage.yaml"
@@ -296,16 +297,17 @@ def _floats(values: Iterable[float] | None) -> tuple[float, ...] | None:
     return None if values is None else tuple(float(v) for v in values)
 
 
-def predicted_loss_series(spec: ScheduleSpec, label: str = "",
-                          role: Literal["baseline", "growth"] = "growth") -> list[LossSeries] | None:
-    """Predicted validation-loss curves for ``spec``, or None when costsim cannot predict loss yet.
+def predicted_loss_series(spec: ScheduleSpec, label: str = "", role: Literal["baseline", "growth"] = "growth",
+                          steps: Sequence[int] | None = None) -> list[LossSeries] | None:
+    """Predicted validation-loss curves for ``spec``, or None when costsim has no loss model.
 
-    The loss model (``costsim.loss.predict_curve``) is being written separately; until it
-    exists the dashboard shows measurements only. The contract assumed here:
-    ``predict_curve(spec)`` returns one curve or a list of curves, each with sequences
-    ``x_flops`` (counted FLOPs), ``x_time_s``, ``loss``, optionally ``lower``/``upper``
-    (the interval) and ``label``. Only a missing module or function counts as "no
-    predictions"; an error inside the model is a bug and is raised.
+    Asks ``costsim.loss.predict_curve(spec, steps=...)``, which returns one curve (or a
+    list) with sequences ``x_flops`` (counted FLOPs so far), ``x_time_s`` (predicted
+    time on the spec's hardware), ``loss``, ``lower``/``upper`` (the prediction
+    interval, or None) and a ``label`` (the loss profile). ``steps`` are the optimizer
+    steps a run really took per stage, so that its prediction covers the same tokens.
+    Only a missing module or function means "no predictions"; an error inside the
+    model is a bug and is raised.
     """
     try:
         from costsim.loss import predict_curve
@@ -313,7 +315,7 @@ def predicted_loss_series(spec: ScheduleSpec, label: str = "",
         if exc.name != "costsim.loss":  # the loss model exists but one of its own imports failed
             raise
         return None
-    result = predict_curve(spec)
+    result = predict_curve(spec) if steps is None else predict_curve(spec, steps=list(steps))
     curves = list(result) if isinstance(result, (list, tuple)) else [result]
     return [
         LossSeries(
@@ -328,22 +330,32 @@ def predicted_loss_series(spec: ScheduleSpec, label: str = "",
 
 @dataclass(frozen=True)
 class Predictions:
-    """Predicted loss curves by schedule label; ``note`` says why there are none."""
+    """Predicted loss curves by schedule label; ``note`` says why there are none, or how to read them."""
 
     by_label: Mapping[str, tuple[LossSeries, ...]]
     note: str | None = None
 
 
-def loss_predictions(selection: Selection) -> Predictions:
-    """Ask the loss model once per schedule; the loss and calibration pages share the answer."""
+def loss_predictions(store: Store, selection: Selection) -> Predictions:
+    """Ask the loss model once per schedule; the loss and calibration pages share the answer.
+
+    A run that recorded every stage is predicted at the steps it took (``--max-steps``
+    and ``--tokens-scale`` change them), so predicted and measured end at the same tokens.
+    """
+    recorded = _rows_by_run(store, "SELECT run_id, steps FROM stages WHERE run_id IN (SELECT unnest(?)) "
+                                   "ORDER BY stage_index", selection.run_ids)
     by_label: dict[str, tuple[LossSeries, ...]] = {}
     for schedule in selection.schedules:
-        series = predicted_loss_series(schedule.spec, schedule.label, schedule.role)
+        steps = [row["steps"] for row in recorded[schedule.run_id]] if schedule.run_id else []
+        series = predicted_loss_series(schedule.spec, schedule.label, schedule.role,
+                                       steps if len(steps) == len(schedule.spec.stages) else None)
         if series is None:
             return Predictions({}, "no predicted curves: costsim.loss.predict_curve does not exist yet "
                                    "(measurements only)")
         by_label[schedule.label] = tuple(series)
-    return Predictions(by_label)
+    note = ("predicted time is on each spec's hardware (hardware.gpu); measured time is where the run trained"
+            if selection.runs and by_label else None)
+    return Predictions(by_label, note)
 
 
 def loss_data(store: Store, selection: Selection, predictions: Predictions) -> LossData:
@@ -492,21 +504,6 @@ def _words(name: str) -> list[str]:
     return "".join(c if c.isalnum() else " " for c in name.upper()).split()
 
 
-def _measured_step(row: Mapping[str, Any]) -> MeasuredStep:
-    """A ``cost_measurements`` row in costsim.calibration's format.
-
-    The table stores no MLP kind or key/value heads, so rows are predicted as GELU with
-    full multi-head attention, which is what validate.measure's sweep mostly times.
-    """
-    return MeasuredStep(
-        name=row["name"], V=row["vocab_size"], d=row["d_model"], h=row["n_heads"], L=row["n_layers"],
-        T=row["seq_len"], B=row["micro_batch_size"], frozen=row["frozen_blocks"],
-        freeze_emb=row["freeze_embeddings"], tied=row["tied_embeddings"], ckpt=row["recompute"],
-        precision=row["precision"], counted_flops=round(row["counted_flops"]), step_s_median=row["step_time_s"],
-        peak_alloc_bytes=row["peak_alloc_bytes"], peak_reserved_bytes=row["peak_reserved_bytes"],
-    )
-
-
 def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]]:
     """Each cost measurement against costsim's prediction for its shape.
 
@@ -517,7 +514,7 @@ def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]
     rows = _read(store, "SELECT * FROM cost_measurements ORDER BY device, name")
     if not rows:
         return [], []
-    cases = [_measured_step(row) for row in rows]
+    cases = [measured_step(row) for row in rows]
     flops = micro_batch_flops(shape_of(cases)).counted
     points = [CalibrationPoint("flops_counted", "cost measurement", c.name, row["device"], float(f),
                                row["counted_flops"], "counted FLOPs per micro-batch")
@@ -612,18 +609,56 @@ class Trial:
     values: tuple[float, ...] | None  # None: the trial did not finish
 
     @property
+    def infeasible(self) -> bool:
+        """Finished with a non-finite objective: how costsim.search marks a candidate that
+        cannot be built in a multi-objective study (its constraints are not stored)."""
+        return self.values is not None and not all(math.isfinite(v) for v in self.values)
+
+    @property
     def complete(self) -> bool:
-        return self.state.upper() == "COMPLETE" and self.values is not None
+        return self.state.upper() == "COMPLETE" and self.values is not None and not self.infeasible
+
+
+@dataclass(frozen=True)
+class ScheduleSummary:
+    """One schedule's predicted loss and costs, as costsim.search reports them."""
+
+    loss: float
+    loss_lower: float
+    loss_upper: float
+    flops_counted: float
+    time_s: float
+    cost_usd: float
+    peak_memory_bytes: float
+    stages: int
+
+    @classmethod
+    def from_report(cls, summary: Mapping[str, Any]) -> ScheduleSummary:
+        """Raises KeyError or TypeError when the report lacks a field."""
+        return cls(**{f.name: summary[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """What a finished search reported (``search_results``): its budget, the best
+    schedule, and how it compares with full training and the paper's schedule."""
+
+    created_at: datetime
+    budget: Mapping[str, float]
+    best_spec: ScheduleSpec
+    best_timeline: Timeline
+    comparison: tuple[tuple[str, ScheduleSummary], ...]  # (which schedule, its loss and costs), best first
 
 
 @dataclass(frozen=True)
 class Study:
     """One Optuna study. Objectives are minimised: ``search_trials`` records no directions,
-    and every objective costsim searches on (loss, cost, time) is better lower."""
+    and costsim.search minimises every objective it offers (loss, time, cost)."""
 
     name: str
     objectives: tuple[str, ...]
     trials: tuple[Trial, ...]
+    outcome: SearchOutcome | None = None
 
     def complete(self) -> tuple[Trial, ...]:
         return tuple(t for t in self.trials if t.complete)
@@ -656,7 +691,8 @@ class SearchData:
 
 def _values(text: str | None) -> tuple[tuple[str, ...], tuple[float, ...]] | None:
     """(objective names, values) from ``values_json``: a list of numbers (Optuna's
-    ``trial.values``) or an object of named numbers; None when the trial has none."""
+    ``trial.values``) or an object of named numbers; None when the trial has none.
+    Infinity and NaN are kept: they mark an infeasible trial."""
     if text is None:
         return None
     data = json.loads(text)
@@ -670,47 +706,78 @@ def _values(text: str | None) -> tuple[tuple[str, ...], tuple[float, ...]] | Non
         names, values = tuple(f"objective {i}" for i in range(len(data))), tuple(data)
     else:
         raise ValueError(f"values_json must be a list or an object of numbers, got {text[:60]!r}")
-    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values):
-        raise ValueError(f"values_json holds a value that is not a finite number: {text[:60]!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
+        raise ValueError(f"values_json holds a value that is not a number: {text[:60]!r}")
     return names, tuple(float(v) for v in values)
 
 
-def search_data(store: Store) -> SearchData:
-    """Every study in ``search_trials``: its trials in order, objectives named from the first finished one.
+def _study_trials(name: str, rows: list[dict[str, Any]], notes: list[str]) -> tuple[tuple[str, ...], list[Trial]]:
+    """A study's objective names (from its first finished trial) and its readable trials."""
+    objectives: tuple[str, ...] | None = None
+    trials = []
+    for row in rows:
+        try:
+            parsed = _values(row["values_json"])
+            params = json.loads(row["params_json"])
+        except ValueError as exc:  # json.JSONDecodeError is a ValueError
+            notes.append(f"study {name}, trial {row['trial_number']}: {exc}; left out")
+            continue
+        if parsed is not None:
+            objectives = objectives or parsed[0]
+            if len(parsed[1]) != len(objectives):
+                notes.append(f"study {name}, trial {row['trial_number']}: {len(parsed[1])} objective values, "
+                             f"the study has {len(objectives)}; left out")
+                continue
+        trials.append(Trial(number=row["trial_number"], state=row["state"], params=params,
+                            values=parsed[1] if parsed else None))
+    return objectives or ("objective 0",), trials
 
-    A row whose ``values_json`` cannot be read, or whose number of objectives differs
+
+COMPARED = (("baseline", "compute-optimal full training"), ("paper", "the paper's incremental schedule"))
+
+
+def _outcome(name: str, row: Mapping[str, Any], notes: list[str]) -> SearchOutcome | None:
+    """The newest ``search_results`` row of a study, or None (with a note) when it cannot be read."""
+    try:
+        spec = parse_spec(json.loads(row["best_spec_json"]))
+        report = json.loads(row["report_json"])
+        budget = {key: value for key, value in json.loads(row["budget_json"]).items() if value is not None}
+        best = report["best"]
+        comparison = [(f"best {i + 1}" if len(best) > 1 else "best", ScheduleSummary.from_report(summary))
+                      for i, summary in enumerate(best)]
+        comparison += [(title, ScheduleSummary.from_report(report[key])) for key, title in COMPARED if report.get(key)]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        notes.append(f"study {name}: its stored result cannot be read ({exc}); shown without it")
+        return None
+    timeline = _timeline(Schedule(label=f"{name}: best schedule", spec=spec), {}, _spec_events(spec))
+    return SearchOutcome(created_at=row["created_at"], budget=budget, best_spec=spec, best_timeline=timeline,
+                         comparison=tuple(comparison))
+
+
+def search_data(store: Store) -> SearchData:
+    """Every study in ``search_trials`` (and ``search_results``): trials in order, the newest row of
+    each trial (a resumed search may store a trial again), and the newest reported outcome.
+
+    A trial whose ``values_json`` cannot be read, or whose number of objectives differs
     from the study's, is left out with a note rather than failing the page.
     """
     rows = _read(store, "SELECT study_name, trial_number, state, params_json, values_json FROM search_trials "
                         "QUALIFY row_number() OVER (PARTITION BY study_name, trial_number "
                         "                           ORDER BY created_at DESC) = 1 "
                         "ORDER BY study_name, trial_number")
-    by_study: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    results = {row["study_name"]: row for row in _read(
+        store, "SELECT * FROM search_results "
+               "QUALIFY row_number() OVER (PARTITION BY study_name ORDER BY created_at DESC) = 1")}
+    by_study: dict[str, list[dict[str, Any]]] = {name: [] for name in sorted(results)}
     for row in rows:
-        by_study[row["study_name"]].append(row)
+        by_study.setdefault(row["study_name"], []).append(row)
     studies, notes = [], []
-    for name, study_rows in by_study.items():
-        objectives: tuple[str, ...] | None = None
-        trials = []
-        for row in study_rows:
-            try:
-                parsed = _values(row["values_json"])
-                params = json.loads(row["params_json"])
-            except (ValueError, json.JSONDecodeError) as exc:
-                notes.append(f"study {name}, trial {row['trial_number']}: {exc}; left out")
-                continue
-            if parsed is not None:
-                objectives = objectives or parsed[0]
-                if len(parsed[1]) != len(objectives):
-                    notes.append(f"study {name}, trial {row['trial_number']}: {len(parsed[1])} objective values, "
-                                 f"the study has {len(objectives)}; left out")
-                    continue
-            trials.append(Trial(number=row["trial_number"], state=row["state"], params=params,
-                                values=parsed[1] if parsed else None))
-        studies.append(Study(name=name, objectives=objectives or ("objective 0",), trials=tuple(trials)))
+    for name in sorted(by_study):
+        objectives, trials = _study_trials(name, by_study[name], notes)
+        outcome = _outcome(name, results[name], notes) if name in results else None
+        studies.append(Study(name=name, objectives=objectives, trials=tuple(trials), outcome=outcome))
     why_empty = None if studies else (
-        f"no search trials stored yet in {store.path} (the schedule search writes its Optuna trials to the "
-        "search_trials table)"
+        f"no search trials stored yet in {store.path} — run python -m costsim.search --budget 1e19 --db {store.path}"
     )
     return SearchData(studies=tuple(studies), why_empty=why_empty, notes=tuple(notes))
 
@@ -732,7 +799,7 @@ def dashboard_data(store: Store, run_ids: Sequence[str] | None = None,
                    specs: Mapping[str, ScheduleSpec] | None = None) -> DashboardData:
     """Every page's data: the runs ``run_ids`` (default all stored) and the specs (label -> spec)."""
     selection = select(store, run_ids, specs)
-    predictions = loss_predictions(selection)
+    predictions = loss_predictions(store, selection)
     return DashboardData(
         db=selection.db,
         timeline=timeline_data(store, selection),

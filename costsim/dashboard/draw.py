@@ -31,6 +31,7 @@ from costsim.dashboard.data import (
     CostData,
     DashboardData,
     LossData,
+    ScheduleSummary,
     SearchData,
     Study,
     Timeline,
@@ -331,7 +332,8 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
 def _state_counts(study: Study) -> str:
     counts: dict[str, int] = {}
     for trial in study.trials:
-        counts[trial.state.lower()] = counts.get(trial.state.lower(), 0) + 1
+        state = "infeasible" if trial.infeasible else trial.state.lower()
+        counts[state] = counts.get(state, 0) + 1
     return ", ".join(f"{n} {state}" for state, n in sorted(counts.items()))
 
 
@@ -339,15 +341,49 @@ def _cell(value: Any) -> str:
     return f"{value:.6g}" if isinstance(value, float) else value if isinstance(value, str) else json.dumps(value)
 
 
+OUTCOME_ROWS: tuple[tuple[str, Callable[[ScheduleSummary], str]], ...] = (
+    ("predicted loss [interval]", lambda r: f"{r.loss:.4f} [{r.loss_lower:.4f}, {r.loss_upper:.4f}]"),
+    ("counted FLOPs", lambda r: f"{r.flops_counted:.3g}"),
+    ("time (h)", lambda r: f"{r.time_s / 3600:.3g}"),
+    ("cost (USD)", lambda r: f"{r.cost_usd:,.2f}"),
+    ("peak memory (GiB)", lambda r: f"{r.peak_memory_bytes / 2**30:.1f}"),
+    ("stages", lambda r: str(r.stages)),
+)
+
+
+def outcome_figures(study: Study) -> list[Figure]:
+    """The search's answer: its best schedule against full training and the paper's
+    schedule at the same budget, and the best schedule's timeline."""
+    import plotly.graph_objects as go
+
+    outcome = study.outcome
+    if outcome is None:
+        return []
+    budget = ", ".join(f"{key} {value:.3g}" for key, value in outcome.budget.items())
+    columns = [[title for title, _ in OUTCOME_ROWS]] + [
+        [show(summary) for _, show in OUTCOME_ROWS] for _, summary in outcome.comparison
+    ]
+    table = go.Figure(
+        go.Table(header={"values": ["at budget " + budget] + [name for name, _ in outcome.comparison]},
+                 cells={"values": columns}),
+        layout={"title": f"{study.name}: the answer ({outcome.created_at:%Y-%m-%d %H:%M} UTC)",
+                "height": _table_height(len(OUTCOME_ROWS)), "margin": TABLE_MARGIN},
+    )
+    return [table, *timeline_figures(TimelineData(timelines=(outcome.best_timeline,), why_empty=None))]
+
+
 def study_figures(study: Study) -> list[Figure]:
-    """A study's objective(s) per trial with the best-so-far line, the best trial's
-    parameters (the Pareto front's, with two or more objectives) and, with exactly two
-    objectives, the front against every finished trial."""
+    """A study's objective(s) per finished trial with the best-so-far line, the best
+    trial's parameters (the Pareto front's, with two or more objectives) and, with
+    exactly two objectives, the front against every finished trial. Nothing until a
+    trial has finished."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figures = []
     complete = study.complete()
+    if not complete:
+        return []
+    figures = []
     n = len(study.objectives)
     history = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=list(study.objectives))
     for i, objective in enumerate(study.objectives, start=1):
@@ -367,18 +403,16 @@ def study_figures(study: Study) -> list[Figure]:
                                 "lower is better")
     figures.append(history)
     best = study.best()
-    if best:
-        names = list(dict.fromkeys(key for trial in best for key in trial.params))
-        columns = [list(study.objectives) + names] + [
-            [_cell(v) for v in trial.values] + [_cell(trial.params.get(key, "")) for key in names] for trial in best
-        ]
-        title = "Best trial" if len(best) == 1 and n == 1 else f"Pareto front ({len(best)} trials)"
-        figures.append(go.Figure(
-            go.Table(header={"values": ["parameter"] + [f"trial {t.number}" for t in best]}, cells={"values": columns}),
-            layout={"title": f"{study.name}: {title}", "height": _table_height(len(columns[0])),
-                    "margin": TABLE_MARGIN},
-        ))
-    if n == 2 and complete:
+    names = list(dict.fromkeys(key for trial in best for key in trial.params))
+    columns = [list(study.objectives) + names] + [
+        [_cell(v) for v in trial.values] + [_cell(trial.params.get(key, "")) for key in names] for trial in best
+    ]
+    title = "Best trial" if n == 1 else f"Pareto front ({len(best)} trials)"
+    figures.append(go.Figure(
+        go.Table(header={"values": ["parameter"] + [f"trial {t.number}" for t in best]}, cells={"values": columns}),
+        layout={"title": f"{study.name}: {title}", "height": _table_height(len(columns[0])), "margin": TABLE_MARGIN},
+    ))
+    if n == 2:
         front = sorted(best, key=lambda t: t.values)
         pareto = go.Figure()
         pareto.add_trace(go.Scatter(
@@ -397,13 +431,15 @@ def study_figures(study: Study) -> list[Figure]:
 
 
 def search_figures(data: SearchData) -> list[Figure]:
-    return [figure for study in data.studies for figure in study_figures(study)]
+    return [figure for study in data.studies for figure in (*outcome_figures(study), *study_figures(study))]
 
 
 # --- pages --------------------------------------------------------------------------------
 
 
 class PageData(Protocol):
+    """What every page's data (TimelineData, LossData, ...) has besides its content."""
+
     why_empty: str | None
     notes: tuple[str, ...]
 
@@ -428,8 +464,8 @@ PAGES = (
          lambda d: d.cost, cost_figures),
     Page("calibration.html", "Calibration", "predicted vs measured counted FLOPs, memory, step time "
          "(and loss) with relative errors", lambda d: d.calibration, calibration_figures),
-    Page("search.html", "Search", "trial history with best so far, the best schedule's parameters, "
-         "Pareto front", lambda d: d.search, search_figures),
+    Page("search.html", "Search", "the search's answer against full training; trial history with best so far; "
+         "the best trial's parameters; Pareto front", lambda d: d.search, search_figures),
 )
 
 _STYLE = """

@@ -1,0 +1,522 @@
+"""The dashboard: typed page data from a real store, the CLI, and every page rendered in Chromium.
+
+The store holds a real three-stage growth run and a one-stage baseline trained on the
+CPU, one real CPU cost measurement, two small real ``costsim.search`` studies (one and two
+objectives), the shipped H200 sweep as GPU cost measurements, the H200 profile as a
+stored calibration, and hand-written search trials with known answers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import types
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from costsim import estimate, load_gpu, load_profile, load_spec
+from costsim.calibration import MeasuredStep, relative_errors
+from costsim.dashboard import PAGES, dashboard_data, write_dashboard
+from costsim.dashboard.__main__ import main
+from costsim.dashboard.data import (
+    Selection,
+    calibration_data,
+    cost_data,
+    gpu_preset_for,
+    loss_data,
+    loss_predictions,
+    predicted_loss_series,
+    search_data,
+    select,
+    timeline_data,
+)
+from costsim.errors import CostsimError
+from validate.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "examples" / "tiny_three_stage.yaml"
+PAPER = ROOT / "examples" / "paper_s4.yaml"
+SWEEP = resources.files("costsim") / "data" / "measurements" / "h200_sweep_2026-11-28.json"
+CHROMIUM = Path("/usr/bin/chromium")
+
+BASELINE_YAML = """\
+name: tiny baseline
+model: {d_model: 64, n_heads: 4, vocab_size: 256, seq_len: 64, tied_embeddings: true}
+training:
+  micro_batch_size: 8
+  batch_size: 16
+  precision: fp32
+  lr_schedule: {kind: constant, lr: 3.0e-3, warmup_steps: 5}
+hardware: {gpu: h200}
+stages:
+  - {name: full model, layers: 4, tokens: 20480}
+"""
+
+# Too big for one A100 40GB at micro-batch 32 without recompute: the cost page must flag it.
+MISFIT_YAML = """\
+name: too big
+model: {d_model: 2048, n_heads: 16, vocab_size: 50304, seq_len: 2048}
+training: {micro_batch_size: 32, batch_size: 64}
+hardware: {gpu: a100-40gb}
+stages:
+  - {layers: 12, tokens: 1.0e9}
+  - {layers: 24, tokens: 1.0e9, train: new}
+"""
+
+TRAIN_SCRIPT = """\
+import sys
+from costsim.search import main as search
+from validate.measure import main as measure
+from validate.run import main as run
+db, runs, tiny, baseline = sys.argv[1:]
+common = ["--db", db, "--no-progress", "--run-dir", runs]
+assert run([tiny, *common]) == 0
+assert run([baseline, *common, "--eval-every", "10"]) == 0
+assert measure(["--device", "cpu", "--db", db, "--only", "byte_d64_L2_T64_B4", "--repeats", "2"]) == 0
+search_args = ["--budget", "1e18", "--n-trials", "12", "--db", db, "--no-progress"]
+assert search([*search_args, "--study-name", "searched", "--out", "best.yaml"]) == 0
+assert search([*search_args, "--study-name", "searched-2d", "--objectives", "loss,cost", "--out", "best2.yaml"]) == 0
+"""
+
+
+@dataclass(frozen=True)
+class Fixture:
+    store: Store
+    tiny_run: str
+    baseline_run: str
+    baseline_spec: Path
+    misfit_spec: Path
+    gpu_cases: list[MeasuredStep]
+
+
+def _sweep_cases() -> list[dict]:
+    return json.loads(SWEEP.read_text())["cases"]
+
+
+def _cost_rows(cases: list[dict]) -> list[dict]:
+    return [{
+        "measurement_id": f"h200-{c['name']}", "device": "NVIDIA H200", "name": c["name"], "vocab_size": c["V"],
+        "d_model": c["d"], "n_heads": c["h"], "n_layers": c["L"], "seq_len": c["T"], "micro_batch_size": c["B"],
+        "frozen_blocks": c["frozen"], "freeze_embeddings": c["freeze_emb"], "tied_embeddings": c["tied"],
+        "recompute": c["ckpt"], "precision": "bf16-mixed", "counted_flops": float(c["counted_flops"]),
+        "step_time_s": c["step_s_median"], "peak_alloc_bytes": c["peak_alloc_bytes"],
+        "peak_reserved_bytes": c["peak_reserved_bytes"], "source": "shipped sweep",
+    } for c in cases]
+
+
+def _trial(study: str, number: int, state: str, values: object, params: dict, minutes: int = 0) -> dict:
+    return {"study_name": study, "trial_number": number, "state": state, "params_json": json.dumps(params),
+            "values_json": None if values is None else json.dumps(values),
+            "created_at": datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(minutes=number * 10 + minutes)}
+
+
+SINGLE = [  # (number, state, value)
+    (0, "COMPLETE", 3.0), (1, "COMPLETE", 2.5), (2, "FAIL", None), (3, "COMPLETE", 2.8),
+    (4, "PRUNED", None), (5, "COMPLETE", 2.2), (6, "COMPLETE", 2.4),
+]
+PARETO = [  # (number, val_loss, cost_usd): 0, 2 and 3 are the front
+    (0, 3.0, 10.0), (1, 3.2, 12.0), (2, 2.5, 20.0), (3, 2.0, 40.0), (4, 2.6, 45.0),
+]
+
+
+def _search_rows() -> list[dict]:
+    rows = [_trial("single", n, state, None if value is None else [value], {"stages": n % 3 + 1, "lr": 1e-3 * (n + 1)})
+            for n, state, value in SINGLE]
+    rows.append(_trial("single", 5, "RUNNING", None, {"stages": 3, "lr": 6e-3}, minutes=-5))  # superseded
+    rows += [_trial("pareto", n, "COMPLETE", {"val_loss": loss, "cost_usd": cost}, {"schedule": f"s{n}"})
+             for n, loss, cost in PARETO]
+    rows.append(_trial("pareto", 5, "COMPLETE", "not numbers", {}))
+    return rows
+
+
+@pytest.fixture(scope="module")
+def fx(tmp_path_factory) -> Fixture:
+    tmp = tmp_path_factory.mktemp("dashboard")
+    baseline = tmp / "baseline.yaml"
+    baseline.write_text(BASELINE_YAML)
+    misfit = tmp / "misfit.yaml"
+    misfit.write_text(MISFIT_YAML)
+    db = tmp / "s.duckdb"
+    env = {**os.environ, "COSTSIM_DATA_DIR": str(tmp / "data")}
+    done = subprocess.run([sys.executable, "-c", TRAIN_SCRIPT, str(db), str(tmp / "runs"), str(TINY), str(baseline)],
+                          env=env, cwd=tmp, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    store = Store(db)
+    cases = _sweep_cases()
+    store.append("cost_measurements", _cost_rows(cases))
+    profile = load_profile("h200")
+    store.append("calibrations", [{"profile_name": "h200", "device": profile.device,
+                                   "created_at": datetime(2026, 11, 28, tzinfo=timezone.utc),
+                                   "params_json": profile.model_dump_json(),
+                                   "holdout_report_json": json.dumps(profile.holdout_report)}])
+    store.append("search_trials", _search_rows())
+    runs = {row["spec_json"]: row["run_id"] for row in store.query("SELECT run_id, spec_json FROM runs")}
+    tiny_run = next(run_id for spec, run_id in runs.items() if '"tiny three-stage"' in spec)
+    baseline_run = next(run_id for spec, run_id in runs.items() if '"tiny baseline"' in spec)
+    return Fixture(store, tiny_run, baseline_run, baseline, misfit,
+                   [MeasuredStep.model_validate(c) for c in cases])
+
+
+@pytest.fixture
+def no_loss_model(monkeypatch):
+    """Make ``costsim.loss`` unimportable: the dashboard must work without a loss model."""
+    monkeypatch.setitem(sys.modules, "costsim.loss", None)
+
+
+@pytest.fixture
+def loss_model(monkeypatch):
+    """A stand-in loss model: a falling curve over the schedule's estimated FLOPs and time, ±0.1."""
+    module = types.ModuleType("costsim.loss")
+
+    def predict_curve(spec, steps=None):
+        total = estimate(spec).total
+        x = np.linspace(0, 1.2 * total.flops_counted, 25)
+        loss = 2.5 + 3.0 * np.exp(-6 * x / x[-1])
+        return types.SimpleNamespace(x_flops=x, x_time_s=np.linspace(0, total.time_s, 25), loss=loss,
+                                     lower=loss - 0.1, upper=loss + 0.1)
+
+    module.predict_curve = predict_curve
+    monkeypatch.setitem(sys.modules, "costsim.loss", module)
+
+
+def _selection(fx: Fixture, *run_ids: str, specs: dict | None = None) -> Selection:
+    return select(fx.store, list(run_ids) or None, specs)
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+def test_selection_finds_runs_and_tells_baseline_from_growth(fx: Fixture, tmp_path: Path) -> None:
+    selection = _selection(fx, specs={"paper": load_spec(PAPER)})
+    roles = {s.run_id: s.role for s in selection.schedules}
+    assert roles == {fx.tiny_run: "growth", fx.baseline_run: "baseline", None: "growth"}
+    assert all(s.status == "complete" and s.device == "cpu" for s in selection.runs)
+    assert _selection(fx, fx.baseline_run).run_ids == (fx.baseline_run,)
+    with pytest.raises(CostsimError, match="'nope' is not in"):
+        _selection(fx, "nope")
+    missing = Store(tmp_path / "missing.duckdb")
+    assert select(missing).schedules == ()
+    assert not missing.path.exists() and not missing.spool_dir.exists()  # reading created nothing
+
+
+def test_timeline_stages_are_contiguous_with_frozen_phase_and_growth_events(fx: Fixture) -> None:
+    spec = load_spec(TINY)
+    [run, paper] = timeline_data(fx.store, _selection(fx, fx.tiny_run, specs={"paper": load_spec(PAPER)})).timelines
+    assert [s.layers for s in run.stages] == [2, 4, 4, 6]
+    assert run.stages[0].start_tokens == 0
+    for before, after in zip(run.stages, run.stages[1:]):
+        assert before.end_tokens == after.start_tokens > before.start_tokens
+    assert [s.end_tokens - s.start_tokens for s in run.stages] == [s.tokens for s in spec.stages]
+    assert not any(s.pending for s in run.stages)  # the run recorded every stage
+    assert [(s.train, s.frozen, s.n_trainable_blocks) for s in run.stages] == [
+        ("all", False, 2), ("new", True, 2), ("all", False, 4), ("all", False, 6)]
+    assert [(e.kind, e.tokens, e.detail) for e in run.events] == [
+        ("grow_depth", 40960.0, "2->4 by random_top"), ("grow_depth", 81920.0, "4->6 by stack_copy")]
+    # a spec file: its growth is implied by the stages, one event per depth step
+    assert [e.tokens for e in paper.events] == [s.start_tokens for s in paper.stages if s.index and
+                                                 s.layers > paper.stages[s.index - 1].layers]
+    assert sum(s.frozen for s in paper.stages) == 3 and paper.role == "growth"
+
+
+def test_loss_is_measured_per_run_against_counted_flops_and_time(fx: Fixture, no_loss_model) -> None:
+    selection = _selection(fx)
+    data = loss_data(fx.store, selection, loss_predictions(fx.store, selection))
+    assert data.predicted() == () and any("predict_curve does not exist" in n for n in data.notes)
+    series = {s.schedule or s.label: s for s in data.measured()}
+    assert {s.role for s in series.values()} == {"baseline", "growth"}
+    stages = fx.store.query("SELECT run_id, sum(steps * flops_counted_per_step) AS flops FROM stages GROUP BY run_id")
+    for row in stages:
+        [curve] = [s for s in data.measured() if s.label.startswith(row["run_id"])]
+        assert len(curve.x_flops) == len(curve.x_time_s) == len(curve.loss) >= 2
+        assert list(curve.x_flops) == sorted(curve.x_flops) and list(curve.x_time_s) == sorted(curve.x_time_s)
+        assert curve.x_flops[-1] == row["flops"]  # the last eval comes after every counted step
+        assert curve.loss[-1] < curve.loss[0] and curve.lower is None
+
+
+def test_predicted_curves_come_from_costsim_loss_when_it_exists(fx: Fixture, loss_model) -> None:
+    spec = load_spec(TINY)
+    [curve] = predicted_loss_series(spec, "tiny", "growth")
+    assert curve.kind == "predicted" and curve.schedule == "tiny" and len(curve.lower) == len(curve.loss) == 25
+    assert all(lo < mid < hi for lo, mid, hi in zip(curve.lower, curve.loss, curve.upper))
+    selection = _selection(fx, fx.tiny_run)
+    predictions = loss_predictions(fx.store, selection)
+    assert "predicted time is on each spec's hardware" in predictions.note
+    assert len(loss_data(fx.store, selection, predictions).predicted()) == 1
+    points = [p for p in calibration_data(fx.store, selection, predictions).points if p.quantity == "val_loss"]
+    measured = fx.store.query("SELECT val_loss FROM evals WHERE run_id = ? ORDER BY step", [fx.tiny_run])
+    assert [p.measured for p in points] == [row["val_loss"] for row in measured]
+
+
+def test_costsim_loss_predicts_each_run_over_the_flops_it_counted(fx: Fixture) -> None:
+    pytest.importorskip("costsim.loss")
+    selection = _selection(fx, specs={"paper": load_spec(PAPER)})
+    predictions = loss_predictions(fx.store, selection)
+    assert set(predictions.by_label) == {s.label for s in selection.schedules}
+    measured_flops = {row["run_id"]: row["flops"] for row in fx.store.query(
+        "SELECT run_id, sum(steps * flops_counted_per_step) AS flops FROM stages GROUP BY run_id")}
+    for schedule in selection.schedules:
+        [curve] = predictions.by_label[schedule.label]
+        assert curve.kind == "predicted" and curve.role == schedule.role and curve.schedule == schedule.label
+        assert list(curve.x_flops) == sorted(curve.x_flops)
+        assert all(lo <= mid <= hi for lo, mid, hi in zip(curve.lower, curve.loss, curve.upper))
+        if schedule.run_id:  # predicted at the steps the run took: counted FLOPs are exact on the CPU
+            assert curve.x_flops[-1] == pytest.approx(measured_flops[schedule.run_id], rel=1e-12)
+    points = [p for p in calibration_data(fx.store, selection, predictions).points if p.quantity == "val_loss"]
+    assert {p.label.split(" step ")[0] for p in points} == {fx.tiny_run, fx.baseline_run}
+
+
+def test_predicted_loss_is_skipped_without_a_loss_model(no_loss_model) -> None:
+    assert predicted_loss_series(load_spec(TINY)) is None
+
+
+def test_cost_breakdown_is_the_estimate_and_flags_stages_that_do_not_fit(fx: Fixture) -> None:
+    specs = {"misfit": load_spec(fx.misfit_spec)}
+    data = cost_data(_selection(fx, fx.tiny_run, specs=specs))
+    run, misfit = data.breakdowns
+    expected = estimate(load_spec(TINY))
+    assert [s.flops_counted for s in run.estimate.stages] == [s.flops_counted for s in expected.stages]
+    assert [s.cost_usd for s in run.estimate.stages] == [s.cost_usd for s in expected.stages]
+    assert run.gpu_memory_bytes == load_gpu("h200").memory_bytes
+    assert not misfit.estimate.total.fits_in_memory
+    assert all(s.fit_suggestion for s in misfit.estimate.stages if not s.fits_in_memory)
+    assert misfit.gpu_memory_bytes == load_gpu("a100-40gb").memory_bytes
+
+
+def test_calibration_compares_run_stages_and_cost_measurements(fx: Fixture, no_loss_model) -> None:
+    selection = _selection(fx)
+    data = calibration_data(fx.store, selection, loss_predictions(fx.store, selection))
+    stages = [p for p in data.points if p.source == "run stage"]
+    assert len([p for p in stages if p.quantity == "flops_counted"]) == 4 + 1  # both runs' stages
+    # on the CPU counted FLOPs and saved activations are predicted exactly
+    assert all(p.predicted == p.measured for p in stages if p.quantity in ("flops_counted", "memory"))
+    assert not [p for p in stages if p.quantity == "step_time"]
+    assert any("no predicted step time" in n for n in data.notes)
+    cpu = [p for p in data.points if p.source == "cost measurement" and p.device == "cpu"]
+    assert {p.quantity for p in cpu} == {"flops_counted", "memory"}
+    assert all(p.predicted == p.measured for p in cpu)
+    gpu = [p for p in data.points if p.device == "NVIDIA H200"]
+    expected = relative_errors(sorted(fx.gpu_cases, key=lambda c: c.name), load_profile("h200"), load_gpu("h200"))
+    for quantity, key in (("step_time", "step_time"), ("memory", "peak_allocated")):
+        errors = [p.relative_error for p in gpu if p.quantity == quantity]
+        np.testing.assert_allclose(errors, expected[key], rtol=1e-9, atol=1e-12)
+    assert all(p.predicted == p.measured for p in gpu if p.quantity == "flops_counted")
+    [profile] = data.profiles
+    assert profile.profile_name == "h200"
+    assert {row[0] for row in profile.holdout} == {"step_time", "peak_allocated", "peak_reserved"}
+
+
+def test_search_history_best_so_far_and_pareto_front(fx: Fixture) -> None:
+    data = search_data(fx.store)
+    studies = {s.name: s for s in data.studies}
+    single, pareto = studies["single"], studies["pareto"]
+    assert [t.number for t in single.trials] == [n for n, _, _ in SINGLE]  # trial 5's RUNNING row superseded
+    assert single.objectives == ("objective 0",)
+    numbers, best = single.best_so_far()
+    complete = [(n, v) for n, state, v in SINGLE if state == "COMPLETE"]
+    assert numbers == tuple(n for n, _ in complete)
+    assert best == tuple(np.minimum.accumulate([v for _, v in complete]))
+    [winner] = single.best()
+    assert winner.number == 5 and winner.params == {"stages": 3, "lr": 6e-3}
+    assert pareto.objectives == ("val_loss", "cost_usd")
+    assert [t.number for t in pareto.best()] == [0, 2, 3]
+    assert [t.number for t in pareto.trials] == [0, 1, 2, 3, 4]
+    assert any("pareto, trial 5" in n for n in data.notes)
+    assert single.outcome is None and pareto.outcome is None  # hand-written trials, no stored answer
+
+
+def test_search_page_data_from_a_real_costsim_search(fx: Fixture) -> None:
+    studies = {s.name: s for s in search_data(fx.store).studies}
+    one, two = studies["searched"], studies["searched-2d"]
+    assert len(one.trials) == len(two.trials) == 12
+    assert len(one.objectives) == 1 and len(two.objectives) == 2
+    assert one.best() and all(t.complete for t in two.best())
+    for study in (one, two):
+        outcome = study.outcome
+        assert outcome.budget == {"flops": 1e18}
+        names = [name for name, _ in outcome.comparison]
+        assert names[0].startswith("best") and "compute-optimal full training" in names
+        best = outcome.comparison[0][1]
+        assert best.loss_lower <= best.loss <= best.loss_upper and best.flops_counted <= 1e18
+        assert best.stages == len(outcome.best_spec.stages) == len(outcome.best_timeline.stages)
+    # the single-objective answer is its best trial's loss
+    assert one.outcome.comparison[0][1].loss == pytest.approx(one.best()[0].values[0])
+
+
+@pytest.mark.parametrize(("device", "preset"), [
+    ("NVIDIA H200", "h200"), ("NVIDIA H100 80GB HBM3", "h100-sxm"), ("NVIDIA A100-SXM4-80GB", "a100-80gb"),
+    ("NVIDIA A100-SXM4-40GB", "a100-40gb"), ("NVIDIA B200", "b200"), ("Tesla T4", None),
+])
+def test_gpu_preset_for_device_names(device: str, preset: str | None) -> None:
+    assert gpu_preset_for(device) == preset
+
+
+def test_empty_store_still_gives_an_index_that_says_why(tmp_path: Path) -> None:
+    data = dashboard_data(Store(tmp_path / "empty.duckdb"))
+    for page in PAGES:
+        assert page.section(data).why_empty
+    assert "python -m validate.run" in data.timeline.why_empty
+    index = write_dashboard(data, tmp_path / "out").read_text()
+    assert index.count("empty:") == len(PAGES) and "python -m validate.measure" in index
+
+
+# --- CLI --------------------------------------------------------------------------------------
+
+
+def test_help_says_how_to_fill_the_store(capsys) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    assert "python -m validate.run" in text and "--spec" in text and "--runs" in text
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["--runs", "nope"], "'nope' is not in"),
+    (["--runs", " , "], "--runs: give one or more run ids"),
+    (["--spec", "missing.yaml"], "missing.yaml: cannot read the spec"),
+])
+def test_bad_input_is_one_line_and_exit_2(fx: Fixture, tmp_path: Path, capsys, argv, message) -> None:
+    assert main(["--db", str(fx.store.path), "--out", str(tmp_path / "out"), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+
+
+def test_a_store_held_open_elsewhere_is_one_line_and_exit_2(fx: Fixture, tmp_path: Path, capsys) -> None:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1], read_only=True); "
+                               "print('ready', flush=True); time.sleep(30)", str(fx.store.path)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        assert main(["--db", str(fx.store.path), "--out", str(tmp_path / "out")]) == 2
+    finally:
+        holder.kill()
+        holder.wait()
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "cannot open the store" in err and err.count("\n") == 1
+
+
+def test_cli_writes_small_offline_pages_and_opens_the_index(fx: Fixture, tmp_path: Path, monkeypatch,
+                                                             no_loss_model) -> None:
+    opened = []
+    monkeypatch.setattr("webbrowser.open", opened.append)
+    out = tmp_path / "out"
+    assert main(["--db", str(fx.store.path), "--out", str(out), "--runs", fx.tiny_run, "--spec", str(PAPER),
+                 "--open"]) == 0
+    assert opened == [(out / "index.html").resolve().as_uri()]
+    files = {p.name: p.stat().st_size for p in out.iterdir()}
+    assert set(files) == {"index.html", "plotly.min.js", *(page.file for page in PAGES)}
+    assert all(size < 200_000 for name, size in files.items() if name.endswith(".html"))  # plotly.js not inlined
+    for page in PAGES:
+        text = (out / page.file).read_text()
+        assert "cdn.plot.ly" not in text and "https://" not in text
+    timeline = (out / "timeline.html").read_text()
+    assert "plotly.min.js" in timeline and "trains 3 of 6" in timeline
+
+
+# --- every page in a headless browser -----------------------------------------------------------
+
+PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", function (e) {  // capture phase: also a <script src> that fails to load
+  window.__errors.push(e.message ? String(e.message)
+                                 : "failed to load " + (e.target && (e.target.src || e.target.href)));
+}, true);
+window.addEventListener("unhandledrejection", function (e) {
+  window.__errors.push("unhandled rejection: " + e.reason);
+});
+var __consoleError = console.error;
+console.error = function () {
+  window.__errors.push("console.error: " + Array.prototype.join.call(arguments, " "));
+  __consoleError.apply(console, arguments);
+};
+function __size(v) { return v == null ? 0 : (typeof v.length === "number" ? v.length : 0); }
+window.addEventListener("load", function () { setTimeout(function () {
+  var plots = Array.prototype.map.call(document.querySelectorAll(".plotly-graph-div"), function (gd) {
+    var full = gd._fullData || [];
+    return {traces: full.length, svg: gd.querySelectorAll(".main-svg").length,
+            points: full.reduce(function (n, t) {
+              return n + Math.max(__size(t.x), __size(t.y), __size(t.cells && t.cells.values)); }, 0)};
+  });
+  var pre = document.createElement("pre");
+  pre.id = "verdict";
+  pre.textContent = JSON.stringify({errors: window.__errors, plotly: typeof Plotly, plots: plots});
+  document.body.appendChild(pre);
+}, 300); });
+</script>"""
+
+
+def _render(page: Path, profile: Path) -> dict:
+    """Load ``page`` in headless Chromium and return the probe's verdict."""
+    command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+               "--disable-component-update", "--no-first-run", "--disable-sync", f"--user-data-dir={profile}",
+               "--enable-logging=stderr", "--v=0", "--virtual-time-budget=5000", "--dump-dom", page.as_uri()]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=90)
+    start = done.stdout.find('<pre id="verdict">')
+    assert start >= 0, f"{page.name}: no verdict (exit {done.returncode}); stderr: {done.stderr[-2000:]}"
+    verdict = done.stdout[start + len('<pre id="verdict">'):done.stdout.index("</pre>", start)]
+    return json.loads(verdict.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&amp;", "&"))
+
+
+def _render_all(out: Path, copy: Path) -> dict[str, dict]:
+    """Render a test copy of every page (the probe injected first thing in <head>), in parallel."""
+    shutil.copytree(out, copy)
+    pages = sorted(copy.glob("*.html"))
+    for page in pages:
+        page.write_text(page.read_text().replace("<head>", "<head>" + PROBE, 1))
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        verdicts = pool.map(lambda item: _render(item[1], copy / f"profile{item[0]}"), enumerate(pages))
+        return {page.name: verdict for page, verdict in zip(pages, verdicts)}
+
+
+needs_chromium = pytest.mark.skipif(not CHROMIUM.exists(),
+                                    reason="needs Chromium at /usr/bin/chromium (apt-get install chromium)")
+
+
+@needs_chromium
+def test_every_page_renders_in_chromium_without_errors_or_empty_plots(fx: Fixture, tmp_path: Path) -> None:
+    specs = {"paper_s4.yaml": load_spec(PAPER), "misfit.yaml": load_spec(fx.misfit_spec)}
+    full = write_dashboard(dashboard_data(fx.store, None, specs), tmp_path / "full").parent
+    empty = write_dashboard(dashboard_data(Store(tmp_path / "none.duckdb")), tmp_path / "empty").parent
+    verdicts = _render_all(full, tmp_path / "full-copy")
+    empty_verdicts = _render_all(empty, tmp_path / "empty-copy")
+    assert set(verdicts) == {"index.html", *(page.file for page in PAGES)}
+    for name, verdict in {**verdicts, **{f"empty/{k}": v for k, v in empty_verdicts.items()}}.items():
+        assert verdict["errors"] == [], f"{name}: {verdict['errors']}"
+    for page in PAGES:
+        verdict = verdicts[page.file]
+        assert verdict["plotly"] == "object", page.file
+        assert verdict["plots"], f"{page.file}: no plot"
+        for plot in verdict["plots"]:
+            assert plot["traces"] > 0 and plot["points"] > 0 and plot["svg"] > 0, f"{page.file}: empty plot {plot}"
+        assert empty_verdicts[page.file]["plots"] == []
+    # per study: the answer's table and timeline when stored, the history, the best table, a Pareto scatter (2-D)
+    studies = search_data(fx.store).studies
+    assert len(verdicts["search.html"]["plots"]) == sum(
+        2 * (s.outcome is not None) + 2 + (len(s.objectives) == 2) for s in studies)
+    assert len(verdicts["calibration.html"]["plots"]) == 2  # the comparison grid and the profiles table
+
+
+@needs_chromium
+def test_probe_catches_a_broken_page(tmp_path: Path) -> None:
+    """The browser check is worth something only if it fails on a broken page."""
+    out = tmp_path / "broken"
+    out.mkdir()
+    (out / "index.html").write_text(textwrap.dedent("""\
+        <!DOCTYPE html><html><head><script src="plotly.min.js"></script></head>
+        <body><div class="plotly-graph-div"></div><script>Plotly.newPlot("x", []);</script></body></html>"""))
+    verdict = _render_all(out, tmp_path / "copy")["index.html"]
+    assert verdict["plotly"] == "undefined"
+    assert any("failed to load" in e for e in verdict["errors"])
+    assert any("Plotly is not defined" in e for e in verdict["errors"])
+    assert verdict["plots"] == [{"traces": 0, "svg": 0, "points": 0}]
