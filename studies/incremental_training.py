@@ -151,6 +151,21 @@ def train_all(specs: dict[str, ScheduleSpec], preset: Preset, db: Path, jobs: in
         return dict(f.result() for f in futures)
 
 
+def stored_runs(store, specs: dict[str, ScheduleSpec]) -> dict[str, str]:
+    """The newest complete run of each spec (matched by its full spec) in the store."""
+    rows = store.query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' ORDER BY started_at")
+    found = {}
+    for key, spec in specs.items():
+        for row in rows:
+            if json.loads(row["spec_json"]) == json.loads(spec.model_dump_json()):
+                found[key] = row["run_id"]
+    missing = sorted(set(specs) - set(found))
+    if missing:
+        raise CostsimError(f"--reuse: no complete run of {', '.join(missing)} with this preset in the store; "
+                           "run without --reuse")
+    return found
+
+
 @dataclass(frozen=True)
 class Curve:
     flops: np.ndarray
@@ -165,17 +180,34 @@ def measured_curve(store, run_id: str) -> Curve:
                  np.array([r["val_loss"] for r in rows]))
 
 
-def crossings(a: Curve, b: Curve, axis: str = "flops") -> list[float]:
-    """Where curve ``a`` crosses ``b`` (x values), comparing both at equal x by linear
-    interpolation over their common range."""
+@dataclass(frozen=True)
+class Comparison:
+    crossings: list[float]  # x where curve a crosses curve b
+    ahead_at_start: bool | None  # a below b at the start of their common range (None: no overlap)
+    ahead_at_end: bool | None
+
+    def verdict(self) -> str:
+        if self.ahead_at_start is None:
+            return "the curves do not overlap"
+        start = "ahead" if self.ahead_at_start else "behind"
+        end = "ahead" if self.ahead_at_end else "behind"
+        text = f"{start} at first, {end} at the end of the common range"
+        if self.ahead_at_start and not self.ahead_at_end:
+            text += " (the study's finding)"
+        return text
+
+
+def compare(a: Curve, b: Curve, axis: str = "flops") -> Comparison:
+    """Curve ``a`` against ``b`` at equal x (linear interpolation over their common range)."""
     xa, xb = getattr(a, axis), getattr(b, axis)
     lo, hi = max(xa[0], xb[0]), min(xa[-1], xb[-1])
     if lo >= hi:
-        return []
+        return Comparison([], None, None)
     grid = np.geomspace(lo, hi, 400)
     diff = np.interp(grid, xa, a.loss) - np.interp(grid, xb, b.loss)
     flips = np.flatnonzero(np.sign(diff[1:]) != np.sign(diff[:-1]))
-    return [float(grid[i] + (grid[i + 1] - grid[i]) * diff[i] / (diff[i] - diff[i + 1])) for i in flips]
+    points = [float(grid[i] + (grid[i + 1] - grid[i]) * diff[i] / (diff[i] - diff[i + 1])) for i in flips]
+    return Comparison(points, bool(diff[0] < 0), bool(diff[-1] < 0))
 
 
 def to_reach(curve: Curve, target: float, axis: str = "flops") -> float | None:
@@ -257,9 +289,10 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
         lines.append(f"| {row['name']} | {row['final_loss']:.4f} | {row['flops']:.3g} | {row['time_s']:.1f} | "
                      f"{_fmt(row['flops_to_target'])} | {_fmt(row['loss_at_incremental_compute'], '.4f')} |")
     for key, cross in runs["crossings"].items():
-        where = ", ".join(f"{x:.3g}" for x in cross["flops"]) or "none"
-        lines.append(f"\n{runs['table'][key]['name']} vs full training: curves cross at counted FLOPs {where}; "
-                     f"{cross['verdict']}")
+        flops = ", ".join(f"{x:.3g}" for x in cross["flops"]) or "none"
+        seconds = ", ".join(f"{x:.1f}" for x in cross["time_s"]) or "none"
+        lines.append(f"\n{runs['table'][key]['name']} vs full training: the curves cross at counted FLOPs {flops} "
+                     f"and at wall time (s) {seconds}; {cross['verdict']}.")
     lines += ["", "## 3. The loss model's prediction", "",
               f"Profile `{predictions['profile']}`. Predicted vs measured final validation loss:", "",
               "| run | measured | predicted | 90% interval |", "|---|---|---|---|"]
@@ -293,9 +326,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--gpu", action="store_true", help="same as --preset gpu")
     parser.add_argument("--out", default="results/incremental_training")
-    parser.add_argument("--jobs", type=int, default=2, help="runs trained at once")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="runs trained at once (wall times are comparable only when runs do not share CPUs)")
     parser.add_argument("--search-trials", type=int, default=300)
     parser.add_argument("--budgets", default="1e17,1e18,1e19,1e20,1e21", help="FLOP budgets for the search part")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the runs already in OUT/study.duckdb (same preset) instead of training again")
     args = parser.parse_args(argv)
     preset_name = "gpu" if args.gpu else args.preset
     preset = PRESETS[preset_name]
@@ -305,11 +341,10 @@ def main(argv: list[str] | None = None) -> int:
 
     framework = framework_rows()
     specs = study_specs(preset)
-    run_ids = train_all(specs, preset, db.resolve(), args.jobs)
-
     from validate.store import Store
 
     store = Store(db)
+    run_ids = stored_runs(store, specs) if args.reuse else train_all(specs, preset, db.resolve(), args.jobs)
     curves = {key: measured_curve(store, rid) for key, rid in run_ids.items()}
     base = curves["baseline"]
     target = float(base.loss[-1])
@@ -320,13 +355,9 @@ def main(argv: list[str] | None = None) -> int:
              for key, c in curves.items()}
     cross = {}
     for key in ("incremental", "no_freeze"):
-        points = crossings(curves[key], base)
-        early = curves[key].loss[0] < np.interp(curves[key].flops[0], base.flops, base.loss)
-        late = curves[key].loss[-1] > (loss_at(base, curves[key].flops[-1]) or -np.inf)
-        verdict = ("ahead early and behind at the end, as the study found" if early and late else
-                   "ahead early and still ahead at the end" if early else
-                   "behind early" + (" and at the end" if late else ", ahead at the end"))
-        cross[key] = {"flops": points, "verdict": verdict}
+        by_flops, by_time = compare(curves[key], base), compare(curves[key], base, "time_s")
+        cross[key] = {"flops": by_flops.crossings, "time_s": by_time.crossings,
+                      "verdict": f"against counted FLOPs {by_flops.verdict()}; against wall time {by_time.verdict()}"}
     steps = {key: [r["steps"] for r in store.query(
         "SELECT steps FROM stages WHERE run_id = ? ORDER BY stage_index", [rid])] for key, rid in run_ids.items()}
     pred_rows, profile_name = {}, ""

@@ -9,8 +9,8 @@ from costsim.paper import paper_incremental
 from studies.incremental_training import (
     PRESETS,
     Curve,
+    compare,
     counted_breakdown,
-    crossings,
     framework_rows,
     loss_at,
     study_specs,
@@ -26,9 +26,12 @@ def curve(flops, loss):
 def test_crossings_and_reach():
     growth = curve([1, 2, 4, 8], [3.0, 2.5, 2.2, 2.1])
     base = curve([1, 2, 4, 8], [3.5, 2.6, 2.0, 1.8])
-    (x,) = crossings(growth, base)
+    result = compare(growth, base)
+    (x,) = result.crossings
     assert 2 < x < 4  # ahead early, behind after the crossing
-    assert crossings(growth, growth) == []
+    assert result.ahead_at_start and not result.ahead_at_end and "study's finding" in result.verdict()
+    assert compare(growth, growth).crossings == []
+    assert compare(growth, curve([10, 20], [1, 1])).ahead_at_start is None
     assert to_reach(base, 2.3) == pytest.approx(2 + 2 * (2.6 - 2.3) / 0.6)
     assert to_reach(growth, 1.5) is None
     assert loss_at(base, 3.0) == pytest.approx(2.3)
