@@ -40,6 +40,7 @@ from costsim.errors import SpecError
 from costsim.lr import lr_at
 from costsim.spec import ScheduleSpec
 
+MAX_LR_POINTS = 4096
 # Operators whose new blocks/widths leave the function unchanged: no jump by construction.
 PRESERVING = ("identity", "widen_preserving")
 JUMP_OPERATORS = ("random_top", "stack_copy", "stack_middle", "widen_random")
@@ -159,17 +160,21 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
     plans, start = [], 0
     for i, stage in enumerate(spec.stages):
         n = steps[i]
+        # a long stage is followed in at most MAX_LR_POINTS equal slices (the LR at each
+        # slice's middle): the same trajectory to well within the fit's noise, at a
+        # bounded cost for runs of millions of steps
+        local = np.arange(n) if n <= MAX_LR_POINTS else (np.arange(MAX_LR_POINTS) + 0.5) * n / MAX_LR_POINTS
         if t.lr_reset_per_stage:
-            lr = [lr_at(t.lr_schedule, k, n) for k in range(n)]
+            lr = lr_at(t.lr_schedule, local, n)
         else:
-            lr = [lr_at(t.lr_schedule, start + k, total_steps) for k in range(n)]
+            lr = lr_at(t.lr_schedule, start + local, total_steps)
         plans.append(StagePlan(
             n_params=float(counts.non_embedding[i]),
             tokens=float(n * t.batch_size * spec.model.seq_len),
             trainable_share=float(counts.trainable[i] / counts.total[i]),
             operator=_operator(spec, i),
             reset_optimizer=stage.reset_optimizer,
-            lr=np.asarray(lr) / t.lr_schedule.lr,
+            lr=np.atleast_1d(lr) / t.lr_schedule.lr,
         ))
         start += n
     return plans

@@ -6,9 +6,9 @@ a schedule into a number; training and the loss model both call it.
 
 from __future__ import annotations
 
-import math
 from typing import Annotated, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -37,20 +37,24 @@ class WarmupStableDecayLR(_Schedule):
 LRSchedule = Annotated[ConstantLR | CosineLR | WarmupStableDecayLR, Field(discriminator="kind")]
 
 
-def lr_at(schedule: ConstantLR | CosineLR | WarmupStableDecayLR, step: int, total_steps: int) -> float:
-    """Learning rate at ``step`` (0-based) of a run (or stage) of ``total_steps``."""
-    if step < schedule.warmup_steps:
-        return schedule.lr * (step + 1) / schedule.warmup_steps
+def lr_at(schedule: ConstantLR | CosineLR | WarmupStableDecayLR, step, total_steps: int):
+    """Learning rate at ``step`` (0-based; an int or a numpy array of steps) of a run
+    (or stage) of ``total_steps``."""
+    step = np.asarray(step, dtype=float)
+    peak = schedule.lr
+    warm = schedule.warmup_steps
+    warmup = peak * (step + 1) / max(warm, 1)
     if isinstance(schedule, ConstantLR):
-        return schedule.lr
-    floor = schedule.lr * schedule.min_lr_ratio
-    if isinstance(schedule, CosineLR):
-        span = max(total_steps - schedule.warmup_steps, 1)
-        progress = min((step - schedule.warmup_steps) / span, 1.0)
-        return floor + 0.5 * (schedule.lr - floor) * (1 + math.cos(math.pi * progress))
-    decay_steps = max(round(schedule.decay_fraction * total_steps), 1)
-    decay_start = total_steps - decay_steps
-    if step < decay_start:
-        return schedule.lr
-    progress = min((step - decay_start + 1) / decay_steps, 1.0)
-    return schedule.lr - (schedule.lr - floor) * progress
+        after = np.full_like(step, peak)
+    elif isinstance(schedule, CosineLR):
+        floor = peak * schedule.min_lr_ratio
+        progress = np.clip((step - warm) / max(total_steps - warm, 1), 0.0, 1.0)
+        after = floor + 0.5 * (peak - floor) * (1 + np.cos(np.pi * progress))
+    else:
+        floor = peak * schedule.min_lr_ratio
+        decay_steps = max(round(schedule.decay_fraction * total_steps), 1)
+        decay_start = total_steps - decay_steps
+        progress = np.clip((step - decay_start + 1) / decay_steps, 0.0, 1.0)
+        after = np.where(step < decay_start, peak, peak - (peak - floor) * progress)
+    out = np.where(step < warm, warmup, after)
+    return float(out) if out.ndim == 0 else out

@@ -19,6 +19,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import random
+import socket
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -59,6 +63,7 @@ def suggest(trial, space: SearchSpace) -> dict:
 
 def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
     """Pure function of the trial's parameters (and the planner): testable with FixedTrial."""
+    trial.set_user_attr("worker", WORKER)  # lets a resumed search recognise a killed worker's trial
     params = suggest(trial, planner.space)
     aspect = params["d_model"] / params["layers"]
     lo, hi = planner.space.aspect_ratio
@@ -77,6 +82,9 @@ def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
     return out if len(out) > 1 else out[0]
 
 
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+
+
 def make_storage(url: str | None):
     """None: in memory; a path ending .log/.jsonl or 'journal:PATH': a journal file;
     anything else: an RDB URL (sqlite:///..., postgresql://..., mysql://...)."""
@@ -87,9 +95,47 @@ def make_storage(url: str | None):
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
-    return RDBStorage(url, heartbeat_interval=60, grace_period=120)
+    # Workers started together on an empty database race to create Optuna's tables;
+    # the losers' CREATE fails, and once the winner's tables exist a retry succeeds.
+    for attempt in range(8):
+        try:
+            return RDBStorage(url, heartbeat_interval=60, grace_period=120)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            error = exc
+            time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+        except (sqlalchemy.exc.ArgumentError, sqlalchemy.exc.OperationalError, ImportError, ValueError) as exc:
+            raise CostsimError(f"--storage {url}: cannot open it ({str(exc).splitlines()[0]})") from None
+    raise CostsimError(f"--storage {url}: could not create Optuna's tables ({str(error).splitlines()[0]})")
+
+
+def fail_orphans(study) -> list[int]:
+    """Trials left RUNNING by a worker on this host whose process is gone (killed): a
+    journal file has no heartbeat to expire them. They become FAIL and their parameters
+    are queued again, so the resumed study still completes ``n_trials``."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # no public API
+            study.enqueue_trial(trial.params, skip_if_exists=False)
+            failed.append(trial.number)
+    return failed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclass(frozen=True)
@@ -115,12 +161,16 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     space = space or SearchSpace()
     gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
     planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), load_loss_profile(loss_profile),
-                      max_memory_bytes=max_memory_gb * 2**30 if max_memory_gb else None)
+                      max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)))
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=name,
                                 directions=["minimize"] * len(objectives), load_if_exists=True)
-    done = len([t for t in study.trials if t.state.is_finished()])
+    fail_orphans(study)
+    from optuna.trial import TrialState
+
+    counted = (TrialState.COMPLETE, TrialState.RUNNING)  # a failed trial is retried, not counted
+    done = len(study.get_trials(deepcopy=False, states=counted))
     baseline = planner.best_full_training()
     if not study.trials:
         # start from the compute-optimal full-size model: the answer is never worse than it
@@ -131,12 +181,13 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
 
         study.optimize(lambda t: objective(t, planner, objectives), n_trials=n_trials - done, timeout=timeout,
                        n_jobs=n_jobs, show_progress_bar=progress,
-                       callbacks=[MaxTrialsCallback(n_trials, states=None)])
+                       callbacks=[MaxTrialsCallback(n_trials, states=counted)])
     feasible = [t for t in study.best_trials if t.values is not None and _feasible(t)] \
         if len(objectives) > 1 else [t for t in [_best_feasible(study)] if t is not None]
     if not feasible:
-        raise CostsimError("no feasible schedule found: every candidate ran out of memory; add GPUs, allow more "
-                           "memory (--max-memory-gb) or raise the budget")
+        raise CostsimError("no feasible schedule found: no trial finished, or every candidate ran out of GPU "
+                           "memory or could not take one optimizer step within the budget; raise the budget or "
+                           "--timeout, add GPUs or allow more memory")
     best = [planner.evaluate(planner.build(**{k: v for k, v in t.params.items()})) for t in feasible]
     paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
     best_loss = min(b.loss for b in best)
@@ -246,6 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "max_layers", "seq_len", "vocab_size"):
         if getattr(args, flag) < 1:
             raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
+    for flag in ("max_memory_gb", "timeout", "price_per_gpu_hour"):
+        if getattr(args, flag) is not None and not getattr(args, flag) > 0:
+            raise CostsimError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
     try:
         budget = Budget(**budget_values)
         hardware = HardwareSpec(gpu=args.gpu, n_gpus=args.n_gpus, price_per_gpu_hour=args.price_per_gpu_hour,

@@ -129,3 +129,20 @@ def test_spec_predictions_follow_the_schedule():
 
     curve = predict_spec(full_training(12, 1e9), load_loss_profile("chinchilla-published"))
     assert np.all(np.diff(curve.loss) <= 0) and curve.tokens[-1] == pytest.approx(1e9, rel=0.01)
+
+
+@settings(max_examples=60, deadline=None)
+@given(kind=st.sampled_from(["constant", "cosine", "wsd"]), warmup=st.integers(0, 20), total=st.integers(1, 300))
+def test_lr_schedules_vectorised_equal_scalar_and_stay_in_range(kind, warmup, total):
+    from pydantic import TypeAdapter
+
+    from costsim.lr import LRSchedule, lr_at
+
+    schedule = TypeAdapter(LRSchedule).validate_python({"kind": kind, "lr": 1e-3, "warmup_steps": warmup})
+    steps = np.arange(total)
+    vector = lr_at(schedule, steps, total)
+    scalar = [lr_at(schedule, int(k), total) for k in steps]
+    np.testing.assert_allclose(vector, scalar, rtol=0, atol=0)
+    assert np.all(vector > 0 if kind != "wsd" else vector >= 0) and np.all(vector <= 1e-3 + 1e-15)
+    if warmup and total > warmup:
+        assert np.all(np.diff(vector[: warmup + 1]) >= 0)  # warmup rises to the peak
