@@ -144,5 +144,5 @@ def test_lr_schedules_vectorised_equal_scalar_and_stay_in_range(kind, warmup, to
     scalar = [lr_at(schedule, int(k), total) for k in steps]
     np.testing.assert_allclose(vector, scalar, rtol=0, atol=0)
     assert np.all(vector > 0 if kind != "wsd" else vector >= 0) and np.all(vector <= 1e-3 + 1e-15)
-    if warmup and total > warmup:
-        assert np.all(np.diff(vector[: warmup + 1]) >= 0)  # warmup rises to the peak
+    if warmup and total >= warmup:
+        assert np.all(np.diff(vector[:warmup]) > 0) and vector[warmup - 1] == 1e-3  # warmup rises to the peak
