@@ -39,3 +39,19 @@ def load_gpu(name: str) -> GPUSpec:
     if name not in gpu_preset_names():
         raise KeyError(f"unknown GPU {name!r}; presets: {', '.join(gpu_preset_names())}")
     return GPUSpec.model_validate(json.loads((_gpu_dir() / f"{name}.json").read_text()))
+
+
+def preset_for_device(device: str) -> str | None:
+    """The GPU preset a device name (as ``torch.cuda.get_device_name`` gives it) is, or None.
+
+    Matched on the words the two names share besides the vendor ("NVIDIA H200" is
+    "NVIDIA H200 SXM 141GB"; "NVIDIA A100-SXM4-80GB" is the 80 GB A100, not the 40 GB).
+    """
+    words = set(_words(device)) - {"NVIDIA"}
+    scores = {name: len(words & set(_words(load_gpu(name).name))) for name in gpu_preset_names()}
+    best = max(scores, key=scores.get, default=None)
+    return best if best is not None and scores[best] > 0 else None
+
+
+def _words(name: str) -> list[str]:
+    return "".join(c if c.isalnum() else " " for c in name.upper()).split()

@@ -19,11 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
-import socket
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -33,6 +31,7 @@ from costsim.errors import CostsimError, SpecError, cli_errors
 from costsim.hardware import gpu_preset_names
 from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile
 from costsim.planner import Budget, Evaluation, Planner, SearchSpace
+from costsim.processes import is_gone, worker_id
 from costsim.profile import profile_for
 from costsim.spec import HardwareSpec
 
@@ -63,7 +62,7 @@ def suggest(trial, space: SearchSpace) -> dict:
 
 def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
     """Pure function of the trial's parameters (and the planner): testable with FixedTrial."""
-    trial.set_user_attr("worker", WORKER)  # lets a resumed search recognise a killed worker's trial
+    trial.set_user_attr("worker", worker_id())  # lets a resumed search recognise a killed worker's trial
     params = suggest(trial, planner.space)
     aspect = params["d_model"] / params["layers"]
     lo, hi = planner.space.aspect_ratio
@@ -80,9 +79,6 @@ def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
     values = {"loss": result.loss, "time": result.time_s, "cost": result.cost_usd}
     out = tuple(values[o] for o in objectives)
     return out if len(out) > 1 else out[0]
-
-
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 
 
 def make_storage(url: str | None):
@@ -117,25 +113,14 @@ def fail_orphans(study) -> list[int]:
     are queued again, so the resumed study still completes ``n_trials``."""
     from optuna.trial import TrialState
 
-    host = socket.gethostname()
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-        if worker_host == host and pid.isdigit() and not _alive(int(pid)):
+        if is_gone(str(trial.user_attrs.get("worker", ""))):
             study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # no public API
             study.enqueue_trial(trial.params, skip_if_exists=False)
             failed.append(trial.number)
     return failed
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True)
@@ -246,13 +231,34 @@ def _values_json(trial, objectives: tuple[str, ...]) -> str | None:
     return json.dumps(dict(zip(objectives, values)))
 
 
+@dataclass(frozen=True)
+class ScheduleSummary:
+    """A schedule's predicted loss and costs as a search result stores them (report_json)."""
+
+    loss: float
+    loss_lower: float
+    loss_upper: float
+    flops_counted: float
+    time_s: float
+    cost_usd: float
+    peak_memory_bytes: float
+    stages: int
+
+    @classmethod
+    def from_evaluation(cls, e: Evaluation) -> ScheduleSummary:
+        return cls(loss=e.loss, loss_lower=e.loss_lower, loss_upper=e.loss_upper, flops_counted=e.flops_counted,
+                   time_s=e.time_s, cost_usd=e.cost_usd, peak_memory_bytes=e.peak_memory_bytes,
+                   stages=len(e.spec.stages))
+
+    @classmethod
+    def from_report(cls, summary: dict) -> ScheduleSummary:
+        """Raises KeyError or TypeError when the report lacks a field."""
+        return cls(**{f.name: summary[f.name] for f in fields(cls)})
+
+
 def report(result: SearchResult) -> dict:
     def summary(e: Evaluation | None):
-        if e is None:
-            return None
-        return {"loss": e.loss, "loss_lower": e.loss_lower, "loss_upper": e.loss_upper,
-                "flops_counted": e.flops_counted, "time_s": e.time_s, "cost_usd": e.cost_usd,
-                "peak_memory_bytes": e.peak_memory_bytes, "stages": len(e.spec.stages)}
+        return None if e is None else asdict(ScheduleSummary.from_evaluation(e))
 
     return {"best": [summary(b) for b in result.best], "baseline": summary(result.baseline),
             "paper": summary(result.paper), "budget_for_equal_loss": result.budget_for_equal_loss,

@@ -32,7 +32,6 @@ from costsim.dashboard.data import (
     Selection,
     calibration_data,
     cost_data,
-    gpu_preset_for,
     loss_data,
     loss_predictions,
     predicted_loss_series,
@@ -41,6 +40,7 @@ from costsim.dashboard.data import (
     timeline_data,
 )
 from costsim.errors import CostsimError
+from costsim.hardware import preset_for_device
 from validate.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -357,7 +357,7 @@ def test_search_page_data_from_a_real_costsim_search(fx: Fixture) -> None:
     ("NVIDIA A100-SXM4-40GB", "a100-40gb"), ("NVIDIA B200", "b200"), ("Tesla T4", None),
 ])
 def test_gpu_preset_for_device_names(device: str, preset: str | None) -> None:
-    assert gpu_preset_for(device) == preset
+    assert preset_for_device(device) == preset
 
 
 def test_empty_store_still_gives_an_index_that_says_why(tmp_path: Path) -> None:

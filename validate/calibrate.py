@@ -21,16 +21,8 @@ from typing import Any
 
 from costsim.calibration import MeasuredStep, fit_profile, load_measurements
 from costsim.errors import CostsimError, cli_errors
-from costsim.hardware import gpu_preset_names, load_gpu
+from costsim.hardware import gpu_preset_names, load_gpu, preset_for_device
 from validate.store import Store
-
-# device names as torch reports them -> GPU presets
-DEVICE_PRESETS = (("H200", "h200"), ("H100", "h100-sxm"), ("B200", "b200"), ("A100-SXM4-40GB", "a100-40gb"),
-                  ("A100", "a100-80gb"))
-
-
-def preset_for(device: str) -> str | None:
-    return next((preset for key, preset in DEVICE_PRESETS if key in device), None)
 
 
 def import_rows(path: str, device: str | None = None) -> list[dict]:
@@ -91,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                            "--import a sweep JSON")
     out_dir = Path(args.out_dir) if args.out_dir else Path(str(resources.files("costsim") / "data" / "profiles"))
     for device in devices:
-        preset = preset_for(device)
+        preset = preset_for_device(device)
         if preset is None or preset not in gpu_preset_names():
             print(f"skipping {device}: no GPU preset describes it (add one under costsim/data/gpus/)")
             continue

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import socket
 import threading
 import time
 import uuid
@@ -37,6 +36,8 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+
+from costsim.processes import is_gone, worker_id
 
 RUN_STATES = ("running", "complete", "incomplete", "failed")
 """Values of ``runs.status`` and ``run_status.status``; every one but "running" is final."""
@@ -96,8 +97,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("recorded_at", "TIMESTAMP"),
         # who recorded it: lets a reader on the same host see that a "running" run's
         # process is gone (killed) without waiting for the heartbeat timeout
-        Column("host", "VARCHAR", nullable=True),
-        Column("pid", "INTEGER", nullable=True),
+        Column("worker", "VARCHAR", nullable=True),  # host:pid
     ),
     "stages": _table(
         Column("run_id", "VARCHAR"),
@@ -306,7 +306,7 @@ class Store:
         other's updates; the ``run_summary`` view resolves them.
         """
         self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(timezone.utc),
-                                    "host": socket.gethostname(), "pid": os.getpid()}])
+                                    "worker": worker_id()}])
 
     def run_status(self, run_id: str) -> str | None:
         """The run's effective status: ``run_summary``'s, except that a "running" run
@@ -319,8 +319,8 @@ class Store:
         if status != "running":
             return status
         last = self.query(
-            "SELECT host, pid FROM run_status WHERE run_id = ? ORDER BY recorded_at DESC LIMIT 1", [run_id])
-        if last and last[0]["host"] == socket.gethostname() and last[0]["pid"] and not _alive(last[0]["pid"]):
+            "SELECT worker FROM run_status WHERE run_id = ? ORDER BY recorded_at DESC LIMIT 1", [run_id])
+        if last and last[0]["worker"] and is_gone(last[0]["worker"]):
             return "incomplete"
         return status
 
@@ -525,12 +525,3 @@ def _fsync(path: Path) -> None:
     finally:
         os.close(descriptor)
 
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -25,7 +25,7 @@ import torch
 
 from costsim.engine import estimate_many, stage_shape, steps_per_stage
 from costsim.errors import CostsimError
-from costsim.hardware import load_gpu
+from costsim.hardware import load_gpu, preset_for_device
 from costsim.lr import lr_at
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
@@ -153,13 +153,7 @@ def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: Sched
 
 
 def device_gpu_preset(device: torch.device) -> str | None:
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    for key, preset in (("H200", "h200"), ("H100", "h100-sxm"), ("B200", "b200"), ("A100", "a100-80gb")):
-        if key in name:
-            return preset
-    return None
+    return preset_for_device(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 def code_version() -> str:

@@ -30,7 +30,6 @@ from costsim.dashboard.data import (
     calibration_data,
     cost_data,
     dashboard_data,
-    gpu_preset_for,
     loss_data,
     loss_predictions,
     predicted_loss_series,
@@ -44,6 +43,6 @@ __all__ = [
     "PAGES", "CalibrationData", "CalibrationPoint", "CostBreakdown", "CostData", "DashboardData", "LossData",
     "LossSeries", "Predictions", "Schedule", "ScheduleSummary", "SearchData", "SearchOutcome", "Selection",
     "StoredCalibration", "Study", "Timeline", "TimelineData", "TimelineEvent", "TimelineStage", "Trial",
-    "calibration_data", "cost_data", "dashboard_data", "gpu_preset_for", "loss_data", "loss_predictions",
+    "calibration_data", "cost_data", "dashboard_data", "loss_data", "loss_predictions",
     "predicted_loss_series", "search_data", "select", "timeline_data", "write_dashboard",
 ]

@@ -17,7 +17,7 @@ import json
 import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
@@ -27,9 +27,10 @@ from costsim.calibration import MeasuredStep, relative_errors, shape_of
 from costsim.engine import ScheduleEstimate, estimate, steps_per_stage
 from costsim.errors import CostsimError
 from costsim.flops import micro_batch_flops
-from costsim.hardware import gpu_preset_names, load_gpu
+from costsim.hardware import load_gpu, preset_for_device
 from costsim.memory import saved_activation_bytes
 from costsim.profile import profile_for
+from costsim.search import ScheduleSummary
 from costsim.spec import ScheduleSpec, parse_spec
 from validate.calibrate import measured_step
 from validate.store import Store
@@ -488,22 +489,6 @@ def _stage_points(store: Store, selection: Selection) -> tuple[list[CalibrationP
     return points, [f"{untimed} run stage(s) have no predicted step time (runs on a CPU have no calibrated profile)"]
 
 
-def gpu_preset_for(device: str) -> str | None:
-    """The GPU preset a stored device name (``torch.cuda.get_device_name``) is, or None.
-
-    Matched on the words the two names share besides the vendor ("NVIDIA H200" is
-    "NVIDIA H200 SXM 141GB"; "NVIDIA A100-SXM4-80GB" is the 80 GB A100, not the 40 GB).
-    """
-    words = set(_words(device)) - {"NVIDIA"}
-    scores = {name: len(words & set(_words(load_gpu(name).name))) for name in gpu_preset_names()}
-    best = max(scores, key=scores.get, default=None)
-    return best if best is not None and scores[best] > 0 else None
-
-
-def _words(name: str) -> list[str]:
-    return "".join(c if c.isalnum() else " " for c in name.upper()).split()
-
-
 def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]]:
     """Each cost measurement against costsim's prediction for its shape.
 
@@ -531,7 +516,7 @@ def _measurement_points(store: Store) -> tuple[list[CalibrationPoint], list[str]
         if row["device"] != "cpu":
             by_device[row["device"]].append((c, row))
     for device, group in by_device.items():
-        preset = gpu_preset_for(device)
+        preset = preset_for_device(device)
         if preset is None:
             notes.append(f"{len(group)} measurement(s) on {device!r}: no GPU preset matches, "
                          "so only FLOPs are compared")
@@ -617,25 +602,6 @@ class Trial:
     @property
     def complete(self) -> bool:
         return self.state.upper() == "COMPLETE" and self.values is not None and not self.infeasible
-
-
-@dataclass(frozen=True)
-class ScheduleSummary:
-    """One schedule's predicted loss and costs, as costsim.search reports them."""
-
-    loss: float
-    loss_lower: float
-    loss_upper: float
-    flops_counted: float
-    time_s: float
-    cost_usd: float
-    peak_memory_bytes: float
-    stages: int
-
-    @classmethod
-    def from_report(cls, summary: Mapping[str, Any]) -> ScheduleSummary:
-        """Raises KeyError or TypeError when the report lacks a field."""
-        return cls(**{f.name: summary[f.name] for f in fields(cls)})
 
 
 @dataclass(frozen=True)
