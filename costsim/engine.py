@@ -55,7 +55,8 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     peak = gpu.peak_flops_per_s(precision)
     micro_time = micro_batch_time_s(shape, peak, gpu.hbm_bandwidth_bytes_per_s, profile)
     shard_optimizer = n_gpus if SHARDED[parallelism][2] else 1
-    compute_time = accumulation * micro_time + optimizer_time_s(shape, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer)
+    optimizer = optimizer_time_s(shape, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer)
+    compute_time = accumulation * micro_time + optimizer
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
     comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism)
     exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)

@@ -49,7 +49,8 @@ def paper_incremental(
     phase, by default the study's T_cont; pass 0 to leave it out.
     """
     if n_stages < 1 or n_layers % n_stages:
-        raise SpecError(f"n_layers {n_layers} must be a positive multiple of n_stages {n_stages}; the study adds L/S blocks per stage")
+        raise SpecError(f"n_layers {n_layers} must be a positive multiple of n_stages {n_stages}; "
+                        "the study adds L/S blocks per stage")
     per_stage = tokens / n_stages
     step = n_layers // n_stages
     stages = [StageSpec(layers=step, tokens=per_stage, train="all", name="stage 1")]

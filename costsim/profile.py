@@ -28,7 +28,8 @@ class CostProfile(BaseModel):
     bandwidth_efficiency: float = Field(gt=0, le=1.5, description="memory-bound ops: achieved / peak HBM bandwidth")
     launch_overhead_s: float = Field(ge=0, description="per kernel (eager PyTorch dispatch + launch)")
     # memory model
-    logits_transient_bytes: float = Field(ge=0, description="bytes per logit element alive at the backward peak, beyond saved ones")
+    logits_transient_bytes: float = Field(
+        ge=0, description="bytes per logit element alive at the backward peak, beyond saved ones")
     memory_overhead_bytes: float = Field(ge=0, description="workspaces and fragments not in the op model")
     reserve_fraction: float = Field(ge=0, description="allocator reserve on top of allocated")
     fitted_on: str = ""

@@ -145,7 +145,8 @@ class ScheduleSpec(StrictModel):
                         "that keeps the ratio"
                     )
             if stage.train.startswith("top:") and int(stage.train[4:]) > stage.layers:
-                raise ValueError(f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers")
+                raise ValueError(
+                    f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers")
             if previous is not None:
                 prev_width = self.stage_width(previous)
                 if stage.layers < previous.layers:
@@ -155,7 +156,8 @@ class ScheduleSpec(StrictModel):
                     )
                 for field, new, old in zip(("d_model", "n_heads", "d_ff"), (d_model, n_heads, d_ff), prev_width):
                     if new < old:
-                        raise ValueError(f"{where}.{field}: {new} is smaller than the previous stage's {old}; width may only grow")
+                        raise ValueError(
+                            f"{where}.{field}: {new} is smaller than the previous stage's {old}; width may only grow")
                 widens = (d_model, n_heads, d_ff) != prev_width
                 deepens = stage.layers > previous.layers
                 if widens and deepens and stage.growth in WIDTH_OPERATORS:

@@ -73,7 +73,8 @@ def micro_batch_work(s: StageShape) -> KernelWork:
 
 def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, profile: CostProfile) -> Array:
     w = micro_batch_work(s)
-    matmul = (w.matmul_flops + w.matmul_kernels * profile.matmul_half_flops) / (peak_flops_per_s * profile.matmul_efficiency)
+    matmul_flops = w.matmul_flops + w.matmul_kernels * profile.matmul_half_flops
+    matmul = matmul_flops / (peak_flops_per_s * profile.matmul_efficiency)
     attention = w.attention_flops / (peak_flops_per_s * profile.attention_efficiency)
     memory = w.memory_bytes / (bandwidth_bytes_per_s * profile.bandwidth_efficiency)
     return matmul + attention + memory + w.kernels * profile.launch_overhead_s

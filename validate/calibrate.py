@@ -34,7 +34,8 @@ def import_rows(path: str, device: str | None = None) -> list[dict]:
         "measurement_id": f"{Path(path).name}:{i:04d}:{c.name}", "device": device, "name": c.name, "vocab_size": c.V,
         "d_model": c.d, "n_heads": c.h, "n_layers": c.L, "seq_len": c.T, "micro_batch_size": c.B,
         "frozen_blocks": c.frozen, "freeze_embeddings": c.freeze_emb, "tied_embeddings": c.tied, "recompute": c.ckpt,
-        "mlp": c.mlp, "n_kv_heads": c.n_kv_heads, "precision": c.precision, "counted_flops": float(c.counted_flops or 0), "step_time_s": c.step_s_median,
+        "mlp": c.mlp, "n_kv_heads": c.n_kv_heads, "precision": c.precision,
+        "counted_flops": float(c.counted_flops or 0), "step_time_s": c.step_s_median,
         "peak_alloc_bytes": c.peak_alloc_bytes, "peak_reserved_bytes": c.peak_reserved_bytes,
         "source": Path(path).name, "record_id": f"import:{Path(path).name}:{c.name}",
     } for i, c in enumerate(cases)]

@@ -80,7 +80,8 @@ def planned_steps(spec: ScheduleSpec, tokens_scale: float = 1.0, max_steps: int 
     total = sum(steps)
     if max_steps is not None and total > max_steps:
         if max_steps < len(steps):
-            raise CostsimError(f"--max-steps {max_steps} is fewer than the {len(steps)} stages; allow at least one step each")
+            raise CostsimError(
+                f"--max-steps {max_steps} is fewer than the {len(steps)} stages; allow at least one step each")
         steps = [max(1, round(s * max_steps / total)) for s in steps]
         while sum(steps) > max_steps:  # rounding may overshoot by a step or two
             steps[int(np.argmax(steps))] -= 1
@@ -124,7 +125,8 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
     d_model, n_heads, d_ff = spec.stage_width(stage)
     m = spec.model
     return GPTShape(vocab_size=m.vocab_size, seq_len=m.seq_len, n_layers=stage.layers, d_model=d_model,
-                    n_heads=n_heads, n_kv_heads=spec.stage_kv_heads(stage), d_ff=d_ff, mlp=m.mlp, tied_embeddings=m.tied_embeddings,
+                    n_heads=n_heads, n_kv_heads=spec.stage_kv_heads(stage), d_ff=d_ff, mlp=m.mlp,
+                    tied_embeddings=m.tied_embeddings,
                     bias=m.bias)
 
 
