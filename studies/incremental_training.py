@@ -66,7 +66,7 @@ PRESETS = {
                   micro_batch=16, incremental_steps=480, lr=2e-3, warmup_steps=20, eval_every=20, device="cpu",
                   precision="fp32"),
     "gpu": Preset(ModelSpec(d_model=768, n_heads=12, vocab_size=50304, seq_len=1024, bias=True), layers=12,
-                  n_stages=4, batch=32, micro_batch=32, incremental_steps=1600, lr=6e-4, warmup_steps=0,
+                  n_stages=4, batch=32, micro_batch=32, incremental_steps=1200, lr=6e-4, warmup_steps=0,
                   eval_every=50, device="cuda", precision="bf16-mixed"),
     # seconds, for tests: the same pipeline at toy size
     "smoke": Preset(ModelSpec(d_model=32, n_heads=2, vocab_size=256, seq_len=32), layers=4, n_stages=2, batch=8,

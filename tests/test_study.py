@@ -81,3 +81,15 @@ def test_study_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
     from validate.store import Store
 
     assert len(Store(out / "study.duckdb").query("SELECT run_id FROM run_summary WHERE status = 'complete'")) == 3
+
+
+def test_gpu_preset_builds_and_fits_one_gpu():
+    """The --gpu preset (not run on CPU CI): valid specs that fit an H100/H200's memory."""
+    from costsim import estimate
+
+    total = 0.0
+    for spec in study_specs(PRESETS["gpu"]).values():
+        result = estimate(spec.model_copy(update={"hardware": spec.hardware.model_copy(update={"gpu": "h100-sxm"})}))
+        assert result.total.fits_in_memory
+        total += result.total.time_s
+    assert total < 600  # the three runs: about ten minutes on one H100 by costsim's own estimate
