@@ -173,7 +173,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
         raise CostsimError("no feasible schedule found: no trial finished, or every candidate ran out of GPU "
                            "memory or could not take one optimizer step within the budget; raise the budget or "
                            "--timeout, add GPUs or allow more memory")
-    best = [planner.evaluate(planner.build(**{k: v for k, v in t.params.items()})) for t in feasible]
+    best = sorted((planner.evaluate(planner.build(**t.params)) for t in feasible), key=lambda e: e.loss)
     paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
     best_loss = min(b.loss for b in best)
     equal = planner.budget_for_full_training_loss(best_loss)
