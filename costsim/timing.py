@@ -1,6 +1,7 @@
 """Step time: a per-op roofline with calibrated efficiencies.
 
-Each kernel takes the larger of two views, summed over the ops of a step:
+Each op is bound by one resource, and a step's time is the sum over its ops (eager
+kernels run one after another):
 - matmuls: FLOPs over the achievable matmul rate, where a matmul of f FLOPs runs at
   ``peak * eff * f / (f + f_half)`` (small matmuls do not fill the GPU);
 - attention: counted FLOPs over its own achieved rate (the flash kernels skip the
