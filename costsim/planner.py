@@ -84,8 +84,9 @@ class SearchSpace(BaseModel):
 
 
 @dataclass(frozen=True)
-class Evaluation:
-    spec: ScheduleSpec
+class ScheduleSummary:
+    """A schedule's predicted loss and costs: what a search result stores (report_json)."""
+
     loss: float
     loss_lower: float
     loss_upper: float
@@ -93,6 +94,22 @@ class Evaluation:
     time_s: float
     cost_usd: float
     peak_memory_bytes: float
+    stages: int
+
+    def summary(self) -> ScheduleSummary:
+        return ScheduleSummary(**{f.name: getattr(self, f.name) for f in fields(ScheduleSummary)})
+
+    @classmethod
+    def from_report(cls, summary: dict) -> ScheduleSummary:
+        """Raises KeyError or TypeError when the report lacks a field."""
+        return cls(**{f.name: summary[f.name] for f in fields(cls)})
+
+
+@dataclass(frozen=True)
+class Evaluation(ScheduleSummary):
+    """The summary plus what only the planner needs."""
+
+    spec: ScheduleSpec
     fits_in_memory: bool
     budget_used: float  # share of the budget spent (<= 1)
 
@@ -222,7 +239,7 @@ class Planner:
             spec=spec, loss=float(curve.loss[-1]), loss_lower=float(curve.lower[-1]),
             loss_upper=float(curve.upper[-1]), flops_counted=float(np.dot(steps, costs.flops_counted_per_step)),
             time_s=time_s, cost_usd=time_s / 3600 * self.hardware.usd_per_gpu_hour * self.hardware.n_gpus,
-            peak_memory_bytes=float(costs.peak_memory_bytes.max()),
+            peak_memory_bytes=float(costs.peak_memory_bytes.max()), stages=len(spec.stages),
             fits_in_memory=bool(np.all(costs.peak_memory_bytes <= self.memory_limit)),
             budget_used=spent / self.budget.amount,
         )

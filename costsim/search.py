@@ -21,7 +21,7 @@ import json
 import math
 import random
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -130,6 +130,7 @@ class SearchResult:
     paper: Evaluation | None
     n_trials: int
     budget_for_equal_loss: float | None  # what full training needs to match the best loss
+    budget_for_paper_loss: float | None  # ... and to match the study's schedule
     study_name: str
     trials: list  # optuna FrozenTrials of the whole study
     objectives: tuple[str, ...] = ("loss",)
@@ -177,8 +178,9 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
     best_loss = min(b.loss for b in best)
     equal = planner.budget_for_full_training_loss(best_loss)
+    paper_equal = planner.budget_for_full_training_loss(paper.loss) if paper else None
     return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
-                        budget_for_equal_loss=equal, study_name=name, trials=study.trials,
+                        budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name, trials=study.trials,
                         objectives=objectives)
 
 
@@ -231,37 +233,13 @@ def _values_json(trial, objectives: tuple[str, ...]) -> str | None:
     return json.dumps(dict(zip(objectives, values)))
 
 
-@dataclass(frozen=True)
-class ScheduleSummary:
-    """A schedule's predicted loss and costs as a search result stores them (report_json)."""
-
-    loss: float
-    loss_lower: float
-    loss_upper: float
-    flops_counted: float
-    time_s: float
-    cost_usd: float
-    peak_memory_bytes: float
-    stages: int
-
-    @classmethod
-    def from_evaluation(cls, e: Evaluation) -> ScheduleSummary:
-        return cls(loss=e.loss, loss_lower=e.loss_lower, loss_upper=e.loss_upper, flops_counted=e.flops_counted,
-                   time_s=e.time_s, cost_usd=e.cost_usd, peak_memory_bytes=e.peak_memory_bytes,
-                   stages=len(e.spec.stages))
-
-    @classmethod
-    def from_report(cls, summary: dict) -> ScheduleSummary:
-        """Raises KeyError or TypeError when the report lacks a field."""
-        return cls(**{f.name: summary[f.name] for f in fields(cls)})
-
-
 def report(result: SearchResult) -> dict:
     def summary(e: Evaluation | None):
-        return None if e is None else asdict(ScheduleSummary.from_evaluation(e))
+        return None if e is None else asdict(e.summary())
 
     return {"best": [summary(b) for b in result.best], "baseline": summary(result.baseline),
             "paper": summary(result.paper), "budget_for_equal_loss": result.budget_for_equal_loss,
+            "budget_for_paper_loss": result.budget_for_paper_loss,
             "n_trials": result.n_trials}
 
 

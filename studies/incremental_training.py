@@ -238,19 +238,12 @@ def search_rows(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_trials: int = 300, gpu
         budget = Budget(flops=amount)
         result = run(budget, HardwareSpec(gpu=gpu, n_gpus=n_gpus), n_trials=n_trials, seed=0)
         best = result.best[0]
-        from costsim.loss import load_loss_profile
-        from costsim.planner import Planner, SearchSpace
-        from costsim.profile import profile_for
-
-        planner = Planner(budget, HardwareSpec(gpu=gpu, n_gpus=n_gpus), SearchSpace(), profile_for(gpu, None),
-                          load_loss_profile())
-        paper_equal = planner.budget_for_full_training_loss(result.paper.loss) if result.paper else None
         rows.append({"budget": amount, "best_loss": best.loss, "best_interval": (best.loss_lower, best.loss_upper),
                      "best_stages": len({s.layers for s in best.spec.stages}),
                      "best_shape": f"{best.spec.stages[-1].layers}L x {best.spec.model.d_model}",
                      "baseline_loss": result.baseline.loss,
                      "paper_loss": result.paper.loss if result.paper else None,
-                     "best_equal_budget": result.budget_for_equal_loss, "paper_equal_budget": paper_equal})
+                     "best_equal_budget": result.budget_for_equal_loss, "paper_equal_budget": result.budget_for_paper_loss})
     return rows
 
 

@@ -29,8 +29,8 @@ from costsim.errors import CostsimError
 from costsim.flops import micro_batch_flops
 from costsim.hardware import load_gpu, preset_for_device
 from costsim.memory import saved_activation_bytes
+from costsim.planner import ScheduleSummary
 from costsim.profile import profile_for
-from costsim.search import ScheduleSummary
 from costsim.spec import ScheduleSpec, parse_spec
 from validate.calibrate import measured_step
 from validate.store import Store
