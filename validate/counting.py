@@ -51,7 +51,7 @@ class SavedTensors:
     """Activations autograd saved for backward, each storage counted once.
 
     Parameters (and views of them, such as a transposed weight) are not activations
-    and are left out; so are tensors the caller names in ``exclude``.
+    and are left out.
     """
 
     bytes: int
@@ -75,9 +75,8 @@ class SavedActivationCounter:
     its input, then drops it with its frame) are not resident and are not counted.
     """
 
-    def __init__(self, module: torch.nn.Module, exclude: tuple[torch.Tensor, ...] = ()):
+    def __init__(self, module: torch.nn.Module):
         self._skip = {p.untyped_storage().data_ptr() for p in module.parameters()}
-        self._skip |= {t.untyped_storage().data_ptr() for t in exclude}
         self._held: list[weakref.ref[_Held]] = []
         self._hooks = torch.autograd.graph.saved_tensors_hooks(self._pack, lambda held: held.tensor)
 
