@@ -142,6 +142,43 @@ def test_tiny_schedule_trains_measures_and_matches_predictions(dataset, tmp_path
     assert {e["kind"] for e in store.query("SELECT kind FROM events")} == {"grow_depth"}
 
 
+def test_steps_are_recorded_one_by_one_with_the_lr_they_used(dataset, tmp_path):
+    """Steps run in windows between host syncs; every step still gets its own row, with
+    the LR it trained with, and windows end at evaluations and checkpoints."""
+    from costsim.lr import lr_at
+
+    spec = parse_spec({
+        "model": {"d_model": 32, "n_heads": 4, "vocab_size": 256, "seq_len": 32},
+        "training": {"micro_batch_size": 4, "batch_size": 4, "precision": "fp32",
+                     "lr_schedule": {"kind": "cosine", "warmup_steps": 5, "lr": 1e-3}},
+        "stages": [{"layers": 1, "tokens": 4 * 32 * 23}, {"layers": 2, "tokens": 4 * 32 * 14}],
+    })
+    store = Store(tmp_path / "w.duckdb")
+    trainer = Trainer(spec, dataset, store, RunOptions(progress=False, run_dir=tmp_path, eval_every=7,
+                                                       checkpoint_every=9))
+    windows = []
+    original = trainer._train_window
+
+    def spy(index, n_steps, flops_per_step):
+        windows.append((trainer.state.step, n_steps))
+        return original(index, n_steps, flops_per_step)
+
+    trainer._train_window = spy
+    trainer.start()
+    trainer.train()
+    steps = store.query("SELECT step, stage_index, lr, train_loss, wall_time_s FROM steps ORDER BY step")
+    assert [r["step"] for r in steps] == list(range(1, 38))
+    assert [r["stage_index"] for r in steps] == [0] * 23 + [1] * 14
+    assert [r["lr"] for r in steps] == pytest.approx([lr_at(spec.training.lr_schedule, s, 37) for s in range(37)])
+    assert all(r["train_loss"] > 0 for r in steps)
+    assert all(b["wall_time_s"] > a["wall_time_s"] for a, b in zip(steps, steps[1:]))
+    assert windows[:2] == [(0, 1), (1, 1)]  # warm-up steps are timed alone
+    for start, n in windows:  # no window spans an evaluation, a checkpoint or a stage boundary
+        assert all((start + k) % 7 and (start + k) % 9 and start + k != 23 for k in range(1, n))
+    assert max(n for _, n in windows) > 1
+    assert [r["step"] for r in store.query("SELECT step FROM evals ORDER BY step")] == [0, 7, 14, 21, 28, 35, 37]
+
+
 def test_tiny_preset_shrinks_any_spec(dataset):
     spec = tiny(paper_incremental(12, 4), dataset.vocab_size)
     assert spec.model.d_model == 64 and spec.model.seq_len == 64 and spec.model.vocab_size == 256

@@ -35,6 +35,8 @@ from validate.model import GPT, GPTShape
 from validate.store import Store
 
 STEP_ROWS_PER_APPEND = 50
+TIMING_WINDOW = 10  # steps between host waits for the device
+WARMUP_STEPS = 2  # a stage's first steps: timed one by one, left out of its median step time
 
 
 @dataclass(frozen=True)
@@ -333,14 +335,23 @@ class Trainer:
             return lr_at(t.lr_schedule, self.state.step_in_stage, self.steps[index])
         return lr_at(t.lr_schedule, self.state.step, sum(self.steps))
 
-    def _train_step(self, lr: float) -> float:
+    def _next_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        t = self.spec.training
+        x, y = self.dataset.get_batch("train", t.micro_batch_size, self.spec.model.seq_len, self.generator)
+        if self.device.type == "cuda":
+            # from pinned memory the copy is asynchronous, so the host draws the next
+            # batch while the GPU still works on this one
+            x, y = x.pin_memory(), y.pin_memory()
+        return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def _train_step(self, lr: float) -> torch.Tensor:
+        """One optimizer step; returns its mean loss on the device, so nothing waits for it."""
         t = self.spec.training
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        total = 0.0
+        total = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
-            x, y = self.dataset.get_batch("train", t.micro_batch_size, self.spec.model.seq_len, self.generator)
-            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            x, y = self._next_batch()
             # gradients are all-reduced once per step, on the last micro-batch
             sync = micro == self.accumulation - 1 or not hasattr(self.forward, "no_sync")
             with self.autocast, contextlib.nullcontext() if sync else self.forward.no_sync():
@@ -351,7 +362,44 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.grad_clip)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return float(total) / self.accumulation
+        return total / self.accumulation
+
+    def _window_length(self, index: int) -> int:
+        """Steps to launch before the host next waits for the device: one at a time while
+        a stage warms up (compilation), else up to TIMING_WINDOW, ending where an
+        evaluation, a checkpoint or the stage's end comes."""
+        s, o = self.state, self.options
+        if s.step_in_stage < WARMUP_STEPS:
+            return 1
+        return min(TIMING_WINDOW, self.steps[index] - s.step_in_stage, o.eval_every - s.step % o.eval_every,
+                   o.checkpoint_every - s.step % o.checkpoint_every)
+
+    def _train_window(self, index: int, n_steps: int, flops_per_step: int) -> tuple[float, float]:
+        """Launch ``n_steps`` steps, then wait once for all of them and record each.
+
+        A host sync per step would leave the GPU idle while Python launches the next one,
+        so steps are timed by window: each gets the window's mean time. Returns the
+        window's last loss and its time per step."""
+        start = time.perf_counter()
+        losses, lrs = [], []
+        for _ in range(n_steps):
+            lrs.append(self._lr(index))
+            losses.append(self._train_step(lrs[-1]))
+            self.state.step += 1
+            self.state.step_in_stage += 1
+        values = torch.stack(losses).tolist()  # waits for the window's last step
+        per_step = (time.perf_counter() - start) / n_steps
+        first = self.state.step - n_steps
+        for i, (loss, lr) in enumerate(zip(values, lrs)):
+            self.state.tokens += self.tokens_per_step
+            self.state.flops_counted += flops_per_step
+            self.state.wall_time_s += per_step
+            self.state.stage_step_times.append(per_step)
+            self._step_rows.append({
+                "run_id": self.run_id, "step": first + i + 1, "stage_index": index, "tokens": self.state.tokens,
+                "train_loss": loss, "wall_time_s": self.state.wall_time_s, "lr": lr,
+                "record_id": f"{self.run_id}:step:{first + i + 1}"})
+        return values[-1], per_step
 
     @torch.no_grad()
     def evaluate(self) -> float:
@@ -360,9 +408,9 @@ class Trainer:
         for x, y in self.val_batches:
             with self.autocast:
                 _, loss = self.model(x.to(self.device), y.to(self.device))
-            losses.append(float(loss))
+            losses.append(loss.float())
         self.model.train()
-        return sum(losses) / len(losses)
+        return float(torch.stack(losses).mean())
 
     def _event(self, kind: str, detail: str) -> None:
         if not self.rank:
@@ -413,34 +461,20 @@ class Trainer:
             flops_per_step = flops_per_micro * self.accumulation * self.world
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
-            step_times = self.state.stage_step_times
             while self.state.step_in_stage < self.steps[index]:
                 if self.state.step % self.options.eval_every == 0:
                     self._log_eval()
-                start = time.perf_counter()
-                loss = self._train_step(self._lr(index))
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                elapsed = time.perf_counter() - start
-                step_times.append(elapsed)
-                self.state.step += 1
-                self.state.step_in_stage += 1
-                self.state.tokens += self.tokens_per_step
-                self.state.flops_counted += flops_per_step
-                self.state.wall_time_s += elapsed
-                self._step_rows.append({
-                    "run_id": self.run_id, "step": self.state.step, "stage_index": index, "tokens": self.state.tokens,
-                    "train_loss": loss, "wall_time_s": self.state.wall_time_s, "lr": self._lr(index),
-                    "record_id": f"{self.run_id}:step:{self.state.step}"})
+                n_steps = self._window_length(index)
+                loss, per_step = self._train_window(index, n_steps, flops_per_step)
                 if len(self._step_rows) >= STEP_ROWS_PER_APPEND:
                     self._flush_steps()
                 if self.state.step % self.options.checkpoint_every == 0:
                     self._flush_steps()
                     self.save_checkpoint()
-                bar.update(1)
-                bar.set_postfix(stage=index, loss=f"{loss:.3f}", tok_s=f"{self.tokens_per_step / elapsed:,.0f}")
+                bar.update(n_steps)
+                bar.set_postfix(stage=index, loss=f"{loss:.3f}", tok_s=f"{self.tokens_per_step / per_step:,.0f}")
             self._flush_steps()
-            self._record_stage(index, flops_per_step, saved_bytes, step_times)
+            self._record_stage(index, flops_per_step, saved_bytes, self.state.stage_step_times)
             self.state.stage = index + 1
             self.state.step_in_stage = 0
         self._log_eval()
@@ -459,7 +493,7 @@ class Trainer:
             predicted_memory = float(p.peak_allocated_bytes[index])
         else:  # on the CPU the exact, comparable quantity is the saved activations
             measured_memory, predicted_memory = float(saved_bytes), float(p.activation_bytes[index])
-        timed = step_times[2:] or step_times
+        timed = step_times[WARMUP_STEPS:] or step_times
         stage = self.spec.stages[index]
         self.store.append("stages", [{
             "run_id": self.run_id, "stage_index": index, "layers": stage.layers,
