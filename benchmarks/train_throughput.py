@@ -26,10 +26,9 @@ from costsim.hardware import load_gpu
 from costsim.profile import load_profile
 from costsim.spec import parse_spec
 from validate.data import open_dataset
-from validate.store import Store
 from validate.model import GPT
-from validate.trainer import (WARMUP_STEPS, RunOptions, Trainer, device_gpu_preset, gpt_shape,
-                              resolve_device)
+from validate.store import Store
+from validate.trainer import WARMUP_STEPS, RunOptions, Trainer, device_gpu_preset, gpt_shape, resolve_device
 
 PRESETS = {
     "gpt2": ({"d_model": 768, "n_heads": 12, "vocab_size": 50304, "seq_len": 1024}, 12, 16),

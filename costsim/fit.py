@@ -144,8 +144,8 @@ def holdout_report(profile: LossProfile, runs: list[RunData]) -> list[dict]:
     rows = []
     for run in (r for r in runs if r.holdout):
         predicted = trajectory(profile.params, run.plans, at_tokens=run.tokens)[1]
-        row = {"run": run.name, "final_loss_measured": float(run.loss[-1]), "final_loss_predicted": float(predicted[-1]),
-               "final_loss_error": float(predicted[-1] - run.loss[-1])}
+        row = {"run": run.name, "final_loss_measured": float(run.loss[-1]),
+               "final_loss_predicted": float(predicted[-1]), "final_loss_error": float(predicted[-1] - run.loss[-1])}
         base = baselines.get(_final_shape(run.spec))
         if base is not None and base is not run:
             target = float(base.loss[-1])
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfer-name", default="chinchilla", help="name of that transferred profile")
     args = parser.parse_args(argv)
     if not Path(args.db).exists():
-        raise CostsimError(f"--db {args.db}: no such store; train runs first (python -m studies.loss_runs --db {args.db})")
+        raise CostsimError(
+            f"--db {args.db}: no such store; train runs first (python -m studies.loss_runs --db {args.db})")
     runs = load_runs(args.db, args.holdout_marker)
     start = load_loss_profile("chinchilla-published").params
     profile = fit_profile(runs, name=args.name, start=start, n_bootstrap=args.bootstrap, seed=args.seed,

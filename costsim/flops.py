@@ -37,9 +37,10 @@ def _passes(s: StageShape) -> tuple[Array, Array, Array]:
 def micro_batch_flops(s: StageShape) -> MicroBatchFlops:
     block, head = block_ops(s), head_ops(s)
     n_fwd, n_bwd, n_wgrad = _passes(s)
-    fwd_block, bwd_in_block, bwd_w_block = (total(block, a) for a in ("fwd_flops", "bwd_input_flops", "bwd_weight_flops"))
+    passes = ("fwd_flops", "bwd_input_flops", "bwd_weight_flops")
+    fwd_block, bwd_in_block, bwd_w_block = (total(block, a) for a in passes)
     recompute_block = sum(np.asarray(op.fwd_flops) for op in block if op.recomputed)
-    head_fwd, head_in, head_w = (total(head, a) for a in ("fwd_flops", "bwd_input_flops", "bwd_weight_flops"))
+    head_fwd, head_in, head_w = (total(head, a) for a in passes)
 
     forward = n_fwd * fwd_block + head_fwd
     backward = n_bwd * bwd_in_block + n_wgrad * bwd_w_block + head_in + s.head_trainable * head_w
@@ -53,7 +54,8 @@ def micro_batch_flops(s: StageShape) -> MicroBatchFlops:
             b = op.bwd_input_flops if op.model_bwd_flops is None else op.model_bwd_flops
             scale = attention_scale if op.kind == "attention" else 1.0
             fwd, bwd_in = fwd + scale * np.asarray(f), bwd_in + scale * np.asarray(b)
-        per_token = n_fwd * fwd + n_bwd * bwd_in + n_wgrad * bwd_w_block + head_fwd + head_in + s.head_trainable * head_w
+        per_token = (n_fwd * fwd + n_bwd * bwd_in + n_wgrad * bwd_w_block
+                     + head_fwd + head_in + s.head_trainable * head_w)
         return tokens * per_token.astype(float)
 
     return MicroBatchFlops(

@@ -72,7 +72,8 @@ class MemoryBreakdown:
     peak_reserved: Array
 
 
-def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1, parallelism: str = "ddp") -> MemoryBreakdown:
+def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1,
+                parallelism: str = "ddp") -> MemoryBreakdown:
     params = parameter_counts(s)
     shard_w, shard_g, shard_o = SHARDED[parallelism]
     n = np.asarray(n_gpus)

@@ -197,7 +197,8 @@ class Planner:
             fits = np.all(costs.peak_memory_bytes <= self.memory_limit, axis=1)
             if fits.any():
                 row = int(np.argmax(fits))
-                chosen = {**training, "micro_batch_size": int(micros[row]), "recompute": "full" if recompute else "none"}
+                chosen = {**training, "micro_batch_size": int(micros[row]),
+                          "recompute": "full" if recompute else "none"}
                 per_step = self.per_step_cost(costs)[row]
                 return self._spend(model, chosen, hardware, stages, weights, per_step)
         return None

@@ -54,7 +54,8 @@ def load_profile(name_or_path: str) -> CostProfile:
         text = Path(name_or_path).read_text()
     else:
         raise SpecError(
-            f"unknown calibration profile {name_or_path!r}; use one of {', '.join(profile_names())} or a profile .json path"
+            f"unknown calibration profile {name_or_path!r}; use one of {', '.join(profile_names())} "
+            "or a profile .json path"
         )
     return CostProfile.model_validate(json.loads(text))
 

@@ -22,7 +22,7 @@ import math
 import random
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -180,8 +180,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     equal = planner.budget_for_full_training_loss(best_loss)
     paper_equal = planner.budget_for_full_training_loss(paper.loss) if paper else None
     return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
-                        budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name, trials=study.trials,
-                        objectives=objectives)
+                        budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name,
+                        trials=study.trials, objectives=objectives)
 
 
 def _feasible(trial) -> bool:
@@ -211,7 +211,7 @@ def record(db: str, result: SearchResult, budget: Budget) -> None:
     from validate.store import Store
 
     store = Store(db)
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     store.append("search_trials", [
         {"study_name": result.study_name, "trial_number": t.number, "state": t.state.name,
          "params_json": json.dumps(t.params), "values_json": _values_json(t, result.objectives),

@@ -91,7 +91,9 @@ class HardwareSpec(StrictModel):
 
     @property
     def usd_per_gpu_hour(self) -> float:
-        return self.price_per_gpu_hour if self.price_per_gpu_hour is not None else self.resolved_gpu().price_per_gpu_hour
+        if self.price_per_gpu_hour is not None:
+            return self.price_per_gpu_hour
+        return self.resolved_gpu().price_per_gpu_hour
 
 
 class StageSpec(StrictModel):
@@ -140,7 +142,8 @@ class ScheduleSpec(StrictModel):
                 kv_exact = self.model.n_kv_heads * n_heads / self.model.n_heads
                 if kv_exact != int(kv_exact) or kv_exact < 1 or n_heads % int(kv_exact):
                     raise ValueError(
-                        f"{where}.n_heads: {n_heads} heads with the model's {self.model.n_kv_heads}:{self.model.n_heads} "
+                        f"{where}.n_heads: {n_heads} heads with the model's "
+                        f"{self.model.n_kv_heads}:{self.model.n_heads} "
                         "key/value ratio give no whole number of key/value heads dividing the heads; pick n_heads "
                         "that keeps the ratio"
                     )

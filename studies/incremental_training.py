@@ -243,7 +243,8 @@ def search_rows(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_trials: int = 300, gpu
                      "best_shape": f"{best.spec.stages[-1].layers}L x {best.spec.model.d_model}",
                      "baseline_loss": result.baseline.loss,
                      "paper_loss": result.paper.loss if result.paper else None,
-                     "best_equal_budget": result.budget_for_equal_loss, "paper_equal_budget": result.budget_for_paper_loss})
+                     "best_equal_budget": result.budget_for_equal_loss,
+                     "paper_equal_budget": result.budget_for_paper_loss})
     return rows
 
 
@@ -278,7 +279,7 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
               "order; the baseline trains the incremental schedule's total tokens.", "",
               "| run | final val loss | counted FLOPs | wall time (s) | FLOPs to baseline's final loss | "
               "loss at the incremental run's compute |", "|---|---|---|---|---|---|"]
-    for key, row in runs["table"].items():
+    for row in runs["table"].values():
         lines.append(f"| {row['name']} | {row['final_loss']:.4f} | {row['flops']:.3g} | {row['time_s']:.1f} | "
                      f"{_fmt(row['flops_to_target'])} | {_fmt(row['loss_at_incremental_compute'], '.4f')} |")
     for key, cross in runs["crossings"].items():

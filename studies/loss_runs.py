@@ -51,8 +51,8 @@ def layerwise(d_model: int, layers: int, n_stages: int, freeze: bool, growth: st
     stages = [{"layers": step, "tokens": per_stage * TOKENS_PER_STEP, "name": "stage 1"}]
     for s in range(2, n_stages + 1):
         if freeze:
-            stages += [{"layers": s * step, "tokens": per_stage // 2 * TOKENS_PER_STEP, "train": "new", "growth": growth,
-                        "name": f"stage {s} freeze"},
+            stages += [{"layers": s * step, "tokens": per_stage // 2 * TOKENS_PER_STEP, "train": "new",
+                        "growth": growth, "name": f"stage {s} freeze"},
                        {"layers": s * step, "tokens": (per_stage - per_stage // 2) * TOKENS_PER_STEP,
                         "name": f"stage {s} all"}]
         else:

@@ -17,7 +17,7 @@ import textwrap
 import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 
@@ -117,7 +117,7 @@ def _cost_rows(cases: list[dict]) -> list[dict]:
 def _trial(study: str, number: int, state: str, values: object, params: dict, minutes: int = 0) -> dict:
     return {"study_name": study, "trial_number": number, "state": state, "params_json": json.dumps(params),
             "values_json": None if values is None else json.dumps(values),
-            "created_at": datetime(2026, 11, 1, tzinfo=timezone.utc) + timedelta(minutes=number * 10 + minutes)}
+            "created_at": datetime(2026, 11, 1, tzinfo=UTC) + timedelta(minutes=number * 10 + minutes)}
 
 
 SINGLE = [  # (number, state, value)
@@ -156,7 +156,7 @@ def fx(tmp_path_factory) -> Fixture:
     store.append("cost_measurements", _cost_rows(cases))
     profile = load_profile("h200")
     store.append("calibrations", [{"profile_name": "h200", "device": profile.device,
-                                   "created_at": datetime(2026, 11, 28, tzinfo=timezone.utc),
+                                   "created_at": datetime(2026, 11, 28, tzinfo=UTC),
                                    "params_json": profile.model_dump_json(),
                                    "holdout_report_json": json.dumps(profile.holdout_report)}])
     store.append("search_trials", _search_rows())

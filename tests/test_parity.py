@@ -68,7 +68,8 @@ def test_counted_flops_and_saved_activations_are_exact(policy, train_emb, tied, 
         model, measured, stage = measure_and_predict(shape, n_train, train_emb, recompute, batch, seed=trial)
         flops = micro_batch_flops(stage)
         assert int(flops.counted[()]) == measured.counted_flops, (shape, n_train, train_emb, recompute)
-        assert int(saved_activation_bytes(stage)[()]) == measured.saved_activation_bytes, (shape, n_train, train_emb, recompute)
+        case = (shape, n_train, train_emb, recompute)
+        assert int(saved_activation_bytes(stage)[()]) == measured.saved_activation_bytes, case
         counts = parameter_counts(stage)
         real = model.parameter_counts()
         assert (int(counts.total[()]), int(counts.trainable[()]), int(counts.non_embedding[()])) == (

@@ -60,7 +60,8 @@ def rename(mapping: dict, old: str, new: str) -> None:
 
 # (id, change to BASE, words the one-line message must contain: the field, and the offending part)
 BAD_SPECS = [
-    ("misspelled stage key", lambda d: rename(d["stages"][0], "layers", "layer"), ["layer:", "stages.0.layer", "unknown key"]),
+    ("misspelled stage key", lambda d: rename(d["stages"][0], "layers", "layer"),
+     ["layer:", "stages.0.layer", "unknown key"]),
     ("misspelled top-level key", lambda d: rename(d, "model", "modle"), ["modle", "unknown key"]),
     ("unknown training key", lambda d: d["training"].update(batchsize=4), ["training.batchsize", "unknown key"]),
     ("wrong type", lambda d: d["stages"][0].update(layers="three"), ["stages.0.layers", "integer"]),

@@ -11,7 +11,7 @@ import os
 import shutil
 import signal
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -211,7 +211,7 @@ def test_a_retried_append_with_its_own_record_ids_is_stored_once(tmp_path: Path)
         ("steps", [{**_step_row(0), "loss": 1.0}], "unknown column 'loss' for table 'steps'; allowed: lr, record_id,"),
         ("steps", [{**_step_row(0), "lr": None}], "row 0 for table 'steps' lacks required column 'lr'"),
         ("steps", [{**_step_row(0), "step": "seven"}], "column 'step' of table 'steps' does not fit INTEGER:"),
-        ("runs", [_run_row("a", datetime.now(timezone.utc), status="done")],
+        ("runs", [_run_row("a", datetime.now(UTC), status="done")],
          "rows for table 'runs' do not fit its schema: Constraint Error: CHECK"),
     ],
 )
@@ -240,7 +240,7 @@ def test_buffer_appends_every_flush_every_rows_and_the_rest_on_exit(tmp_path: Pa
 
 def test_run_summary_resolves_appended_statuses(tmp_path: Path) -> None:
     store = Store(tmp_path / "costsim.duckdb")
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     long_ago = now - timedelta(hours=3)
     store.append("runs", [_run_row(run_id, long_ago) for run_id in ("killed", "done", "crashed", "beating")])
     store.append("runs", [_run_row("fresh", now), _run_row("done", now)])  # "done" registered twice
@@ -272,7 +272,7 @@ def test_a_plain_duckdb_reader_sees_the_tables_after_flush(tmp_path: Path) -> No
     path = tmp_path / "costsim.duckdb"
     store = Store(path)
     store.append("steps", [_step_row(s) for s in range(4)])
-    store.append("runs", [_run_row("r", datetime.now(timezone.utc))])
+    store.append("runs", [_run_row("r", datetime.now(UTC))])
     store.flush()
 
     connection = duckdb.connect(str(path), read_only=True)

@@ -14,7 +14,7 @@ import json
 import re
 import uuid
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -97,15 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                               source=f"python -m validate.calibrate --db {args.db}")
         (out_dir / f"{name}.json").write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
         store.append("calibrations", [{
-            "profile_name": name, "device": device, "created_at": datetime.now(timezone.utc),
+            "profile_name": name, "device": device, "created_at": datetime.now(UTC),
             "params_json": profile.model_dump_json(exclude={"holdout_report"}),
             "holdout_report_json": json.dumps(profile.holdout_report), "record_id": uuid.uuid4().hex}])
         held = profile.holdout_report["holdout"]
         print(f"{device}: profile '{name}' from {profile.holdout_report['n_fit']} cases, "
               f"{profile.holdout_report['n_holdout']} held out")
         for key, row in held.items():
-            print(f"  {key:15s} |error| median {row['median_abs_rel_error']:.1%}, worst {row['worst_abs_rel_error']:.1%}"
-                  f" ({row['worst_case']})")
+            print(f"  {key:15s} |error| median {row['median_abs_rel_error']:.1%}, "
+                  f"worst {row['worst_abs_rel_error']:.1%} ({row['worst_case']})")
     store.flush()
     return 0
 

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
         wanted = set(args.only.split(","))
         unknown = wanted - {c.name for c in cases}
         if unknown:
-            raise CostsimError(f"--only: unknown case {sorted(unknown)[0]!r}; known: {', '.join(c.name for c in cases)}")
+            raise CostsimError(
+                f"--only: unknown case {sorted(unknown)[0]!r}; known: {', '.join(c.name for c in cases)}")
         cases = [c for c in cases if c.name in wanted]
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     results = []

@@ -65,7 +65,8 @@ def _options(args) -> RunOptions:
 def _list(store: Store) -> int:
     rows = store.query("SELECT run_id, started_at, device FROM run_summary ORDER BY started_at")
     for row in rows:
-        print(f"{row['run_id']}  {store.run_status(row['run_id']):10s}  {row['started_at']:%Y-%m-%d %H:%M}  {row['device']}")
+        status = store.run_status(row["run_id"])
+        print(f"{row['run_id']}  {status:10s}  {row['started_at']:%Y-%m-%d %H:%M}  {row['device']}")
     return 0
 
 
@@ -80,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             checkpoint = options.run_dir / args.resume / "checkpoint.pt"
             if not checkpoint.is_file():
-                raise CostsimError(f"--resume {args.resume}: no checkpoint at {checkpoint}; check --run-dir and the run id")
+                raise CostsimError(
+                    f"--resume {args.resume}: no checkpoint at {checkpoint}; check --run-dir and the run id")
             import torch
 
             payload = torch.load(checkpoint, map_location="cpu", weights_only=False)

@@ -31,7 +31,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -305,7 +305,7 @@ class Store:
         Statuses are appended, never updated, so concurrent writers cannot lose each
         other's updates; the ``run_summary`` view resolves them.
         """
-        self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(timezone.utc),
+        self.append("run_status", [{"run_id": run_id, "status": status, "recorded_at": datetime.now(UTC),
                                     "worker": worker_id()}])
 
     def run_status(self, run_id: str) -> str | None:

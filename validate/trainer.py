@@ -17,7 +17,7 @@ import statistics
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -183,7 +183,7 @@ class Trainer:
             )
         self.spec, self.dataset, self.store, self.options = spec, dataset, store, options
         self.device = resolve_device(options.device)
-        self.run_id = run_id or datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+        self.run_id = run_id or datetime.now(UTC).strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
         self.checkpoint_path = options.run_dir / self.run_id / "checkpoint.pt"
         self.steps = planned_steps(spec, options.tokens_scale, options.max_steps)
         self.state = RunState()
@@ -252,7 +252,8 @@ class Trainer:
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "spec": self.spec.model_dump(mode="json"), "shape": self.model.shape.__dict__,
-            "final_n_layers": self.model.final_n_layers, "trainable": [p.requires_grad for p in self.model.parameters()],
+            "final_n_layers": self.model.final_n_layers,
+            "trainable": [p.requires_grad for p in self.model.parameters()],
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
             "optimizer_groups": self._optimizer_group_names(),
             "state": self.state.__dict__, "generator": self.generator.get_state(),
@@ -313,7 +314,8 @@ class Trainer:
         if self.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
-            module = DistributedDataParallel(module, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            device_ids = [self.device.index] if self.device.type == "cuda" else None
+            module = DistributedDataParallel(module, device_ids=device_ids)
         if self.options.compile or self.options.cuda_graphs:
             module = torch.compile(module, mode="reduce-overhead" if self.options.cuda_graphs else None)
         return module
@@ -414,8 +416,9 @@ class Trainer:
 
     def _event(self, kind: str, detail: str) -> None:
         if not self.rank:
+            record_id = f"{self.run_id}:event:{self.state.step}:{kind}"
             self.store.append("events", [{"run_id": self.run_id, "step": self.state.step, "kind": kind,
-                                          "detail": detail, "record_id": f"{self.run_id}:event:{self.state.step}:{kind}"}])
+                                          "detail": detail, "record_id": record_id}])
 
     def _log_eval(self) -> None:
         val = self.evaluate()
@@ -436,7 +439,7 @@ class Trainer:
         if self.rank:
             return
         self.store.append("runs", [{
-            "run_id": self.run_id, "started_at": datetime.now(timezone.utc), "status": "running",
+            "run_id": self.run_id, "started_at": datetime.now(UTC), "status": "running",
             "spec_json": self.spec.model_dump_json(), "code_version": code_version(),
             "torch_version": torch.__version__, "device": str(self.device) if self.device.type == "cpu"
             else torch.cuda.get_device_name(self.device), "seed": self.spec.training.seed, "kind": "train",

@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -313,7 +313,8 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
         figure.update_layout(height=360 * len(quantities) + 100, title="Predicted against measured")
         figures.append(figure)
     if data.profiles:
-        rows = [(p.profile_name, p.device, f"{p.created_at:%Y-%m-%d %H:%M}", key, _percent(median), _percent(worst), case)
+        rows = [(p.profile_name, p.device, f"{p.created_at:%Y-%m-%d %H:%M}", key, _percent(median), _percent(worst),
+                 case)
                 for p in data.profiles
                 for key, median, worst, case in (p.holdout or (("(no held-out report)", math.nan, math.nan, ""),))]
         header = ("profile", "device", "fitted (UTC)", "quantity", "held-out median |error|", "worst |error|",
@@ -517,7 +518,7 @@ def _index_html(data: DashboardData, counts: dict[str, int]) -> str:
                  else f"{counts[page.file]} figure{'s' if counts[page.file] != 1 else ''}")
         rows.append(f'<tr><td><a href="{page.file}">{html.escape(page.title)}</a></td>'
                     f"<td>{html.escape(page.about)}</td><td>{state}</td></tr>")
-    generated = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"<p>Store <code>{html.escape(data.db)}</code>, generated {generated}.</p>\n"
             "<table><tr><th>page</th><th>shows</th><th>state</th></tr>\n" + "\n".join(rows) + "</table>")
     return _document("costsim dashboard", body)
