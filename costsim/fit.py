@@ -25,7 +25,8 @@ from scipy.optimize import least_squares
 
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
-from costsim.loss import JUMP_OPERATORS, LossParams, LossProfile, StagePlan, load_loss_profile, stage_plans, trajectory
+from costsim.growth import JUMP_OPERATORS
+from costsim.loss import LossParams, LossProfile, StagePlan, load_loss_profile, stage_plans, trajectory
 from costsim.spec import ScheduleSpec, parse_spec
 
 # Weak priors keep parameters the data cannot see (an operator no run used) at a

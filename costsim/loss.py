@@ -37,13 +37,11 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from costsim.errors import SpecError
+from costsim.growth import JUMP_OPERATORS
 from costsim.lr import lr_at
 from costsim.spec import ScheduleSpec
 
 MAX_LR_POINTS = 4096
-# Operators whose new blocks/widths leave the function unchanged: no jump by construction.
-PRESERVING = ("identity", "widen_preserving")
-JUMP_OPERATORS = ("random_top", "stack_copy", "stack_middle", "widen_random")
 
 
 class LossParams(BaseModel):
@@ -60,7 +58,8 @@ class LossParams(BaseModel):
     reset_jump: float = Field(0.0, ge=0, description="loss jump of a fresh optimizer, x (L-E)")
 
     def jump(self, operator: str) -> float:
-        return 0.0 if operator in PRESERVING else self.jumps.get(operator, 0.0)
+        # a function-preserving operator cannot cost a jump, by construction
+        return self.jumps.get(operator, 0.0) if operator in JUMP_OPERATORS else 0.0
 
 
 class LossProfile(BaseModel):

@@ -20,14 +20,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from costsim.constants import COMPUTE_BYTES
 from costsim.engine import estimate_many, stage_shape
 from costsim.errors import SpecError
+from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
 from costsim.loss import LossProfile, predict, reducible, stage_plans
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
 from costsim.profile import CostProfile
 from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
-
-GROWTH_OPERATORS = ("random_top", "stack_copy", "stack_middle", "identity")
 
 
 class Budget(BaseModel):
@@ -70,7 +69,7 @@ class SearchSpace(BaseModel):
     min_layers: int = 2
     max_layers: int = 48
     max_stages: int = 6
-    operators: tuple[str, ...] = GROWTH_OPERATORS
+    operators: tuple[str, ...] = DEPTH_OPERATORS
     batch_tokens: tuple[int, ...] = (2**18, 2**19, 2**20, 2**21)
     aspect_ratio: tuple[float, float] = (16.0, 256.0)  # d_model / layers: outside, shapes train badly
     width_growth: bool = True

@@ -17,16 +17,15 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from costsim.errors import SpecError, one_line
+from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.lr import ConstantLR, LRSchedule
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
 
-DEPTH_OPERATORS = ("random_top", "stack_copy", "stack_middle", "identity")
-WIDTH_OPERATORS = ("widen_preserving", "widen_random")
-GrowthOperator = Literal["random_top", "stack_copy", "stack_middle", "identity", "widen_preserving", "widen_random"]
-WidthOperator = Literal["widen_preserving", "widen_random"]
+GrowthName = Literal[*DEPTH_OPERATORS, *WIDTH_OPERATORS]
+WidthGrowthName = Literal[*WIDTH_OPERATORS]
 
 _TRAIN_POLICY = re.compile(r"^(all|new|top:[1-9][0-9]*)$")
 
@@ -101,8 +100,10 @@ class StageSpec(StrictModel):
     tokens: PositiveFloat = Field(description="tokens trained in this stage")
     train: str = Field("all", description="which blocks get gradients: all | new | top:K")
     freeze_embeddings: bool = False
-    growth: GrowthOperator = Field("random_top", description="how blocks (or width) added at this stage are made")
-    width_growth: WidthOperator | None = Field(None, description="width operator when a stage grows depth and width")
+    growth: GrowthName = Field(DEFAULT_DEPTH_OPERATOR, description="how blocks (or width) added at this stage are "
+                               "made: " + describe(DEPTH_OPERATORS + WIDTH_OPERATORS))
+    width_growth: WidthGrowthName | None = Field(None, description="width operator when a stage grows depth and "
+                                                 f"width (default {DEFAULT_WIDTH_OPERATOR})")
     d_model: PositiveInt | None = Field(None, description="this stage's width; default the model's")
     n_heads: PositiveInt | None = None
     d_ff: PositiveInt | None = None
@@ -203,8 +204,8 @@ class ScheduleSpec(StrictModel):
     def growth_operators(self, index: int) -> tuple[str, str]:
         """(depth operator, width operator) that stage ``index`` grows with."""
         stage = self.stages[index]
-        depth = stage.growth if stage.growth in DEPTH_OPERATORS else "random_top"
-        width = stage.width_growth or (stage.growth if stage.growth in WIDTH_OPERATORS else "widen_preserving")
+        depth = stage.growth if stage.growth in DEPTH_OPERATORS else DEFAULT_DEPTH_OPERATOR
+        width = stage.width_growth or (stage.growth if stage.growth in WIDTH_OPERATORS else DEFAULT_WIDTH_OPERATOR)
         return depth, width
 
     def n_trainable_blocks(self, index: int) -> int:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from costsim.growth import DEPTH_OPERATORS, OPERATORS, WIDTH_OPERATORS
 from costsim.paper import paper_incremental
 from costsim.spec import parse_spec
 from validate.data import open_dataset
-from validate.model import GPT, GPTShape
+from validate.model import DEPTH_GROWERS, GPT, WIDTH_GROWERS, GPTShape
 from validate.store import Store
 from validate.trainer import RunOptions, Trainer, planned_steps, tiny
 
@@ -52,16 +53,37 @@ def test_identity_and_widen_preserving_keep_the_function(mlp, tied):
     assert model.shape.d_model == 48 and model.shape.n_layers == 4
 
 
-def test_random_growth_changes_the_function():
+def test_every_operator_in_the_table_has_a_weight_operation():
+    assert set(DEPTH_GROWERS) == set(DEPTH_OPERATORS)
+    assert set(WIDTH_GROWERS) == set(WIDTH_OPERATORS)
+
+
+@pytest.mark.parametrize("operator", list(OPERATORS))
+def test_an_operator_keeps_the_function_exactly_when_the_table_says_so(operator):
+    """What the loss model assumes (no jump for a function-preserving operator) must be
+    what the weights do."""
     torch.manual_seed(0)
     model = GPT(small_shape())
+    for p in model.parameters():
+        p.data.normal_(0, 0.2)
     idx = torch.randint(0, 61, (2, 16))
     before = outputs(model, idx)
-    model.grow_depth(3, "random_top")
-    assert not torch.allclose(outputs(model, idx), before)
-    widened = GPT(small_shape())
-    widened.grow_width(32, 4, 64, "widen_random")
-    assert widened.blocks[0].attn.c_proj.weight.shape == (32, 32)
+    if OPERATORS[operator].grows == "depth":
+        model.grow_depth(4, operator)
+        assert model.shape.n_layers == 4 and len(model.blocks) == 4
+    else:
+        model.grow_width(32, 4, 64, operator)
+        assert model.shape.d_model == 32 and model.blocks[0].attn.c_proj.weight.shape == (32, 32)
+    kept = torch.allclose(outputs(model, idx), before, rtol=0, atol=1e-5)
+    assert kept == OPERATORS[operator].preserves_function
+
+
+def test_unknown_operators_are_named_with_the_known_ones():
+    model = GPT(small_shape())
+    with pytest.raises(ValueError, match="unknown depth growth operator 'stack'.*random_top"):
+        model.grow_depth(4, "stack")
+    with pytest.raises(ValueError, match="unknown width growth operator 'identity'.*widen_random"):
+        model.grow_width(32, 4, 64, "identity")
 
 
 def test_stack_copy_and_stack_middle_copy_weights():

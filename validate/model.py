@@ -5,7 +5,8 @@ a 4x GELU MLP (or SwiGLU), ``F.scaled_dot_product_attention(is_causal=True)``, o
 tied input/output embeddings, and a loss computed in fp32 over full-vocabulary logits.
 
 Growth lives here too, because it is an operation on this model's weights:
-``grow_depth`` adds blocks by one of the depth operators, ``set_trainable`` applies a
+``grow_depth`` and ``grow_width`` apply an operator registered (at the end of this file)
+under a name of ``costsim/growth.py``'s table, ``set_trainable`` applies a
 stage's train policy, and ``checkpoint_blocks`` wraps every block in non-reentrant
 activation checkpointing. Any change to the ops a block runs must be mirrored in
 ``costsim/ops.py``; the FLOP and saved-activation parity tests hold the two together.
@@ -14,6 +15,7 @@ activation checkpointing. Any change to the ops a block runs must be mirrored in
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -158,77 +160,38 @@ class GPT(nn.Module):
     # --- growth and training policy -------------------------------------------------
 
     def grow_depth(self, n_layers: int, operator: str) -> None:
-        """Add blocks on top (under ln_f) until there are ``n_layers``.
-
-        random_top: fresh blocks, initialised as at the start of training.
-        stack_copy: copies of the trained blocks, bottom first, repeated as needed.
-        stack_middle: copies of the middle blocks, inserted in the middle.
-        identity: fresh blocks whose two residual projections start at zero, so the
-        model computes exactly the same function after growing.
-        """
+        """Grow to ``n_layers`` blocks by a registered depth operator (DEPTH_GROWERS)."""
         n_old = len(self.blocks)
         n_new = n_layers - n_old
         if n_new < 0:
             raise ValueError(f"cannot shrink from {n_old} to {n_layers} blocks")
+        if operator not in DEPTH_GROWERS:
+            raise ValueError(f"unknown depth growth operator {operator!r}; known: {', '.join(DEPTH_GROWERS)}")
         if n_new == 0:
             return
-        old = list(self.blocks)
-        if operator == "random_top":
-            grown = old + [self.new_block() for _ in range(n_new)]
-        elif operator == "identity":
-            fresh = [self.new_block() for _ in range(n_new)]
-            for block in fresh:
-                for proj in (block.attn.c_proj, block.mlp.c_proj):
-                    nn.init.zeros_(proj.weight)
-            grown = old + fresh
-        elif operator == "stack_copy":
-            grown = old + [copy.deepcopy(old[i % n_old]) for i in range(n_new)]
-        elif operator == "stack_middle":
-            start = max(0, (n_old - n_new) // 2)
-            middle = [copy.deepcopy(old[(start + i) % n_old]) for i in range(n_new)]
-            cut = start + min(n_new, n_old)
-            grown = old[:cut] + middle + old[cut:]
-        else:
-            raise ValueError(f"unknown depth growth operator {operator!r}")
-        self.blocks = nn.ModuleList(grown)
+        self.blocks = nn.ModuleList(DEPTH_GROWERS[operator](self, list(self.blocks), n_new))
         self.shape = _replace(self.shape, n_layers=n_layers)
 
     def grow_width(self, d_model: int, n_heads: int, d_ff: int, operator: str) -> None:
-        """Widen every layer to (d_model, n_heads, d_ff); depth is unchanged.
-
-        widen_preserving (HyperCloning-style): every width grows by one integer factor k
-        and each hidden vector becomes k copies of itself. Weights are tiled k x k and
-        divided by k, so every layer's output is k copies of the old output; LayerNorm
-        sees the same mean and variance, attention the same heads (k copies). The final
-        norm's affine is divided by k so the head's k-fold sum gives the old logits,
-        with tied or untied embeddings. The model computes the same function.
-        widen_random: the old weights fill the leading slices of a freshly initialised
-        wider model; not function-preserving.
-        """
+        """Widen every layer to (d_model, n_heads, d_ff) by a registered width operator
+        (WIDTH_GROWERS); depth is unchanged. A freshly initialised wider model receives
+        the old weights tensor by tensor, as the operator maps them."""
+        if operator not in WIDTH_GROWERS:
+            raise ValueError(f"unknown width growth operator {operator!r}; known: {', '.join(WIDTH_GROWERS)}")
         old = self.shape
         kv_heads = old.n_kv_heads * n_heads // old.n_heads
         wider = GPT(_replace(old, d_model=d_model, n_heads=n_heads, n_kv_heads=kv_heads, d_ff=d_ff),
                     final_n_layers=self.final_n_layers)
         p = next(self.parameters())
         wider.to(device=p.device, dtype=p.dtype)
-        if operator == "widen_preserving":
-            factor = d_model // old.d_model
-            if (old.d_model * factor, old.n_heads * factor, old.d_ff * factor) != (d_model, n_heads, d_ff):
-                raise ValueError("widen_preserving needs d_model, n_heads and d_ff to grow by one integer factor")
-        elif operator != "widen_random":
-            raise ValueError(f"unknown width growth operator {operator!r}")
+        grower = WIDTH_GROWERS[operator](old, wider.shape)
         old_segments, new_segments = _segments(old), _segments(wider.shape)
         with torch.no_grad():
             for (name, target), source in zip(wider.named_parameters(), self.parameters()):
                 module = name.split(".")[-2] if name.count(".") >= 1 else name
-                segs = old_segments.get(module), new_segments.get(module)
-                if operator == "widen_preserving":
-                    target.copy_(_tile(name, source, target.shape, *segs, factor=factor))
-                else:
-                    target.copy_(_embed_leading(name, source, target, *segs))
-            if operator == "widen_preserving":
-                wider.ln_f.weight.div_(factor)
-                wider.ln_f.bias.div_(factor)
+                target.copy_(grower.weight(name, source, target, old_segments.get(module),
+                                           new_segments.get(module)))
+            grower.finish(wider)
         trainable = [p.requires_grad for p in self.parameters()]
         self.wte, self.wpe, self.blocks, self.ln_f, self.lm_head = (
             wider.wte, wider.wpe, wider.blocks, wider.ln_f, wider.lm_head)
@@ -281,7 +244,7 @@ def _rows(t: torch.Tensor, segments: list[int] | None) -> list[torch.Tensor]:
     return list(t.split(segments, dim=0)) if segments else [t]
 
 
-def _tile(name: str, source: torch.Tensor, target_shape: torch.Size, old_segments, new_segments,
+def _tile(name: str, source: torch.Tensor, target_shape: torch.Size, old_segments: list[int] | None,
           factor: int) -> torch.Tensor:
     """k copies along every widened dimension. In a block's Linear the input is k
     copies of the old input, so the k column blocks must sum to the old weight: each
@@ -301,7 +264,8 @@ def _tile(name: str, source: torch.Tensor, target_shape: torch.Size, old_segment
     return out
 
 
-def _embed_leading(name: str, source: torch.Tensor, target: torch.Tensor, old_segments, new_segments) -> torch.Tensor:
+def _embed_leading(source: torch.Tensor, target: torch.Tensor, old_segments: list[int] | None,
+                   new_segments: list[int] | None) -> torch.Tensor:
     """The old weights in the leading slice of each (output segment, input) block."""
     out = target.clone()
     old_parts = _rows(source, old_segments)
@@ -309,3 +273,106 @@ def _embed_leading(name: str, source: torch.Tensor, target: torch.Tensor, old_se
     for old, new in zip(old_parts, new_parts):
         new[tuple(slice(0, n) for n in old.shape)] = old
     return out
+
+
+# --- growth operators: the weight operation behind each name in costsim/growth.py -----
+
+DepthGrower = Callable[[GPT, list[Block], int], list[Block]]
+DEPTH_GROWERS: dict[str, DepthGrower] = {}
+
+
+def depth_operator(name: str) -> Callable[[DepthGrower], DepthGrower]:
+    """Register ``fn(model, old_blocks, n_new) -> all blocks, bottom first`` as ``name``."""
+    def register(fn: DepthGrower) -> DepthGrower:
+        DEPTH_GROWERS[name] = fn
+        return fn
+    return register
+
+
+@depth_operator("random_top")
+def _random_top(model: GPT, old: list[Block], n_new: int) -> list[Block]:
+    """Fresh blocks on top, initialised as at the start of training."""
+    return old + [model.new_block() for _ in range(n_new)]
+
+
+@depth_operator("identity")
+def _identity(model: GPT, old: list[Block], n_new: int) -> list[Block]:
+    """Fresh blocks whose two residual projections start at zero: each new block adds
+    nothing to the residual stream, so the model computes exactly the same function."""
+    fresh = [model.new_block() for _ in range(n_new)]
+    for block in fresh:
+        for proj in (block.attn.c_proj, block.mlp.c_proj):
+            nn.init.zeros_(proj.weight)
+    return old + fresh
+
+
+@depth_operator("stack_copy")
+def _stack_copy(model: GPT, old: list[Block], n_new: int) -> list[Block]:
+    """Copies of the trained blocks on top, bottom first, repeated as needed."""
+    return old + [copy.deepcopy(old[i % len(old)]) for i in range(n_new)]
+
+
+@depth_operator("stack_middle")
+def _stack_middle(model: GPT, old: list[Block], n_new: int) -> list[Block]:
+    """Copies of the middle blocks, inserted in the middle."""
+    start = max(0, (len(old) - n_new) // 2)
+    middle = [copy.deepcopy(old[(start + i) % len(old)]) for i in range(n_new)]
+    cut = start + min(n_new, len(old))
+    return old[:cut] + middle + old[cut:]
+
+
+class WidthGrower:
+    """How one width operator maps each old tensor into the wider model's."""
+
+    def __init__(self, old: GPTShape, new: GPTShape):
+        self.old, self.new = old, new
+
+    def weight(self, name: str, source: torch.Tensor, target: torch.Tensor, old_segments: list[int] | None,
+               new_segments: list[int] | None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def finish(self, wider: GPT) -> None:
+        """Adjust the wider model once every tensor is in place."""
+
+
+WIDTH_GROWERS: dict[str, type[WidthGrower]] = {}
+
+
+def width_operator(name: str) -> Callable[[type[WidthGrower]], type[WidthGrower]]:
+    def register(cls: type[WidthGrower]) -> type[WidthGrower]:
+        WIDTH_GROWERS[name] = cls
+        return cls
+    return register
+
+
+@width_operator("widen_preserving")
+class WidenPreserving(WidthGrower):
+    """HyperCloning-style: every width grows by one integer factor k and each hidden
+    vector becomes k copies of itself. Weights are tiled k x k and divided by k, so
+    every layer's output is k copies of the old output; LayerNorm sees the same mean and
+    variance, attention the same heads (k copies). The final norm's affine is divided by
+    k so the head's k-fold sum gives the old logits, with tied or untied embeddings. The
+    model computes the same function."""
+
+    def __init__(self, old: GPTShape, new: GPTShape):
+        super().__init__(old, new)
+        self.factor = new.d_model // old.d_model
+        if (old.d_model * self.factor, old.n_heads * self.factor, old.d_ff * self.factor) != (
+                new.d_model, new.n_heads, new.d_ff):
+            raise ValueError("widen_preserving needs d_model, n_heads and d_ff to grow by one integer factor")
+
+    def weight(self, name, source, target, old_segments, new_segments):
+        return _tile(name, source, target.shape, old_segments, self.factor)
+
+    def finish(self, wider: GPT) -> None:
+        wider.ln_f.weight.div_(self.factor)
+        wider.ln_f.bias.div_(self.factor)
+
+
+@width_operator("widen_random")
+class WidenRandom(WidthGrower):
+    """The old weights fill the leading slices of a freshly initialised wider model;
+    not function-preserving."""
+
+    def weight(self, name, source, target, old_segments, new_segments):
+        return _embed_leading(source, target, old_segments, new_segments)
