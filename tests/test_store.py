@@ -10,6 +10,8 @@ import multiprocessing
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -311,3 +313,12 @@ def test_reentering_the_lock_from_one_thread_fails_instead_of_deadlocking(tmp_pa
 def test_docs_describe_every_table() -> None:
     docs = (Path(__file__).resolve().parents[1] / "docs" / "store.md").read_text()
     assert [table for table in TABLES if f"`{table}`" not in docs] == []
+
+
+def test_planning_and_the_store_do_not_need_torch():
+    """costsim's search and dashboards read and write the store on a laptop with the base
+    install, so nothing on that path may import torch."""
+    code = ("import sys, costsim, costsim.search, costsim.dashboard.data, validate, validate.store\n"
+            "from validate import Store\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
