@@ -21,6 +21,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -91,6 +92,7 @@ def make_storage(url: str | None):
         from optuna.storages.journal import JournalFileBackend
 
         return JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
+    import optuna
     import sqlalchemy.exc
     from optuna.storages import RDBStorage
 
@@ -98,7 +100,9 @@ def make_storage(url: str | None):
     # the losers' CREATE fails, and once the winner's tables exist a retry succeeds.
     for attempt in range(8):
         try:
-            return RDBStorage(url, heartbeat_interval=60, grace_period=120)
+            with warnings.catch_warnings():  # heartbeats are experimental in Optuna, and what we rely on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return RDBStorage(url, heartbeat_interval=60, grace_period=120)
         except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
             error = exc
             time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
