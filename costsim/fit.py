@@ -184,7 +184,8 @@ def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
         return law.params.model_copy(update={k: getattr(p, k) for k in dimensionless})
 
     return LossProfile(name=name, params=move(fitted.params), samples=[move(s) for s in fitted.samples],
-                       residual_std=law.residual_std, source=f"{law.source}; growth parameters from {fitted.name}",
+                       residual_std=law.residual_std,
+                       source=f"{law.source}; growth and annealing parameters fitted on {fitted.name}",
                        report={"growth_fitted_on": fitted.name, "fit_report": fitted.report})
 
 

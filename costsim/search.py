@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -274,7 +275,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", help="time/memory profile (default: the GPU's own, else generic)")
     parser.add_argument("--out", default="best_schedule.yaml", help="where to write the best schedule's spec")
     parser.add_argument("--db", default="costsim.duckdb", help="DuckDB store for trials and the answer ('' = none)")
-    parser.add_argument("--no-progress", action="store_true")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the default when stderr is "
+                        "not a terminal)")
     args = parser.parse_args(argv)
     budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
     if all(v is None for v in budget_values.values()):
@@ -301,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
-                 progress=not args.no_progress)
+                 progress=not args.no_progress and sys.stderr.isatty())
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} trials (study '{result.study_name}')")
     for i, best in enumerate(result.best):
