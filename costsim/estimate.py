@@ -17,10 +17,13 @@ from costsim.spec import load_spec, parse_spec
 
 
 def _si(value: float, unit: str = "") -> str:
-    for scale, prefix in ((1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{prefix}{unit}"
-    return f"{value:.3g}{unit}"
+    """Three significant digits and an SI prefix: 9.996e17 is '1EFLOP', not '1e+03PFLOP'."""
+    rounded = float(f"{value:.3g}")  # round first, so the prefix is chosen for the printed value
+    for scale, prefix in ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
+                          (1e3, "k")):
+        if abs(rounded) >= scale:
+            return f"{rounded / scale:.3g}{prefix}{unit}"
+    return f"{rounded:.3g}{unit}"
 
 
 def _duration(seconds: float) -> str:

@@ -335,3 +335,13 @@ def test_model_level_error_names_the_path_once():
     with pytest.raises(SpecError) as info:
         parse_spec(mutated(lambda d: d["model"].update(n_heads=5)))
     assert "model: model:" not in str(info.value)
+
+
+@pytest.mark.parametrize("value, text", [
+    (9.996e17, "1EFLOP"), (4.44e12, "4.44TFLOP"), (999.4, "999FLOP"), (999.6, "1kFLOP"), (3.2e22, "32ZFLOP"),
+    (0.5, "0.5FLOP"),
+])
+def test_estimate_prints_three_digits_with_the_right_prefix(value, text):
+    from costsim.estimate import _si
+
+    assert _si(value, "FLOP") == text
