@@ -14,26 +14,7 @@ from costsim.errors import cli_errors
 from costsim.hardware import gpu_preset_names
 from costsim.profile import profile_names
 from costsim.spec import load_spec, parse_spec
-
-
-def _si(value: float, unit: str = "") -> str:
-    """Three significant digits and an SI prefix: 9.996e17 is '1EFLOP', not '1e+03PFLOP'."""
-    rounded = float(f"{value:.3g}")  # round first, so the prefix is chosen for the printed value
-    for scale, prefix in ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"),
-                          (1e3, "k")):
-        if abs(rounded) >= scale:
-            return f"{rounded / scale:.3g}{prefix}{unit}"
-    return f"{rounded:.3g}{unit}"
-
-
-def _duration(seconds: float) -> str:
-    if seconds >= 86400:
-        return f"{seconds / 86400:.2f} d"
-    if seconds >= 3600:
-        return f"{seconds / 3600:.2f} h"
-    if seconds >= 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds:.3g} s"
+from costsim.text import binary_bytes, duration, si, table
 
 
 def render_table(result: ScheduleEstimate) -> str:
@@ -43,21 +24,17 @@ def render_table(result: ScheduleEstimate) -> str:
     for s in result.stages:
         rows.append((
             str(s.index), s.name or "", str(s.layers), str(s.d_model), f"{s.train} ({s.n_trainable_blocks})",
-            _si(s.tokens), str(s.steps), _si(s.flops_counted_per_step), _si(s.flops_model_per_step),
-            f"{s.step_time_s * 1e3:.1f} ms", _duration(s.time_s), f"{s.cost_usd:,.2f}",
-            f"{s.peak_memory_bytes / 2**30:.1f} GiB", "yes" if s.fits_in_memory else "NO",
+            si(s.tokens), str(s.steps), si(s.flops_counted_per_step), si(s.flops_model_per_step),
+            f"{s.step_time_s * 1e3:.1f} ms", duration(s.time_s), f"{s.cost_usd:,.2f}",
+            binary_bytes(s.peak_memory_bytes), "yes" if s.fits_in_memory else "NO",
         ))
     t = result.total
-    rows.append(("", "total", "", "", "", _si(t.tokens), "", "", "", "", _duration(t.time_s), f"{t.cost_usd:,.2f}",
-                 f"{t.peak_memory_bytes / 2**30:.1f} GiB", "yes" if t.fits_in_memory else "NO"))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-    lines = ["  ".join(c.rjust(w) if i not in (1, 4) else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))
-             for r in rows]
-    lines.insert(1, "-" * len(lines[0]))
-    lines.insert(len(lines) - 1, "-" * len(lines[0]))
+    rows.append(("", "total", "", "", "", si(t.tokens), "", "", "", "", duration(t.time_s), f"{t.cost_usd:,.2f}",
+                 binary_bytes(t.peak_memory_bytes), "yes" if t.fits_in_memory else "NO"))
+    lines = table(rows, left=(1, 4), rule_before_last=True)
     title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}, {result.precision}, "
              f"{result.parallelism}, calibration '{result.calibration}'")
-    summary = (f"total: {_si(t.flops_counted)}FLOP counted, {_si(t.flops_model)}FLOP model, "
+    summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
     notes = [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages if not s.fits_in_memory]
     return "\n".join([title, *lines, summary, *notes])

@@ -139,7 +139,7 @@ def train_all(specs: dict[str, ScheduleSpec], preset: Preset, db: Path, jobs: in
         env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
         result = subprocess.run(
             [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--device", preset.device,
-             "--no-progress", "--eval-every", str(preset.eval_every), "--eval-batches", "8",
+             "--no-progress", "--json", "--eval-every", str(preset.eval_every), "--eval-batches", "8",
              "--checkpoint-every", "1000000", "--run-dir", str(workdir / "runs")],
             env=env, capture_output=True, text=True)
         if result.returncode:

@@ -96,6 +96,7 @@ def train(spec: dict, role: str, db: Path, eval_every: int, workdir: Path) -> st
     path.write_text(yaml.safe_dump(spec))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--no-progress",
+                             "--json",
                              "--eval-every", str(eval_every), "--eval-batches", "8", "--checkpoint-every", "100000",
                              "--run-dir", str(workdir / "runs")], env=env, capture_output=True, text=True)
     if result.returncode:

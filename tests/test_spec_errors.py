@@ -342,6 +342,6 @@ def test_model_level_error_names_the_path_once():
     (0.5, "0.5FLOP"),
 ])
 def test_estimate_prints_three_digits_with_the_right_prefix(value, text):
-    from costsim.estimate import _si
+    from costsim.text import si
 
-    assert _si(value, "FLOP") == text
+    assert si(value, "FLOP") == text

@@ -1,5 +1,6 @@
 """Real training on the CPU: growth operators, freezing, measurement, resume, errors."""
 
+import json
 import os
 import signal
 import subprocess
@@ -236,6 +237,11 @@ def test_kill_and_resume_reaches_the_same_number_of_steps(tmp_path):
     assert store.run_status(run_id) == "incomplete"
     done = run_cli("--resume", run_id, "--db", "k.duckdb", "--no-progress", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
+    # the report: every stage's counted FLOPs and saved activations equal the prediction
+    report = done.stdout.splitlines()
+    assert report[0].startswith(f"run {run_id}: ") and "final validation loss" in report[0]
+    stage_rows = [line for line in report[3:] if line.split()[0].isdigit()]
+    assert len(stage_rows) == 4 and all(line.count("(exact)") == 2 for line in stage_rows), done.stdout
     from costsim.spec import load_spec
 
     expected = sum(planned_steps(load_spec(TINY)))
@@ -244,8 +250,10 @@ def test_kill_and_resume_reaches_the_same_number_of_steps(tmp_path):
     assert steps == {"n": expected, "d": expected, "m": expected}
     assert store.run_status(run_id) == "complete"
     # the resumed run ends exactly where an uninterrupted one does
-    straight = run_cli(*args[:1], "--db", "k.duckdb", "--no-progress", "--eval-every", "1000", cwd=tmp_path)
+    straight = run_cli(*args[:1], "--db", "k.duckdb", "--no-progress", "--eval-every", "1000", "--json",
+                       cwd=tmp_path)
     assert straight.returncode == 0, straight.stderr
+    assert json.loads(straight.stdout)["steps"] == expected
     final = store.query("SELECT run_id, val_loss FROM evals e WHERE step = ? ORDER BY run_id", [expected])
     assert len(final) == 2 and final[0]["val_loss"] == final[1]["val_loss"]
 

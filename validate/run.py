@@ -20,6 +20,7 @@ from pathlib import Path
 
 from costsim.errors import CostsimError, cli_errors
 from costsim.spec import load_spec, parse_spec
+from costsim.text import binary_bytes, si, table
 from validate.data import DataError, open_dataset
 from validate.store import Store
 from validate.trainer import RunOptions, Trainer, tiny
@@ -46,6 +47,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     p.add_argument("--list", action="store_true", help="list stored runs and their status, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON line (run_id, steps, tokens, FLOPs, final "
+                   "validation loss) instead of the report")
     return p
 
 
@@ -68,6 +71,31 @@ def _list(store: Store) -> int:
         status = store.run_status(row["run_id"])
         print(f"{row['run_id']}  {status:10s}  {row['started_at']:%Y-%m-%d %H:%M}  {row['device']}")
     return 0
+
+
+def _relative(measured: float, predicted: float | None) -> str:
+    if predicted is None or predicted != predicted:  # None or NaN: nothing to compare with
+        return "no prediction"
+    if measured == predicted:
+        return "exact"
+    return f"{(measured - predicted) / predicted:+.1%}"
+
+
+def _report(store: Store, run_id: str, on_gpu: bool) -> str:
+    """The stages, measured next to predicted, as the store holds them."""
+    rows = [("stage", "layers", "d_model", "steps", "counted FLOPs/step", "peak allocated" if on_gpu
+             else "saved activations", "step time")]
+    for r in store.query("SELECT * FROM stages WHERE run_id = ? ORDER BY stage_index", [run_id]):
+        flops, memory, time = r["flops_counted_per_step"], r["peak_memory_bytes"], r["step_time_s"]
+        rows.append((
+            str(r["stage_index"]), str(r["layers"]), str(r["d_model"]), str(r["steps"]),
+            f"{si(flops)} ({_relative(flops, r['flops_counted_predicted_per_step'])})",
+            f"{binary_bytes(memory)} ({_relative(memory, r['peak_memory_predicted_bytes'])})",
+            f"{time * 1e3:.1f} ms ({_relative(time, r['step_time_predicted_s'])})"))
+    note = "in brackets: measured against costsim's prediction"
+    if not on_gpu:
+        note += "; it predicts GPU step times only"
+    return "\n".join([*table(rows), note])
 
 
 @cli_errors
@@ -106,8 +134,15 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(str(exc)) from None
     if int(os.environ.get("RANK", "0")) == 0:
         store.flush()
-        print(json.dumps({"run_id": trainer.run_id, "steps": state.step, "tokens": state.tokens,
-                          "flops_counted": state.flops_counted, "final_val_loss": trainer.last_val_loss}))
+        summary = {"run_id": trainer.run_id, "steps": state.step, "tokens": state.tokens,
+                   "flops_counted": state.flops_counted, "final_val_loss": trainer.last_val_loss}
+        if args.json:
+            print(json.dumps(summary))
+        else:
+            print(f"run {trainer.run_id}: {state.step} steps, {state.tokens:,.0f} tokens, "
+                  f"{state.flops_counted:.3g} counted FLOPs, final validation loss {trainer.last_val_loss:.4f}; "
+                  f"stored in {args.db}")
+            print(_report(store, trainer.run_id, trainer.device.type == "cuda"))
     return 0
 
 
