@@ -29,7 +29,7 @@ done
 
 echo "== 3. the study's schedule for real (GPT-2 small, 40 steps of 524,288 tokens)"
 timeout 90 python3 -m validate.run examples/paper_s4.yaml --device cuda --max-steps 40 --eval-every 5 \
-  --db $DB --run-dir /tmp/runs --no-progress 2>&1 | tail -5 | tee "$OUT/paper_run.log"
+  --db $DB --run-dir /tmp/runs --no-progress 2>&1 | tail -16 | tee "$OUT/paper_run.log"
 
 cp $DB "$OUT/gpu.duckdb" 2>/dev/null
 echo "== done"; cat "$OUT/throughput.jsonl"
