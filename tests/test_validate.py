@@ -159,6 +159,7 @@ def test_tiny_schedule_trains_measures_and_matches_predictions(dataset, tmp_path
     for row in stages:
         assert row["flops_counted_per_step"] == row["flops_counted_predicted_per_step"]
         assert row["peak_memory_bytes"] == row["peak_memory_predicted_bytes"]  # saved activations on CPU
+        assert row["peak_reserved_bytes"] is None  # no allocator on a CPU
     evals = store.query("SELECT val_loss FROM evals ORDER BY step")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
     assert store.run_status(trainer.run_id) == "complete"
@@ -200,6 +201,22 @@ def test_steps_are_recorded_one_by_one_with_the_lr_they_used(dataset, tmp_path):
         assert all((start + k) % 7 and (start + k) % 9 and start + k != 23 for k in range(1, n))
     assert max(n for _, n in windows) > 1
     assert [r["step"] for r in store.query("SELECT step FROM evals ORDER BY step")] == [0, 7, 14, 21, 28, 35, 37]
+
+
+def test_gpu_report_shows_allocated_and_reserved_against_predictions(tmp_path):
+    from validate.run import _report
+
+    store = Store(tmp_path / "g.duckdb")
+    store.append("stages", [{
+        "run_id": "r", "stage_index": 0, "layers": 12, "d_model": 768, "tokens": 1e6, "steps": 10,
+        "flops_counted_per_step": 2e15, "flops_counted_predicted_per_step": 2e15,
+        "peak_memory_bytes": 11 * 2**30, "peak_memory_predicted_bytes": 10 * 2**30,
+        "peak_reserved_bytes": 12 * 2**30, "peak_reserved_predicted_bytes": 12 * 2**30,
+        "step_time_s": 0.5, "step_time_predicted_s": 0.4, "record_id": "r:stage:0"}])
+    lines = _report(store, "r", on_gpu=True).splitlines()
+    assert "peak allocated" in lines[0] and "peak reserved" in lines[0]
+    assert "2P (exact)" in lines[2] and "11.0 GiB (+10.0%)" in lines[2] and "12.0 GiB (exact)" in lines[2]
+    assert "500.0 ms (+25.0%)" in lines[2]
 
 
 def test_tiny_preset_shrinks_any_spec(dataset):

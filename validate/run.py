@@ -84,13 +84,15 @@ def _relative(measured: float, predicted: float | None) -> str:
 def _report(store: Store, run_id: str, on_gpu: bool) -> str:
     """The stages, measured next to predicted, as the store holds them."""
     rows = [("stage", "layers", "d_model", "steps", "counted FLOPs/step", "peak allocated" if on_gpu
-             else "saved activations", "step time")]
+             else "saved activations", *(("peak reserved",) if on_gpu else ()), "step time")]
     for r in store.query("SELECT * FROM stages WHERE run_id = ? ORDER BY stage_index", [run_id]):
         flops, memory, time = r["flops_counted_per_step"], r["peak_memory_bytes"], r["step_time_s"]
         rows.append((
             str(r["stage_index"]), str(r["layers"]), str(r["d_model"]), str(r["steps"]),
             f"{si(flops)} ({_relative(flops, r['flops_counted_predicted_per_step'])})",
             f"{binary_bytes(memory)} ({_relative(memory, r['peak_memory_predicted_bytes'])})",
+            *((f"{binary_bytes(r['peak_reserved_bytes'])} "
+               f"({_relative(r['peak_reserved_bytes'], r['peak_reserved_predicted_bytes'])})",) if on_gpu else ()),
             f"{time * 1e3:.1f} ms ({_relative(time, r['step_time_predicted_s'])})"))
     note = "in brackets: measured against costsim's prediction"
     if not on_gpu:

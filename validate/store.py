@@ -110,6 +110,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("flops_counted_predicted_per_step", "DOUBLE"),
         Column("peak_memory_bytes", "DOUBLE", nullable=True),
         Column("peak_memory_predicted_bytes", "DOUBLE", nullable=True),
+        # the allocator's reserved peak: what has to fit on a GPU (NULL on a CPU)
+        Column("peak_reserved_bytes", "DOUBLE", nullable=True),
+        Column("peak_reserved_predicted_bytes", "DOUBLE", nullable=True),
         Column("step_time_s", "DOUBLE"),
         Column("step_time_predicted_s", "DOUBLE", nullable=True),
     ),

@@ -491,9 +491,12 @@ class Trainer:
         if self.rank:
             return
         p = self._predictions
+        reserved = {}
         if self.device.type == "cuda":
             measured_memory = float(torch.cuda.max_memory_allocated(self.device))
             predicted_memory = float(p.peak_allocated_bytes[index])
+            reserved = {"peak_reserved_bytes": float(torch.cuda.max_memory_reserved(self.device)),
+                        "peak_reserved_predicted_bytes": float(p.peak_memory_bytes[index])}
         else:  # on the CPU the exact, comparable quantity is the saved activations
             measured_memory, predicted_memory = float(saved_bytes), float(p.activation_bytes[index])
         timed = step_times[WARMUP_STEPS:] or step_times
@@ -503,7 +506,7 @@ class Trainer:
             "d_model": self.spec.stage_width(stage)[0], "tokens": self.steps[index] * self.tokens_per_step,
             "steps": self.steps[index], "flops_counted_per_step": float(flops_per_step),
             "flops_counted_predicted_per_step": float(p.flops_counted_per_step[index]),
-            "peak_memory_bytes": measured_memory, "peak_memory_predicted_bytes": predicted_memory,
+            "peak_memory_bytes": measured_memory, "peak_memory_predicted_bytes": predicted_memory, **reserved,
             "step_time_s": statistics.median(timed),
             "step_time_predicted_s": float(p.step_time_s[index]) if self.device.type == "cuda" else None,
             "record_id": f"{self.run_id}:stage:{index}"}])

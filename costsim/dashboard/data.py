@@ -479,6 +479,10 @@ def _stage_points(store: Store, selection: Selection) -> tuple[list[CalibrationP
             if row["peak_memory_bytes"] and row["peak_memory_predicted_bytes"] is not None:
                 points.append(CalibrationPoint("memory", "run stage", where, device, row["peak_memory_predicted_bytes"],
                                                row["peak_memory_bytes"], _memory_basis(device)))
+            if row.get("peak_reserved_bytes") and row.get("peak_reserved_predicted_bytes") is not None:
+                points.append(CalibrationPoint("memory", "run stage", where, device,
+                                               row["peak_reserved_predicted_bytes"], row["peak_reserved_bytes"],
+                                               "peak reserved"))
             if row["step_time_predicted_s"] is None:
                 untimed += 1
             else:
