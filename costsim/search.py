@@ -112,20 +112,35 @@ def make_storage(url: str | None):
     raise CostsimError(f"--storage {url}: could not create Optuna's tables ({str(error).splitlines()[0]})")
 
 
-def fail_orphans(study) -> list[int]:
-    """Trials left RUNNING by a worker on this host whose process is gone (killed): a
-    journal file has no heartbeat to expire them. They become FAIL and their parameters
-    are queued again, so the resumed study still completes ``n_trials``."""
+# A worker claims a trial (its "worker" attribute) within milliseconds of creating it; one
+# still unclaimed after this long was created by a worker killed in between.
+UNCLAIMED_GRACE_S = 5.0
+
+
+def fail_orphans(study, grace_s: float = UNCLAIMED_GRACE_S) -> list[int]:
+    """Trials left RUNNING by a killed worker: a journal file has no heartbeat to expire
+    them. They become FAIL and their parameters are queued again, so the resumed study
+    still completes ``n_trials``. A trial is orphaned when its worker ran on this host and
+    is gone, or when no worker has claimed it ``grace_s`` after it started (the kill fell
+    between creating the trial and claiming it); this waits out the grace only when an
+    unclaimed trial is younger than that."""
     from optuna.trial import TrialState
 
-    failed = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        if is_gone(str(trial.user_attrs.get("worker", ""))):
-            study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # no public API
-            study.enqueue_trial(trial.params, skip_if_exists=False)
-            failed.append(trial.number)
-    return failed
+    def running() -> list:
+        return study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
 
+    orphans = [t for t in running() if is_gone(str(t.user_attrs.get("worker", "")))]
+    unclaimed = [t for t in running() if "worker" not in t.user_attrs]
+    if unclaimed:
+        youngest = max(t.datetime_start for t in unclaimed)
+        time.sleep(max(0.0, grace_s - (datetime.now() - youngest).total_seconds()))  # Optuna stamps local time
+        ids = {t._trial_id for t in unclaimed}
+        orphans += [t for t in running() if t._trial_id in ids and "worker" not in t.user_attrs]
+    for trial in orphans:
+        study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)  # no public API
+        # a trial killed before its suggestions still has the parameters it was queued with
+        study.enqueue_trial(trial.params or trial.system_attrs.get("fixed_params", {}), skip_if_exists=False)
+    return sorted(t.number for t in orphans)
 
 
 @dataclass(frozen=True)

@@ -291,6 +291,15 @@ def _load(log: Path, name: str) -> list[FrozenTrial] | None:
         return None
 
 
+def _wait_until_stopped(pid: int) -> None:
+    """Until the kernel reports the process stopped (state T in /proc/PID/stat)."""
+    stat = Path(f"/proc/{pid}/stat")
+    deadline = time.monotonic() + 5
+    while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "T":
+        assert time.monotonic() < deadline, "the worker did not stop"
+        time.sleep(0.001)
+
+
 @pytest.fixture(scope="module")
 def killed_and_resumed() -> Iterator[dict]:
     """One CLI worker on a journal file, SIGKILLed in the middle of a trial once at
@@ -320,6 +329,7 @@ def killed_and_resumed() -> Iterator[dict]:
                 trials = _load(log, "s")
                 if trials is not None and len(trials) >= 20:
                     os.kill(worker.pid, signal.SIGSTOP)
+                    _wait_until_stopped(worker.pid)  # the signal is asynchronous: the worker may run on briefly
                     trials = None if lock.exists() else _load(log, "s")
                     if trials and any(t.state == TrialState.RUNNING for t in trials):
                         os.kill(worker.pid, signal.SIGKILL)
@@ -360,6 +370,24 @@ def test_resume_after_sigkill_finishes_every_trial(killed_and_resumed: dict) -> 
     assert not [t.number for t in after if t.state == TrialState.RUNNING]
     killed = [t for t in at_kill if t.state == TrialState.RUNNING]
     assert [after[t.number].state for t in killed] == [TrialState.FAIL] * len(killed)
+
+
+def test_a_trial_killed_before_its_worker_claimed_it_is_failed_and_retried() -> None:
+    """A kill between Optuna creating a trial and the objective claiming it leaves a
+    RUNNING trial with no worker; it is an orphan once the grace has passed, while a
+    trial claimed by a live worker is left alone."""
+    study = optuna.create_study()
+    study.enqueue_trial({"d_model": 512})
+    unclaimed = study.ask()  # the queued trial, never claimed
+    live = study.ask()
+    live.set_user_attr("worker", search.worker_id())  # this process: alive
+    started = time.monotonic()
+    assert search.fail_orphans(study, grace_s=0.3) == [unclaimed.number]
+    assert time.monotonic() - started >= 0.2  # waited for the grace
+    states = {t.number: t.state for t in study.trials}
+    assert states[unclaimed.number] == TrialState.FAIL and states[live.number] == TrialState.RUNNING
+    [retry] = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.system_attrs["fixed_params"] == {"d_model": 512}
 
 
 # --- 6, 7. many workers on one study -----------------------------------------------------

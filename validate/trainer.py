@@ -438,13 +438,15 @@ class Trainer:
     def start(self) -> None:
         if self.rank:
             return
+        # status (with this process as its writer) before the run itself: a kill between
+        # the two must not leave a run that reads "running" forever
+        self.store.record_status(self.run_id, "running")
         self.store.append("runs", [{
             "run_id": self.run_id, "started_at": datetime.now(UTC), "status": "running",
             "spec_json": self.spec.model_dump_json(), "code_version": code_version(),
             "torch_version": torch.__version__, "device": str(self.device) if self.device.type == "cpu"
             else torch.cuda.get_device_name(self.device), "seed": self.spec.training.seed, "kind": "train",
             "record_id": f"{self.run_id}:run"}])
-        self.store.record_status(self.run_id, "running")
 
     def train(self, resumed: bool = False) -> RunState:
         from tqdm import tqdm
