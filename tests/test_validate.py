@@ -290,6 +290,23 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
     assert "Traceback" not in result.stderr
 
 
+def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(tmp_path):
+    """The check comes before any tensor is allocated, so the error is one line, not an
+    out-of-memory kill, and it says by how much the model misses."""
+    import yaml
+
+    spec = {"model": {"d_model": 16384, "n_heads": 128, "vocab_size": 256, "seq_len": 64},
+            "training": {"micro_batch_size": 1, "batch_size": 1, "precision": "fp32"},
+            "stages": [{"layers": 96, "tokens": 64}]}
+    (tmp_path / "huge.yaml").write_text(yaml.safe_dump(spec))
+    started = time.monotonic()
+    result = run_cli("huge.yaml", "--db", "h.duckdb", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert "needs about" in line and "this machine has" in line and "short by" in line and "--tiny" in line
+    assert time.monotonic() - started < 60  # nothing of the ~1.2 TB model was allocated
+
+
 def test_data_parallel_under_torchrun_on_cpu(tmp_path):
     """Two gloo processes train the tiny schedule; rank 0 stores one run with every step."""
     env = {**os.environ, "COSTSIM_DATA_DIR": str(tmp_path / "data"), "OMP_NUM_THREADS": "1"}

@@ -156,6 +156,18 @@ def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: Sched
         optimizer.add_param_group(group)
 
 
+def available_host_memory_bytes() -> int | None:
+    """Memory the kernel could give this process now (Linux's MemAvailable); None where
+    unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def device_gpu_preset(device: torch.device) -> str | None:
     return preset_for_device(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
@@ -199,14 +211,14 @@ class Trainer:
         torch.manual_seed(t.seed)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 for fp32 runs, as the GPU presets assume
+        self._predictions = self._predict()
+        self._check_memory()  # before any tensor exists: an oversized model fails here, not in an OOM
         self.model = GPT(gpt_shape(spec, 0), final_n_layers=spec.stages[-1].layers).to(self.device)
         self.optimizer = make_optimizer(self.model, spec, self.device)
         self.generator = torch.Generator().manual_seed(t.seed + self.rank)
         self.val_batches = dataset.fixed_batches("val", options.eval_batches, t.micro_batch_size, spec.model.seq_len,
                                                  seed=t.seed)
         self._step_rows: list[dict] = []
-        self._predictions = self._predict()
-        self._check_memory()
 
     def _init_distributed(self) -> None:
         """Data parallel under torchrun: one process per GPU (NCCL), or per CPU (gloo)."""
@@ -231,18 +243,28 @@ class Trainer:
                              profile=profile, precision=self.spec.training.precision, n_gpus=self.world)
 
     def _check_memory(self) -> None:
-        """Refuse a schedule whose predicted peak does not fit this GPU, saying by how much."""
-        if self.device.type != "cuda":
-            return
-        _, total = torch.cuda.mem_get_info(self.device)
-        peaks = self._predictions.peak_memory_bytes
+        """Refuse a schedule whose predicted peak does not fit this device, saying by how
+        much: the GPU's memory, or on a CPU the host memory now available (where the
+        trainer runs in fp32, so the peak is predicted in fp32)."""
+        if self.device.type == "cuda":
+            _, total = torch.cuda.mem_get_info(self.device)
+            peaks, where, fix = self._predictions.peak_memory_bytes, "the GPU has", (
+                "lower training.micro_batch_size or set training.recompute: full (python -m costsim.estimate SPEC "
+                "suggests a setting that fits)")
+        else:
+            total = available_host_memory_bytes()
+            if total is None:
+                return
+            peaks = estimate_many(stage_shape(self.spec), batch_size=self.spec.training.batch_size,
+                                  gpu=load_gpu("h200"), profile=profile_for(None, None), precision="fp32",
+                                  n_gpus=self.world).peak_allocated_bytes * self.world  # every process is here
+            where = "this machine has"
+            fix = "add --tiny (the same schedule, laptop-sized) or use a smaller model or micro-batch"
         worst = int(np.argmax(peaks))
         if peaks[worst] > total:
             raise CostsimError(
-                f"stage {worst} needs about {peaks[worst] / 2**30:.1f} GiB but the GPU has {total / 2**30:.1f} GiB "
-                f"(short by {(peaks[worst] - total) / 2**30:.1f} GiB); lower training.micro_batch_size or set "
-                "training.recompute: full (python -m costsim.estimate SPEC suggests a setting that fits)"
-            )
+                f"stage {worst} needs about {peaks[worst] / 2**30:.1f} GiB but {where} {total / 2**30:.1f} GiB "
+                f"(short by {(peaks[worst] - total) / 2**30:.1f} GiB); {fix}")
 
     # --- checkpoints ---------------------------------------------------------------------
 
