@@ -315,6 +315,26 @@ def test_calibration_compares_run_stages_and_cost_measurements(fx: Fixture, no_l
     assert {row[0] for row in profile.holdout} == {"step_time", "peak_allocated", "peak_reserved"}
 
 
+def test_calibration_shows_a_gpu_stage_allocated_and_reserved(tmp_path: Path, no_loss_model) -> None:
+    store = Store(tmp_path / "gpu.duckdb")
+    spec = load_spec(TINY)
+    store.append("runs", [{"run_id": "g", "started_at": datetime(2026, 11, 28, tzinfo=UTC), "status": "complete",
+                           "spec_json": spec.model_dump_json(), "torch_version": "2.11", "device": "NVIDIA H200",
+                           "seed": 0, "kind": "train", "record_id": "g:run"}])
+    store.append("stages", [{
+        "run_id": "g", "stage_index": 0, "layers": 2, "d_model": 64, "tokens": 1e4, "steps": 10,
+        "flops_counted_per_step": 1e9, "flops_counted_predicted_per_step": 1e9,
+        "peak_memory_bytes": 1.1e9, "peak_memory_predicted_bytes": 1.0e9,
+        "peak_reserved_bytes": 1.5e9, "peak_reserved_predicted_bytes": 1.2e9,
+        "step_time_s": 0.02, "step_time_predicted_s": 0.025, "record_id": "g:stage:0"}])
+    selection = select(store, ["g"], None)
+    data = calibration_data(store, selection, loss_predictions(store, selection))
+    memory = sorted((p.detail, p.predicted, p.measured) for p in data.points if p.quantity == "memory")
+    assert memory == [("peak allocated", 1.0e9, 1.1e9), ("peak reserved", 1.2e9, 1.5e9)]
+    [time_point] = [p for p in data.points if p.quantity == "step_time"]
+    assert time_point.relative_error == pytest.approx(0.025 / 0.02 - 1)
+
+
 def test_search_history_best_so_far_and_pareto_front(fx: Fixture) -> None:
     data = search_data(fx.store)
     studies = {s.name: s for s in data.studies}
