@@ -73,34 +73,68 @@ def load_runs(db: str | Path, holdout_marker: str = "[holdout]", min_step: int =
 
 # --- parameter vector ---------------------------------------------------------------------
 
-NAMES = ["E", "log_A", "alpha", "log_B", "beta", "anneal", "frozen_exponent", "reset_jump",
-         *[f"jump_{op}" for op in JUMP_OPERATORS]]
-LOWER = np.array([0.0, -5, 0.02, -5, 0.02, 0.0, 0.0, 0.0, *[0.0] * len(JUMP_OPERATORS)])
-UPPER = np.array([10.0, 25, 2.0, 25, 2.0, 1.0, 4.0, 2.0, *[5.0] * len(JUMP_OPERATORS)])
+
+@dataclass(frozen=True)
+class Coordinate:
+    """One entry of the vector least squares moves: a LossParams field (``jumps.OP`` for
+    an operator's jump), its bounds, and how it is fitted."""
+
+    field: str
+    lower: float
+    upper: float
+    log: bool = False  # fitted as log(value): scale constants span decades
+    prior: float | None = None  # pulled weakly towards this (None: towards the start value)
+    regularised: bool = False  # has a weak prior (growth parameters few runs constrain)
+
+    def get(self, p: LossParams) -> float:
+        if self.field.startswith("jumps."):
+            value = p.jumps.get(self.field.removeprefix("jumps."), JUMP_PRIOR)
+        else:
+            value = getattr(p, self.field)
+        return float(np.log(value)) if self.log else float(value)
+
+
+COORDINATES = (
+    Coordinate("E", 0.0, 10.0),
+    Coordinate("A", -5.0, 25.0, log=True),
+    Coordinate("alpha", 0.02, 2.0),
+    Coordinate("B", -5.0, 25.0, log=True),
+    Coordinate("beta", 0.02, 2.0),
+    Coordinate("anneal", 0.0, 1.0, regularised=True),
+    Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
+    Coordinate("reset_jump", 0.0, 2.0, regularised=True),
+    *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),
+)
+LOWER = np.array([c.lower for c in COORDINATES])
+UPPER = np.array([c.upper for c in COORDINATES])
+REGULARISED = np.array([c.regularised for c in COORDINATES])
 
 
 def to_params(x: np.ndarray) -> LossParams:
-    return LossParams(E=x[0], A=float(np.exp(x[1])), alpha=x[2], B=float(np.exp(x[3])), beta=x[4], anneal=x[5],
-                      frozen_exponent=x[6], reset_jump=x[7],
-                      jumps={op: float(v) for op, v in zip(JUMP_OPERATORS, x[8:])})
+    values: dict = {"jumps": {}}
+    for c, v in zip(COORDINATES, x, strict=True):
+        value = float(np.exp(v)) if c.log else float(v)
+        if c.field.startswith("jumps."):
+            values["jumps"][c.field.removeprefix("jumps.")] = value
+        else:
+            values[c.field] = value
+    return LossParams(**values)
 
 
 def to_vector(p: LossParams) -> np.ndarray:
-    return np.array([p.E, np.log(p.A), p.alpha, np.log(p.B), p.beta, p.anneal, p.frozen_exponent, p.reset_jump,
-                     *[p.jumps.get(op, JUMP_PRIOR) for op in JUMP_OPERATORS]])
+    return np.array([c.get(p) for c in COORDINATES])
 
 
 def _residuals(x: np.ndarray, runs: list[RunData], prior: np.ndarray) -> np.ndarray:
     p = to_params(x)
     parts = [trajectory(p, run.plans, at_tokens=run.tokens)[1] - run.loss for run in runs]
-    parts.append(PRIOR_WEIGHT * (x[5:] - prior[5:]))
+    parts.append(PRIOR_WEIGHT * (x[REGULARISED] - prior[REGULARISED]))
     return np.concatenate(parts)
 
 
 def fit_params(runs: list[RunData], start: LossParams) -> tuple[LossParams, float]:
     x0 = np.clip(to_vector(start), LOWER + 1e-9, UPPER - 1e-9)
-    prior = x0.copy()
-    prior[8:] = JUMP_PRIOR
+    prior = np.array([x if c.prior is None else c.prior for c, x in zip(COORDINATES, x0, strict=True)])
     result = least_squares(_residuals, x0, bounds=(LOWER, UPPER), args=(runs, prior), x_scale="jac", max_nfev=400)
     n_points = sum(len(r.loss) for r in runs)
     residual = result.fun[:n_points]

@@ -5,7 +5,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from costsim.fit import RunData, fit_params, flops_to_reach, to_vector
+from costsim.fit import COORDINATES, RunData, fit_params, flops_to_reach, to_params, to_vector
 from costsim.loss import LossParams, LossProfile, StagePlan, equivalent_tokens, predict, reducible, trajectory
 from costsim.paper import full_training
 from costsim.spec import parse_spec
@@ -115,6 +115,21 @@ def test_fit_recovers_known_parameters():
         predicted = trajectory(fitted, stage_plans(run.spec, run.steps), at_tokens=run.tokens)[1]
         assert np.max(np.abs(predicted - run.loss)) < 0.015
     assert np.all(np.isfinite(to_vector(fitted)))
+
+
+def test_the_fit_vector_covers_every_loss_parameter_and_round_trips():
+    from costsim.growth import JUMP_OPERATORS
+    from costsim.loss import load_loss_profile
+
+    assert {c.field.partition(".")[0] for c in COORDINATES} == set(LossParams.model_fields)
+    assert [c.field for c in COORDINATES if c.field.startswith("jumps.")] == [f"jumps.{op}" for op in JUMP_OPERATORS]
+    params = load_loss_profile("chinchilla").params
+    again = to_params(to_vector(params))
+    for name in LossParams.model_fields:
+        if name == "jumps":
+            assert again.jumps == pytest.approx(params.jumps)
+        else:
+            assert getattr(again, name) == pytest.approx(getattr(params, name), rel=1e-12)
 
 
 def test_flops_to_reach_interpolates_and_reports_never():
