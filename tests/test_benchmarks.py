@@ -1,0 +1,27 @@
+"""The GPU session script is the only way GPU numbers reach the README, and a device
+session is short and rare: it must not find the script broken. DEVICE=cpu runs its
+steps at laptop sizes."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_gpu_session_script_runs_its_steps_on_a_cpu(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path / "out"), "COSTSIM_DATA_DIR": str(tmp_path / "data"),
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(["bash", "benchmarks/gpu_session.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=400)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "out"
+    results = [json.loads(line) for line in (out / "throughput.jsonl").read_text().splitlines()]
+    assert [(r["preset"], r["loop"]) for r in results] == [("tiny", "trainer"), ("tiny", "bare")]
+    assert all(r["tokens_per_s"] > 0 and r["device"] == "cpu" for r in results)
+    assert json.loads((out / "measure.json").read_text())
+    report = (out / "paper_run.log").read_text()
+    assert "final validation loss" in report and report.count("(exact)") >= 2 * 8, report  # 8 stages
+    assert (out / "gpu.duckdb").stat().st_size > 0
