@@ -33,6 +33,14 @@ def one_line(exc: ValidationError) -> str:
     return parts[0] + more if len(parts) > 2 else "; ".join(parts)
 
 
+# Packages only some commands need, and how to get them (a missing one is a user's
+# setup, so it gets one line like any other user error).
+OPTIONAL_MODULES = {
+    "torch": "pip install torch -e '.[validate]' (on a CPU-only machine: pip install torch==2.13.0 -e '.[validate]')",
+    "tqdm": "pip install -e '.[validate]'",
+}
+
+
 def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
     """Run a CLI entry point; user errors print one line to stderr and exit 2."""
 
@@ -42,6 +50,12 @@ def cli_errors(main: Callable[..., int | None]) -> Callable[..., int]:
             return main(*args, **kwargs) or 0
         except CostsimError as exc:
             print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except ModuleNotFoundError as exc:
+            if exc.name not in OPTIONAL_MODULES:
+                raise
+            print(f"error: this command needs {exc.name}, which is not installed; {OPTIONAL_MODULES[exc.name]}",
+                  file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print("interrupted", file=sys.stderr)

@@ -345,3 +345,17 @@ def test_estimate_prints_three_digits_with_the_right_prefix(value, text):
     from costsim.text import si
 
     assert si(value, "FLOP") == text
+
+
+@pytest.mark.parametrize("module, args", [("validate.run", ["examples/tiny_three_stage.yaml"]),
+                                          ("validate.measure", ["--device", "cpu"])])
+def test_a_training_command_without_torch_says_how_to_install_it(module, args, tmp_path):
+    """The base install (planning only) has no torch; the training commands must say so
+    in one line instead of a traceback."""
+    code = ("import runpy, sys; sys.modules['torch'] = None; "  # None in sys.modules: import torch fails
+            f"sys.argv = [{module!r}, *{args!r}, '--db', {str(tmp_path / 'x.duckdb')!r}]; "
+            f"runpy.run_module({module!r}, run_name='__main__')")
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: this command needs torch") and "pip install torch" in line

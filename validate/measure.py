@@ -20,17 +20,21 @@ import statistics
 import time
 import uuid
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from costsim.calibration import CostCase
 from costsim.errors import CostsimError, cli_errors
-from validate.counting import count_micro_batch
-from validate.model import GPT, GPTShape
 from validate.store import Store
+
+if TYPE_CHECKING:  # torch loads inside the functions, so a missing torch is one line from cli_errors
+    import torch
+
+    from validate.model import GPTShape
 
 
 def gpt_shape(case: CostCase) -> GPTShape:
+    from validate.model import GPTShape
+
     return GPTShape(vocab_size=case.V, seq_len=case.T, n_layers=case.L, d_model=case.d, n_heads=case.h,
                     n_kv_heads=case.n_kv_heads or case.h, d_ff=4 * case.d, mlp=case.mlp, tied_embeddings=case.tied)
 
@@ -57,6 +61,11 @@ CPU_SWEEP = [
 
 
 def measure_case(case: CostCase, device: torch.device, warmup: int = 3, repeats: int = 10) -> dict:
+    import torch
+
+    from validate.counting import count_micro_batch
+    from validate.model import GPT
+
     torch.manual_seed(0)
     model = GPT(gpt_shape(case)).to(device)
     model.set_trainable(case.L - case.frozen, not case.freeze_emb)
@@ -125,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=10, help="timed steps per case")
     parser.add_argument("--only", help="comma-separated case names to run (default: the device's sweep)")
     args = parser.parse_args(argv)
+    import torch
+
     from validate.trainer import resolve_device
 
     device = resolve_device(args.device)

@@ -21,9 +21,7 @@ from pathlib import Path
 from costsim.errors import CostsimError, cli_errors
 from costsim.spec import load_spec, parse_spec
 from costsim.text import binary_bytes, si, table
-from validate.data import DataError, open_dataset
 from validate.store import Store
-from validate.trainer import RunOptions, Trainer, tiny
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -52,7 +50,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _options(args) -> RunOptions:
+def _options(args):
+    from validate.trainer import RunOptions
+
     for name in ("max_steps", "eval_every", "eval_batches", "checkpoint_every"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -106,7 +106,10 @@ def main(argv: list[str] | None = None) -> int:
     store = Store(args.db)
     if args.list:
         return _list(store)
-    options = _options(args)
+    options = _options(args)  # imports torch: a missing torch is one line from cli_errors
+    from validate.data import DataError, open_dataset
+    from validate.trainer import Trainer, tiny
+
     try:
         if args.resume:
             checkpoint = options.run_dir / args.resume / "checkpoint.pt"
