@@ -257,6 +257,7 @@ def test_kill_and_resume_reaches_the_same_number_of_steps(tmp_path):
     # the report: every stage's counted FLOPs and saved activations equal the prediction
     report = done.stdout.splitlines()
     assert report[0].startswith(f"run {run_id}: ") and "final validation loss" in report[0]
+    assert report[1].startswith("loss model (stdlib-bytes): final validation loss ") and "interval" in report[1]
     stage_rows = [line for line in report[3:] if line.split()[0].isdigit()]
     assert len(stage_rows) == 4 and all(line.count("(exact)") == 2 for line in stage_rows), done.stdout
     from costsim.spec import load_spec

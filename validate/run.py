@@ -100,6 +100,17 @@ def _report(store: Store, run_id: str, on_gpu: bool) -> str:
     return "\n".join([*table(rows), note])
 
 
+def _loss_check(spec, steps: list[int], measured: float) -> str:
+    """The loss model's prediction for the steps this run trained, next to what it measured."""
+    from costsim.loss import predict_curve
+
+    curve = predict_curve(spec, steps=steps)
+    inside = curve.lower[-1] <= measured <= curve.upper[-1]
+    return (f"loss model ({curve.label}): final validation loss {curve.loss[-1]:.4f} "
+            f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}], measured {measured:.4f} "
+            f"({measured - curve.loss[-1]:+.4f}, {'inside' if inside else 'outside'} the 90% interval)")
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
@@ -147,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {trainer.run_id}: {state.step} steps, {state.tokens:,.0f} tokens, "
                   f"{state.flops_counted:.3g} counted FLOPs, final validation loss {trainer.last_val_loss:.4f}; "
                   f"stored in {args.db}")
+            print(_loss_check(spec, trainer.steps, trainer.last_val_loss))
             print(_report(store, trainer.run_id, trainer.device.type == "cuda"))
     return 0
 
