@@ -13,7 +13,7 @@ from fractions import Fraction
 import numpy as np
 from pydantic import BaseModel
 
-from costsim.constants import COMPUTE_BYTES, SECONDS_PER_HOUR
+from costsim.constants import COMPUTE_BYTES
 from costsim.flops import micro_batch_flops, parameter_counts, study_units_per_token
 from costsim.hardware import GPUSpec
 from costsim.memory import SHARDED, peak_memory
@@ -217,7 +217,6 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
     steps = steps_per_stage(spec)
     units = study_units_per_token(stage_shape(spec))
     suggestions = _fit_suggestions(spec, profile, costs.fits_in_memory)
-    price = hw.usd_per_gpu_hour * hw.n_gpus / SECONDS_PER_HOUR
     peak_rate = gpu.peak_flops_per_s(spec.training.precision) * hw.n_gpus
     stages = []
     for i, stage in enumerate(spec.stages):
@@ -235,7 +234,7 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
             flops_counted=steps[i] * float(costs.flops_counted_per_step[i]),
             flops_model=steps[i] * float(costs.flops_model_per_step[i]),
             study_units=stage.tokens * float(units[i]),
-            step_time_s=float(costs.step_time_s[i]), time_s=time_s, cost_usd=time_s * price,
+            step_time_s=float(costs.step_time_s[i]), time_s=time_s, cost_usd=hw.cost_usd(time_s),
             mfu=float(costs.flops_model_per_step[i]) / (float(costs.step_time_s[i]) * peak_rate),
             peak_memory_bytes=float(costs.peak_memory_bytes[i]),
             peak_allocated_bytes=float(costs.peak_allocated_bytes[i]),

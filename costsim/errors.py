@@ -37,7 +37,6 @@ def one_line(exc: ValidationError) -> str:
 # setup, so it gets one line like any other user error).
 OPTIONAL_MODULES = {
     "torch": "pip install torch -e '.[validate]' (on a CPU-only machine: pip install torch==2.13.0 -e '.[validate]')",
-    "tqdm": "pip install -e '.[validate]'",
 }
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from costsim.constants import COMPUTE_BYTES
+from costsim.constants import COMPUTE_BYTES, SECONDS_PER_HOUR
 from costsim.engine import estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
@@ -213,10 +213,9 @@ class Planner:
         """Budget units one optimizer step of each stage spends."""
         if self.budget.kind == "flops":
             return costs.flops_counted_per_step
-        hours = costs.step_time_s / 3600
         if self.budget.kind == "hours":
-            return hours
-        return hours * self.hardware.usd_per_gpu_hour * self.hardware.n_gpus
+            return costs.step_time_s / SECONDS_PER_HOUR
+        return self.hardware.cost_usd(costs.step_time_s)
 
     def _spend(self, model, training, hardware, stages, weights, per_step) -> ScheduleSpec | None:
         tokens_per_step = training["batch_size"] * model["seq_len"]
@@ -238,7 +237,7 @@ class Planner:
         return Evaluation(
             spec=spec, loss=float(curve.loss[-1]), loss_lower=float(curve.lower[-1]),
             loss_upper=float(curve.upper[-1]), flops_counted=float(np.dot(steps, costs.flops_counted_per_step)),
-            time_s=time_s, cost_usd=time_s / 3600 * self.hardware.usd_per_gpu_hour * self.hardware.n_gpus,
+            time_s=time_s, cost_usd=self.hardware.cost_usd(time_s),
             peak_memory_bytes=float(costs.peak_memory_bytes.max()), stages=len(spec.stages),
             fits_in_memory=bool(np.all(costs.peak_memory_bytes <= self.memory_limit)),
             budget_used=spent / self.budget.amount,

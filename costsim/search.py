@@ -36,6 +36,7 @@ from costsim.planner import Budget, Evaluation, Planner, SearchSpace
 from costsim.processes import is_gone, worker_id
 from costsim.profile import profile_for
 from costsim.spec import HardwareSpec
+from costsim.text import binary_bytes
 
 # A candidate that cannot be built still needs an objective value; it is marked
 # infeasible through the constraint, so this value never wins.
@@ -217,7 +218,7 @@ def describe(e: Evaluation) -> str:
     stages = " -> ".join(f"{s.layers}L{'/' + str(s.d_model) if s.d_model else ''}"
                          f"{'(new)' if s.train == 'new' else ''}" for s in e.spec.stages)
     return (f"loss {e.loss:.4f} [{e.loss_lower:.4f}, {e.loss_upper:.4f}], {e.flops_counted:.3g} counted FLOPs, "
-            f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.2f}, peak {e.peak_memory_bytes / 2**30:.1f} GiB; "
+            f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.2f}, peak {binary_bytes(e.peak_memory_bytes)}; "
             f"d_model {e.spec.model.d_model}, stages {stages}")
 
 

@@ -16,6 +16,7 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from costsim.constants import SECONDS_PER_HOUR
 from costsim.errors import SpecError, one_line
 from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
@@ -93,6 +94,10 @@ class HardwareSpec(StrictModel):
         if self.price_per_gpu_hour is not None:
             return self.price_per_gpu_hour
         return self.resolved_gpu().price_per_gpu_hour
+
+    def cost_usd(self, seconds):
+        """What ``seconds`` (a number or an array) of all the GPUs' time costs."""
+        return seconds / SECONDS_PER_HOUR * self.usd_per_gpu_hour * self.n_gpus
 
 
 class StageSpec(StrictModel):

@@ -40,6 +40,7 @@ import yaml
 
 from costsim.engine import estimate
 from costsim.errors import CostsimError, cli_errors
+from costsim.fit import flops_to_reach
 from costsim.loss import predict_curve
 from costsim.ops import block_ops, head_ops, total
 from costsim.paper import continual_tokens, full_training, paper_incremental, study_cost_ratio
@@ -211,14 +212,7 @@ def compare(a: Curve, b: Curve, axis: str = "flops") -> Comparison:
 
 
 def to_reach(curve: Curve, target: float, axis: str = "flops") -> float | None:
-    x = getattr(curve, axis)
-    below = np.flatnonzero(curve.loss <= target)
-    if not len(below):
-        return None
-    i = below[0]
-    if i == 0:
-        return float(x[0])
-    return float(x[i - 1] + (x[i] - x[i - 1]) * (curve.loss[i - 1] - target) / (curve.loss[i - 1] - curve.loss[i]))
+    return flops_to_reach(target, getattr(curve, axis), curve.loss)  # the same interpolation on any axis
 
 
 def loss_at(curve: Curve, x: float, axis: str = "flops") -> float | None:

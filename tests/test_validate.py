@@ -105,6 +105,22 @@ def test_stack_copy_and_stack_middle_copy_weights():
     assert copies == 4  # blocks 1 and 2 appear twice each
 
 
+def test_a_bf16_spec_on_a_cpu_is_predicted_as_the_fp32_it_runs(dataset, tmp_path):
+    """A CPU has no bf16 autocast here, so it trains a bf16-mixed spec in fp32; the
+    predictions stored beside the measurements must be for fp32 too."""
+    spec = parse_spec({
+        "model": {"d_model": 32, "n_heads": 4, "vocab_size": 256, "seq_len": 32},
+        "training": {"micro_batch_size": 4, "batch_size": 4, "precision": "bf16-mixed"},
+        "stages": [{"layers": 2, "tokens": 4 * 32 * 3}],
+    })
+    store = Store(tmp_path / "b.duckdb")
+    trainer = Trainer(spec, dataset, store, RunOptions(progress=False, run_dir=tmp_path))
+    trainer.start()
+    trainer.train()
+    [row] = store.query("SELECT peak_memory_bytes, peak_memory_predicted_bytes FROM stages")
+    assert row["peak_memory_bytes"] == row["peak_memory_predicted_bytes"]
+
+
 def test_frozen_parameters_are_bit_identical_after_training(dataset, tmp_path):
     spec = parse_spec({
         "model": {"d_model": 32, "n_heads": 4, "vocab_size": 256, "seq_len": 32},

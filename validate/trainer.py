@@ -29,6 +29,7 @@ from costsim.hardware import load_gpu, preset_for_device
 from costsim.lr import lr_at
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
+from costsim.text import binary_bytes
 from validate.counting import count_micro_batch
 from validate.data import TokenDataset
 from validate.model import GPT, GPTShape
@@ -206,8 +207,10 @@ class Trainer:
             self._init_distributed()
         self.accumulation = t.batch_size // (t.micro_batch_size * self.world)
         self.tokens_per_step = t.batch_size * spec.model.seq_len
-        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                         if self.device.type == "cuda" and t.precision == "bf16-mixed" else contextlib.nullcontext())
+        # what this device really runs: bf16 autocast exists here only on a GPU, a CPU trains in fp32
+        self.precision = t.precision if self.device.type == "cuda" else "fp32"
+        self.autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if self.precision == "bf16-mixed"
+                         else contextlib.nullcontext())
         torch.manual_seed(t.seed)
         if self.device.type == "cuda":
             torch.set_float32_matmul_precision("high")  # TF32 for fp32 runs, as the GPU presets assume
@@ -239,13 +242,16 @@ class Trainer:
         preset = device_gpu_preset(self.device)
         gpu = load_gpu(preset or (hw.gpu if isinstance(hw.gpu, str) else "h200"))
         profile = profile_for(preset, None)
-        return estimate_many(stage_shape(self.spec), batch_size=self.spec.training.batch_size, gpu=gpu,
-                             profile=profile, precision=self.spec.training.precision, n_gpus=self.world)
+        spec = self.spec
+        if self.precision != spec.training.precision:  # predict what runs: a CPU trains a bf16 spec in fp32
+            spec = spec.model_copy(update={"training": spec.training.model_copy(update={"precision": self.precision})})
+        return estimate_many(stage_shape(spec), batch_size=spec.training.batch_size, gpu=gpu,
+                             profile=profile, precision=self.precision, n_gpus=self.world)
 
     def _check_memory(self) -> None:
         """Refuse a schedule whose predicted peak does not fit this device, saying by how
-        much: the GPU's memory, or on a CPU the host memory now available (where the
-        trainer runs in fp32, so the peak is predicted in fp32)."""
+        much: the GPU's memory, or on a CPU the host memory now available, which every
+        process of the run shares."""
         if self.device.type == "cuda":
             _, total = torch.cuda.mem_get_info(self.device)
             peaks, where, fix = self._predictions.peak_memory_bytes, "the GPU has", (
@@ -255,16 +261,14 @@ class Trainer:
             total = available_host_memory_bytes()
             if total is None:
                 return
-            peaks = estimate_many(stage_shape(self.spec), batch_size=self.spec.training.batch_size,
-                                  gpu=load_gpu("h200"), profile=profile_for(None, None), precision="fp32",
-                                  n_gpus=self.world).peak_allocated_bytes * self.world  # every process is here
+            peaks = self._predictions.peak_allocated_bytes * self.world
             where = "this machine has"
             fix = "add --tiny (the same schedule, laptop-sized) or use a smaller model or micro-batch"
         worst = int(np.argmax(peaks))
         if peaks[worst] > total:
             raise CostsimError(
-                f"stage {worst} needs about {peaks[worst] / 2**30:.1f} GiB but {where} {total / 2**30:.1f} GiB "
-                f"(short by {(peaks[worst] - total) / 2**30:.1f} GiB); {fix}")
+                f"stage {worst} needs about {binary_bytes(peaks[worst])} but {where} {binary_bytes(total)} "
+                f"(short by {binary_bytes(peaks[worst] - total)}); {fix}")
 
     # --- checkpoints ---------------------------------------------------------------------
 
