@@ -1,17 +1,22 @@
 """``python -m costsim.estimate SPEC``: cost of a schedule, per stage and in total.
 
 SPEC is a .yaml, .json or .toml schedule (``python -m costsim.schema`` shows the
-format; examples/ has some). Prints a table; ``--json`` prints one JSON object.
+format; examples/ has some). Prints a table and the loss model's prediction; ``--json``
+prints one JSON object whose ``loss`` holds the predicted curve (``--loss-points`` per
+stage, each stage's last step included) with its interval.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from costsim.engine import ScheduleEstimate, estimate
-from costsim.errors import cli_errors
+from costsim.errors import CostsimError, cli_errors
 from costsim.hardware import gpu_preset_names
+from costsim.loss import load_loss_profile, loss_profile_names, profile_for_spec
+from costsim.loss_report import LossReport, loss_report
 from costsim.profile import profile_names
 from costsim.spec import load_spec, parse_spec
 from costsim.text import binary_bytes, duration, si, table
@@ -40,6 +45,13 @@ def render_table(result: ScheduleEstimate) -> str:
     return "\n".join([title, *lines, summary, *notes])
 
 
+def render_loss(report: LossReport) -> str:
+    f = report.final
+    line = (f"loss ({report.profile}): final {f.loss:.4f} [{f.lower:.4f}, {f.upper:.4f}] "
+            f"({report.interval:.0%} interval)")
+    return line + (f"\n{report.domain_note}" if report.domain_note else "")
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m costsim.estimate", description=__doc__,
@@ -49,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", help=f"override hardware.gpu ({', '.join(gpu_preset_names())})")
     parser.add_argument("--n-gpus", type=int, help="override hardware.n_gpus")
     parser.add_argument("--calibration", help=f"time/memory profile ({', '.join(profile_names())} or a .json path)")
+    parser.add_argument("--loss-profile", help=f"loss model ({', '.join(loss_profile_names())} or a .json path; "
+                        "default: the one fitted for the spec's vocabulary, else chinchilla)")
+    parser.add_argument("--loss-points", type=int, default=64, help="predicted loss points per stage (default 64)")
     args = parser.parse_args(argv)
+    if args.loss_points < 1:
+        raise CostsimError(f"--loss-points must be a positive integer, got {args.loss_points}")
     spec = load_spec(args.spec)
     overrides = {k: v for k, v in (("gpu", args.gpu), ("n_gpus", args.n_gpus), ("calibration", args.calibration))
                  if v is not None}
@@ -58,7 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         data["hardware"] = {**data["hardware"], **overrides}
         spec = parse_spec(data)
     result = estimate(spec)
-    print(json.dumps(result.model_dump(), indent=1) if args.json else render_table(result))
+    profile = load_loss_profile(args.loss_profile) if args.loss_profile else profile_for_spec(spec)
+    loss = loss_report(spec, profile, args.loss_points)
+    if args.json:
+        print(json.dumps({**result.model_dump(), "loss": loss.model_dump()}, indent=1))
+        if loss.domain_note:
+            print(loss.domain_note, file=sys.stderr)
+    else:
+        print(render_table(result))
+        print(render_loss(loss))
     return 0
 
 

@@ -1,83 +1,46 @@
-"""``python -m costsim.fit``: fit the loss model to real runs in the store.
+"""``python -m costsim.fit``: fit the loss model to real runs.
 
-Every validation loss of every complete run whose name does not mark it held out is a
-data point; the model predicts each from the run's spec and the steps it really ran.
-Least squares over all points, then a bootstrap over runs (resampled with
-replacement) for the prediction intervals. Held-out runs are predicted and their
-errors reported: the final loss, and the counted FLOPs needed to reach the final loss
-of the full-training baseline of the same final size.
+Every validation loss of every run (the shipped growth corpus, or a store's complete
+runs) is a data point; the model predicts each from the run's spec and the steps it
+really ran. The law's scale parameters are fitted on full-training runs first, then
+everything together by least squares; a bootstrap over runs gives the parameters'
+uncertainty. Leave-one-schedule-out cross-validation (``costsim.heldout``) gives the
+error on schedules the fit never saw, which becomes the profile's ``residual_std``.
 
-The fitted law's scale parameters (E, A, B, alpha, beta) belong to the data it was
-fitted on; the growth and annealing parameters are dimensionless and are what
-``--transfer-to`` carries over to another law (by default the published Chinchilla one).
+The fitted law's scale parameters (E, A, B, alpha, beta, d0, bcrit) belong to the data
+it was fitted on (tokenizer, model family); the growth parameters are dimensionless and
+are what ``--transfer-to`` carries over to another law (by default the published
+Chinchilla one).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import math
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
 
+from costsim.corpus import RunData, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
-from costsim.growth import JUMP_OPERATORS
-from costsim.loss import LossParams, LossProfile, StagePlan, load_loss_profile, stage_plans, trajectory
-from costsim.spec import ScheduleSpec, parse_spec
+from costsim.growth import JUMP_OPERATORS, OPERATORS
+from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, trajectory
+from costsim.spec import ScheduleSpec
 
 # Weak priors keep parameters the data cannot see (an operator no run used) at a
 # sensible value instead of wandering; their weight is tiny next to real points.
 PRIOR_WEIGHT = 0.02
 JUMP_PRIOR = 0.1
-
-
-@dataclass(frozen=True)
-class RunData:
-    run_id: str
-    name: str
-    spec: ScheduleSpec
-    steps: list[int]
-    tokens: np.ndarray  # at each validation loss
-    loss: np.ndarray
-    holdout: bool
-
-    @property
-    def plans(self) -> list[StagePlan]:
-        return stage_plans(self.spec, self.steps)
-
-
-def load_runs(db: str | Path, holdout_marker: str = "[holdout]", min_step: int = 40) -> list[RunData]:
-    from validate.store import Store
-
-    store = Store(db)
-    runs = store.query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' AND kind = 'train' "
-                       "ORDER BY started_at")
-    out = []
-    for run in runs:
-        spec = parse_spec(json.loads(run["spec_json"]))
-        stages = store.query("SELECT stage_index, steps FROM stages WHERE run_id = ? ORDER BY stage_index",
-                             [run["run_id"]])
-        evals = store.query("SELECT step, tokens, val_loss FROM evals WHERE run_id = ? AND step >= ? ORDER BY step",
-                            [run["run_id"], min_step])
-        if len(stages) != len(spec.stages) or not evals:
-            continue
-        out.append(RunData(run_id=run["run_id"], name=spec.name or run["run_id"], spec=spec,
-                           steps=[s["steps"] for s in stages], tokens=np.array([e["tokens"] for e in evals]),
-                           loss=np.array([e["val_loss"] for e in evals]), holdout=holdout_marker in (spec.name or "")))
-    return out
-
-
-# --- parameter vector ---------------------------------------------------------------------
+DEFAULT_STRUCTURE = "fading"
 
 
 @dataclass(frozen=True)
 class Coordinate:
     """One entry of the vector least squares moves: a LossParams field (``jumps.OP`` for
-    an operator's jump), its bounds, and how it is fitted."""
+    an operator's jump, ``lags.OP`` for its lag), its bounds, and how it is fitted."""
 
     field: str
     lower: float
@@ -85,72 +48,130 @@ class Coordinate:
     log: bool = False  # fitted as log(value): scale constants span decades
     prior: float | None = None  # pulled weakly towards this (None: towards the start value)
     regularised: bool = False  # has a weak prior (growth parameters few runs constrain)
+    law: bool = False  # fitted on full training alone in the first pass
 
     def get(self, p: LossParams) -> float:
-        if self.field.startswith("jumps."):
-            value = p.jumps.get(self.field.removeprefix("jumps."), JUMP_PRIOR)
+        group, _, key = self.field.partition(".")
+        if key:
+            value = getattr(p, group).get(key, self.prior if self.prior is not None else 0.0)
         else:
             value = getattr(p, self.field)
-        return float(np.log(value)) if self.log else float(value)
+        return float(np.log(max(value, 1e-300))) if self.log else float(value)
 
 
-COORDINATES = (
-    Coordinate("E", 0.0, 10.0),
-    Coordinate("A", -5.0, 25.0, log=True),
-    Coordinate("alpha", 0.02, 2.0),
-    Coordinate("B", -5.0, 25.0, log=True),
-    Coordinate("beta", 0.02, 2.0),
-    Coordinate("anneal", 0.0, 1.0, regularised=True),
+COMMON = (
+    Coordinate("E", 0.0, 10.0, law=True),
+    Coordinate("A", -5.0, 25.0, log=True, law=True),
+    Coordinate("alpha", 0.02, 2.0, law=True),
+    Coordinate("B", -5.0, 25.0, log=True, law=True),
+    Coordinate("beta", 0.02, 2.0, law=True),
+    Coordinate("d0", 0.0, math.log(1e12), log=True, law=True),
+    Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
+    Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
+    Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
     Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
+    Coordinate("unfreeze_bump", 0.0, 2.0, prior=0.0, regularised=True),
+    Coordinate("unfreeze_steps", 0.0, math.log(1e5), log=True, regularised=True),
     Coordinate("reset_jump", 0.0, 2.0, regularised=True),
     *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),
 )
-LOWER = np.array([c.lower for c in COORDINATES])
-UPPER = np.array([c.upper for c in COORDINATES])
-REGULARISED = np.array([c.regularised for c in COORDINATES])
 
 
-def to_params(x: np.ndarray) -> LossParams:
-    values: dict = {"jumps": {}}
-    for c, v in zip(COORDINATES, x, strict=True):
+def coordinates(structure: str) -> tuple[Coordinate, ...]:
+    """The fitted vector for a growth structure: the common part plus what it adds."""
+    s = STRUCTURES[structure]
+    extra = []
+    if "lags" in s.fitted:
+        lo, hi = s.lag_bounds
+        extra += [Coordinate(f"lags.{op}", lo, hi, prior=0.0, regularised=True) for op in OPERATORS]
+    if "lag_tokens" in s.fitted:
+        extra.append(Coordinate("lag_tokens", math.log(1e-3), math.log(1e3), log=True, regularised=True))
+    return COMMON + tuple(extra)
+
+
+def to_params(x: np.ndarray, structure: str, base: LossParams | None = None) -> LossParams:
+    values: dict = base.model_dump() if base is not None else {}
+    values["structure"] = structure
+    values.setdefault("jumps", {})
+    values.setdefault("lags", {})
+    for c, v in zip(coordinates(structure), x, strict=True):
         value = float(np.exp(v)) if c.log else float(v)
-        if c.field.startswith("jumps."):
-            values["jumps"][c.field.removeprefix("jumps.")] = value
+        group, _, key = c.field.partition(".")
+        if key:
+            values[group] = {**values[group], key: value}
         else:
             values[c.field] = value
     return LossParams(**values)
 
 
-def to_vector(p: LossParams) -> np.ndarray:
-    return np.array([c.get(p) for c in COORDINATES])
+def to_vector(p: LossParams, structure: str | None = None) -> np.ndarray:
+    return np.array([c.get(p) for c in coordinates(structure or p.structure)])
 
 
-def _residuals(x: np.ndarray, runs: list[RunData], prior: np.ndarray) -> np.ndarray:
-    p = to_params(x)
-    parts = [trajectory(p, run.plans, at_tokens=run.tokens)[1] - run.loss for run in runs]
-    parts.append(PRIOR_WEIGHT * (x[REGULARISED] - prior[REGULARISED]))
-    return np.concatenate(parts)
+def _bounds(coords):
+    return np.array([c.lower for c in coords]), np.array([c.upper for c in coords])
 
 
-def fit_params(runs: list[RunData], start: LossParams) -> tuple[LossParams, float]:
-    x0 = np.clip(to_vector(start), LOWER + 1e-9, UPPER - 1e-9)
-    prior = np.array([x if c.prior is None else c.prior for c, x in zip(COORDINATES, x0, strict=True)])
-    result = least_squares(_residuals, x0, bounds=(LOWER, UPPER), args=(runs, prior), x_scale="jac", max_nfev=400)
-    n_points = sum(len(r.loss) for r in runs)
-    residual = result.fun[:n_points]
-    return to_params(result.x), float(np.sqrt(np.mean(residual**2)))
+def run_residuals(p: LossParams, runs: list[RunData]) -> list[np.ndarray]:
+    return [trajectory(p, run.plans, at_tokens=run.tokens)[1] - run.loss for run in runs]
 
 
-def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int) -> list[LossParams]:
+def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int) -> LossParams:
+    coords = coordinates(structure)
+    lower, upper = _bounds(coords)
+    x0 = np.clip(to_vector(start, structure), lower + 1e-9, upper - 1e-9)
+    prior = np.array([x if c.prior is None else (math.log(max(c.prior, 1e-300)) if c.log else c.prior)
+                      for c, x in zip(coords, x0, strict=True)])
+    regularised = np.array([c.regularised for c in coords]) & free
+
+    def residuals(xf: np.ndarray) -> np.ndarray:
+        x = x0.copy()
+        x[free] = xf
+        p = to_params(x, structure, start)
+        parts = run_residuals(p, runs)
+        parts.append(PRIOR_WEIGHT * (x[regularised] - prior[regularised]))
+        return np.concatenate(parts)
+
+    result = least_squares(residuals, x0[free], bounds=(lower[free], upper[free]), x_scale="jac",
+                           max_nfev=max_nfev)
+    x = x0.copy()
+    x[free] = result.x
+    return to_params(x, structure, start)
+
+
+def fit_params(runs: list[RunData], start: LossParams, structure: str | None = None,
+               max_nfev: int = 200) -> tuple[LossParams, float]:
+    """Least squares: the law on full-training runs, then every coordinate on all runs.
+    Returns the parameters and the rms error over the runs' points (nats)."""
+    structure = structure or start.structure
+    coords = coordinates(structure)
+    start = to_params(np.clip(to_vector(start, structure), *_bounds(coords)), structure, start)
+    full = [r for r in runs if r.is_full_training]
+    if full:
+        law_only = np.array([c.law for c in coords])
+        start = _solve(full, start, structure, law_only, max_nfev)
+    best = _solve(runs, start, structure, np.ones(len(coords), dtype=bool), max_nfev)
+    residual = np.concatenate(run_residuals(best, runs))
+    return best, float(np.sqrt(np.mean(residual**2)))
+
+
+def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev: int = 60) -> list[LossParams]:
+    """Refits on runs resampled with replacement (every resample keeps the full-training
+    runs' sizes represented: baselines are resampled among themselves)."""
     rng = np.random.default_rng(seed)
+    full = [r for r in runs if r.is_full_training]
+    grown = [r for r in runs if not r.is_full_training]
     samples = []
     for _ in range(n):
-        picked = [runs[i] for i in rng.integers(0, len(runs), len(runs))]
-        samples.append(fit_params(picked, best)[0])
+        picked = [full[i] for i in rng.integers(0, len(full), len(full))]
+        if grown:
+            picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
+        samples.append(_solve(picked, best, best.structure, np.ones(len(coordinates(best.structure)), dtype=bool),
+                              max_nfev))
     return samples
 
 
-# --- evaluation on held-out runs ------------------------------------------------------------
+# --- what a profile knows about its data --------------------------------------------------
 
 def cumulative_flops(spec: ScheduleSpec, steps: list[int], tokens: np.ndarray) -> np.ndarray:
     return along_schedule(spec, steps, tokens, [s.flops_counted_per_step for s in estimate(spec).stages])
@@ -168,58 +189,67 @@ def flops_to_reach(target: float, flops: np.ndarray, loss: np.ndarray) -> float 
     return float(f0 + (f1 - f0) * (l0 - target) / (l0 - l1))
 
 
-def _final_shape(spec: ScheduleSpec) -> tuple:
-    m = spec.model
-    return (m.d_model, spec.stages[-1].layers, m.mlp, m.vocab_size)
+def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
+    """The range of sizes, tokens and FLOPs the runs cover."""
+    from costsim.engine import stage_shape
+    from costsim.flops import parameter_counts
+
+    sizes = [float(parameter_counts(stage_shape(r.spec)).non_embedding.max()) for r in runs]
+    tokens = [float(r.tokens[-1]) for r in runs]
+    flops = [float(cumulative_flops(r.spec, r.steps, r.tokens[-1:])[0]) for r in runs]
+    return {"non_embedding_params": [min(sizes), max(sizes)], "tokens": [min(tokens), max(tokens)],
+            "flops_counted": [min(flops), max(flops)]}
 
 
-def holdout_report(profile: LossProfile, runs: list[RunData]) -> list[dict]:
-    baselines = {_final_shape(r.spec): r for r in runs if len(r.spec.stages) == 1
-                 and r.spec.training.lr_schedule.kind == "constant"}
-    rows = []
-    for run in (r for r in runs if r.holdout):
-        predicted = trajectory(profile.params, run.plans, at_tokens=run.tokens)[1]
-        row = {"run": run.name, "final_loss_measured": float(run.loss[-1]),
-               "final_loss_predicted": float(predicted[-1]), "final_loss_error": float(predicted[-1] - run.loss[-1])}
-        base = baselines.get(_final_shape(run.spec))
-        if base is not None and base is not run:
-            target = float(base.loss[-1])
-            flops = cumulative_flops(run.spec, run.steps, run.tokens)
-            measured, pred = flops_to_reach(target, flops, run.loss), flops_to_reach(target, flops, predicted)
-            base_flops = float(cumulative_flops(base.spec, base.steps, base.tokens)[-1])
-            row.update({"baseline": base.name, "target_loss": target, "baseline_flops": base_flops,
-                        "flops_to_target_measured": measured, "flops_to_target_predicted": pred})
-        rows.append(row)
-    return rows
+def seed_noise(runs: list[RunData]) -> tuple[float, int]:
+    """Standard deviation of a final loss between seeds of the same schedule, and how many
+    schedules were repeated (pooled over pairs: var = mean of d^2 / 2)."""
+    by_schedule: dict[str, list[float]] = {}
+    for r in runs:
+        by_schedule.setdefault(r.schedule, []).append(float(r.loss[-1]))
+    groups = [v for v in by_schedule.values() if len(v) > 1]
+    if not groups:
+        return 0.0, 0
+    var = np.mean([np.var(v, ddof=1) for v in groups])
+    return float(np.sqrt(var)), len(groups)
 
 
-def fit_profile(runs: list[RunData], *, name: str, start: LossParams, n_bootstrap: int = 20, seed: int = 0,
-                source: str = "") -> LossProfile:
+def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
+                n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
+                report: dict | None = None) -> LossProfile:
+    """A profile fitted on the non-held-out runs. ``residual_std`` should be the
+    held-out (cross-validated) error; without it the in-sample rms is used."""
     fit_runs = [r for r in runs if not r.holdout]
-    if len({_final_shape(r.spec) for r in fit_runs if len(r.spec.stages) == 1}) < 3:
-        raise CostsimError("fitting needs full-training baselines at 3 or more model sizes among the non-held-out "
-                           "runs; train more (python -m studies.loss_runs)")
-    best, rms = fit_params(fit_runs, start)
+    if len({r.final_shape for r in fit_runs if r.is_full_training}) < 3:
+        raise CostsimError("fitting needs full-training runs at 3 or more model sizes among the non-held-out "
+                           "runs; train more (python -m studies.growth_corpus)")
+    best, rms = fit_params(fit_runs, start, structure)
     samples = bootstrap(fit_runs, best, n_bootstrap, seed)
     vocab = {r.spec.model.vocab_size for r in fit_runs}
-    profile = LossProfile(name=name, params=best, samples=samples, residual_std=rms, source=source,
-                          vocab_size=vocab.pop() if len(vocab) == 1 else None)
-    report = {"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)), "rms_nats": rms,
-              "holdout": holdout_report(profile, runs)}
-    return profile.model_copy(update={"report": report})
+    noise, repeated = seed_noise(fit_runs)
+    return LossProfile(
+        name=name, params=best, samples=samples, residual_std=rms if residual_std is None else residual_std,
+        seed_std=noise, source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
+        domain=domain_of(fit_runs),
+        report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
+                "rms_nats_in_sample": rms, "seed_repeats": repeated, **(report or {})})
+
+
+DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "unfreeze_bump", "unfreeze_steps", "jumps",
+                 "reset_jump", "lags", "lag_tokens")
 
 
 def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
     """Carry the dimensionless growth/annealing parameters (and their bootstrap spread)
-    onto another law's scale parameters."""
-    dimensionless = ("anneal", "frozen_exponent", "jumps", "reset_jump")
+    onto another law's scale parameters (the law keeps its own batch and offset terms)."""
 
     def move(p: LossParams) -> LossParams:
-        return law.params.model_copy(update={k: getattr(p, k) for k in dimensionless})
+        return law.params.model_copy(update={k: getattr(p, k) for k in DIMENSIONLESS})
 
     return LossProfile(name=name, params=move(fitted.params), samples=[move(s) for s in fitted.samples],
-                       residual_std=law.residual_std,
+                       residual_std=law.residual_std, seed_std=law.seed_std, law_rel_std=law.law_rel_std,
                        source=f"{law.source}; growth and annealing parameters fitted on {fitted.name}",
+                       domain=law.domain, vocab_size=law.vocab_size,
                        report={"growth_fitted_on": fitted.name, "fit_report": fitted.report})
 
 
@@ -227,38 +257,39 @@ def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m costsim.fit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", default="costsim.duckdb", help="store with training runs (python -m validate.run)")
+    parser.add_argument("--data", default=None, help="runs: a DuckDB store (*.duckdb) or a corpus file "
+                        "(default: the shipped growth corpus)")
     parser.add_argument("--name", default="fitted", help="profile name")
+    parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),
+                        help=f"growth structure (default {DEFAULT_STRUCTURE}, the cross-validation winner)")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
+    parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
+                        "use its error as the profile's residual (slow: one refit per schedule family)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", help="profile JSON path (default: costsim's shipped loss profiles)")
-    parser.add_argument("--transfer-to", default="chinchilla-published",
-                        help="also write this law with the fitted growth parameters ('' = don't)")
+    parser.add_argument("--out", required=True, help="profile JSON path to write")
+    parser.add_argument("--transfer-to", default="", help="also write this law with the fitted growth parameters")
     parser.add_argument("--transfer-name", default="chinchilla", help="name of that transferred profile")
     args = parser.parse_args(argv)
-    if not Path(args.db).exists():
-        raise CostsimError(
-            f"--db {args.db}: no such store; train runs first (python -m studies.loss_runs --db {args.db})")
-    runs = load_runs(args.db, args.holdout_marker)
-    start = load_loss_profile("chinchilla-published").params
-    profile = fit_profile(runs, name=args.name, start=start, n_bootstrap=args.bootstrap, seed=args.seed,
-                          source=f"python -m costsim.fit --db {args.db}")
-    directory = Path(str(resources.files("costsim") / "data" / "loss"))
-    out = Path(args.out) if args.out else directory / f"{args.name}.json"
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise CostsimError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
+    runs = load_runs(args.data, args.holdout_marker)
+    start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
+        else load_loss_profile("chinchilla-published").params
+    residual, report = None, {}
+    if args.cv:
+        from costsim.heldout import cross_validate
+
+        cv = cross_validate(runs, start, args.structure)
+        residual, report = cv.rms, {"cross_validation": cv.summary()}
+    profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
+                          seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",
+                          residual_std=residual, report=report)
     out.write_text(profile.model_dump_json(indent=1) + "\n")
-    print(f"fitted {args.name} on {profile.report['n_fit_runs']} runs, {profile.report['n_points']} points: "
-          f"rms {profile.report['rms_nats']:.4f} nats; wrote {out}")
-    for row in profile.report["holdout"]:
-        line = f"  held out {row['run']}: final loss {row['final_loss_measured']:.4f} measured, " \
-               f"{row['final_loss_predicted']:.4f} predicted ({row['final_loss_error']:+.4f})"
-        if "target_loss" in row:
-            def fmt(v):
-                return "not reached" if v is None else f"{v:.3g}"
-            line += (f"; FLOPs to the baseline's {row['target_loss']:.4f}: {fmt(row['flops_to_target_measured'])} "
-                     f"measured, {fmt(row['flops_to_target_predicted'])} predicted (baseline spent "
-                     f"{row['baseline_flops']:.3g})")
-        print(line)
+    print(f"fitted {args.name} ({args.structure}) on {profile.report['n_fit_runs']} runs, "
+          f"{profile.report['n_points']} points: rms {profile.report['rms_nats_in_sample']:.4f} nats in sample"
+          + (f", {residual:.4f} held out" if residual is not None else "") + f"; wrote {out}")
     if args.transfer_to:
         moved = transfer(profile, load_loss_profile(args.transfer_to), args.transfer_name)
         target = out.with_name(f"{moved.name}.json")

@@ -1,37 +1,53 @@
 """A loss model for any schedule: the validation-loss trajectory against tokens.
 
-Full training from scratch follows a Chinchilla-form law in non-embedding parameters
-N and effective tokens D:
+Full training from scratch follows a Chinchilla-form law in non-embedding parameters N
+and *ideal* tokens D:
 
-    L(N, D) = E + (A / N^alpha + B / D^beta) * (1 - anneal * decay(t))
+    L(N, D) = E + (A / N^alpha + B / (D + d0)^beta) * (1 - anneal * decay(t))
 
-where D counts each token at the learning rate it was trained with (lr_t / peak lr:
-warmup and decay make progress slower), and ``decay(t) = 1 - lr_t/peak`` after
-warmup: annealing removes a fraction ``anneal`` of the reducible loss (constant LR:
-none). The published defaults are Hoffmann et al. 2022 (Chinchilla, approach 3):
-E = 1.69, A = 406.4, B = 410.7, alpha = 0.34, beta = 0.28.
+- D counts each token at the learning rate it was trained with (lr_t / peak), at the
+  trainable share of a frozen phase (share^frozen_exponent), and at the batch's
+  efficiency 1 / (1 + batch / B_crit(L)), where the critical batch B_crit(L) =
+  bcrit * L^-bcrit_exponent grows as the loss falls (McCandlish et al. 2018; Kaplan et
+  al. 2020): a batch far above B_crit spends tokens without progress, so a schedule of
+  a few huge steps cannot learn. ``batch_reference_tokens`` is the batch a published
+  law's D was measured at (its efficiency there is 1).
+- d0 keeps the start of the curve finite (the loss of an untrained model).
+- decay(t) = 1 - lr_t/peak after the peak: annealing removes a share of the reducible loss.
 
-Growth is tracked by *equivalent tokens*: the state of a run is the number of tokens
-D at which the current model, trained from scratch, would have its current loss. At a
-stage boundary the model changes size; its loss right after growing is the old loss
-plus a jump (random fresh blocks cost loss; function-preserving operators cost
-nothing), and the grown model continues from the D at which a model of the new size
-would have that loss (Shen et al. 2022's "equivalent step"). Within a stage, a token
-advances D by ``(trainable share)^frozen_exponent`` (frozen blocks progress slower) and
-by the LR factor. A fresh optimizer costs a jump too. Jumps are fractions of the
-reducible loss L - E, so growth parameters fitted at one scale transfer to another.
+Growth is tracked by equivalent tokens: at a boundary the model keeps its loss (plus a
+jump for operators that change the function, ``jumps``, and for a fresh optimizer,
+``reset_jump``), and D is re-solved so the new model has that loss. What happens next
+is the *growth structure*, a registered class chosen by ``LossParams.structure``:
 
-Parameters are fitted to stored runs (``costsim.fit``) with bootstrap samples, which
-give the prediction intervals.
+- ``equivalent``: the grown model then learns exactly like a from-scratch model of its
+  size at that loss (Shen et al. 2022's assumption);
+- ``fading``: its tokens count at efficiency 1 - lag * exp(-s / (lag_tokens * D_g)) after
+  growth (s: ideal tokens since growth, D_g: equivalent tokens at growth), a deficit that
+  fades;
+- ``multiplier``: its tokens count at 1 - lag for the rest of the run (lag < 0: faster);
+- ``grow_into``: the new parameters start contributing nothing (a share ``lag`` of them)
+  and the effective parameter count approaches N with the same time constant.
+
+Lags are per operator and scale with the share of parameters the growth adds, like the
+jumps. Switching a frozen model to training all blocks adds a transient
+``unfreeze_bump`` * reducible loss that decays over ``unfreeze_steps`` optimizer steps.
+
+Parameters are fitted to stored runs (``costsim.fit``); bootstrap refits over runs give
+the law's and the growth parameters' uncertainty, and the measured seed noise and the
+held-out error are added on top (``LossProfile``).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -42,24 +58,38 @@ from costsim.lr import lr_at
 from costsim.spec import ScheduleSpec
 
 MAX_LR_POINTS = 4096
+MAX_BATCH_CHUNKS = 14  # batch efficiency is re-evaluated at steps 0, 1, 3, 7, ... of a stage
 
 
 class LossParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
+    structure: str = Field("equivalent", description="growth structure (STRUCTURES)")
     E: float = Field(ge=0, description="irreducible loss (nats)")
     A: float = Field(gt=0)
     alpha: float = Field(gt=0)
     B: float = Field(gt=0)
     beta: float = Field(gt=0)
+    d0: float = Field(0.0, ge=0, description="tokens offset: the untrained model's loss is finite")
     anneal: float = Field(0.0, ge=0, le=1, description="share of reducible loss removed by full LR decay")
+    bcrit: float = Field(0.0, ge=0, description="critical batch (tokens) at loss 1 nat; 0: no batch effect")
+    bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
+    batch_reference_tokens: float = Field(0.0, ge=0, description="batch at which D counts fully (0: ideal D)")
     frozen_exponent: float = Field(1.0, ge=0, description="token efficiency = trainable share ** this")
+    unfreeze_bump: float = Field(0.0, ge=0, description="transient loss at unfreezing, x reducible loss")
+    unfreeze_steps: float = Field(1.0, gt=0, description="decay time of that bump (optimizer steps)")
     jumps: dict[str, float] = Field(default_factory=dict, description="loss jump per operator, per new share, x (L-E)")
     reset_jump: float = Field(0.0, ge=0, description="loss jump of a fresh optimizer, x (L-E)")
+    lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
+                                   "per new share (meaning depends on the structure)")
+    lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, x equivalent tokens at growth")
 
     def jump(self, operator: str) -> float:
         # a function-preserving operator cannot cost a jump, by construction
         return self.jumps.get(operator, 0.0) if operator in JUMP_OPERATORS else 0.0
+
+    def lag(self, operator: str) -> float:
+        return self.lags.get(operator, 0.0)
 
 
 class LossProfile(BaseModel):
@@ -68,11 +98,15 @@ class LossProfile(BaseModel):
     name: str
     params: LossParams
     samples: list[LossParams] = Field(default_factory=list, description="bootstrap fits, for intervals")
-    residual_std: float = Field(0.0, ge=0, description="per-point noise of the fit (nats)")
+    residual_std: float = Field(0.0, ge=0, description="per-point error of held-out prediction (nats)")
+    seed_std: float = Field(0.0, ge=0, description="seed-to-seed standard deviation of a final loss (nats)")
+    law_rel_std: float = Field(0.0, ge=0, description="relative uncertainty of the reducible loss not in samples")
     interval: float = Field(0.9, gt=0, lt=1)
     source: str = ""
     report: dict = Field(default_factory=dict)
     vocab_size: int | None = Field(None, description="the tokenizer it was fitted for, if specific")
+    domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
+                                           "for non_embedding_params, tokens, flops_counted")
 
 
 @dataclass(frozen=True)
@@ -84,7 +118,13 @@ class StagePlan:
     trainable_share: float  # trainable / total parameters of the stage
     operator: str  # how this stage's growth was made (ignored when the size is unchanged)
     reset_optimizer: bool
-    lr: np.ndarray  # lr factor (lr / peak) at each step of the stage
+    lr: np.ndarray  # lr factor (lr / peak) at each step of the stage (or of equal slices of a long one)
+    batch_tokens: float = 0.0  # tokens per optimizer step (0: no batch effect)
+    steps: int = 0  # optimizer steps (0: one per lr entry)
+
+    @property
+    def n_steps(self) -> int:
+        return self.steps or len(self.lr)
 
 
 @dataclass(frozen=True)
@@ -97,53 +137,227 @@ class LossCurve:
 
 
 def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
-    return p.A / np.power(n_params, p.alpha) + p.B / np.power(np.maximum(tokens, 1.0), p.beta)
+    return p.A / np.power(n_params, p.alpha) + p.B / np.power(np.maximum(tokens + p.d0, 1.0), p.beta)
 
 
 def equivalent_tokens(p: LossParams, n_params: float, loss_minus_e: float) -> float:
     """Tokens at which a model of ``n_params`` from scratch has reducible loss ``loss_minus_e``."""
     data_part = loss_minus_e - p.A / n_params**p.alpha
     if data_part <= 0:
-        return float("inf")  # already at (or below) this size's limit
-    return (p.B / data_part) ** (1 / p.beta)
+        return math.inf  # already at (or below) this size's limit
+    return max((p.B / data_part) ** (1 / p.beta) - p.d0, 0.0)
+
+
+def batch_efficiency(p: LossParams, batch_tokens, loss):
+    """Share of a step's tokens that make progress at this batch and loss."""
+    if p.bcrit <= 0:
+        return np.ones_like(np.asarray(loss, dtype=float))
+    critical = p.bcrit * np.power(np.maximum(loss, 1e-3), -p.bcrit_exponent)
+    return (1 + p.batch_reference_tokens / critical) / (1 + np.asarray(batch_tokens) / critical)
+
+
+# --- growth structures ------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class GrowthState:
+    """Where a run stands between steps: its size, equivalent tokens, and the deficit
+    left by the last growth."""
+
+    n_params: float
+    d: float  # equivalent (ideal) tokens at the start of the current stage
+    lag: float = 0.0  # deficit at the last growth (structure's meaning)
+    d_growth: float = 1.0  # equivalent tokens at the last growth: the deficit's time scale
+    since: float = 0.0  # ideal tokens since the last growth, at the start of the current stage
+
+
+class GrowthStructure(ABC):
+    """How a grown model learns after growing. ``along`` maps ideal tokens ``s`` since
+    the start of the current stage to (effective parameters, equivalent tokens)."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    fitted: ClassVar[tuple[str, ...]] = ()  # LossParams fields it adds to the fit
+    lag_bounds: ClassVar[tuple[float, float]] = (0.0, 0.0)
+
+    @abstractmethod
+    def along(self, p: LossParams, state: GrowthState, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def grown(self, p: LossParams, state: GrowthState, n_new: float, operator: str, loss_minus_e: float,
+              end_since: float) -> GrowthState:
+        """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``)."""
+        share = 1 - state.n_params / n_new
+        remaining = self.remaining(p, state, end_since)
+        lag = p.lag(operator) * share + remaining * (1 - share)
+        d = equivalent_tokens(p, n_new, loss_minus_e)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
+
+    def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
+        return state.lag
+
+    def continued(self, p: LossParams, state: GrowthState, loss_minus_e: float, end_since: float) -> GrowthState:
+        """State at a boundary without growth (the loss may have jumped)."""
+        return replace(state, d=equivalent_tokens(p, state.n_params, loss_minus_e), since=end_since)
+
+
+class Equivalent(GrowthStructure):
+    name = "equivalent"
+    summary = "the grown model learns like a from-scratch model of its size at the same loss"
+
+    def along(self, p, state, s):
+        return np.full_like(s, state.n_params), state.d + s
+
+
+class Fading(GrowthStructure):
+    name = "fading"
+    summary = "after growth tokens count at 1 - lag*exp(-s/(lag_tokens*D_g)): a deficit that fades"
+    fitted = ("lags", "lag_tokens")
+    lag_bounds = (-2.0, 0.99)
+
+    def along(self, p, state, s):
+        scale = p.lag_tokens * state.d_growth
+        lost = state.lag * scale * (np.exp(-state.since / scale) - np.exp(-(state.since + s) / scale))
+        return np.full_like(s, state.n_params), state.d + s - lost
+
+    def remaining(self, p, state, since):
+        return state.lag * math.exp(-since / (p.lag_tokens * state.d_growth))
+
+
+class Multiplier(GrowthStructure):
+    name = "multiplier"
+    summary = "after growth tokens count at 1 - lag for the rest of the run"
+    fitted = ("lags",)
+    lag_bounds = (-2.0, 0.95)
+
+    def along(self, p, state, s):
+        return np.full_like(s, state.n_params), state.d + s * (1 - state.lag)
+
+
+class GrowInto(GrowthStructure):
+    name = "grow_into"
+    summary = "the new parameters start contributing nothing (share lag) and grow in over lag_tokens*D_g"
+    fitted = ("lags", "lag_tokens")
+    lag_bounds = (0.0, 1.0)
+
+    def _n_eff(self, p, state, since):
+        gap = state.lag * state.n_params * np.exp(-since / (p.lag_tokens * state.d_growth))
+        return state.n_params - gap
+
+    def along(self, p, state, s):
+        return self._n_eff(p, state, state.since + s), state.d + s
+
+    def remaining(self, p, state, since):
+        return state.lag * math.exp(-since / (p.lag_tokens * state.d_growth))
+
+    def grown(self, p, state, n_new, operator, loss_minus_e, end_since):
+        old_gap = self.remaining(p, state, end_since) * state.n_params  # parameters not yet contributing
+        gap = p.lag(operator) * (n_new - state.n_params) + old_gap
+        lag = min(gap / n_new, 0.999)
+        n_eff = n_new * (1 - lag)
+        d = equivalent_tokens(p, n_eff, loss_minus_e)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
+
+    def continued(self, p, state, loss_minus_e, end_since):
+        n_eff = float(self._n_eff(p, state, end_since))
+        return replace(state, d=equivalent_tokens(p, n_eff, loss_minus_e), since=end_since)
+
+
+STRUCTURES: dict[str, GrowthStructure] = {s.name: s for s in (Equivalent(), Fading(), Multiplier(), GrowInto())}
+
+
+def structure_of(p: LossParams) -> GrowthStructure:
+    try:
+        return STRUCTURES[p.structure]
+    except KeyError:
+        raise SpecError(f"unknown loss-model structure {p.structure!r}; use one of {', '.join(STRUCTURES)}") from None
+
+
+# --- trajectories -----------------------------------------------------------------------
+
+def _chunks(n: int) -> list[tuple[int, int]]:
+    """Step ranges over which the batch efficiency is held: 0, 1, 3, 7, ... then the rest."""
+    edges = sorted({0, n} | {min(n, 2**k - 1) for k in range(1, MAX_BATCH_CHUNKS)})
+    return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
 def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16,
                at_tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens, loss, stage index) along a schedule, at ``points_per_stage`` points per
-    stage or at the cumulative token counts ``at_tokens``."""
+    stage (always including its last step) or at the cumulative token counts ``at_tokens``."""
+    structure = structure_of(p)
     tokens_out, loss_out, stage_out = [], [], []
-    d_eff = 0.0
+    state: GrowthState | None = None
+    end_n_eff, end_d, end_since = 0.0, 0.0, 0.0
     done = 0.0
     previous: StagePlan | None = None
     for index, plan in enumerate(plans):
-        if previous is not None:
-            current = reducible(p, previous.n_params, d_eff)
-            if plan.n_params != previous.n_params:
+        bump = 0.0
+        if state is None:
+            state = GrowthState(n_params=plan.n_params, d=0.0)
+        else:
+            current = float(reducible(p, end_n_eff, end_d))
+            grows = plan.n_params != previous.n_params
+            if grows:
                 current *= 1 + p.jump(plan.operator) * (1 - previous.n_params / plan.n_params)
             if plan.reset_optimizer:
                 current *= 1 + p.reset_jump
-            d_eff = equivalent_tokens(p, plan.n_params, float(current))
-        steps = len(plan.lr)
-        efficiency = plan.trainable_share ** p.frozen_exponent
-        per_step = plan.tokens / steps
-        # effective tokens after each step of the stage
-        cumulative = d_eff + np.cumsum(plan.lr) * per_step * efficiency
-        decay = np.where(np.arange(steps) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)
+            state = replace(state, since=end_since)
+            if grows:
+                state = structure.grown(p, state, plan.n_params, plan.operator, current, end_since)
+            else:
+                state = structure.continued(p, state, current, end_since)
+                if plan.trainable_share > previous.trainable_share:
+                    bump = p.unfreeze_bump * current
+        slices = len(plan.lr)
+        steps_per_slice = plan.n_steps / slices
+        per_slice = plan.tokens / slices
+        base = plan.lr * per_slice * plan.trainable_share ** p.frozen_exponent
+        if p.bcrit > 0 and plan.batch_tokens > 0:
+            ideal = np.empty(slices)
+            before = 0.0
+            for a, b in _chunks(slices):
+                n_eff, d = structure.along(p, state, np.array([before]))
+                loss_now = p.E + float(reducible(p, n_eff[0], d[0]))
+                ideal[a:b] = before + np.cumsum(base[a:b]) * batch_efficiency(p, plan.batch_tokens, loss_now)
+                before = float(ideal[b - 1])
+        else:
+            ideal = np.cumsum(base)
+        n_eff, d = structure.along(p, state, ideal)
+        decay = np.where(np.arange(slices) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)
         if at_tokens is None:
-            # always the stage's last step; the rest spread evenly before it
-            picks = np.unique(np.linspace(steps - 1, 0, min(points_per_stage, steps)).round().astype(int))
+            picks = np.unique(np.linspace(slices - 1, 0, min(points_per_stage, slices)).round().astype(int))
         else:
             local = at_tokens[(at_tokens > done) & (at_tokens <= done + plan.tokens + 1e-9)] - done
-            picks = np.clip(np.ceil(local / per_step).astype(int) - 1, 0, steps - 1)
-        loss = p.E + reducible(p, plan.n_params, cumulative[picks]) * (1 - p.anneal * decay[picks])
-        tokens_out.append(done + (picks + 1) * per_step)
+            picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, 0, slices - 1)
+        loss = p.E + reducible(p, n_eff[picks], d[picks]) * (1 - p.anneal * decay[picks])
+        if bump:
+            loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.unfreeze_steps)
+        tokens_out.append(done + (picks + 1) * per_slice)
         loss_out.append(loss)
         stage_out.append(np.full(len(picks), index))
-        d_eff = float(cumulative[-1])
+        end_n_eff, end_d, end_since = float(n_eff[-1]), float(d[-1]), state.since + float(ideal[-1])
         done += plan.tokens
         previous = plan
     return np.concatenate(tokens_out), np.concatenate(loss_out), np.concatenate(stage_out)
+
+
+def full_training_loss(p: LossParams, n_params, tokens, batch_tokens) -> np.ndarray:
+    """Final loss of full training at constant LR, vectorised over shapes: the law at the
+    ideal tokens the batch efficiency leaves (the same chunks as ``trajectory``)."""
+    n_params, tokens, batch_tokens = np.broadcast_arrays(*(np.asarray(a, dtype=float)
+                                                           for a in (n_params, tokens, batch_tokens)))
+    if p.bcrit <= 0:
+        return p.E + reducible(p, n_params, tokens)
+    steps = np.maximum(np.round(tokens / np.maximum(batch_tokens, 1.0)), 1.0)
+    ideal = np.zeros_like(tokens)
+    start = np.zeros_like(tokens)
+    for k in range(1, 64):
+        end = np.minimum(steps, 2.0**k - 1 if k < MAX_BATCH_CHUNKS else steps)
+        loss_now = p.E + reducible(p, n_params, ideal)
+        ideal = ideal + (end - start) * batch_tokens * batch_efficiency(p, batch_tokens, loss_now)
+        start = end
+        if np.all(start >= steps):
+            break
+    return p.E + reducible(p, n_params, ideal)
 
 
 def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[StagePlan]:
@@ -156,6 +370,7 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
     steps = steps or steps_per_stage(spec)
     t = spec.training
     total_steps = sum(steps)
+    batch_tokens = float(t.batch_size * spec.model.seq_len)
     plans, start = [], 0
     for i, stage in enumerate(spec.stages):
         n = steps[i]
@@ -169,11 +384,13 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
             lr = lr_at(t.lr_schedule, start + local, total_steps)
         plans.append(StagePlan(
             n_params=float(counts.non_embedding[i]),
-            tokens=float(n * t.batch_size * spec.model.seq_len),
+            tokens=float(n * batch_tokens),
             trainable_share=float(counts.trainable[i] / counts.total[i]),
             operator=_operator(spec, i),
             reset_optimizer=stage.reset_optimizer,
             lr=np.atleast_1d(lr) / t.lr_schedule.lr,
+            batch_tokens=batch_tokens,
+            steps=n,
         ))
         start += n
     return plans
@@ -187,26 +404,32 @@ def _operator(spec: ScheduleSpec, index: int) -> str:
     return width if spec.stage_width(prev) != spec.stage_width(cur) else depth
 
 
-def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int = 16) -> LossCurve:
-    """Point prediction with a prediction interval (bootstrap spread plus fit noise)."""
-    tokens, loss, stage = trajectory(profile.params, plans, points_per_stage)
+def _z(interval: float) -> float:
+    if abs(interval - 0.9) < 1e-12:
+        return 1.6448536269514722
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + interval / 2))
+
+
+def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int = 16,
+            at_tokens: np.ndarray | None = None) -> LossCurve:
+    """Point prediction with a prediction interval: the bootstrap spread of the fit (law
+    and growth parameters) plus the held-out error, the seed noise and any stated law
+    uncertainty, added as independent normal parts."""
+    p = profile.params
+    tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens)
     if profile.samples:
         sampled = np.stack([trajectory(s, plans, at_tokens=tokens)[1] for s in profile.samples])
         q = (1 - profile.interval) / 2
         lo, hi = np.quantile(sampled, [q, 1 - q], axis=0)
     else:
         lo = hi = loss
-    z = 1.6448536269514722 if abs(profile.interval - 0.9) < 1e-12 else _normal_quantile(0.5 + profile.interval / 2)
-    noise = z * profile.residual_std
+    spread = np.sqrt(profile.residual_std**2 + profile.seed_std**2 + (profile.law_rel_std * (loss - p.E))**2)
+    noise = _z(profile.interval) * spread
     lower = np.minimum(lo - noise, loss)
     upper = np.maximum(hi + noise, loss)
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)
-
-
-def _normal_quantile(p: float) -> float:
-    from scipy.stats import norm
-
-    return float(norm.ppf(p))
 
 
 def profile_for_spec(spec: ScheduleSpec) -> LossProfile:
@@ -234,6 +457,7 @@ class PredictedCurve:
     loss: np.ndarray
     lower: np.ndarray
     upper: np.ndarray
+    stage: np.ndarray
 
 
 def predict_curve(spec: ScheduleSpec, profile: LossProfile | None = None, steps: list[int] | None = None,
@@ -248,7 +472,7 @@ def predict_curve(spec: ScheduleSpec, profile: LossProfile | None = None, steps:
         label=profile.name, tokens=curve.tokens,
         x_flops=along_schedule(spec, steps, curve.tokens, [s.flops_counted_per_step for s in costs.stages]),
         x_time_s=along_schedule(spec, steps, curve.tokens, [s.step_time_s for s in costs.stages]),
-        loss=curve.loss, lower=curve.lower, upper=curve.upper)
+        loss=curve.loss, lower=curve.lower, upper=curve.upper, stage=curve.stage)
 
 
 # --- profiles ---------------------------------------------------------------------------
@@ -274,4 +498,11 @@ def load_loss_profile(name_or_path: str = DEFAULT_LOSS_PROFILE) -> LossProfile:
     else:
         raise SpecError(f"unknown loss profile {name_or_path!r}; use one of {', '.join(loss_profile_names())} "
                         "or a profile .json path (python -m costsim.fit writes one)")
-    return LossProfile.model_validate(json.loads(text))
+    try:
+        profile = LossProfile.model_validate(json.loads(text))
+    except (ValueError, TypeError) as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise SpecError(f"loss profile {name_or_path!r} is not a valid profile ({first}); "
+                        "write one with python -m costsim.fit") from None
+    structure_of(profile.params)
+    return profile

@@ -1,0 +1,187 @@
+"""How well each loss-model structure predicts growth schedules it never saw (not a timed test).
+
+On the shipped growth corpus (``costsim/data/corpus/growth_corpus.json``, or ``--data``),
+for every growth structure: leave-one-schedule-out cross-validation (refit without each
+schedule family, predict it), then a size hold-out (refit without every run of the
+largest final model, predict them all). For each held-out run it prints, measured and
+predicted, the compute-to-match ratio (counted FLOPs to reach the loss same-size full
+training had at half its FLOPs, over those FLOPs; ">x" when the schedule never gets
+there), whether the sign (growth saves compute or not) is right, the crossover FLOPs
+after which growth stays behind full training, the rms error over the curve and the
+share of measured points inside the 90% interval. Then a summary per structure against
+the targets: sign right wherever the measured ratio differs from 1 by more than seed
+noise, ratio error <= 0.15, crossover within 1.5x, coverage 80-95%.
+
+Run: python benchmarks/loss_accuracy.py [--structures fading,equivalent] [--jobs 2] [--json out.json]
+About 10-20 minutes for all four structures on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import asdict
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+
+from costsim.corpus import RunData, load_runs
+from costsim.fit import seed_noise
+from costsim.heldout import CurveComparison, RunScore, cross_validate, size_holdout
+from costsim.loss import STRUCTURES, load_loss_profile
+
+RATIO_TARGET, CROSSOVER_FACTOR, COVERAGE = 0.15, 1.5, (0.80, 0.95)
+
+
+def ratio_text(c: CurveComparison | None) -> str:
+    if c is None:
+        return "-"
+    return f"{c.ratio:.2f}" if c.ratio is not None else f">{c.ratio_floor:.2f}"
+
+
+def ratio_error(score: RunScore) -> float | None:
+    m, p = score.measured, score.predicted
+    if m is None or p is None:
+        return None
+    if m.ratio is not None and p.ratio is not None:
+        return abs(m.ratio - p.ratio)
+    if m.ratio is None and p.ratio is None:
+        return 0.0  # both say: never reaches it within the run
+    if m.ratio is None:  # measured censored at its floor
+        return max(0.0, m.ratio_floor - p.ratio)
+    return max(0.0, p.ratio_floor - m.ratio)
+
+
+def crossover_ok(score: RunScore) -> bool | None:
+    m, p = score.measured, score.predicted
+    if m is None or p is None:
+        return None
+    if m.crossover_kind != p.crossover_kind:
+        return False
+    if m.crossover_flops is None:
+        return True
+    return max(m.crossover_flops, p.crossover_flops) / min(m.crossover_flops, p.crossover_flops) <= CROSSOVER_FACTOR
+
+
+def is_tie(score: RunScore, seed_ratio_noise: float) -> bool:
+    """The measured ratio is within seed noise of 1 (either way a tie)."""
+    m = score.measured
+    return m is not None and m.ratio is not None and abs(m.ratio - 1) <= seed_ratio_noise
+
+
+def crossover_text(c: CurveComparison | None) -> str:
+    if c is None:
+        return "-"
+    return f"{c.crossover_flops:.3g}" if c.crossover_flops is not None else c.crossover_kind
+
+
+def table(scores: list[RunScore], seed_ratio_noise: float) -> str:
+    head = ("held-out run", "ratio meas", "ratio pred", "sign", "crossover meas", "crossover pred", "rms", "cover")
+    rows = [head]
+    for s in scores:
+        if s.measured is None:
+            continue
+        sign = "tie" if is_tie(s, seed_ratio_noise) else ("right" if s.sign_right else "WRONG")
+        rows.append((s.run, ratio_text(s.measured), ratio_text(s.predicted), sign, crossover_text(s.measured),
+                     crossover_text(s.predicted), f"{s.rms:.3f}", f"{s.coverage:.0%}" if s.coverage is not None
+                     else "-"))
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows)
+
+
+def summary(scores: list[RunScore], seed_ratio_noise: float) -> dict:
+    growth = [s for s in scores if s.measured is not None]
+    decided = [s for s in growth if not is_tie(s, seed_ratio_noise)]
+    errors = [e for e in (ratio_error(s) for s in growth) if e is not None]
+    cross = [c for c in (crossover_ok(s) for s in growth) if c is not None]
+    points = sum(s.n_points for s in scores)
+    coverage = sum((s.coverage or 0) * s.n_points for s in scores) / max(points, 1)
+    rms = float(np.sqrt(sum(s.rms**2 * s.n_points for s in scores) / max(points, 1)))
+    return {"runs": len(growth), "sign_right": sum(bool(s.sign_right) for s in decided), "sign_decided": len(decided),
+            "ratio_error_median": float(np.median(errors)) if errors else None,
+            "ratio_error_max": float(np.max(errors)) if errors else None,
+            "ratio_within_target": sum(e <= RATIO_TARGET for e in errors),
+            "crossover_ok": sum(cross), "crossover_n": len(cross), "rms": rms, "coverage": coverage}
+
+
+def summary_line(name: str, s: dict) -> str:
+    return (f"{name:11s} rms {s['rms']:.4f}  sign {s['sign_right']}/{s['sign_decided']}  "
+            f"ratio err median {s['ratio_error_median']:.3f} max {s['ratio_error_max']:.3f} "
+            f"(<= {RATIO_TARGET}: {s['ratio_within_target']}/{s['runs']})  "
+            f"crossover {s['crossover_ok']}/{s['crossover_n']}  coverage {s['coverage']:.0%}")
+
+
+def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
+    """Seed noise in ratio terms: a loss difference of one seed std at the match point,
+    over the baseline's local slope d loss / d ln FLOPs (largest baseline)."""
+    from costsim.fit import cumulative_flops
+
+    full = [r for r in runs if r.is_full_training and r.spec.training.lr_schedule.kind == "constant"]
+    if not full or seed_std == 0:
+        return 0.0
+    base = max(full, key=lambda r: r.tokens[-1] * r.final_shape[0] * r.final_shape[1])
+    flops = cumulative_flops(base.spec, base.steps, base.tokens)
+    half = np.searchsorted(flops, flops[-1] / 2)
+    lo, hi = max(half - 3, 0), min(half + 3, len(flops) - 1)
+    slope = abs((base.loss[hi] - base.loss[lo]) / np.log(flops[hi] / flops[lo]))
+    return float(np.expm1(seed_std / slope))
+
+
+def evaluate(structure: str, data: str | None) -> dict:
+    runs = load_runs(data)
+    noise, _ = seed_noise(runs)
+    start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure})
+    cv = cross_validate(runs, start, structure, seed_std=noise)
+    sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms)
+    return {"structure": structure, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
+            "cv_rms": cv.rms, "size": [asdict(s) | {"sign_right": s.sign_right} for s in sized],
+            "size_shape": list(shape), "seed_std": noise}
+
+
+def _scores(rows: list[dict]) -> list[RunScore]:
+    out = []
+    for r in rows:
+        r = dict(r)
+        r.pop("sign_right", None)
+        for key in ("measured", "predicted"):
+            if r[key] is not None:
+                r[key] = CurveComparison(**r[key])
+        out.append(RunScore(**r))
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
+    parser.add_argument("--structures", default=",".join(STRUCTURES))
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--json", help="also write every score here")
+    args = parser.parse_args()
+    structures = [s.strip() for s in args.structures.split(",") if s.strip()]
+    runs = load_runs(args.data)
+    noise, repeated = seed_noise(runs)
+    ratio_noise = seed_ratio_noise(runs, noise)
+    print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise {noise:.4f} nats "
+          f"({repeated} schedules repeated) = {ratio_noise:.3f} in compute-to-match ratio")
+    with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
+        results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
+    lines = ["", "leave-one-schedule-out:"]
+    for r in results:
+        lines.append(summary_line(r["structure"], summary(_scores(r["cv"]), ratio_noise)))
+    lines += ["", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it):"]
+    for r in results:
+        lines.append(summary_line(r["structure"], summary(_scores(r["size"]), ratio_noise)))
+    for r in results:
+        lines += ["", f"== {r['structure']}: leave-one-schedule-out ==", table(_scores(r["cv"]), ratio_noise),
+                  "", f"== {r['structure']}: size hold-out ==", table(_scores(r["size"]), ratio_noise)]
+    print("\n".join(lines))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"seed_std": noise, "seed_ratio_noise": ratio_noise, "results": results}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,141 @@
+"""Training curves the loss model is fitted on: read from a store, or from the shipped dataset.
+
+A run is its spec, the steps each stage really ran, and its validation losses (with the
+tokens at each). ``costsim/data/corpus/growth_corpus.json`` ships the curves of
+``python -m studies.growth_corpus`` so a fit reproduces without re-training; its runs
+carry their schedule family (``[family]`` at the end of the spec name), which
+leave-one-schedule-out cross-validation uses to tell full training from growth.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+
+from costsim.errors import CostsimError
+from costsim.loss import StagePlan, stage_plans
+from costsim.spec import ScheduleSpec, parse_spec
+
+DATASET = "growth_corpus"
+_FAMILY = re.compile(r"\s*\[([^\]]+)\]\s*$")
+
+
+@dataclass(frozen=True)
+class RunData:
+    run_id: str
+    name: str
+    spec: ScheduleSpec
+    steps: list[int]
+    tokens: np.ndarray  # at each validation loss
+    loss: np.ndarray
+    holdout: bool = False
+    family: str = ""
+
+    @cached_property
+    def plans(self) -> list[StagePlan]:
+        return stage_plans(self.spec, self.steps)
+
+    @property
+    def final_shape(self) -> tuple:
+        m = self.spec.model
+        d_model, _, _ = self.spec.stage_width(self.spec.stages[-1])
+        return (d_model, self.spec.stages[-1].layers, m.mlp, m.vocab_size)
+
+    @property
+    def is_full_training(self) -> bool:
+        return len(self.spec.stages) == 1
+
+    @property
+    def schedule(self) -> str:
+        """The run's name without its seed: repeats of one schedule share it."""
+        return self.name.rsplit(" seed", 1)[0]
+
+    @property
+    def seed(self) -> int:
+        return self.spec.training.seed
+
+
+def family_of(name: str) -> str:
+    match = _FAMILY.search(name)
+    return match.group(1) if match else name
+
+
+def _run(run_id: str, spec_json: dict, steps: list[int], tokens, loss, holdout_marker: str) -> RunData:
+    spec = parse_spec(spec_json)
+    name = spec.name or run_id
+    return RunData(run_id=run_id, name=_FAMILY.sub("", name), spec=spec, steps=list(steps),
+                   tokens=np.asarray(tokens, dtype=float), loss=np.asarray(loss, dtype=float),
+                   holdout=bool(holdout_marker) and holdout_marker in name, family=family_of(name))
+
+
+def load_store(db: str | Path, holdout_marker: str = "[holdout]", min_step: int = 1) -> list[RunData]:
+    """Every complete training run in a store with its stages and evaluations."""
+    from validate.store import Store
+
+    store = Store(db)
+    runs = store.query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' AND kind = 'train' "
+                       "ORDER BY started_at")
+    out = []
+    for run in runs:
+        stages = store.query("SELECT stage_index, steps FROM stages WHERE run_id = ? ORDER BY stage_index",
+                             [run["run_id"]])
+        evals = store.query("SELECT step, tokens, val_loss FROM evals WHERE run_id = ? AND step >= ? ORDER BY step",
+                            [run["run_id"], min_step])
+        spec = json.loads(run["spec_json"])
+        if len(stages) != len(spec["stages"]) or not evals:
+            continue
+        out.append(_run(run["run_id"], spec, [s["steps"] for s in stages], [e["tokens"] for e in evals],
+                        [e["val_loss"] for e in evals], holdout_marker))
+    return out
+
+
+def dataset_path(name: str = DATASET) -> Path:
+    return Path(str(resources.files("costsim") / "data" / "corpus" / f"{name}.json"))
+
+
+def load_dataset(path: str | Path | None = None, holdout_marker: str = "[holdout]") -> list[RunData]:
+    """The curves of a dataset file (default: the shipped growth corpus)."""
+    path = Path(path) if path else dataset_path()
+    try:
+        body = json.loads(path.read_text())
+        return [_run(r["run_id"], r["spec"], r["steps"], r["tokens"], r["val_loss"], holdout_marker)
+                for r in body["runs"]]
+    except FileNotFoundError:
+        raise CostsimError(f"{path}: no such corpus file; export one with python -m studies.growth_corpus "
+                           "--export") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CostsimError(f"{path}: not a corpus file ({type(exc).__name__}: {exc}); export one with "
+                           "python -m studies.growth_corpus --export") from None
+
+
+def load_runs(source: str | Path | None = None, holdout_marker: str = "[holdout]") -> list[RunData]:
+    """Runs from a DuckDB store (``*.duckdb``) or a dataset file (default: the shipped corpus)."""
+    if source is not None and str(source).endswith(".duckdb"):
+        if not Path(source).exists():
+            raise CostsimError(f"{source}: no such store; train runs first (python -m studies.growth_corpus "
+                               f"--db {source})")
+        return load_store(source, holdout_marker)
+    return load_dataset(source, holdout_marker)
+
+
+def export_store(db: str | Path, out: str | Path, source: str = "python -m studies.growth_corpus") -> int:
+    """Write a store's complete runs as a dataset file; returns how many."""
+    runs = load_store(db, holdout_marker="")
+    from validate.store import Store
+
+    rows = {r["run_id"]: r for r in Store(db).query(
+        "SELECT run_id, spec_json, device FROM run_summary WHERE status = 'complete'")}
+    body = {"source": source, "runs": [
+        {"run_id": r.run_id, "family": r.family, "device": rows[r.run_id]["device"],
+         "spec": json.loads(rows[r.run_id]["spec_json"]), "steps": r.steps,
+         "tokens": [int(t) for t in r.tokens], "val_loss": [round(float(v), 5) for v in r.loss]}
+        for r in runs]}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    Path(out).write_text(json.dumps(body, separators=(",", ":")) + "\n")
+    return len(runs)

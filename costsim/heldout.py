@@ -1,0 +1,175 @@
+"""How well the loss model predicts runs it never saw.
+
+For a growth run and the full-training run of the same final size (same seed where one
+exists), on the counted-FLOPs axis:
+
+- **compute-to-match ratio**: the FLOPs the schedule needs to reach the loss full
+  training had at ``MATCH_AT`` of its FLOPs, over those FLOPs (< 1: growing saves
+  compute); None when the schedule never gets there (then ``ratio_floor`` says it is
+  at least its final FLOPs over those);
+- **crossover**: the FLOPs after which the schedule stays behind full training at equal
+  FLOPs (None: never ahead, or ahead to the end);
+- **rms** over the curve and the share of measured points inside the 90% interval.
+
+The same numbers are computed on the measured curves and on the predicted ones.
+``cross_validate`` refits without each growth schedule in turn (all its seeds;
+leave-one-schedule-out) and predicts it; ``size_holdout`` refits without every run of the largest final size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from costsim.corpus import RunData
+from costsim.fit import cumulative_flops, fit_params, flops_to_reach, run_residuals
+from costsim.loss import LossParams, LossProfile, predict, trajectory
+
+MATCH_AT = 0.5
+
+
+@dataclass(frozen=True)
+class CurveComparison:
+    ratio: float | None
+    ratio_floor: float | None  # when not reached: at least this
+    crossover_flops: float | None
+    crossover_kind: str  # "crosses", "never ahead", "ahead throughout"
+
+
+def _monotone(loss: np.ndarray) -> np.ndarray:
+    return np.minimum.accumulate(loss)
+
+
+def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, base_loss: np.ndarray,
+                   match_at: float = MATCH_AT) -> CurveComparison:
+    """Compute-to-match and crossover of a curve against a full-training curve."""
+    base_best = _monotone(base_loss)
+    at = match_at * base_flops[-1]
+    target = float(np.interp(at, base_flops, base_best))
+    reached = flops_to_reach(target, flops, _monotone(loss))
+    ratio = None if reached is None else reached / at
+    floor = None if reached is not None else float(flops[-1]) / at
+    inside = flops <= base_flops[-1]
+    diff = loss[inside] - np.interp(flops[inside], base_flops, base_loss)
+    x = flops[inside]
+    if not len(diff) or np.all(diff >= 0):
+        return CurveComparison(ratio, floor, None, "never ahead")
+    if diff[-1] < 0:
+        return CurveComparison(ratio, floor, None, "ahead throughout")
+    last_ahead = int(np.flatnonzero(diff < 0)[-1])
+    x0, x1, d0, d1 = x[last_ahead], x[last_ahead + 1], diff[last_ahead], diff[last_ahead + 1]
+    cross = float(x0 + (x1 - x0) * (-d0) / (d1 - d0))
+    return CurveComparison(ratio, floor, cross, "crosses")
+
+
+def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
+    """Full training of the run's final size at its batch and LR schedule, same seed if there is one."""
+    candidates = [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
+                  and r.spec.training.batch_size == run.spec.training.batch_size
+                  and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind]
+    same_seed = [r for r in candidates if r.seed == run.seed]
+    return (same_seed or candidates or [None])[0]
+
+
+@dataclass
+class RunScore:
+    run: str
+    family: str
+    final_measured: float
+    final_predicted: float
+    rms: float
+    coverage: float | None
+    measured: CurveComparison | None = None
+    predicted: CurveComparison | None = None
+    n_points: int = 0
+
+    @property
+    def sign_right(self) -> bool | None:
+        if self.measured is None or self.predicted is None:
+            return None
+        return _side(self.measured) == _side(self.predicted)
+
+
+def _side(c: CurveComparison) -> int:
+    """-1: growing saves compute at the match point, +1: costs more."""
+    if c.ratio is None:
+        return 1
+    return -1 if c.ratio < 1 else 1
+
+
+def score_run(run: RunData, base: RunData | None, params: LossParams, profile: LossProfile | None = None) -> RunScore:
+    """Measured against predicted for one run (and its baseline's curves, for the ratios)."""
+    predicted = trajectory(params, run.plans, at_tokens=run.tokens)[1]
+    coverage = None
+    if profile is not None:
+        curve = predict(profile.model_copy(update={"params": params}), run.plans, at_tokens=run.tokens)
+        coverage = float(np.mean((run.loss >= curve.lower) & (run.loss <= curve.upper)))
+    score = RunScore(run=run.name, family=run.family, final_measured=float(run.loss[-1]),
+                     final_predicted=float(predicted[-1]), rms=float(np.sqrt(np.mean((predicted - run.loss) ** 2))),
+                     coverage=coverage, n_points=len(run.loss))
+    if base is not None and not run.is_full_training:
+        flops = cumulative_flops(run.spec, run.steps, run.tokens)
+        base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
+        base_predicted = trajectory(params, base.plans, at_tokens=base.tokens)[1]
+        score.measured = compare_curves(flops, run.loss, base_flops, base.loss)
+        score.predicted = compare_curves(flops, predicted, base_flops, base_predicted)
+    return score
+
+
+@dataclass
+class CrossValidation:
+    structure: str
+    scores: list[RunScore] = field(default_factory=list)
+    fold_rms: dict[str, float] = field(default_factory=dict)  # schedule -> rms of its held-out points
+
+    @property
+    def rms(self) -> float:
+        errors = [s.rms**2 * s.n_points for s in self.scores]
+        return float(np.sqrt(sum(errors) / max(sum(s.n_points for s in self.scores), 1)))
+
+    def summary(self) -> dict:
+        return {"structure": self.structure, "rms_nats": self.rms,
+                "runs": [{**asdict(s), "sign_right": s.sign_right} for s in self.scores]}
+
+
+def growth_schedules(runs: list[RunData]) -> list[str]:
+    return sorted({r.schedule for r in runs if not r.is_full_training})
+
+
+def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
+                   schedules: list[str] | None = None, max_nfev: int = 200) -> CrossValidation:
+    """Leave-one-schedule-out: for each growth schedule, fit on every other run and score
+    the schedule's runs (all seeds). Intervals: each fold's held-out error plus seed noise, with the
+    residual taken from the *other* folds (so coverage is not fitted to itself)."""
+    cv = CrossValidation(structure)
+    fits: dict[str, tuple[LossParams, list[RunData]]] = {}
+    for schedule in schedules or growth_schedules(runs):
+        held = [r for r in runs if r.schedule == schedule]
+        params, _ = fit_params([r for r in runs if r.schedule != schedule], start, structure, max_nfev=max_nfev)
+        fits[schedule] = (params, held)
+        errors = np.concatenate(run_residuals(params, held))
+        cv.fold_rms[schedule] = float(np.sqrt(np.mean(errors**2)))
+    for schedule, (params, held) in fits.items():
+        others = [v for k, v in cv.fold_rms.items() if k != schedule]
+        residual = float(np.sqrt(np.mean(np.square(others)))) if others else 0.0
+        profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std)
+        for run in held:
+            cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
+    return cv
+
+
+def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
+                 residual_std: float = 0.0, max_nfev: int = 200) -> tuple[list[RunScore], tuple]:
+    """Fit on every run whose final model is smaller than the largest, predict the largest's runs."""
+    from costsim.engine import stage_shape
+    from costsim.flops import parameter_counts
+
+    def size(r: RunData) -> float:
+        return float(parameter_counts(stage_shape(r.spec)).non_embedding[-1])
+
+    largest = max(size(r) for r in runs)
+    held = [r for r in runs if size(r) == largest]
+    params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev)
+    profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std)
+    return [score_run(r, baseline_for(r, held), params, profile) for r in held], held[0].final_shape

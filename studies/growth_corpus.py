@@ -1,0 +1,213 @@
+"""The growth-run corpus the loss model is fitted on and checked against.
+
+``python -m studies.growth_corpus --db growth_corpus.duckdb`` trains, one run at a time,
+byte-level GPTs on the offline stdlib corpus, at the largest scale 2 CPU cores allow in
+about two hours:
+
+- full training at six sizes (non-embedding parameters 25k to 663k, a 27x span), the
+  largest (d96, 6 layers) for 6.6M tokens = 10 tokens per parameter, with a second seed;
+- at the largest size: the study's schedule (arXiv 2411.18700: stages of 2 blocks, each
+  after the first split into a freeze phase and an all-blocks phase, then continual
+  training of the same length with a fresh optimizer) and its no-freeze variant, both
+  with a second seed; depth growth 3 -> 6 blocks by ``random_top`` early (10% of the
+  tokens), at 25% and late (50%), by ``stack_copy`` and by ``identity``; width growth
+  d48 -> d96 (``widen_preserving``);
+- at a middle size (d64, 4 layers, 3.3M tokens): the same families, so growth can be
+  fitted on one size and predicted on a larger one;
+- batch size: the middle size at 8, 256 and 2048 sequences a step (25 optimizer steps),
+  to fit a critical batch size; a cosine-decay run for annealing.
+
+Every run evaluates about 40 times. Runs already complete in the store are skipped, so
+an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` writes the
+curves to ``costsim/data/corpus/growth_corpus.csv``, the versioned dataset
+``costsim.fit`` and ``benchmarks/loss_accuracy.py`` read without re-training.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from costsim.errors import CostsimError, cli_errors
+
+SEQ_LEN = 64
+BATCH = 32  # sequences per optimizer step, unless a run says otherwise
+MICRO = 32
+LR = 2e-3
+LARGE_STEPS = 3200  # d96 L6: 3200 x 2048 = 6.55M tokens, 10 per non-embedding parameter
+MIDDLE_STEPS = 1600
+EVALS_PER_RUN = 40
+EVAL_TOKENS = 16 * MICRO * SEQ_LEN  # the same held-out batches for every run of a seed
+DATASET_PATH = Path(__file__).resolve().parents[1] / "costsim" / "data" / "corpus" / "growth_corpus.csv"
+
+
+@dataclass(frozen=True)
+class Run:
+    spec: dict
+    family: str  # the schedule family, for leave-one-schedule-out
+
+    @property
+    def name(self) -> str:
+        return self.spec["name"]
+
+
+def _model(d_model: int, head_dim: int = 32) -> dict:
+    return {"d_model": d_model, "n_heads": max(2, d_model // head_dim), "vocab_size": 256, "seq_len": SEQ_LEN}
+
+
+def _training(steps: int, batch: int = BATCH, seed: int = 1, schedule: str = "constant") -> dict:
+    lr = {"kind": schedule, "lr": LR, "warmup_steps": min(20, max(1, steps // 10))}
+    if schedule == "cosine":
+        lr["min_lr_ratio"] = 0.1
+    return {"micro_batch_size": min(batch, MICRO), "batch_size": batch, "precision": "fp32",
+            "lr_schedule": lr, "seed": seed}
+
+
+def _tokens(steps: int, batch: int = BATCH) -> int:
+    return steps * batch * SEQ_LEN
+
+
+def full(d_model: int, layers: int, steps: int, *, seed: int = 1, batch: int = BATCH,
+         schedule: str = "constant") -> Run:
+    tag = "" if batch == BATCH else f" batch{batch}"
+    tag += "" if schedule == "constant" else f" {schedule}"
+    steps = steps * BATCH // batch
+    return Run({"name": f"full d{d_model} L{layers}{tag} seed{seed}", "model": _model(d_model),
+                "training": _training(steps, batch, seed, schedule),
+                "stages": [{"layers": layers, "tokens": _tokens(steps, batch), "name": "full"}]},
+               "full" if batch == BATCH and schedule == "constant" else f"full{tag}")
+
+
+def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool, seed: int = 1) -> Run:
+    """The study's shape: the first half of the steps grows (stage 1, then each later
+    stage a freeze phase that trains only the new blocks and an all-blocks phase, or one
+    all-blocks phase without freezing); the second half is continual training of the
+    full model with a fresh optimizer."""
+    growing = steps // 2
+    per_stage = growing // n_stages
+    step = layers // n_stages
+    stages = [{"layers": step, "tokens": _tokens(per_stage), "name": "stage 1"}]
+    for s in range(2, n_stages + 1):
+        if freeze:
+            half = per_stage // 2
+            stages += [{"layers": s * step, "tokens": _tokens(half), "train": "new", "growth": "random_top",
+                        "name": f"stage {s} freeze"},
+                       {"layers": s * step, "tokens": _tokens(per_stage - half), "name": f"stage {s} all"}]
+        else:
+            stages.append({"layers": s * step, "tokens": _tokens(per_stage), "growth": "random_top",
+                           "name": f"stage {s}"})
+    stages.append({"layers": layers, "tokens": _tokens(steps - per_stage * n_stages), "reset_optimizer": True,
+                   "name": "continual"})
+    kind = "freeze" if freeze else "nofreeze"
+    return Run({"name": f"study d{d_model} L{layers} S{n_stages} {kind} seed{seed}", "model": _model(d_model),
+                "training": _training(steps, seed=seed), "stages": stages}, f"study-{kind}")
+
+
+def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1) -> Run:
+    """Half the blocks for the first ``at`` of the steps, then all of them (``operator``)."""
+    first = round(steps * at)
+    return Run({"name": f"deepen d{d_model} L{layers // 2}->{layers} {operator} at{at:g} seed{seed}",
+                "model": _model(d_model), "training": _training(steps, seed=seed),
+                "stages": [{"layers": layers // 2, "tokens": _tokens(first), "name": "half depth"},
+                           {"layers": layers, "tokens": _tokens(steps - first), "growth": operator,
+                            "name": "full depth"}]},
+               f"deepen-{operator}-at{at:g}")
+
+
+def widen(d_model: int, layers: int, steps: int, at: float = 0.25, *, seed: int = 1) -> Run:
+    """Function-preserving widening doubles every width: heads of 16 dimensions."""
+    half, first = d_model // 2, round(steps * at)
+    return Run({"name": f"widen d{half}->{d_model} L{layers} at{at:g} seed{seed}",
+                "model": _model(d_model, head_dim=16), "training": _training(steps, seed=seed),
+                "stages": [{"layers": layers, "tokens": _tokens(first), "d_model": half, "n_heads": half // 16,
+                            "d_ff": 2 * d_model, "name": "narrow"},
+                           {"layers": layers, "tokens": _tokens(steps - first), "growth": "widen_preserving",
+                            "name": "wide"}]},
+               "widen")
+
+
+def corpus() -> list[Run]:
+    """Every run, most important first (a corpus cut short still has the core)."""
+    large, middle = (96, 6, LARGE_STEPS), (64, 4, MIDDLE_STEPS)
+    return [
+        full(*large), study(96, 6, 3, LARGE_STEPS, freeze=True), full(96, 3, LARGE_STEPS), full(64, 4, LARGE_STEPS),
+        full(48, 3, LARGE_STEPS), study(96, 6, 3, LARGE_STEPS, freeze=False),
+        deepen(*large, "stack_copy", 0.25), deepen(*large, "identity", 0.25), deepen(*large, "random_top", 0.25),
+        widen(*large), deepen(*large, "random_top", 0.1), deepen(*large, "random_top", 0.5),
+        full(*large, seed=2), study(96, 6, 3, LARGE_STEPS, freeze=True, seed=2),
+        study(64, 4, 2, MIDDLE_STEPS, freeze=True), study(64, 4, 2, MIDDLE_STEPS, freeze=False),
+        deepen(*middle, "stack_copy", 0.25), deepen(*middle, "identity", 0.25), widen(*middle),
+        full(*middle, batch=256), full(*middle, batch=2048), full(*middle, batch=8), full(*middle, schedule="cosine"),
+        full(32, 2, LARGE_STEPS), full(64, 2, LARGE_STEPS),
+        study(96, 6, 3, LARGE_STEPS, freeze=False, seed=2),
+    ]
+
+
+def _complete_names(db: Path) -> set[str]:
+    if not db.exists():
+        return set()
+    from validate.store import Store
+
+    rows = Store(db).query("SELECT spec_json FROM run_summary WHERE status = 'complete'")
+    return {json.loads(r["spec_json"]).get("name") for r in rows}
+
+
+def train(run: Run, db: Path, workdir: Path, threads: int) -> str:
+    spec = {**run.spec, "name": f"{run.name} [{run.family}]"}
+    path = workdir / "spec.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    steps = sum(s["tokens"] for s in spec["stages"]) // (spec["training"]["batch_size"] * SEQ_LEN)
+    micro = spec["training"]["micro_batch_size"]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    result = subprocess.run(
+        [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--no-progress", "--json",
+         "--eval-every", str(max(1, steps // EVALS_PER_RUN)),
+         "--eval-batches", str(EVAL_TOKENS // (micro * SEQ_LEN)), "--checkpoint-every", "1000000",
+         "--run-dir", str(workdir / "runs")], env=env, capture_output=True, text=True)
+    if result.returncode:
+        raise CostsimError(f"{run.name}: {(result.stderr.strip().splitlines() or ['failed'])[-1]}")
+    return result.stdout.strip().splitlines()[-1]
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m studies.growth_corpus", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", default="growth_corpus.duckdb", help="DuckDB store the runs go to")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
+                        help="torch threads for the one run at a time (default: 2 or the CPU count)")
+    parser.add_argument("--only", help="run only the runs whose name contains this text")
+    parser.add_argument("--list", action="store_true", help="list the corpus and what is already stored")
+    parser.add_argument("--export", action="store_true", help="write the stored curves to the shipped dataset")
+    args = parser.parse_args(argv)
+    db = Path(args.db).resolve()
+    done = _complete_names(db)
+    runs = [r for r in corpus() if not args.only or args.only in r.name]
+    if args.list:
+        for run in runs:
+            print(f"{'done' if f'{run.name} [{run.family}]' in done else 'todo':4s}  {run.name}")
+        return 0
+    if args.export:
+        from costsim.corpus import export_store
+
+        n = export_store(db, DATASET_PATH)
+        print(f"wrote {n} curves to {DATASET_PATH}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            if f"{run.name} [{run.family}]" in done:
+                continue
+            print(train(run, db, Path(tmp), args.threads), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
