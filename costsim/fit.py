@@ -227,9 +227,11 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
     samples = bootstrap(fit_runs, best, n_bootstrap, seed)
     vocab = {r.spec.model.vocab_size for r in fit_runs}
     noise, repeated = seed_noise(fit_runs)
+    lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
     return LossProfile(
         name=name, params=best, samples=samples, residual_std=rms if residual_std is None else residual_std,
         seed_std=noise, source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
+        lr=lrs.pop() if len(lrs) == 1 else None,
         domain=domain_of(fit_runs),
         report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
                 "rms_nats_in_sample": rms, "seed_repeats": repeated, **(report or {})})

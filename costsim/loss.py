@@ -105,6 +105,7 @@ class LossProfile(BaseModel):
     source: str = ""
     report: dict = Field(default_factory=dict)
     vocab_size: int | None = Field(None, description="the tokenizer it was fitted for, if specific")
+    lr: float | None = Field(None, gt=0, description="peak learning rate of the runs it was fitted on")
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
                                            "for non_embedding_params, tokens, flops_counted")
 
@@ -404,7 +405,7 @@ def _operator(spec: ScheduleSpec, index: int) -> str:
     return width if spec.stage_width(prev) != spec.stage_width(cur) else depth
 
 
-def _z(interval: float) -> float:
+def z_score(interval: float) -> float:
     if abs(interval - 0.9) < 1e-12:
         return 1.6448536269514722
     from scipy.stats import norm
@@ -426,7 +427,7 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     else:
         lo = hi = loss
     spread = np.sqrt(profile.residual_std**2 + profile.seed_std**2 + (profile.law_rel_std * (loss - p.E))**2)
-    noise = _z(profile.interval) * spread
+    noise = z_score(profile.interval) * spread
     lower = np.minimum(lo - noise, loss)
     upper = np.maximum(hi + noise, loss)
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)

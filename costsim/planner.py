@@ -22,7 +22,7 @@ from costsim.engine import estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
-from costsim.loss import LossProfile, predict, reducible, stage_plans
+from costsim.loss import LossProfile, full_training_loss, predict, reducible, stage_plans, trajectory, z_score
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
 from costsim.profile import CostProfile
@@ -57,8 +57,14 @@ class Budget(BaseModel):
                 "usd": f"${self.amount:,.0f}"}[self.kind]
 
 
+MIN_STEPS = 250  # a schedule with fewer optimizer steps is barely trained, whatever its batch
+
+
 class SearchSpace(BaseModel):
-    """What the search may choose, and the fixed parts of every schedule."""
+    """What the search may choose, and the fixed parts of every schedule.
+
+    ``SearchSpace.for_budget`` sizes it to a budget; the defaults here are a fixed
+    GPU-scale space."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -74,12 +80,77 @@ class SearchSpace(BaseModel):
     aspect_ratio: tuple[float, float] = (16.0, 256.0)  # d_model / layers: outside, shapes train badly
     width_growth: bool = True
     precision: str = "bf16-mixed"
+    lr: float | None = Field(None, gt=0, description="peak LR of every schedule (None: the spec's default)")
+    min_steps: int = Field(1, ge=1, description="fewest optimizer steps a schedule may take")
 
-    @property
-    def reference_batch_tokens(self) -> int:
-        """Batch of the reference schedules (full training, the study's): half a
-        million tokens as in the study, when the space allows it."""
-        return 2**19 if 2**19 in self.batch_tokens else self.batch_tokens[0]
+    def n_heads(self, d_model):
+        return np.maximum(1, d_model // self.head_dim)
+
+    @classmethod
+    def for_budget(cls, flops: float, *, profile: LossProfile, vocab_size: int = 50304, seq_len: int = 1024,
+                   n_gpus: int = 1, d_model_range: tuple[int, int] | None = None,
+                   layers_range: tuple[int, int] | None = None, batch_range: tuple[int, int] | None = None,
+                   min_steps: int = MIN_STEPS, **fixed) -> SearchSpace:
+        """A space sized to a budget of ``flops`` counted FLOPs: widths from a quarter to
+        three times the compute-optimal width under the profile's law, depths up to four
+        times its depth, batches (powers of two, in tokens) from one sequence per GPU up
+        to what leaves ``min_steps`` optimizer steps and at most four critical batches;
+        the profile's learning rate. Each range can be given instead."""
+        d_opt, layers_opt, tokens_opt, loss_opt = compute_optimal_shape(profile.params, flops, vocab_size, seq_len)
+        lo, hi = d_model_range or (max(16, d_opt / 4), d_opt * 3)
+        grain = 16 if hi < 512 else 64
+        d_models = sorted({int(max(grain, round(d / grain) * grain)) for d in np.geomspace(lo, hi, 10)})
+        d_models = [d for d in d_models if lo <= d <= hi] or [int(max(grain, round(lo / grain) * grain))]
+        min_layers, max_layers = layers_range or (1, max(8, 4 * layers_opt))
+        smallest = seq_len * n_gpus
+        if batch_range:
+            b_lo, b_hi = batch_range
+        else:
+            b_hi = tokens_opt / min_steps
+            p = profile.params
+            if p.bcrit > 0:
+                b_hi = min(b_hi, 4 * p.bcrit * loss_opt ** -p.bcrit_exponent)
+            b_lo = smallest
+        powers = [2**k for k in range(int(np.log2(max(b_lo, 1))) - 1, int(np.log2(max(b_hi, 1))) + 2)
+                  if max(b_lo, smallest) <= 2**k <= max(b_hi, smallest)]
+        batches = tuple(powers[-6:]) or (int(2 ** np.ceil(np.log2(smallest))),)
+        head_dim = fixed.pop("head_dim", 64 if hi >= 512 else 32 if hi >= 128 else 16)
+        return cls(vocab_size=vocab_size, seq_len=seq_len, d_models=tuple(d_models), min_layers=int(min_layers),
+                   max_layers=int(max_layers), batch_tokens=batches, head_dim=head_dim, aspect_ratio=(4.0, 512.0),
+                   lr=profile.lr, min_steps=min_steps, **fixed)
+
+    def describe(self) -> str:
+        return (f"d_model {self.d_models[0]}-{self.d_models[-1]} ({len(self.d_models)} widths), layers "
+                f"{self.min_layers}-{self.max_layers}, batch {self.batch_tokens[0]}-{self.batch_tokens[-1]} tokens, "
+                f"at least {self.min_steps} steps, lr {self.lr if self.lr else 'spec default'}")
+
+
+
+def approximate_flops(budget: Budget, hardware: HardwareSpec, precision: str = "bf16-mixed",
+                      utilisation: float = 0.4) -> float:
+    """Counted FLOPs a budget buys, roughly (hours and dollars at ``utilisation`` of the
+    GPUs' peak): only to size a search space, never to spend."""
+    if budget.kind == "flops":
+        return float(budget.amount)
+    gpu = hardware.resolved_gpu()
+    rate = gpu.peak_flops_per_s(precision) * hardware.n_gpus * utilisation
+    seconds = budget.amount * SECONDS_PER_HOUR if budget.kind == "hours" else \
+        budget.amount / hardware.cost_usd(1.0)
+    return float(seconds * rate)
+
+
+def compute_optimal_shape(p, flops: float, vocab_size: int, seq_len: int) -> tuple[int, int, float, float]:
+    """(d_model, layers, tokens, loss) of the best full-training model at ``flops`` under a
+    law, on a coarse grid of shapes 32 wide per layer (counted FLOPs per token
+    approximated as 6 N + 6 d V + 14 T d L: weights, head, attention)."""
+    d = np.geomspace(16, 32768, 200)
+    layers = np.maximum(1, np.round(d / 32))
+    n = 12 * d**2 * layers
+    per_token = 6 * n + 6 * d * vocab_size + 14 * seq_len * d * layers
+    tokens = flops / per_token
+    loss = p.E + reducible(p, n, tokens)
+    best = int(np.argmin(loss))
+    return int(round(d[best])), int(layers[best]), float(tokens[best]), float(loss[best])
 
 
 @dataclass(frozen=True)
@@ -113,6 +184,34 @@ class Evaluation(ScheduleSummary):
     budget_used: float  # share of the budget spent (<= 1)
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """A growing schedule against full training at the same budget. The gap's interval
+    is paired: each bootstrap fit of the loss model predicts both, so what they share
+    (the law's own uncertainty) cancels; the seed noise of two runs and the held-out
+    error are added."""
+
+    gap: float  # full training's predicted loss minus the schedule's (> 0: growing is better)
+    lower: float
+    upper: float
+    intervals_overlap: bool  # the two marginal intervals overlap
+    verdict: str  # "growth better", "full training better" or "tie"
+
+    def describe(self, interval: float) -> str:
+        side = "growth ahead" if self.gap > 0 else "full training ahead"
+        verdict = {"growth better": "growing is better",
+                   "full training better": "full training is better: do not grow",
+                   "tie": "a tie within the uncertainty: recommend full training (do not grow)"}[self.verdict]
+        return (f"{side} by {abs(self.gap):.4f} nats, gap [{self.lower:+.4f}, {self.upper:+.4f}] ({interval:.0%}, "
+                f"paired); marginal intervals {'overlap' if self.intervals_overlap else 'do not overlap'}: {verdict}")
+
+
+def grows(spec: ScheduleSpec) -> bool:
+    """Whether a schedule changes its model's size at all."""
+    shapes = {(st.layers, spec.stage_width(st)) for st in spec.stages}
+    return len(shapes) > 1
+
+
 class Planner:
     """Builds and evaluates candidates for one budget, hardware and pair of profiles."""
 
@@ -134,7 +233,7 @@ class Planner:
         blocks optionally starts with a phase training only them (``freeze_share`` of
         its tokens); the first ``width_stages`` run at half width and the first
         full-width stage widens function-preservingly."""
-        n_heads = max(1, d_model // self.space.head_dim)
+        n_heads = int(self.space.n_heads(d_model))
         depths = sorted({max(1, round(layers * (first_fraction + (1 - first_fraction) * i / (n_stages - 1))))
                          for i in range(n_stages - 1)} | {layers})
         n = len(depths)
@@ -171,7 +270,7 @@ class Planner:
                                     width_stages=width_stages)
         n_gpus = self.hardware.n_gpus
         batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
-        model = {"d_model": d_model, "n_heads": max(1, d_model // s.head_dim), "vocab_size": s.vocab_size,
+        model = {"d_model": d_model, "n_heads": int(s.n_heads(d_model)), "vocab_size": s.vocab_size,
                  "seq_len": s.seq_len}
         return self._fit_and_spend(model, stages, batch)
 
@@ -185,6 +284,8 @@ class Planner:
         hardware = self.hardware.model_dump(exclude_none=True)
         training = {"micro_batch_size": per_gpu, "batch_size": batch, "precision": self.space.precision,
                     "parallelism": self.parallelism}
+        if self.space.lr:
+            training["lr_schedule"] = {"kind": "constant", "lr": self.space.lr}
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
         micros = np.array([m for m in range(per_gpu, 0, -1) if per_gpu % m == 0])
         shape = stage_shape(probe)
@@ -222,7 +323,7 @@ class Planner:
         # steps_s = w_s * S with sum(steps_s * cost_s) = budget; floor so the budget holds
         total_steps = self.budget.amount / float(np.dot(weights, per_step))
         steps = np.floor(weights * total_steps).astype(int)
-        if np.any(steps < 1):
+        if np.any(steps < 1) or steps.sum() < self.space.min_steps:
             return None
         return _spec(model, training, hardware, stages, [float(n * tokens_per_step) for n in steps])
 
@@ -230,7 +331,7 @@ class Planner:
 
     def evaluate(self, spec: ScheduleSpec) -> Evaluation:
         costs = self._costs(spec)
-        steps = [round(st.tokens / (spec.training.batch_size * spec.model.seq_len)) for st in spec.stages]
+        steps = _steps(spec)
         curve = predict(self.loss_profile, stage_plans(spec, steps), points_per_stage=1)
         spent = float(np.dot(steps, self.per_step_cost(costs)))
         time_s = float(np.dot(steps, costs.step_time_s))
@@ -243,66 +344,116 @@ class Planner:
             budget_used=spent / self.budget.amount,
         )
 
+    def compare(self, candidate: Evaluation, baseline: Evaluation) -> Comparison:
+        """``candidate`` (a growing schedule) against full training ``baseline``."""
+        profile = self.loss_profile
+        plans_c = stage_plans(candidate.spec, _steps(candidate.spec))
+        plans_b = stage_plans(baseline.spec, _steps(baseline.spec))
+        gap = baseline.loss - candidate.loss
+        final = [(trajectory(s, plans_b, points_per_stage=1)[1][-1], trajectory(s, plans_c, points_per_stage=1)[1][-1])
+                 for s in profile.samples]
+        diffs = np.array([b - c for b, c in final]) if final else np.array([gap])
+        q = (1 - profile.interval) / 2
+        lo, hi = np.quantile(diffs, [q, 1 - q])
+        noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + profile.residual_std**2)
+        lower, upper = min(lo, gap) - noise, max(hi, gap) + noise
+        verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"
+        overlap = candidate.loss_lower <= baseline.loss_upper and baseline.loss_lower <= candidate.loss_upper
+        return Comparison(gap=float(gap), lower=float(lower), upper=float(upper), intervals_overlap=bool(overlap),
+                          verdict=verdict)
+
     # --- reference points ----------------------------------------------------------------
 
-    def full_training_grid(self, amount: float | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(d_model, layers, predicted final loss) of every full-training shape in the
-        space at a budget (default: this one), vectorised. Constant LR, no warmup: the
-        loss is the law in closed form. Shapes that fit nowhere get +inf."""
+    def full_training_grid(self, amount: float | None = None
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(d_model, layers, batch tokens, predicted final loss) of every full-training
+        shape in the space at a budget (default: this one) with its best batch,
+        vectorised. Constant LR, no warmup: the loss is the law at the ideal tokens its
+        batch leaves (``full_training_loss``). Shapes that fit nowhere get +inf."""
         s = self.space
         d, layers = (a.ravel() for a in np.meshgrid(np.array(s.d_models), np.array(_depths(s))))
         keep = (d / layers >= s.aspect_ratio[0]) & (d / layers <= s.aspect_ratio[1])
         d, layers = d[keep], layers[keep]
         n_gpus = self.hardware.n_gpus
-        batch = max(n_gpus, s.reference_batch_tokens // s.seq_len // n_gpus * n_gpus)
-        per_gpu = batch // n_gpus
-        micros = [m for m in range(per_gpu, 0, -1) if per_gpu % m == 0]
-        chosen_cost = np.full(len(d), np.inf)
-        for recompute in (False, True):
-            for micro in micros:
-                shape = StageShape.of(layers=layers, d_model=d, n_heads=np.maximum(1, d // s.head_dim),
-                                      n_kv_heads=np.maximum(1, d // s.head_dim), d_ff=4 * d,
-                                      vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=micro,
-                                      n_trainable=layers, train_embeddings=True, tied=True, swiglu=False,
-                                      recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision])
-                costs = estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
-                                      precision=s.precision, n_gpus=n_gpus, parallelism=self.parallelism)
-                fits = (costs.peak_memory_bytes <= self.memory_limit) & np.isinf(chosen_cost)
-                chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
-                n_params = costs.params_non_embedding
-        steps = np.floor((amount or self.budget.amount) / chosen_cost)
-        tokens = steps * batch * s.seq_len
+        best_loss = np.full(len(d), np.inf)
+        best_batch = np.zeros(len(d), dtype=np.int64)
         p = self.loss_profile.params
-        loss = np.where(steps >= 1, p.E + reducible(p, n_params, tokens), np.inf)
-        return d, layers, loss
+        for batch_tokens in s.batch_tokens:
+            batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
+            per_gpu = batch // n_gpus
+            micros = [m for m in range(per_gpu, 0, -1) if per_gpu % m == 0]
+            chosen_cost = np.full(len(d), np.inf)
+            for recompute in (False, True):
+                for micro in micros:
+                    if np.all(np.isfinite(chosen_cost)):
+                        break
+                    heads = s.n_heads(d)
+                    shape = StageShape.of(layers=layers, d_model=d, n_heads=heads, n_kv_heads=heads, d_ff=4 * d,
+                                          vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=micro,
+                                          n_trainable=layers, train_embeddings=True, tied=True, swiglu=False,
+                                          recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision])
+                    costs = estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
+                                          precision=s.precision, n_gpus=n_gpus, parallelism=self.parallelism)
+                    fits = (costs.peak_memory_bytes <= self.memory_limit) & np.isinf(chosen_cost)
+                    chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
+                    n_params = costs.params_non_embedding
+            steps = np.floor((amount or self.budget.amount) / chosen_cost)
+            tokens = steps * batch * s.seq_len
+            with np.errstate(invalid="ignore"):
+                loss = np.where(steps >= max(1, s.min_steps),
+                                full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len), np.inf)
+            better = loss < best_loss
+            best_loss = np.where(better, loss, best_loss)
+            best_batch = np.where(better, batch_tokens, best_batch)
+        return d, layers, best_batch, best_loss
 
     def best_full_training(self) -> Evaluation:
         """The compute-optimal full-size model at this budget."""
-        d, layers, loss = self.full_training_grid()
+        d, layers, batch, loss = self.full_training_grid()
         if not np.isfinite(loss).any():
-            raise SpecError("no full-training schedule fits this GPU's memory within the budget; "
-                            "raise the budget, add GPUs or allow more memory")
+            raise SpecError(self.why_nothing_fits())
         best = int(np.argmin(loss))
-        spec = self.build(layers=int(layers[best]), d_model=int(d[best]), n_stages=1,
-                          batch_tokens=self.space.reference_batch_tokens)
+        spec = self.build(layers=int(layers[best]), d_model=int(d[best]), n_stages=1, batch_tokens=int(batch[best]))
         return self.evaluate(spec)
 
-    def paper_schedule(self, layers: int, d_model: int, n_stages: int = 4) -> Evaluation | None:
+    def why_nothing_fits(self) -> str:
+        """The real reason no full-training schedule can be built: memory, or the budget."""
+        s = self.space
+        smallest = self.build(layers=s.min_layers, d_model=min(s.d_models), n_stages=1,
+                              batch_tokens=min(s.batch_tokens))
+        if smallest is not None:
+            return ("no full-training schedule in the search space fits; widen it (--d-model-range, "
+                    "--layers-range, --batch-range)")
+        one_step = Budget(**{self.budget.kind: self.budget.amount * 1e12})
+        probe = Planner(one_step, self.hardware, s.model_copy(update={"min_steps": 1}), self.cost_profile,
+                        self.loss_profile, self.memory_limit)
+        spec = probe.build(layers=s.min_layers, d_model=min(s.d_models), n_stages=1, batch_tokens=min(s.batch_tokens))
+        if spec is None:
+            return ("the smallest model in the search space does not fit this GPU's memory; add GPUs, allow more "
+                    "memory or search smaller models (--d-model-range)")
+        per_step = float(self.per_step_cost(self._costs(spec))[0])
+        need = per_step * s.min_steps
+        return (f"the budget is too small: {s.min_steps} optimizer steps (--min-steps) of the smallest model "
+                f"(d_model {min(s.d_models)}, {s.min_layers} layers, {min(s.batch_tokens)} tokens a step) cost "
+                f"{need:.3g} {self.budget.kind}, {need / self.budget.amount:.3g}x the budget; raise the budget or "
+                "search smaller models and batches")
+
+    def paper_schedule(self, layers: int, d_model: int, batch_tokens: int, n_stages: int = 4) -> Evaluation | None:
         """The study's schedule (freeze + all per stage, then continual) at this budget."""
         layers = max(n_stages, layers - layers % n_stages)
         ref = paper_incremental(layers, n_stages, tokens=1.0e9, model=parse_spec(
-            {"model": {"d_model": d_model, "n_heads": max(1, d_model // self.space.head_dim),
+            {"model": {"d_model": d_model, "n_heads": int(self.space.n_heads(d_model)),
                        "vocab_size": self.space.vocab_size, "seq_len": self.space.seq_len},
              "training": {"micro_batch_size": 1, "batch_size": 1}, "stages": [{"layers": 1, "tokens": 1}]}).model)
         stages = [{**st.model_dump(exclude_none=True, exclude={"tokens"}), "_weight": st.tokens} for st in ref.stages]
         n_gpus = self.hardware.n_gpus
-        batch = max(n_gpus, self.space.reference_batch_tokens // self.space.seq_len // n_gpus * n_gpus)
+        batch = max(n_gpus, batch_tokens // self.space.seq_len // n_gpus * n_gpus)
         spec = self._fit_and_spend(ref.model.model_dump(exclude_none=True), stages, batch)
         return None if spec is None else self.evaluate(spec)
 
     def full_training_loss_at(self, amount: float) -> float:
         """Best full-training loss at another budget of the same kind."""
-        return float(np.min(self.full_training_grid(amount)[2]))
+        return float(np.min(self.full_training_grid(amount)[3]))
 
     def budget_for_full_training_loss(self, target: float) -> float | None:
         """Smallest budget at which full training reaches ``target`` (bisection in log)."""
@@ -321,6 +472,10 @@ class Planner:
 
 
 STAGE_FIELDS = [f.name for f in fields(StageShape)]
+
+
+def _steps(spec: ScheduleSpec) -> list[int]:
+    return [round(st.tokens / (spec.training.batch_size * spec.model.seq_len)) for st in spec.stages]
 
 
 def _depths(space: SearchSpace) -> list[int]:

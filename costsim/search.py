@@ -32,7 +32,8 @@ import yaml
 from costsim.errors import CostsimError, SpecError, cli_errors
 from costsim.hardware import gpu_preset_names
 from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile
-from costsim.planner import Budget, Evaluation, Planner, SearchSpace
+from costsim.loss_report import spec_domain_warning
+from costsim.planner import MIN_STEPS, Budget, Comparison, Evaluation, Planner, SearchSpace, approximate_flops, grows
 from costsim.processes import is_gone, worker_id
 from costsim.profile import profile_for
 from costsim.spec import HardwareSpec
@@ -155,6 +156,14 @@ class SearchResult:
     study_name: str
     trials: list  # optuna FrozenTrials of the whole study
     objectives: tuple[str, ...] = ("loss",)
+    comparison: Comparison | None = None  # the best schedule against full training, when it grows
+
+    @property
+    def recommendation(self) -> Evaluation:
+        """The best schedule, unless growing is not clearly better: then full training."""
+        if self.comparison is not None and self.comparison.verdict != "growth better":
+            return self.baseline
+        return self.best[0]
 
 
 def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = None, n_trials: int = 200,
@@ -165,9 +174,11 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    space = space or SearchSpace()
+    profile = load_loss_profile(loss_profile)
+    space = space or SearchSpace.for_budget(approximate_flops(budget, hardware), profile=profile,
+                                            n_gpus=hardware.n_gpus)
     gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
-    planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), load_loss_profile(loss_profile),
+    planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), profile,
                       max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)))
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
@@ -182,7 +193,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     if not study.trials:
         # start from the compute-optimal full-size model: the answer is never worse than it
         study.enqueue_trial({"d_model": baseline.spec.model.d_model, "layers": baseline.spec.stages[-1].layers,
-                             "n_stages": 1, "batch_tokens": space.reference_batch_tokens})
+                             "n_stages": 1, "batch_tokens": baseline.spec.training.batch_size * space.seq_len})
     if n_trials > done:
         from optuna.study import MaxTrialsCallback
 
@@ -196,13 +207,15 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
                            "memory or could not take one optimizer step within the budget; raise the budget or "
                            "--timeout, add GPUs or allow more memory")
     best = sorted((planner.evaluate(planner.build(**t.params)) for t in feasible), key=lambda e: e.loss)
-    paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model)
+    paper = planner.paper_schedule(baseline.spec.stages[-1].layers, baseline.spec.model.d_model,
+                                   baseline.spec.training.batch_size * space.seq_len)
     best_loss = min(b.loss for b in best)
     equal = planner.budget_for_full_training_loss(best_loss)
     paper_equal = planner.budget_for_full_training_loss(paper.loss) if paper else None
+    comparison = planner.compare(best[0], baseline) if len(objectives) == 1 and grows(best[0].spec) else None
     return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
                         budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name,
-                        trials=study.trials, objectives=objectives)
+                        trials=study.trials, objectives=objectives, comparison=comparison)
 
 
 def _feasible(trial) -> bool:
@@ -240,7 +253,7 @@ def record(db: str, result: SearchResult, budget: Budget) -> None:
         for t in result.trials])
     store.append("search_results", [{
         "study_name": result.study_name, "created_at": now, "budget_json": budget.model_dump_json(),
-        "best_spec_json": result.best[0].spec.model_dump_json(), "report_json": json.dumps(report(result)),
+        "best_spec_json": result.recommendation.spec.model_dump_json(), "report_json": json.dumps(report(result)),
     }])
     store.flush()
 
@@ -261,7 +274,25 @@ def report(result: SearchResult) -> dict:
     return {"best": [summary(b) for b in result.best], "baseline": summary(result.baseline),
             "paper": summary(result.paper), "budget_for_equal_loss": result.budget_for_equal_loss,
             "budget_for_paper_loss": result.budget_for_paper_loss,
+            "comparison": asdict(result.comparison) if result.comparison else None,
+            "recommendation": summary(result.recommendation),
             "n_trials": result.n_trials}
+
+
+def planner_interval(loss_profile: str) -> float:
+    return load_loss_profile(loss_profile).interval
+
+
+def _range(text: str | None, flag: str) -> tuple[int, int] | None:
+    if text is None:
+        return None
+    try:
+        lo, hi = (int(float(v)) for v in text.split(","))
+    except ValueError:
+        raise CostsimError(f"{flag} {text!r}: give two numbers LO,HI, e.g. {flag} 64,512") from None
+    if not 1 <= lo <= hi:
+        raise CostsimError(f"{flag} {text!r}: need 1 <= LO <= HI")
+    return lo, hi
 
 
 @cli_errors
@@ -276,10 +307,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--n-gpus", type=int, default=8)
     parser.add_argument("--price-per-gpu-hour", type=float, help="USD; default the preset's indicative price")
     parser.add_argument("--max-memory-gb", type=float, help="memory cap per GPU (GiB), below the GPU's own")
-    parser.add_argument("--seq-len", type=int, default=1024)
-    parser.add_argument("--vocab-size", type=int, default=50304)
-    parser.add_argument("--max-stages", type=int, default=6)
-    parser.add_argument("--max-layers", type=int, default=48)
+    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence (default 1024)")
+    parser.add_argument("--vocab-size", type=int, default=50304, help="vocabulary (default 50304, GPT-2 padded)")
+    parser.add_argument("--max-stages", type=int, default=6, help="most stages a schedule may have (default 6)")
+    space_group = parser.add_argument_group(
+        "search space (default: sized to the budget around the loss profile's compute-optimal model)")
+    space_group.add_argument("--d-model-range", metavar="LO,HI", help="widths (default: 1/4 to 3x the optimal)")
+    space_group.add_argument("--layers-range", metavar="LO,HI", help="depths (default: 1 to 4x the optimal)")
+    space_group.add_argument("--batch-range", metavar="LO,HI", help="tokens per step, powers of two in between "
+                             "(default: one sequence per GPU to the most that leaves --min-steps steps and 4 "
+                             "critical batches)")
+    space_group.add_argument("--min-steps", type=int, default=MIN_STEPS,
+                             help=f"fewest optimizer steps a schedule may take (default {MIN_STEPS})")
     parser.add_argument("--n-trials", type=int, default=300, help="trials in the study (total over all workers)")
     parser.add_argument("--timeout", type=float, help="seconds to search at most")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same answer (one worker)")
@@ -296,11 +335,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
     if all(v is None for v in budget_values.values()):
-        budget_values["flops"] = 1e19  # a useful default for a bare run
+        budget_values["flops"] = 1e19  # a useful default for a bare run, said out loud
+        print("no budget given: assuming --budget 1e19 (counted FLOPs)")
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     if not set(objectives) <= OBJECTIVES or len(set(objectives)) != len(objectives):
         raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
-    for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "max_layers", "seq_len", "vocab_size"):
+    for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "seq_len", "vocab_size", "min_steps"):
         if getattr(args, flag) < 1:
             raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
     for flag in ("max_memory_gb", "timeout", "price_per_gpu_hour"):
@@ -314,25 +354,38 @@ def main(argv: list[str] | None = None) -> int:
         from costsim.errors import one_line
 
         raise SpecError(one_line(exc) if hasattr(exc, "errors") else str(exc)) from None
-    space = SearchSpace(seq_len=args.seq_len, vocab_size=args.vocab_size, max_stages=args.max_stages,
-                        max_layers=args.max_layers)
+    space = SearchSpace.for_budget(
+        approximate_flops(budget, hardware), profile=load_loss_profile(args.loss_profile), vocab_size=args.vocab_size,
+        seq_len=args.seq_len, n_gpus=args.n_gpus, d_model_range=_range(args.d_model_range, "--d-model-range"),
+        layers_range=_range(args.layers_range, "--layers-range"), batch_range=_range(args.batch_range, "--batch-range"),
+        min_steps=args.min_steps, max_stages=args.max_stages)
     result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
                  progress=not args.no_progress and sys.stderr.isatty())
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} trials (study '{result.study_name}')")
+    print(f"search space: {space.describe()}")
     for i, best in enumerate(result.best):
         print(f"best{'' if len(result.best) == 1 else f' #{i + 1}'}: {describe(best)}")
+    note = spec_domain_warning(result.best[0].spec, load_loss_profile(args.loss_profile))
+    if note:
+        print(note)
     b = result.baseline
     print(f"full training (compute-optimal at this budget): {describe(b)}")
-    gain = b.loss - result.best[0].loss
-    print(f"  growth vs full training: {gain:+.4f} loss" + (
-        f"; full training needs {result.budget_for_equal_loss / budget.amount:.3f}x the budget to match it"
-        if result.budget_for_equal_loss else "; full training cannot match it within 100x the budget"))
+    if result.comparison is not None:
+        print(f"  growth vs full training: {result.comparison.describe(planner_interval(args.loss_profile))}" + (
+            f"; full training needs {result.budget_for_equal_loss / budget.amount:.3f}x the budget to match the "
+            "growth schedule's point prediction" if result.budget_for_equal_loss else ""))
+    elif len(result.best) == 1:
+        print("  the best schedule does not grow: train the full model from the start")
     if result.paper is not None:
         print(f"the study's schedule (S=4, freeze + continual) at this budget: {describe(result.paper)}")
-    Path(args.out).write_text(_spec_yaml(result.best[0], f"costsim.search best schedule for {budget.describe()}"))
+    recommended = result.recommendation
+    kind = "growth schedule" if grows(recommended.spec) else "full training"
+    print(f"recommendation: {kind}: {describe(recommended)}")
+    Path(args.out).write_text(_spec_yaml(recommended, f"costsim.search recommendation ({kind}) for "
+                                                     f"{budget.describe()}"))
     print(f"wrote {args.out} (python -m costsim.estimate {args.out})")
     if args.db:
         record(args.db, result, budget)

@@ -1,6 +1,8 @@
 """The loss model: properties of every growth structure, growth mechanics, and that the
 fitter recovers known parameters."""
 
+import json
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -22,7 +24,7 @@ from costsim.loss import (
     trajectory,
 )
 from costsim.paper import full_training
-from costsim.spec import parse_spec
+from costsim.spec import load_spec, parse_spec
 
 LAGS = {"random_top": 0.4, "stack_copy": 0.1, "identity": 0.3, "widen_preserving": 0.2, "stack_middle": 0.1,
         "widen_random": 0.3}
@@ -238,3 +240,38 @@ def test_lr_schedules_vectorised_equal_scalar_and_stay_in_range(kind, warmup, to
     assert np.all(vector > 0 if kind != "wsd" else vector >= 0) and np.all(vector <= 1e-3 + 1e-15)
     if warmup and total >= warmup:
         assert np.all(np.diff(vector[:warmup]) > 0) and vector[warmup - 1] == 1e-3  # warmup rises to the peak
+
+
+def test_estimate_json_carries_the_loss_curve(capsys):
+    from costsim.estimate import main
+
+    assert main(["examples/paper_s4.yaml", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    loss = out["loss"]
+    assert loss["profile"] and 0 < loss["interval"] < 1
+    points = loss["points"]
+    spec = load_spec("examples/paper_s4.yaml")
+    per_step = spec.training.batch_size * spec.model.seq_len
+    for stage in out["stages"]:
+        mine = [p for p in points if p["stage"] == stage["index"]]
+        assert len(mine) >= min(64, stage["steps"])
+        end = sum(s["steps"] for s in out["stages"][:stage["index"] + 1]) * per_step
+        assert mine[-1]["tokens"] == pytest.approx(end, rel=1e-9)  # the stage's last step
+    assert all(p["lower"] <= p["loss"] <= p["upper"] for p in points)
+    assert np.all(np.diff([p["tokens"] for p in points]) > 0)
+    assert np.all(np.diff([p["flops_counted"] for p in points]) > 0)
+    assert loss["final"] == points[-1]
+    assert main(["examples/tiny_three_stage.yaml", "--json", "--loss-points", "3"]) == 0
+    few = json.loads(capsys.readouterr().out)["loss"]["points"]
+    assert [p["stage"] for p in few] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+
+
+def test_predictions_far_outside_the_fitted_range_say_so():
+    from costsim.loss_report import domain_warning
+
+    profile = LossProfile(name="small", params=PARAMS, domain={"non_embedding_params": [1e4, 1e6],
+                                                               "tokens": [1e5, 1e7]})
+    assert domain_warning(profile, non_embedding_params=5e6, tokens=5e7) is None  # within 10x
+    note = domain_warning(profile, non_embedding_params=1e9, tokens=1e7)
+    assert note.startswith("note: loss profile 'small' extrapolates") and "1000x above" in note
+    assert "\n" not in note

@@ -103,14 +103,17 @@ def _report(store: Store, run_id: str, on_gpu: bool) -> str:
 def _loss_check(spec, steps: list[int], measured: float) -> str:
     """The loss model's prediction for the steps this run trained, next to what it measured."""
     from costsim.loss import predict_curve, profile_for_spec
+    from costsim.loss_report import spec_domain_warning
 
     profile = profile_for_spec(spec)
     curve = predict_curve(spec, profile, steps=steps)
     inside = curve.lower[-1] <= measured <= curve.upper[-1]
-    return (f"loss model ({profile.name}): final validation loss {curve.loss[-1]:.4f} "
+    line = (f"loss model ({profile.name}): final validation loss {curve.loss[-1]:.4f} "
             f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}], measured {measured:.4f} "
             f"({measured - curve.loss[-1]:+.4f}, {'inside' if inside else 'outside'} the "
             f"{profile.interval:.0%} interval)")
+    note = spec_domain_warning(spec, profile, steps)
+    return line + (f"\n{note}" if note else "")
 
 
 @cli_errors
