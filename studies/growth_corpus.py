@@ -28,15 +28,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
-from costsim.errors import CostsimError, cli_errors
+from costsim.errors import cli_errors
+from studies.runner import train_spec
 
 SEQ_LEN = 64
 BATCH = 32  # sequences per optimizer step, unless a run says otherwise
@@ -162,19 +159,11 @@ def _complete_names(db: Path) -> set[str]:
 
 def train(run: Run, db: Path, workdir: Path, threads: int) -> str:
     spec = {**run.spec, "name": f"{run.name} [{run.family}]"}
-    path = workdir / "spec.yaml"
-    path.write_text(yaml.safe_dump(spec))
     steps = sum(s["tokens"] for s in spec["stages"]) // (spec["training"]["batch_size"] * SEQ_LEN)
     micro = spec["training"]["micro_batch_size"]
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-    result = subprocess.run(
-        [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--no-progress", "--json",
-         "--eval-every", str(max(1, steps // EVALS_PER_RUN)),
-         "--eval-batches", str(EVAL_TOKENS // (micro * SEQ_LEN)), "--checkpoint-every", "1000000",
-         "--run-dir", str(workdir / "runs")], env=env, capture_output=True, text=True)
-    if result.returncode:
-        raise CostsimError(f"{run.name}: {(result.stderr.strip().splitlines() or ['failed'])[-1]}")
-    return result.stdout.strip().splitlines()[-1]
+    summary = train_spec(spec, db, workdir, threads=threads, eval_every=steps // EVALS_PER_RUN,
+                         eval_batches=EVAL_TOKENS // (micro * SEQ_LEN), label=run.name)
+    return json.dumps(summary)
 
 
 @cli_errors

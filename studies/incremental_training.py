@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -36,7 +34,6 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
-import yaml
 
 from costsim.engine import estimate
 from costsim.errors import CostsimError, cli_errors
@@ -45,6 +42,7 @@ from costsim.loss import predict_curve
 from costsim.ops import block_ops, head_ops, total
 from costsim.paper import continual_tokens, full_training, paper_incremental, study_cost_ratio
 from costsim.spec import HardwareSpec, ModelSpec, ScheduleSpec, TrainingSpec
+from studies.runner import train_spec
 
 
 @dataclass(frozen=True)
@@ -134,18 +132,12 @@ def study_specs(preset: Preset) -> dict[str, ScheduleSpec]:
 
 def train_all(specs: dict[str, ScheduleSpec], preset: Preset, db: Path, jobs: int) -> dict[str, str]:
     """Run every spec through ``python -m validate.run``; returns run ids by key."""
+    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+
     def one(key: str, spec: ScheduleSpec, workdir: Path) -> tuple[str, str]:
-        path = workdir / f"{key}.yaml"
-        path.write_text(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True)))
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
-        result = subprocess.run(
-            [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--device", preset.device,
-             "--no-progress", "--json", "--eval-every", str(preset.eval_every), "--eval-batches", "8",
-             "--checkpoint-every", "1000000", "--run-dir", str(workdir / "runs")],
-            env=env, capture_output=True, text=True)
-        if result.returncode:
-            raise CostsimError(f"training {key} failed: {result.stderr.strip().splitlines()[-1]}")
-        return key, json.loads(result.stdout.strip().splitlines()[-1])["run_id"]
+        summary = train_spec(spec, db, workdir / key, threads=threads, device=preset.device,
+                             eval_every=preset.eval_every, eval_batches=8, label=key)
+        return key, summary["run_id"]
 
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(jobs) as pool:
         futures = [pool.submit(one, key, spec, Path(tmp)) for key, spec in specs.items()]

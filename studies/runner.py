@@ -1,0 +1,38 @@
+"""Training one spec for real from a study: ``python -m validate.run`` in a subprocess.
+
+A subprocess per run keeps each run's memory and threads its own, and a study's
+process torch-free. ``threads`` sets the run's torch (OpenMP) threads: with several
+runs on one machine, their sum should not exceed the cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from costsim.errors import CostsimError
+from costsim.spec import ScheduleSpec
+
+
+def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: int = 1, device: str = "cpu",
+               eval_every: int = 25, eval_batches: int = 8, label: str | None = None) -> dict:
+    """Train ``spec`` into the store ``db``; returns validate.run's JSON summary (run_id, steps, ...)."""
+    body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, ScheduleSpec) else spec
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / f"spec-{os.getpid()}-{abs(hash(json.dumps(body, sort_keys=True)))}.yaml"
+    path.write_text(yaml.safe_dump(body))
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+    result = subprocess.run(
+        [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--device", device, "--no-progress",
+         "--json", "--eval-every", str(max(1, eval_every)), "--eval-batches", str(max(1, eval_batches)),
+         "--checkpoint-every", "1000000", "--run-dir", str(workdir / "runs")],
+        env=env, capture_output=True, text=True)
+    if result.returncode:
+        last = (result.stderr.strip().splitlines() or ["failed with no message"])[-1]
+        raise CostsimError(f"training {label or body.get('name') or path.name} failed: {last}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
