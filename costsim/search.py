@@ -335,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
     if all(v is None for v in budget_values.values()):
-        budget_values["flops"] = 1e19  # a useful default for a bare run, said out loud
-        print("no budget given: assuming --budget 1e19 (counted FLOPs)")
+        budget_values["flops"] = 1e19  # a useful default for a bare run, said out loud once the input is valid
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     if not set(objectives) <= OBJECTIVES or len(set(objectives)) != len(objectives):
         raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
@@ -354,11 +353,14 @@ def main(argv: list[str] | None = None) -> int:
         from costsim.errors import one_line
 
         raise SpecError(one_line(exc) if hasattr(exc, "errors") else str(exc)) from None
+    profile = load_loss_profile(args.loss_profile)
+    ranges = {name: _range(getattr(args, name), f"--{name.replace('_', '-')}")
+              for name in ("d_model_range", "layers_range", "batch_range")}
+    if all(v is None for v in (args.budget, args.budget_hours, args.budget_usd)):
+        print("no budget given: assuming --budget 1e19 (counted FLOPs)")
     space = SearchSpace.for_budget(
-        approximate_flops(budget, hardware), profile=load_loss_profile(args.loss_profile), vocab_size=args.vocab_size,
-        seq_len=args.seq_len, n_gpus=args.n_gpus, d_model_range=_range(args.d_model_range, "--d-model-range"),
-        layers_range=_range(args.layers_range, "--layers-range"), batch_range=_range(args.batch_range, "--batch-range"),
-        min_steps=args.min_steps, max_stages=args.max_stages)
+        approximate_flops(budget, hardware), profile=profile, vocab_size=args.vocab_size,
+        seq_len=args.seq_len, n_gpus=args.n_gpus, min_steps=args.min_steps, max_stages=args.max_stages, **ranges)
     result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
@@ -368,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"search space: {space.describe()}")
     for i, best in enumerate(result.best):
         print(f"best{'' if len(result.best) == 1 else f' #{i + 1}'}: {describe(best)}")
-    note = spec_domain_warning(result.best[0].spec, load_loss_profile(args.loss_profile))
+    note = spec_domain_warning(result.best[0].spec, profile)
     if note:
         print(note)
     b = result.baseline

@@ -222,7 +222,7 @@ def write(out: Path, report: dict, runs_by_role: dict, profile) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studies.check_recommendation", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budget", type=float, help="counted FLOPs per schedule (default 4e12; --quick 3e11)")
+    parser.add_argument("--budget", type=float, help="counted FLOPs per schedule (default 4e12; --quick 2e11)")
     parser.add_argument("--vocab-size", type=int, default=256, help="default 256 (the offline byte corpus)")
     parser.add_argument("--seq-len", type=int, default=64, help="default 64")
     parser.add_argument("--loss-profile", default="stdlib-bytes", help="default stdlib-bytes")
@@ -235,12 +235,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="results/check", help="report folder (default results/check)")
     parser.add_argument("--refit", help="also refit the loss model on the shipped corpus plus these runs; "
                         "write the profile to this .json path")
-    parser.add_argument("--quick", action="store_true", help="a smoke test: budget 3e11, 1 seed, 40 trials")
+    parser.add_argument("--quick", action="store_true", help="a smoke test: budget 2e11, 1 seed, 20 trials")
     args = parser.parse_args(argv)
     if args.quick:
-        args.budget = args.budget or 3e11
-        args.seeds, args.n_trials = 1, min(args.n_trials, 40)
-    budget = args.budget or 4e12
+        args.budget = 2e11 if args.budget is None else args.budget
+        args.seeds, args.n_trials = 1, min(args.n_trials, 20)
+    budget = 4e12 if args.budget is None else args.budget
     if not budget > 0 or args.seeds < 1 or args.n_trials < 1 or args.threads < 1:
         raise CostsimError("--budget, --seeds, --n-trials and --threads must be positive")
     if args.refit and not Path(args.refit).parent.is_dir():

@@ -1,0 +1,42 @@
+"""The search checks its own answer by training it: studies.check_recommendation end to end."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_quick_check_trains_the_answer_and_gives_a_verdict(tmp_path: Path) -> None:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", "--quick", "--threads", "1",
+                           "--db", str(tmp_path / "check.duckdb"), "--out", str(tmp_path / "out")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "out" / "check.json").read_text())
+    assert report["verdict"] in ("confirmed", "tie", "contradicted")
+    roles = [o["role"] for o in report["outcomes"]]
+    assert roles[0] == "best" and "study" in roles
+    for o in report["outcomes"]:
+        assert len(o["measured"]) == 1 and o["lower"] <= o["predicted"] <= o["upper"]
+        assert 1.0 < o["measured"][0] < 6.0  # a byte-level model that trained: below ln 256 = 5.55
+    assert "verdict:" in done.stdout and (tmp_path / "out" / "check.html").stat().st_size > 0
+
+
+def test_bad_paths_fail_before_any_work(tmp_path: Path) -> None:
+    done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", "--quick",
+                           "--db", str(tmp_path / "no" / "such" / "dir" / "x.duckdb")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and done.stderr.startswith("error: --db") and done.stdout == ""
+    assert not (tmp_path / "no").exists()
+
+
+@pytest.mark.parametrize("args", [["--seeds", "0"], ["--budget", "-1"]])
+def test_bad_numbers_are_one_line(args: list[str]) -> None:
+    done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1

@@ -1,0 +1,86 @@
+"""Held-out scoring (compute-to-match, crossover, coverage) and the corpus files it reads."""
+
+import json
+
+import numpy as np
+import pytest
+
+from costsim.corpus import dataset_path, family_of, load_dataset, load_runs
+from costsim.errors import CostsimError
+from costsim.fit import seed_noise
+from costsim.heldout import baseline_for, compare_curves, score_run
+from costsim.loss import LossParams, LossProfile
+
+FLOPS = np.linspace(1.0, 10.0, 10)
+BASE = 3.0 - np.log(FLOPS)
+
+
+def test_a_curve_ahead_early_and_behind_later_crosses_where_it_changes_sides():
+    curve = BASE - 0.3 * (1 - FLOPS / 7)  # ahead until 7, behind after
+    c = compare_curves(FLOPS, curve, FLOPS, BASE)
+    assert c.crossover_kind == "crosses" and c.crossover_flops == pytest.approx(7.0)
+    assert c.ratio is not None and c.ratio < 1  # at half of the baseline's FLOPs it is still ahead
+
+
+def test_a_curve_behind_throughout_never_reaches_and_reports_a_floor():
+    c = compare_curves(FLOPS[:6], BASE[:6] + 0.5, FLOPS, BASE)
+    assert c.crossover_kind == "never ahead" and c.crossover_flops is None
+    assert c.ratio is None and c.ratio_floor == pytest.approx(6.0 / 5.0)
+
+
+def test_a_curve_ahead_to_the_end_saves_compute():
+    c = compare_curves(FLOPS, BASE - 0.2, FLOPS, BASE)
+    assert c.crossover_kind == "ahead throughout"
+    assert c.ratio == pytest.approx(np.exp(-0.2), rel=0.05)  # the same loss e^-0.2 as many FLOPs earlier
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    if not dataset_path().exists():
+        pytest.skip("no shipped corpus (python -m studies.growth_corpus --export writes it)")
+    return load_runs()
+
+
+def test_the_shipped_corpus_meets_the_issue_floors(shipped):
+    from costsim.engine import stage_shape
+    from costsim.flops import parameter_counts
+
+    full = [r for r in shipped if r.is_full_training and r.family == "full"]
+    sizes = sorted({float(parameter_counts(stage_shape(r.spec)).non_embedding[-1]) for r in full})
+    assert len(sizes) >= 3 and sizes[-1] / sizes[0] >= 8
+    largest = [r for r in full if float(parameter_counts(stage_shape(r.spec)).non_embedding[-1]) == sizes[-1]]
+    assert largest[0].tokens[-1] >= 10 * sizes[-1]  # 10 tokens per parameter
+    assert all(len(r.loss) >= 30 for r in shipped if r.family in ("full", "study-freeze"))
+    families = {r.family for r in shipped}
+    assert {"study-freeze", "study-nofreeze", "widen"} <= families
+    assert any("stack_copy" in f for f in families) and any("identity" in f for f in families)
+    std, repeated = seed_noise(shipped)
+    assert repeated >= 2 and 0 < std < 0.05
+
+
+def test_every_growth_run_has_its_baseline_and_scores(shipped):
+    params = LossParams(E=0.5, A=50.0, alpha=0.4, B=10.0, beta=0.2, d0=5e3)
+    profile = LossProfile(name="t", params=params, residual_std=0.05)
+    growth = [r for r in shipped if not r.is_full_training and r.family != "full cosine"]
+    for run in growth:
+        base = baseline_for(run, shipped)
+        assert base is not None and base.final_shape == run.final_shape, run.name
+    score = score_run(growth[0], baseline_for(growth[0], shipped), params, profile)
+    assert score.measured is not None and score.predicted is not None
+    assert 0 <= score.coverage <= 1 and score.rms > 0
+
+
+def test_a_bad_corpus_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"runs": [{"run_id": "x"}]}))
+    with pytest.raises(CostsimError, match="not a corpus file"):
+        load_dataset(bad)
+    with pytest.raises(CostsimError, match="no such corpus file"):
+        load_dataset(tmp_path / "missing.json")
+    with pytest.raises(CostsimError, match="no such store"):
+        load_runs(tmp_path / "missing.duckdb")
+
+
+def test_family_is_read_from_the_name():
+    assert family_of("study d96 L6 S3 freeze seed1 [study-freeze]") == "study-freeze"
+    assert family_of("plain name") == "plain name"
