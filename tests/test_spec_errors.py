@@ -276,8 +276,10 @@ def test_estimate_cli_json_output():
     assert out["total"]["flops_counted"] == pytest.approx(
         sum(s["steps"] * s["flops_counted_per_step"] for s in out["stages"]), rel=1e-12)
     assert out["total"]["peak_memory_bytes"] == max(s["peak_memory_bytes"] for s in out["stages"])
-    # the JSON is the same as the library's result
+    # the JSON is the library's result plus the predicted loss curve
+    loss = out.pop("loss")
     assert out == json.loads(json.dumps(estimate(load_spec(EXAMPLES / "paper_s4.yaml")).model_dump()))
+    assert loss["final"]["loss"] > 0 and len(loss["points"]) >= 64
 
 
 def test_estimate_cli_table_output():

@@ -307,6 +307,23 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, args, needle):
     assert "Traceback" not in result.stderr
 
 
+def test_a_diverging_run_stops_with_one_line_and_is_stored_as_failed(tmp_path):
+    import yaml
+
+    spec = {"model": {"d_model": 32, "n_heads": 2, "vocab_size": 256, "seq_len": 32},
+            "training": {"micro_batch_size": 4, "batch_size": 4, "precision": "fp32",
+                         "lr_schedule": {"kind": "constant", "lr": 1.0e10}},
+            "stages": [{"layers": 2, "tokens": 4096}]}
+    (tmp_path / "nan.yaml").write_text(yaml.safe_dump(spec))
+    result = run_cli("nan.yaml", "--db", "n.duckdb", "--no-progress", cwd=tmp_path)
+    assert result.returncode == 2, result.stderr[-2000:]
+    [line] = result.stderr.strip().splitlines()
+    assert "training diverged" in line and "lr" in line
+    store = Store(tmp_path / "n.duckdb")
+    [run] = store.query("SELECT run_id FROM runs")
+    assert store.run_status(run["run_id"]) == "failed"
+
+
 def test_a_model_too_big_for_this_machine_is_refused_before_it_is_built(tmp_path):
     """The check comes before any tensor is allocated, so the error is one line, not an
     out-of-memory kill, and it says by how much the model misses."""

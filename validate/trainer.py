@@ -497,6 +497,8 @@ class Trainer:
                     self._log_eval()
                 n_steps = self._window_length(index)
                 loss, per_step = self._train_window(index, n_steps, flops_per_step)
+                if not math.isfinite(loss):
+                    self._diverged(index, loss)
                 if len(self._step_rows) >= STEP_ROWS_PER_APPEND:
                     self._flush_steps()
                 if self.state.step % self.options.checkpoint_every == 0:
@@ -514,6 +516,16 @@ class Trainer:
         if not self.rank:
             self.store.record_status(self.run_id, "complete")
         return self.state
+
+    def _diverged(self, index: int, loss: float) -> None:
+        """A NaN or infinite loss ends the run: stored as failed, said in one line."""
+        self._flush_steps()
+        self._event("diverged", f"training loss {loss} at step {self.state.step}")
+        if not self.rank:
+            self.store.record_status(self.run_id, "failed")
+            self.store.flush()
+        raise CostsimError(f"training diverged: loss {loss} at step {self.state.step} (stage {index}); the run is "
+                           "stored as failed. Lower training.lr_schedule.lr or set training.grad_clip")
 
     def _record_stage(self, index: int, flops_per_step: int, saved_bytes: int, step_times: list[float]) -> None:
         if self.rank:
