@@ -45,6 +45,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_ID", help="continue a run from its last checkpoint")
     p.add_argument("--list", action="store_true", help="list stored runs and their status, then exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: $OMP_NUM_THREADS if set, else the CPUs this process may "
+                        "use); with several runs on one machine give each cores / runs")
     p.add_argument("--json", action="store_true", help="print one JSON line (run_id, steps, tokens, FLOPs, final "
                    "validation loss) instead of the report")
     return p
@@ -59,10 +62,27 @@ def _options(args):
             raise CostsimError(f"--{name.replace('_', '-')} must be a positive integer, got {value}")
     if not args.tokens_scale > 0:
         raise CostsimError(f"--tokens-scale must be positive, got {args.tokens_scale}")
+    if args.threads is not None and args.threads < 1:
+        raise CostsimError(f"--threads must be a positive integer, got {args.threads}")
+    import torch
+
+    torch.set_num_threads(args.threads or default_threads())
     return RunOptions(device=args.device, compile=args.compile, cuda_graphs=args.cuda_graphs, max_steps=args.max_steps,
                       tokens_scale=args.tokens_scale, eval_every=args.eval_every, eval_batches=args.eval_batches,
                       checkpoint_every=args.checkpoint_every, run_dir=Path(args.run_dir),
                       progress=not args.no_progress)
+
+
+def default_threads() -> int:
+    """$OMP_NUM_THREADS when set, else the CPUs this process may run on (a cgroup or
+    taskset limit included), so that runs sharing a machine do not oversubscribe it."""
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def _list(store: Store) -> int:
