@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -28,6 +27,7 @@ from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, trajectory
+from costsim.paths import output_file
 from costsim.spec import ScheduleSpec
 
 # Weak priors keep parameters the data cannot see (an operator no run used) at a
@@ -273,9 +273,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--transfer-to", default="", help="also write this law with the fitted growth parameters")
     parser.add_argument("--transfer-name", default="chinchilla", help="name of that transferred profile")
     args = parser.parse_args(argv)
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise CostsimError(f"--out {out}: folder {out.parent} does not exist; create it or pick another path")
+    out = output_file(args.out, "--out")
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params

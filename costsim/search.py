@@ -33,6 +33,7 @@ from costsim.errors import CostsimError, SpecError, cli_errors
 from costsim.hardware import gpu_preset_names
 from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile
 from costsim.loss_report import spec_domain_warning
+from costsim.paths import output_file, storage_target
 from costsim.planner import MIN_STEPS, Budget, Comparison, Evaluation, Planner, SearchSpace, approximate_flops, grows
 from costsim.processes import is_gone, worker_id
 from costsim.profile import profile_for
@@ -353,6 +354,11 @@ def main(argv: list[str] | None = None) -> int:
         from costsim.errors import one_line
 
         raise SpecError(one_line(exc) if hasattr(exc, "errors") else str(exc)) from None
+    output_file(args.out, "--out")
+    if args.db:
+        output_file(args.db, "--db")
+    if args.storage:
+        storage_target(args.storage)
     profile = load_loss_profile(args.loss_profile)
     ranges = {name: _range(getattr(args, name), f"--{name.replace('_', '-')}")
               for name in ("d_model_range", "layers_range", "batch_range")}

@@ -39,6 +39,7 @@ from costsim.errors import CostsimError, cli_errors
 from costsim.fit import cumulative_flops
 from costsim.heldout import compare_curves
 from costsim.loss import load_loss_profile, predict, stage_plans
+from costsim.paths import output_file
 from costsim.planner import Budget, Evaluation, SearchSpace, grows
 from costsim.spec import HardwareSpec, ScheduleSpec
 from studies.runner import train_spec
@@ -243,11 +244,12 @@ def main(argv: list[str] | None = None) -> int:
     budget = 4e12 if args.budget is None else args.budget
     if not budget > 0 or args.seeds < 1 or args.n_trials < 1 or args.threads < 1:
         raise CostsimError("--budget, --seeds, --n-trials and --threads must be positive")
-    if args.refit and not Path(args.refit).parent.is_dir():
-        raise CostsimError(f"--refit {args.refit}: folder {Path(args.refit).parent} does not exist")
-    db = Path(args.db).resolve()
-    if not db.parent.is_dir():
-        raise CostsimError(f"--db {args.db}: folder {db.parent} does not exist; create it or pick another path")
+    if args.refit:
+        output_file(args.refit, "--refit")
+    db = output_file(args.db, "--db").resolve()
+    if not Path(args.out).parent.is_dir():
+        raise CostsimError(f"--out {args.out}: folder {Path(args.out).parent} does not exist; create it or pick "
+                           "another path")
     space = None
     if args.quick:
         profile = load_loss_profile(args.loss_profile)

@@ -606,3 +606,15 @@ def test_same_budget_other_seeds_same_answer(flops: float) -> None:
     for a in answers:
         for b in answers:
             assert b.loss_lower <= a.loss <= b.loss_upper
+
+
+@pytest.mark.parametrize("flag, value, says", [
+    ("--out", "{tmp}/missing/best.yaml", "does not exist"), ("--db", "{tmp}/missing/x.duckdb", "does not exist"),
+    ("--storage", "{tmp}/missing/j.log", "does not exist"), ("--out", "{tmp}", "is a folder")])
+def test_bad_output_paths_fail_before_the_search(tmp_path: Path, flag: str, value: str, says: str) -> None:
+    args = [a for a in search_cmd(tmp_path / "best.yaml", "--n-trials", "5000") if a not in ("--db", "")]
+    started = time.monotonic()
+    done = subprocess.run([*args, flag, value.format(tmp=tmp_path)], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and says in done.stderr and done.stdout == ""
+    assert time.monotonic() - started < 30  # before 5000 trials, not after
+    assert not (tmp_path / "missing").exists()
