@@ -1,8 +1,8 @@
 """``python -m costsim.calibrate``: fit a time/memory profile to measured steps.
 
 Fits on part of the cases, reports the error on the held-out rest, and writes the
-profile as JSON (by default into costsim's shipped profiles, so ``--calibration NAME``
-and the GPU's default pick it up).
+profile as JSON to ``--out`` (default ``./NAME.json``; nothing is written inside the
+installed package). Use it with ``--calibration ./NAME.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from pathlib import Path
 from costsim.calibration import fit_profile, load_measurements
 from costsim.errors import SpecError, cli_errors
 from costsim.hardware import gpu_preset_names, load_gpu
+from costsim.paths import output_file
 
 DEFAULT_MEASUREMENTS = resources.files("costsim") / "data" / "measurements" / "h200_sweep_2026-11-28.json"
 
@@ -28,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", default="h200", help=f"GPU preset the steps ran on ({', '.join(gpu_preset_names())})")
     parser.add_argument("--name", default=None, help="profile name (default: the GPU preset name)")
     parser.add_argument("--holdout-every", type=int, default=3, help="hold out every N-th case (default 3)")
-    parser.add_argument("--out", default=None, help="where to write the profile JSON (default: shipped profiles)")
+    parser.add_argument("--out", default=None, help="where to write the profile JSON (default ./NAME.json)")
     args = parser.parse_args(argv)
     if args.gpu not in gpu_preset_names():
         raise SpecError(f"--gpu: unknown GPU {args.gpu!r}; use one of {', '.join(gpu_preset_names())}")
@@ -36,11 +37,11 @@ def main(argv: list[str] | None = None) -> int:
         raise SpecError(f"{args.measurements}: no such measurements file")
     if args.holdout_every < 2:
         raise SpecError("--holdout-every must be at least 2 (something has to be fitted and something held out)")
-    info, cases = load_measurements(args.measurements)
     name = args.name or args.gpu
+    out = output_file(args.out or f"{name}.json", "--out")
+    info, cases = load_measurements(args.measurements)
     profile = fit_profile(cases, load_gpu(args.gpu), name=name, device=info.get("gpu", args.gpu),
                           holdout_every=args.holdout_every, source=Path(args.measurements).name)
-    out = Path(args.out) if args.out else Path(str(resources.files("costsim") / "data" / "profiles" / f"{name}.json"))
     out.write_text(json.dumps(profile.model_dump(), indent=1) + "\n")
     held = profile.holdout_report["holdout"]
     print(f"fitted {name} on {profile.holdout_report['n_fit']} cases; held out {profile.holdout_report['n_holdout']}")

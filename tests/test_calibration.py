@@ -84,3 +84,15 @@ def test_validate_measure_cpu_cases_match_the_engine(index):
     assert row["counted_flops"] == int(micro_batch_flops(shape).counted[0])
     assert row["saved_activation_bytes"] == int(saved_activation_bytes(shape)[0])
     assert row["step_s_median"] > 0
+
+
+def test_costsim_calibrate_writes_to_the_working_folder_not_the_package(tmp_path, monkeypatch):
+    from importlib import resources
+
+    from costsim.calibrate import main
+
+    shipped = resources.files("costsim") / "data" / "profiles" / "h200.json"
+    before = shipped.read_text()
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 0
+    assert (tmp_path / "h200.json").is_file() and shipped.read_text() == before

@@ -15,7 +15,6 @@ import re
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--import", dest="import_file", help="first import a sweep JSON into cost_measurements")
     parser.add_argument("--device", help="only this device kind (substring of the stored device name)")
     parser.add_argument("--holdout-every", type=int, default=3, help="hold out every N-th case (default 3)")
-    parser.add_argument("--out-dir", help="where profile JSONs go (default: costsim's shipped profiles)")
+    parser.add_argument("--out-dir", default=".", help="where profile JSONs go (default: this folder; use one "
+                        "with --calibration PATH)")
     args = parser.parse_args(argv)
     store = Store(args.db)
     if args.import_file:
@@ -82,7 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     if not devices:
         raise CostsimError("no GPU measurements stored; run python -m validate.measure on a GPU, or "
                            "--import a sweep JSON")
-    out_dir = Path(args.out_dir) if args.out_dir else Path(str(resources.files("costsim") / "data" / "profiles"))
+    out_dir = Path(args.out_dir)
+    if not out_dir.is_dir():
+        raise CostsimError(f"--out-dir {args.out_dir}: no such folder; create it or pick another")
     for device in devices:
         preset = preset_for_device(device)
         if preset is None or preset not in gpu_preset_names():
