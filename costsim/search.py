@@ -151,7 +151,7 @@ class SearchResult:
     best: list[Evaluation]  # one, or the Pareto front
     baseline: Evaluation
     paper: Evaluation | None
-    n_trials: int
+    n_trials: int  # finished trials (a failed one, left by a killed worker, was retried and is not counted)
     budget_for_equal_loss: float | None  # what full training needs to match the best loss
     budget_for_paper_loss: float | None  # ... and to match the study's schedule
     study_name: str
@@ -214,7 +214,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     equal = planner.budget_for_full_training_loss(best_loss)
     paper_equal = planner.budget_for_full_training_loss(paper.loss) if paper else None
     comparison = planner.compare(best[0], baseline) if len(objectives) == 1 and grows(best[0].spec) else None
-    return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=len(study.trials),
+    finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
+    return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=finished,
                         budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name,
                         trials=study.trials, objectives=objectives, comparison=comparison)
 
@@ -372,7 +373,7 @@ def main(argv: list[str] | None = None) -> int:
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
                  progress=not args.no_progress and sys.stderr.isatty())
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
-          f"{result.n_trials} trials (study '{result.study_name}')")
+          f"{result.n_trials} finished trials (study '{result.study_name}')")
     print(f"search space: {space.describe()}")
     for i, best in enumerate(result.best):
         print(f"best{'' if len(result.best) == 1 else f' #{i + 1}'}: {describe(best)}")

@@ -357,6 +357,7 @@ def test_resume_after_sigkill_keeps_every_trial_once(killed_and_resumed: dict) -
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "Traceback" not in resumed.stderr
     assert "\nbest: " in resumed.stdout and "wrote " in resumed.stdout
+    assert f"; {RESUME_TRIALS} finished trials" in resumed.stdout  # counted the way the output says
     assert [t.number for t in after] == list(range(len(after)))
     assert len({t._trial_id for t in after}) == len(after)
     killed = {t.number for t in at_kill if t.state == TrialState.RUNNING}
