@@ -16,3 +16,13 @@ STAT_BYTES = BYTES_PER_ELEMENT["fp32"]
 INDEX_BYTES = BYTES_PER_ELEMENT["int64"]
 
 SECONDS_PER_HOUR = 3600.0
+
+# Limits of a spec: far beyond any real run, and low enough that no quantity costsim
+# computes in int64 (counted FLOPs per step, bytes) can overflow. A spec past one of
+# them is refused with the limit named, never answered with a wrapped-around number.
+LIMITS = {
+    "d_model": 2**17, "n_heads": 2**14, "d_ff": 2**19, "vocab_size": 2**22, "seq_len": 2**22, "layers": 2**12,
+    "batch_size": 2**24, "micro_batch_size": 2**24, "n_gpus": 2**20,
+}
+MAX_STAGE_TOKENS = 1e16  # per stage; the largest published runs train about 2e13 tokens in all
+MAX_INT64_QUANTITY = 2**62  # a per-micro-batch FLOP or byte count above this is refused

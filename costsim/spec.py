@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from costsim.constants import SECONDS_PER_HOUR
+from costsim.constants import LIMITS, MAX_INT64_QUANTITY, MAX_STAGE_TOKENS, SECONDS_PER_HOUR
 from costsim.errors import SpecError, one_line
 from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
@@ -24,6 +24,25 @@ from costsim.lr import ConstantLR, LRSchedule
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
+
+
+def _limited(name: str):
+    """A positive int no larger than ``LIMITS[name]``, refused with the limit named."""
+    limit = LIMITS[name]
+
+    def check(value: int) -> int:
+        if value > limit:
+            raise ValueError(f"{value} is beyond any real run (costsim takes at most {limit:,})")
+        return value
+
+    return Annotated[int, Field(gt=0), AfterValidator(check)]
+
+
+def _tokens(value: float) -> float:
+    if value > MAX_STAGE_TOKENS:
+        raise ValueError(f"{value:g} tokens is beyond any real run (costsim takes at most {MAX_STAGE_TOKENS:g} "
+                         "a stage)")
+    return value
 
 GrowthName = Literal[*DEPTH_OPERATORS, *WIDTH_OPERATORS]
 WidthGrowthName = Literal[*WIDTH_OPERATORS]
@@ -38,13 +57,13 @@ class StrictModel(BaseModel):
 class ModelSpec(StrictModel):
     """The architecture of the final model (the last stage's width and depth)."""
 
-    d_model: PositiveInt
-    n_heads: PositiveInt
-    vocab_size: PositiveInt
-    seq_len: PositiveInt
+    d_model: _limited("d_model")
+    n_heads: _limited("n_heads")
+    vocab_size: _limited("vocab_size")
+    seq_len: _limited("seq_len")
     tied_embeddings: bool = True
-    d_ff: PositiveInt | None = Field(None, description="MLP hidden width; default 4*d_model")
-    n_kv_heads: PositiveInt | None = Field(None, description="key/value heads (GQA); default n_heads")
+    d_ff: _limited("d_ff") | None = Field(None, description="MLP hidden width; default 4*d_model")
+    n_kv_heads: _limited("n_heads") | None = Field(None, description="key/value heads (GQA); default n_heads")
     mlp: Literal["gelu", "swiglu"] = "gelu"
     bias: bool = Field(False, description="biases in Linear layers (GPT-2 had them; they add no counted FLOPs)")
 
@@ -55,8 +74,8 @@ class ModelSpec(StrictModel):
 
 
 class TrainingSpec(StrictModel):
-    micro_batch_size: PositiveInt = Field(description="sequences per forward pass on one GPU")
-    batch_size: PositiveInt = Field(description="sequences per optimizer step over all GPUs")
+    micro_batch_size: _limited("micro_batch_size") = Field(description="sequences per forward pass on one GPU")
+    batch_size: _limited("batch_size") = Field(description="sequences per optimizer step over all GPUs")
     precision: Literal["fp32", "bf16-mixed"] = "bf16-mixed"
     optimizer: Literal["adamw"] = "adamw"
     recompute: Literal["none", "full"] = "none"
@@ -68,12 +87,12 @@ class TrainingSpec(StrictModel):
     beta2: float = Field(0.95, ge=0, lt=1)
     eps: float = Field(1e-8, gt=0)
     grad_clip: PositiveFloat | None = Field(None, description="max global grad norm; the study used none")
-    seed: int = 1337
+    seed: int = Field(1337, ge=0, lt=2**63, description="random seed (0 to 2^63-1)")
 
 
 class HardwareSpec(StrictModel):
     gpu: str | GPUSpec = Field("h200", description="a preset name or an inline GPU")
-    n_gpus: PositiveInt = 1
+    n_gpus: _limited("n_gpus") = 1
     price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD; default: the preset's indicative price")
     calibration: str | None = Field(None, description="time/memory profile name; default: the GPU's own or 'generic'")
 
@@ -101,17 +120,17 @@ class HardwareSpec(StrictModel):
 
 
 class StageSpec(StrictModel):
-    layers: PositiveInt = Field(description="active blocks in this stage")
-    tokens: PositiveFloat = Field(description="tokens trained in this stage")
+    layers: _limited("layers") = Field(description="active blocks in this stage")
+    tokens: Annotated[PositiveFloat, AfterValidator(_tokens)] = Field(description="tokens trained in this stage")
     train: str = Field("all", description="which blocks get gradients: all | new | top:K")
     freeze_embeddings: bool = False
     growth: GrowthName = Field(DEFAULT_DEPTH_OPERATOR, description="how blocks (or width) added at this stage are "
                                "made: " + describe(DEPTH_OPERATORS + WIDTH_OPERATORS))
     width_growth: WidthGrowthName | None = Field(None, description="width operator when a stage grows depth and "
                                                  f"width (default {DEFAULT_WIDTH_OPERATOR})")
-    d_model: PositiveInt | None = Field(None, description="this stage's width; default the model's")
-    n_heads: PositiveInt | None = None
-    d_ff: PositiveInt | None = None
+    d_model: _limited("d_model") | None = Field(None, description="this stage's width; default the model's")
+    n_heads: _limited("n_heads") | None = None
+    d_ff: _limited("d_ff") | None = None
     reset_optimizer: bool = Field(False, description="start a fresh optimizer at this stage")
     name: str | None = None
 
@@ -182,10 +201,27 @@ class ScheduleSpec(StrictModel):
                             f"factor (here {prev_width} -> {(d_model, n_heads, d_ff)}); use widen_random otherwise"
                         )
             previous = stage
+        self._check_magnitudes()
         last = self.stages[-1]
         if self.stage_width(last) != (self.model.d_model, self.model.n_heads, self.model_d_ff):
             raise ValueError("stages[-1]: the last stage's width must be the model's (d_model, n_heads, d_ff)")
         return self
+
+    def _check_magnitudes(self) -> None:
+        """Refuse a spec whose per-micro-batch FLOPs or bytes would not fit the engine's
+        int64, computed here in Python's exact integers (a generous upper bound)."""
+        m, t = self.model, self.training
+        micro_tokens = t.micro_batch_size * m.seq_len
+        for i, stage in enumerate(self.stages):
+            d, _, f = self.stage_width(stage)
+            per_token = stage.layers * (16 * d * d + 9 * d * f + 14 * m.seq_len * d) + 6 * d * m.vocab_size
+            flops = 3 * micro_tokens * per_token
+            bytes_ = 16 * micro_tokens * (stage.layers * (8 * d + 3 * f + 2 * m.seq_len) + 2 * m.vocab_size)
+            if max(flops, bytes_) > MAX_INT64_QUANTITY:
+                raise ValueError(
+                    f"stages[{i}]: one micro-batch of this shape is about {float(max(flops, bytes_)):.2g} FLOPs or "
+                    f"bytes, beyond any real run and beyond what costsim computes exactly (2^62); shrink the model, "
+                    "seq_len or micro_batch_size")
 
     @property
     def model_d_ff(self) -> int:

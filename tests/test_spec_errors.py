@@ -361,3 +361,39 @@ def test_a_training_command_without_torch_says_how_to_install_it(module, args, t
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("error: this command needs torch") and "pip install torch" in line
+
+
+@pytest.mark.parametrize("where, key, value, says", [
+    ("model", "seq_len", 2**40, "beyond any real run"),
+    ("model", "vocab_size", 2**62, "beyond any real run"),
+    ("model", "d_model", 2**32, "beyond any real run"),
+    ("training", "batch_size", 2**40, "beyond any real run"),
+    ("training", "seed", 2**63, "less than"),
+    ("hardware", "n_gpus", 2**40, "beyond any real run"),
+])
+def test_sizes_beyond_any_real_run_are_refused_not_wrapped(where, key, value, says):
+    """Before these limits, seq_len 2^40 printed negative counted FLOPs and d_model 2^32
+    less memory than 2^20 (int64 wrap-around), with exit 0."""
+    data = {"model": {"d_model": 64, "n_heads": 4, "vocab_size": 256, "seq_len": 64},
+            "training": {"micro_batch_size": 8, "batch_size": 8}, "stages": [{"layers": 2, "tokens": 1e6}]}
+    data.setdefault(where, {})[key] = value
+    with pytest.raises(SpecError, match=says) as err:
+        parse_spec(data)
+    assert f"{where}.{key}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_tokens_beyond_any_real_run_and_huge_micro_batches_are_refused():
+    base = {"model": {"d_model": 8192, "n_heads": 64, "vocab_size": 128256, "seq_len": 65536},
+            "training": {"micro_batch_size": 8, "batch_size": 8}, "stages": [{"layers": 2, "tokens": 1e6}]}
+    with pytest.raises(SpecError, match="beyond any real run"):
+        parse_spec({**base, "stages": [{"layers": 2, "tokens": 1e308}]})
+    with pytest.raises(SpecError, match="micro-batch of this shape"):
+        parse_spec({**base, "training": {"micro_batch_size": 2**20, "batch_size": 2**20},
+                    "stages": [{"layers": 4096, "tokens": 1e9}]})
+    # the largest published dense run still estimates, exactly in counted FLOPs per micro-batch
+    big = {"model": {"d_model": 16384, "n_heads": 128, "n_kv_heads": 8, "vocab_size": 128256, "seq_len": 8192,
+                     "d_ff": 53248, "mlp": "swiglu"},
+           "training": {"micro_batch_size": 1, "batch_size": 2048}, "hardware": {"gpu": "h100-sxm", "n_gpus": 2048},
+           "stages": [{"layers": 126, "tokens": 1.5e13}]}
+    total = estimate(parse_spec(big)).total
+    assert 3e25 < total.flops_counted < 5e25 and total.peak_memory_bytes > 0
