@@ -7,6 +7,7 @@ the same core, and wraps the result in typed models.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -189,13 +190,19 @@ def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, reco
     )
 
 
+def divisors(n: int) -> list[int]:
+    """Every divisor of ``n``, largest first, in O(sqrt n): the micro-batches a batch splits into."""
+    small = [d for d in range(1, math.isqrt(n) + 1) if n % d == 0]
+    return sorted({*small, *(n // d for d in small)}, reverse=True)
+
+
 def _fit_suggestions(spec: ScheduleSpec, profile: CostProfile, fits: Array) -> list[str | None]:
     """For stages that do not fit: the largest micro-batch that does, without
     recompute if possible, else with it."""
     if fits.all():
         return [None] * len(fits)
     per_gpu = spec.training.batch_size // spec.hardware.n_gpus
-    candidates = [mb for mb in range(per_gpu, 0, -1) if per_gpu % mb == 0]
+    candidates = divisors(per_gpu)
     suggestions: list[str | None] = [None] * len(fits)
     for recompute in (False, True):
         for mb in candidates:

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from costsim.constants import COMPUTE_BYTES, SECONDS_PER_HOUR
-from costsim.engine import estimate_many, stage_shape
+from costsim.engine import divisors, estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
@@ -287,7 +287,7 @@ class Planner:
         if self.space.lr:
             training["lr_schedule"] = {"kind": "constant", "lr": self.space.lr}
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
-        micros = np.array([m for m in range(per_gpu, 0, -1) if per_gpu % m == 0])
+        micros = np.array(divisors(per_gpu))
         shape = stage_shape(probe)
         for recompute in (False, True):
             # every (micro-batch, stage) pair in one vectorised call
@@ -381,7 +381,7 @@ class Planner:
         for batch_tokens in s.batch_tokens:
             batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
             per_gpu = batch // n_gpus
-            micros = [m for m in range(per_gpu, 0, -1) if per_gpu % m == 0]
+            micros = divisors(per_gpu)
             chosen_cost = np.full(len(d), np.inf)
             for recompute in (False, True):
                 for micro in micros:

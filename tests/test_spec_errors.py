@@ -397,3 +397,17 @@ def test_tokens_beyond_any_real_run_and_huge_micro_batches_are_refused():
            "stages": [{"layers": 126, "tokens": 1.5e13}]}
     total = estimate(parse_spec(big)).total
     assert 3e25 < total.flops_counted < 5e25 and total.peak_memory_bytes > 0
+
+
+def test_a_huge_batch_that_does_not_fit_is_answered_quickly():
+    """The largest micro-batch that fits is searched over the batch's divisors, not every
+    number below it (2^24 candidates took minutes)."""
+    import time
+
+    spec = parse_spec({"model": {"d_model": 1024, "n_heads": 16, "vocab_size": 50304, "seq_len": 1024},
+                       "training": {"micro_batch_size": 2**20, "batch_size": 2**24},
+                       "stages": [{"layers": 24, "tokens": 1e12}]})
+    started = time.monotonic()
+    stage = estimate(spec).stages[0]
+    assert not stage.fits_in_memory and stage.fit_suggestion.startswith("micro_batch_size: ")
+    assert time.monotonic() - started < 10
