@@ -405,7 +405,7 @@ def test_a_huge_batch_that_does_not_fit_is_answered_quickly():
     import time
 
     spec = parse_spec({"model": {"d_model": 1024, "n_heads": 16, "vocab_size": 50304, "seq_len": 1024},
-                       "training": {"micro_batch_size": 2**20, "batch_size": 2**24},
+                       "training": {"micro_batch_size": 2**14, "batch_size": 2**24},
                        "stages": [{"layers": 24, "tokens": 1e12}]})
     started = time.monotonic()
     stage = estimate(spec).stages[0]
