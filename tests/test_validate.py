@@ -357,3 +357,16 @@ def test_data_parallel_under_torchrun_on_cpu(tmp_path):
     assert steps == sum(planned_steps(load_spec(TINY)))
     stages = store.query("SELECT flops_counted_per_step, flops_counted_predicted_per_step FROM stages")
     assert all(r["flops_counted_per_step"] == r["flops_counted_predicted_per_step"] for r in stages)
+
+
+def test_the_memory_check_honours_the_address_space_limit():
+    """Two runs passed a check that read only free memory and died in the allocator under
+    a ulimit; the room under RLIMIT_AS now bounds what the check allows."""
+    code = ("import resource\nfrom pathlib import Path\nimport os\n"
+            "from validate.trainer import available_host_memory_bytes as room\n"
+            "mapped = int(Path('/proc/self/statm').read_text().split()[0]) * os.sysconf('SC_PAGE_SIZE')\n"
+            "resource.setrlimit(resource.RLIMIT_AS, (mapped + 2**30, resource.RLIM_INFINITY))\n"
+            "print(room())\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert 0 < int(done.stdout) <= 2**30

@@ -158,15 +158,36 @@ def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: Sched
 
 
 def available_host_memory_bytes() -> int | None:
-    """Memory the kernel could give this process now (Linux's MemAvailable); None where
-    unknown."""
+    """Memory this process could still get: the least of Linux's MemAvailable, the room
+    left under its cgroup's memory limit (v2 or v1), and its address-space limit
+    (RLIMIT_AS) less what it already maps. None where none of them is known."""
+    limits = []
     try:
         for line in Path("/proc/meminfo").read_text().splitlines():
             if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
+                limits.append(int(line.split()[1]) * 1024)
     except (OSError, ValueError, IndexError):
         pass
-    return None
+    for limit_file, usage_file in (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+                                   ("/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                                    "/sys/fs/cgroup/memory/memory.usage_in_bytes")):
+        try:
+            limit = Path(limit_file).read_text().strip()
+            if limit.isdigit() and int(limit) < 2**60:
+                limits.append(int(limit) - int(Path(usage_file).read_text().strip()))
+                break
+        except (OSError, ValueError):
+            continue
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft != resource.RLIM_INFINITY:
+            mapped = int(Path("/proc/self/statm").read_text().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            limits.append(soft - mapped)
+    except (ImportError, OSError, ValueError):
+        pass
+    return max(0, min(limits)) if limits else None
 
 
 def device_gpu_preset(device: torch.device) -> str | None:
