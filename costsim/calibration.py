@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy.optimize import lsq_linear, nnls
 
 from costsim.constants import COMPUTE_BYTES
+from costsim.errors import SpecError
 from costsim.hardware import GPUSpec
 from costsim.memory import peak_memory
 from costsim.ops import StageShape
@@ -58,9 +59,17 @@ class MeasuredStep(CostCase):
 
 def load_measurements(path: str | Path) -> tuple[dict, list[MeasuredStep]]:
     """Measured GPU steps from a JSON file (cases without GPU memory readings are skipped)."""
-    data = json.loads(Path(path).read_text())
-    cases = [MeasuredStep.model_validate(c) for c in data["cases"]]
-    return data.get("info", {}), [c for c in cases if c.peak_alloc_bytes is not None]
+    try:
+        data = json.loads(Path(path).read_text())
+        cases = [MeasuredStep.model_validate(c) for c in data["cases"]]
+        info = data.get("info", {})
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read it ({exc.strerror})") from None
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise SpecError(f"{path}: not a measurements file ({type(exc).__name__}: {first}); it needs a 'cases' list "
+                        "as python -m validate.measure writes") from None
+    return info, [c for c in cases if c.peak_alloc_bytes is not None]
 
 
 def shape_of(cases: list[MeasuredStep]) -> StageShape:

@@ -57,7 +57,12 @@ def load_profile(name_or_path: str) -> CostProfile:
             f"unknown calibration profile {name_or_path!r}; use one of {', '.join(profile_names())} "
             "or a profile .json path"
         )
-    return CostProfile.model_validate(json.loads(text))
+    try:
+        return CostProfile.model_validate(json.loads(text))
+    except ValueError as exc:  # bad JSON, or pydantic's ValidationError
+        first = (str(exc).strip().splitlines() or ["invalid"])[0]
+        raise SpecError(f"calibration profile {name_or_path!r} is not a valid profile ({first}); write one with "
+                        "python -m costsim.calibrate") from None
 
 
 def profile_for(gpu_key: str | None, requested: str | None) -> CostProfile:

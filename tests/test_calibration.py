@@ -96,3 +96,15 @@ def test_costsim_calibrate_writes_to_the_working_folder_not_the_package(tmp_path
     monkeypatch.chdir(tmp_path)
     assert main([]) == 0
     assert (tmp_path / "h200.json").is_file() and shipped.read_text() == before
+
+
+@pytest.mark.parametrize("text", ["{bad", '{"a": 1}', '{"cases": [{"name": 1}]}', "[]"])
+def test_bad_measurement_and_profile_files_are_one_line(tmp_path, text):
+    from costsim.errors import SpecError
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(text)
+    with pytest.raises(SpecError, match="not a measurements file"):
+        load_measurements(bad)
+    with pytest.raises(SpecError, match="not a valid profile"):
+        load_profile.__wrapped__(str(bad))
