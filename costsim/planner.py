@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from costsim.constants import COMPUTE_BYTES, SECONDS_PER_HOUR
+from costsim.constants import COMPUTE_BYTES, LIMITS, SECONDS_PER_HOUR
 from costsim.engine import divisors, estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
@@ -34,14 +34,18 @@ class Budget(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    flops: float | None = Field(None, gt=0)
-    hours: float | None = Field(None, gt=0)
-    usd: float | None = Field(None, gt=0)
+    flops: float | None = Field(None, gt=0, description="counted FLOPs")
+    hours: float | None = Field(None, gt=0, description="wall-clock hours")
+    usd: float | None = Field(None, gt=0, description="US dollars")
 
     @model_validator(mode="after")
     def _one(self) -> Budget:
         if sum(v is not None for v in (self.flops, self.hours, self.usd)) != 1:
             raise ValueError("give exactly one budget: --budget (FLOPs), --budget-hours or --budget-usd")
+        flag, limit = {"flops": ("--budget", 1e30), "hours": ("--budget-hours", 1e7), "usd": ("--budget-usd", 1e12)
+                       }[self.kind]
+        if self.amount > limit:
+            raise ValueError(f"{flag} {self.amount:g} is beyond any real run (at most {limit:g})")
         return self
 
     @property
@@ -97,11 +101,11 @@ class SearchSpace(BaseModel):
         to what leaves ``min_steps`` optimizer steps and at most four critical batches;
         the profile's learning rate. Each range can be given instead."""
         d_opt, layers_opt, tokens_opt, loss_opt = compute_optimal_shape(profile.params, flops, vocab_size, seq_len)
-        lo, hi = d_model_range or (max(16, d_opt / 4), d_opt * 3)
+        lo, hi = d_model_range or (max(16, d_opt / 4), min(d_opt * 3, LIMITS["d_model"]))
         grain = 16 if hi < 512 else 64
         d_models = sorted({int(max(grain, round(d / grain) * grain)) for d in np.geomspace(lo, hi, 10)})
         d_models = [d for d in d_models if lo <= d <= hi] or [int(max(grain, round(lo / grain) * grain))]
-        min_layers, max_layers = layers_range or (1, max(8, 4 * layers_opt))
+        min_layers, max_layers = layers_range or (1, min(max(8, 4 * layers_opt), LIMITS["layers"]))
         smallest = seq_len * n_gpus
         if batch_range:
             b_lo, b_hi = batch_range
@@ -113,7 +117,8 @@ class SearchSpace(BaseModel):
             b_lo = smallest
         powers = [2**k for k in range(int(np.log2(max(b_lo, 1))) - 1, int(np.log2(max(b_hi, 1))) + 2)
                   if max(b_lo, smallest) <= 2**k <= max(b_hi, smallest)]
-        batches = tuple(powers[-6:]) or (int(2 ** np.ceil(np.log2(smallest))),)
+        largest = LIMITS["batch_size"] * seq_len
+        batches = tuple(b for b in powers[-6:] if b <= largest) or (int(2 ** np.ceil(np.log2(smallest))),)
         head_dim = fixed.pop("head_dim", 64 if hi >= 512 else 32 if hi >= 128 else 16)
         return cls(vocab_size=vocab_size, seq_len=seq_len, d_models=tuple(d_models), min_layers=int(min_layers),
                    max_layers=int(max_layers), batch_tokens=batches, head_dim=head_dim, aspect_ratio=(4.0, 512.0),
@@ -148,8 +153,9 @@ def compute_optimal_shape(p, flops: float, vocab_size: int, seq_len: int) -> tup
     n = 12 * d**2 * layers
     per_token = 6 * n + 6 * d * vocab_size + 14 * seq_len * d * layers
     tokens = flops / per_token
-    loss = p.E + reducible(p, n, tokens)
-    best = int(np.argmin(loss))
+    # a shape that cannot take MIN_STEPS steps of one sequence is not a candidate
+    loss = np.where(tokens >= seq_len * MIN_STEPS, p.E + reducible(p, n, tokens), np.inf)
+    best = int(np.argmin(loss)) if np.isfinite(loss).any() else 0
     return int(round(d[best])), int(layers[best]), float(tokens[best]), float(loss[best])
 
 
@@ -419,24 +425,27 @@ class Planner:
     def why_nothing_fits(self) -> str:
         """The real reason no full-training schedule can be built: memory, or the budget."""
         s = self.space
-        smallest = self.build(layers=s.min_layers, d_model=min(s.d_models), n_stages=1,
-                              batch_tokens=min(s.batch_tokens))
-        if smallest is not None:
-            return ("no full-training schedule in the search space fits; widen it (--d-model-range, "
-                    "--layers-range, --batch-range)")
-        one_step = Budget(**{self.budget.kind: self.budget.amount * 1e12})
-        probe = Planner(one_step, self.hardware, s.model_copy(update={"min_steps": 1}), self.cost_profile,
-                        self.loss_profile, self.memory_limit)
-        spec = probe.build(layers=s.min_layers, d_model=min(s.d_models), n_stages=1, batch_tokens=min(s.batch_tokens))
-        if spec is None:
+        d, layers, batch_tokens = min(s.d_models), s.min_layers, min(s.batch_tokens)
+        n_gpus = self.hardware.n_gpus
+        batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
+        heads = int(s.n_heads(d))
+        # the smallest candidate at its most frugal: one sequence a micro-batch, recomputed
+        shape = StageShape.of(layers=layers, d_model=d, n_heads=heads, n_kv_heads=heads, d_ff=4 * d,
+                              vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=1, n_trainable=layers,
+                              train_embeddings=True, tied=True, swiglu=False, recompute=True,
+                              compute_bytes=COMPUTE_BYTES[s.precision])
+        costs = self._costs_of(shape, batch)
+        if float(np.ravel(costs.peak_memory_bytes)[0]) > self.memory_limit:
             return ("the smallest model in the search space does not fit this GPU's memory; add GPUs, allow more "
                     "memory or search smaller models (--d-model-range)")
-        per_step = float(self.per_step_cost(self._costs(spec))[0])
-        need = per_step * s.min_steps
-        return (f"the budget is too small: {s.min_steps} optimizer steps (--min-steps) of the smallest model "
-                f"(d_model {min(s.d_models)}, {s.min_layers} layers, {min(s.batch_tokens)} tokens a step) cost "
-                f"{need:.3g} {self.budget.kind}, {need / self.budget.amount:.3g}x the budget; raise the budget or "
-                "search smaller models and batches")
+        need = float(np.ravel(self.per_step_cost(costs))[0]) * s.min_steps
+        if need > self.budget.amount:
+            return (f"the budget is too small: {s.min_steps} optimizer steps (--min-steps) of the smallest model "
+                    f"(d_model {d}, {layers} layers, {batch * s.seq_len} tokens a step) cost {need:.3g} "
+                    f"{self.budget.kind}, {need / self.budget.amount:.3g}x the budget; raise the budget or search "
+                    "smaller models and batches (--d-model-range, --batch-range, --min-steps)")
+        return ("no full-training schedule in the search space fits the budget and memory; widen the space "
+                "(--d-model-range, --layers-range, --batch-range)")
 
     def paper_schedule(self, layers: int, d_model: int, batch_tokens: int, n_stages: int = 4) -> Evaluation | None:
         """The study's schedule (freeze + all per stage, then continual) at this budget."""

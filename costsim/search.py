@@ -344,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "seq_len", "vocab_size", "min_steps"):
         if getattr(args, flag) < 1:
             raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
+    if args.seed < 0 or args.seed >= 2**32:
+        raise CostsimError(f"--seed must be between 0 and 2^32-1, got {args.seed}")
     for flag in ("max_memory_gb", "timeout", "price_per_gpu_hour"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise CostsimError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")

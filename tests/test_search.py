@@ -530,6 +530,11 @@ def test_workers_starting_together_on_an_empty_postgresql_database(postgres_url:
     (["--budget", "1e19", "--budget-hours", "2"], "exactly one budget"),
     (["--gpu", "tpu-v9"], "unknown GPU"),
     (["--loss-profile", "no-such-profile"], "unknown loss profile"),
+    (["--budget", "1e40"], "beyond any real run"),
+    (["--budget-usd", "1e30"], "beyond any real run"),
+    (["--seed", "-1"], "--seed"),
+    (["--budget", "1"], "budget is too small"),
+    (["--d-model-range", "512"], "--d-model-range"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     """A user mistake is one line on stderr and exit 2: no traceback, no report, no file."""
