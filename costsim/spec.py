@@ -299,6 +299,8 @@ def parse_spec(data: object) -> ScheduleSpec:
         return ScheduleSpec.model_validate(data)
     except ValidationError as exc:
         raise SpecError(one_line(exc)) from None
+    except RecursionError:
+        raise SpecError("the spec is nested too deeply; a spec is a few levels deep") from None
 
 
 def load_spec(path: str | Path) -> ScheduleSpec:
@@ -318,4 +320,9 @@ def load_spec(path: str | Path) -> ScheduleSpec:
     except (yaml.YAMLError, json.JSONDecodeError, tomllib.TOMLDecodeError) as exc:
         first = str(exc).strip().splitlines()[0]
         raise SpecError(f"{path}: not valid {path.suffix[1:].upper()}: {first}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: nested too deeply to be a spec; a spec is a few levels deep") from None
+    except ValueError as exc:  # e.g. an integer literal of thousands of digits
+        first = (str(exc).strip().splitlines() or ["invalid value"])[0]
+        raise SpecError(f"{path}: cannot read a value ({first}); numbers in a spec are ordinary sizes") from None
     return parse_spec(data)

@@ -19,7 +19,7 @@ about two hours:
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
 an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` writes the
-curves to ``costsim/data/corpus/growth_corpus.csv``, the versioned dataset
+curves to ``costsim/data/corpus/growth_corpus.json``, the versioned dataset
 ``costsim.fit`` and ``benchmarks/loss_accuracy.py`` read without re-training.
 """
 
@@ -32,7 +32,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from costsim.errors import cli_errors
+from costsim.errors import CostsimError, cli_errors
 from studies.runner import train_spec
 
 SEQ_LEN = 64
@@ -43,7 +43,6 @@ LARGE_STEPS = 3200  # d96 L6: 3200 x 2048 = 6.55M tokens, 10 per non-embedding p
 MIDDLE_STEPS = 1600
 EVALS_PER_RUN = 40
 EVAL_TOKENS = 16 * MICRO * SEQ_LEN  # the same held-out batches for every run of a seed
-DATASET_PATH = Path(__file__).resolve().parents[1] / "costsim" / "data" / "corpus" / "growth_corpus.csv"
 
 
 @dataclass(frozen=True)
@@ -184,10 +183,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{'done' if f'{run.name} [{run.family}]' in done else 'todo':4s}  {run.name}")
         return 0
     if args.export:
-        from costsim.corpus import export_store
+        from costsim.corpus import dataset_path, export_store
 
-        n = export_store(db, DATASET_PATH)
-        print(f"wrote {n} curves to {DATASET_PATH}")
+        if not db.exists():
+            raise CostsimError(f"--db {args.db}: no such store; train the corpus first")
+        n = export_store(db, dataset_path())
+        print(f"wrote {n} curves to {dataset_path()}")
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         for run in runs:

@@ -37,6 +37,7 @@ from typing import Any
 
 import duckdb
 
+from costsim.errors import CostsimError
 from costsim.processes import is_gone, worker_id
 
 RUN_STATES = ("running", "complete", "incomplete", "failed")
@@ -253,6 +254,12 @@ class Store:
         self._writer_pid = -1
         self._writer_lock = threading.Lock()
 
+    def _check_folder(self) -> None:
+        """The store lives in a folder the user made: never create it for them."""
+        if not self.path.parent.is_dir():
+            raise CostsimError(f"--db {self.path}: folder {self.path.parent} does not exist; create it or pick "
+                               "another path")
+
     # -- producers ------------------------------------------------------------------
 
     def append(self, table: str, rows: Iterable[Mapping[str, Any]]) -> list[str]:
@@ -285,6 +292,7 @@ class Store:
             for column in columns
         ]
         directory = self.spool_dir / table
+        self._check_folder()
         directory.mkdir(parents=True, exist_ok=True)
         final = directory / f"{uuid.uuid4().hex}.parquet"
         temp = final.with_name(final.name + ".tmp")
@@ -409,7 +417,7 @@ class Store:
                 f"{self.path} is already locked by this thread (inside connect_readonly?); "
                 "close that connection first"
             )
-        self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+        self._check_folder()
         descriptor = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(descriptor, mode)

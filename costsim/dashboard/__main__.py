@@ -57,6 +57,9 @@ def _run_ids(text: str | None) -> list[str] | None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     specs = {path: load_spec(path) for path in args.spec}
+    if not Path(args.db).exists() and not specs:
+        raise CostsimError(f"--db {args.db}: no such store; train runs first (python -m validate.run SPEC --db "
+                           f"{args.db}) or show plans with --spec")
     store = Store(args.db)
     out = Path(args.out)
     if out.exists() and not out.is_dir():

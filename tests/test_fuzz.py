@@ -1,0 +1,58 @@
+"""Bad input never crashes and never gives a wrong number: mutated specs (a sample here;
+``python benchmarks/fuzz.py --n 5000`` runs more) and bad command lines."""
+
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fuzzing import base_specs, check, mutate
+
+ROOT = Path(__file__).resolve().parents[1]
+N_SAMPLES = 300
+
+
+def test_mutated_specs_are_refused_in_one_line_or_answered_sanely():
+    rng = random.Random(0)
+    seeds = base_specs()
+    outcomes = {"refused": 0, "answered": 0}
+    for _ in range(N_SAMPLES):
+        outcomes[check(mutate(rng.choice(seeds), rng))] += 1
+    assert outcomes["refused"] > 0 and outcomes["answered"] > 0, outcomes
+
+
+def test_nesting_a_thousand_deep_is_one_line(tmp_path):
+    spec = tmp_path / "deep.json"
+    spec.write_text('{"model": ' + "[" * 1000 + "]" * 1000 + "}")
+    for module in ("costsim.estimate", "validate.run"):
+        done = subprocess.run([sys.executable, "-m", module, str(spec), "--db", str(tmp_path / "x.duckdb")]
+                              if module == "validate.run" else [sys.executable, "-m", module, str(spec)],
+                              capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-500:]
+
+
+def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
+    spec = tmp_path / "long.json"
+    spec.write_text('{"model": {"d_model": ' + "9" * 5000 + '}}')
+    done = subprocess.run([sys.executable, "-m", "costsim.estimate", str(spec)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr[-500:]
+
+
+@pytest.mark.parametrize("module, args", [
+    ("costsim.estimate", ["examples/tiny_three_stage.yaml", "--loss-points", "0"]),
+    ("costsim.estimate", ["examples/tiny_three_stage.yaml", "--loss-profile", "nope"]),
+    ("costsim.fit", ["--out", "/nonexistent/dir/p.json"]),
+    ("costsim.fit", ["--out", "x.json", "--data", "/nonexistent.duckdb"]),
+    ("costsim.calibrate", ["/nonexistent.json"]),
+    ("costsim.dashboard", ["--db", "/nonexistent/x.duckdb"]),
+    ("studies.growth_corpus", ["--export", "--db", "/nonexistent/x.duckdb"]),
+    ("validate.run", ["examples/tiny_three_stage.yaml", "--threads", "0"]),
+])
+def test_bad_command_lines_are_one_line(module, args):
+    done = subprocess.run([sys.executable, "-m", module, *args], capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 2, (done.stdout[-300:], done.stderr[-500:])
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in done.stderr, done.stderr[-500:]
