@@ -65,14 +65,14 @@ def mutate(spec: dict, rng: random.Random) -> dict:
         parent, key = _get(spec, path[:-1]), path[-1]
         kind = rng.random()
         if kind < 0.45:
-            parent[key] = rng.choice(ODD_VALUES)
+            parent[key] = copy.deepcopy(rng.choice(ODD_VALUES))
         elif kind < 0.65 and isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
             value = parent[key] * rng.choice([2**20, 2**40, 1e-6, -1, 3])
             parent[key] = value if not isinstance(parent[key], int) or not float(value).is_integer() else int(value)
         elif kind < 0.75 and isinstance(parent, dict):
             del parent[key]
         elif kind < 0.85 and isinstance(parent, dict):
-            parent[rng.choice(["extra", "Layers", "tokenz", "lr"])] = rng.choice(ODD_VALUES)
+            parent[rng.choice(["extra", "Layers", "tokenz", "lr"])] = copy.deepcopy(rng.choice(ODD_VALUES))
         elif kind < 0.93 and isinstance(spec.get("stages"), list) and spec["stages"]:
             spec["stages"].append(copy.deepcopy(rng.choice(spec["stages"])))
         else:
@@ -82,6 +82,7 @@ def mutate(spec: dict, rng: random.Random) -> dict:
                 node["x"] = {}
                 node = node["x"]
             parent[key] = deep
+            break  # nothing after it: copying a 1000-deep value is the parser's test, not the fuzzer's
     return spec
 
 
