@@ -66,6 +66,7 @@ COMMON = (
     Coordinate("B", -5.0, 25.0, log=True, law=True),
     Coordinate("beta", 0.02, 2.0, law=True),
     Coordinate("d0", 0.0, math.log(1e12), log=True, law=True),
+    Coordinate("shape_exponent", -1.0, 1.0, prior=0.0, regularised=True, law=True),
     Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
     Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
@@ -145,6 +146,9 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     Returns the parameters and the rms error over the runs' points (nats)."""
     structure = structure or start.structure
     coords = coordinates(structure)
+    aspects = [plan.aspect for run in runs for plan in run.plans if plan.aspect > 0]
+    if aspects:  # the shape effect is known only over the shapes fitted on
+        start = start.model_copy(update={"aspect_range": (min(aspects), max(aspects))})
     start = to_params(np.clip(to_vector(start, structure), *_bounds(coords)), structure, start)
     full = [r for r in runs if r.is_full_training]
     if full:

@@ -71,6 +71,10 @@ class LossParams(BaseModel):
     B: float = Field(gt=0)
     beta: float = Field(gt=0)
     d0: float = Field(0.0, ge=0, description="tokens offset: the untrained model's loss is finite")
+    shape_exponent: float = Field(0.0, description="capacity counts N * (d_model/layers)^this: at one size, "
+                                  "wider, shallower models reach lower loss (0: N alone)")
+    aspect_range: tuple[float, float] = Field((1.0, 1e6), description="d_model/layers the shape effect was fitted "
+                                              "on; outside it the nearest end is used, never extrapolated")
     anneal: float = Field(0.0, ge=0, le=1, description="share of reducible loss removed by full LR decay")
     bcrit: float = Field(0.0, ge=0, description="critical batch (tokens) at loss 1 nat; 0: no batch effect")
     bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
@@ -122,6 +126,7 @@ class StagePlan:
     lr: np.ndarray  # lr factor (lr / peak) at each step of the stage (or of equal slices of a long one)
     batch_tokens: float = 0.0  # tokens per optimizer step (0: no batch effect)
     steps: int = 0  # optimizer steps (0: one per lr entry)
+    aspect: float = 0.0  # d_model / layers (0: unknown, the capacity is N alone)
 
     @property
     def n_steps(self) -> int:
@@ -135,6 +140,14 @@ class LossCurve:
     lower: np.ndarray
     upper: np.ndarray
     stage: np.ndarray  # stage index of each point
+
+
+def capacity(p: LossParams, n_params, aspect=0.0):
+    """The parameter count the law's capacity term sees: N, scaled by the model's shape."""
+    if p.shape_exponent == 0:
+        return n_params
+    aspect = np.clip(np.asarray(aspect, dtype=float), *p.aspect_range)
+    return n_params * np.where(aspect > 0, aspect, 1.0) ** p.shape_exponent
 
 
 def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
@@ -292,8 +305,9 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
     previous: StagePlan | None = None
     for index, plan in enumerate(plans):
         bump = 0.0
+        n_cap = float(capacity(p, plan.n_params, plan.aspect))
         if state is None:
-            state = GrowthState(n_params=plan.n_params, d=0.0)
+            state = GrowthState(n_params=n_cap, d=0.0)
         else:
             current = float(reducible(p, end_n_eff, end_d))
             grows = plan.n_params != previous.n_params
@@ -303,7 +317,7 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
                 current *= 1 + p.reset_jump
             state = replace(state, since=end_since)
             if grows:
-                state = structure.grown(p, state, plan.n_params, plan.operator, current, end_since)
+                state = structure.grown(p, state, n_cap, plan.operator, current, end_since)
             else:
                 state = structure.continued(p, state, current, end_since)
                 if plan.trainable_share > previous.trainable_share:
@@ -341,11 +355,12 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
     return np.concatenate(tokens_out), np.concatenate(loss_out), np.concatenate(stage_out)
 
 
-def full_training_loss(p: LossParams, n_params, tokens, batch_tokens) -> np.ndarray:
+def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0) -> np.ndarray:
     """Final loss of full training at constant LR, vectorised over shapes: the law at the
     ideal tokens the batch efficiency leaves (the same chunks as ``trajectory``)."""
-    n_params, tokens, batch_tokens = np.broadcast_arrays(*(np.asarray(a, dtype=float)
-                                                           for a in (n_params, tokens, batch_tokens)))
+    n_params, tokens, batch_tokens, aspect = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect)))
+    n_params = capacity(p, n_params, aspect)
     if p.bcrit <= 0:
         return p.E + reducible(p, n_params, tokens)
     steps = np.maximum(np.round(tokens / np.maximum(batch_tokens, 1.0)), 1.0)
@@ -392,6 +407,7 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
             lr=np.atleast_1d(lr) / t.lr_schedule.lr,
             batch_tokens=batch_tokens,
             steps=n,
+            aspect=spec.stage_width(stage)[0] / stage.layers,
         ))
         start += n
     return plans

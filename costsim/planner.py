@@ -22,7 +22,16 @@ from costsim.engine import divisors, estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
-from costsim.loss import LossProfile, full_training_loss, predict, reducible, stage_plans, trajectory, z_score
+from costsim.loss import (
+    LossProfile,
+    capacity,
+    full_training_loss,
+    predict,
+    reducible,
+    stage_plans,
+    trajectory,
+    z_score,
+)
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
 from costsim.profile import CostProfile
@@ -154,7 +163,7 @@ def compute_optimal_shape(p, flops: float, vocab_size: int, seq_len: int) -> tup
     per_token = 6 * n + 6 * d * vocab_size + 14 * seq_len * d * layers
     tokens = flops / per_token
     # a shape that cannot take MIN_STEPS steps of one sequence is not a candidate
-    loss = np.where(tokens >= seq_len * MIN_STEPS, p.E + reducible(p, n, tokens), np.inf)
+    loss = np.where(tokens >= seq_len * MIN_STEPS, p.E + reducible(p, capacity(p, n, 32.0), tokens), np.inf)
     best = int(np.argmin(loss)) if np.isfinite(loss).any() else 0
     return int(round(d[best])), int(layers[best]), float(tokens[best]), float(loss[best])
 
@@ -407,7 +416,8 @@ class Planner:
             tokens = steps * batch * s.seq_len
             with np.errstate(invalid="ignore"):
                 loss = np.where(steps >= max(1, s.min_steps),
-                                full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len), np.inf)
+                                full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len,
+                                                   d / layers), np.inf)
             better = loss < best_loss
             best_loss = np.where(better, loss, best_loss)
             best_batch = np.where(better, batch_tokens, best_batch)

@@ -195,7 +195,7 @@ def test_fit_recovers_known_parameters():
 @pytest.mark.parametrize("structure", list(STRUCTURES))
 def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
-    fixed = {"structure", "batch_reference_tokens"}  # chosen, not fitted
+    fixed = {"structure", "batch_reference_tokens", "aspect_range"}  # chosen or read off the data, not fitted
     growth_only = {"lags", "lag_tokens"} - set(STRUCTURES[structure].fitted)
     assert fields == set(LossParams.model_fields) - fixed - growth_only
     lags = [c.field for c in coordinates(structure) if c.field.startswith("lags.")]
@@ -203,8 +203,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name == "structure":
-            assert again.structure == structure
+        if name in ("structure", "aspect_range"):
+            assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
         else:
@@ -275,3 +275,13 @@ def test_predictions_far_outside_the_fitted_range_say_so():
     note = domain_warning(profile, non_embedding_params=1e9, tokens=1e7)
     assert note.startswith("note: loss profile 'small' extrapolates") and "1000x above" in note
     assert "\n" not in note
+
+
+def test_the_shape_effect_is_never_extrapolated_beyond_the_fitted_shapes():
+    from costsim.loss import capacity
+
+    p = PARAMS.model_copy(update={"shape_exponent": 0.5, "aspect_range": (16.0, 48.0)})
+    assert capacity(p, 1e6, 32.0) == pytest.approx(1e6 * 32**0.5)
+    assert capacity(p, 1e6, 4096.0) == capacity(p, 1e6, 48.0)  # a 1-layer giant gains nothing more
+    assert capacity(p, 1e6, 2.0) == capacity(p, 1e6, 16.0)
+    assert capacity(PARAMS, 1e6, 4096.0) == 1e6  # no shape effect: N alone
