@@ -198,9 +198,9 @@ def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
     from costsim.engine import stage_shape
     from costsim.flops import parameter_counts
 
-    sizes = [float(parameter_counts(stage_shape(r.spec)).non_embedding.max()) for r in runs]
-    tokens = [float(r.tokens[-1]) for r in runs]
-    flops = [float(cumulative_flops(r.spec, r.steps, r.tokens[-1:])[0]) for r in runs]
+    sizes = [float(n) for r in runs for n in parameter_counts(stage_shape(r.spec)).non_embedding]
+    tokens = [float(t) for r in runs for t in (r.tokens[0], r.tokens[-1])]
+    flops = [float(f) for r in runs for f in cumulative_flops(r.spec, r.steps, r.tokens[[0, -1]])]
     return {"non_embedding_params": [min(sizes), max(sizes)], "tokens": [min(tokens), max(tokens)],
             "flops_counted": [min(flops), max(flops)]}
 

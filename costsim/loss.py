@@ -58,7 +58,8 @@ from costsim.lr import lr_at
 from costsim.spec import ScheduleSpec
 
 MAX_LR_POINTS = 4096
-MAX_BATCH_CHUNKS = 14  # batch efficiency is re-evaluated at steps 0, 1, 3, 7, ... of a stage
+BATCH_CHUNK_GROWTH = 4  # batch efficiency is re-evaluated at steps 0, 3, 15, 63, ... of a stage
+MAX_BATCH_CHUNKS = 8
 
 
 class LossParams(BaseModel):
@@ -287,9 +288,14 @@ def structure_of(p: LossParams) -> GrowthStructure:
 
 # --- trajectories -----------------------------------------------------------------------
 
+def _chunk_end(k: int) -> int:
+    return BATCH_CHUNK_GROWTH**k - 1
+
+
 def _chunks(n: int) -> list[tuple[int, int]]:
-    """Step ranges over which the batch efficiency is held: 0, 1, 3, 7, ... then the rest."""
-    edges = sorted({0, n} | {min(n, 2**k - 1) for k in range(1, MAX_BATCH_CHUNKS)})
+    """Step ranges over which the batch efficiency is held (it changes as the loss falls,
+    fastest at first): 0, 3, 15, 63, ... then the rest."""
+    edges = sorted({0, n} | {min(n, _chunk_end(k)) for k in range(1, MAX_BATCH_CHUNKS)})
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
@@ -367,7 +373,7 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     ideal = np.zeros_like(tokens)
     start = np.zeros_like(tokens)
     for k in range(1, 64):
-        end = np.minimum(steps, 2.0**k - 1 if k < MAX_BATCH_CHUNKS else steps)
+        end = np.minimum(steps, float(_chunk_end(k)) if k < MAX_BATCH_CHUNKS else steps)
         loss_now = p.E + reducible(p, n_params, ideal)
         ideal = ideal + (end - start) * batch_tokens * batch_efficiency(p, batch_tokens, loss_now)
         start = end
