@@ -5,15 +5,15 @@ byte-level GPTs on the offline stdlib corpus, at the largest scale 2 CPU cores a
 about two hours:
 
 - full training at five sizes (non-embedding parameters 25k to 666k, a 27x span), the
-  largest (d96, 6 layers) for 6.6M tokens = 10 tokens per parameter, with a second seed;
+  largest (d96, 6 layers) for 6.6M tokens = 10 tokens per parameter;
 - at the largest size: the study's schedule (arXiv 2411.18700: stages of 2 blocks, each
   after the first split into a freeze phase and an all-blocks phase, then continual
   training of the same length with a fresh optimizer), with a second seed, and its
   no-freeze variant; depth growth 3 -> 6 blocks by ``random_top`` early (10% of the
   tokens) and late (50%), by ``stack_copy`` and by ``identity`` (25%); width growth
   d48 -> d96 (``widen_preserving``, 25%);
-- at a middle size (d64, 4 layers, 3.3M tokens): the same families, so growth can be
-  fitted on one size and predicted on a larger one;
+- at a middle size (d64, 4 layers, 3.3M tokens): the same families (the study's schedule
+  with a second seed), so growth can be fitted on one size and predicted on a larger one;
 - batch size: the middle size at 8, 256 and 2048 sequences a step (25 optimizer steps),
   to fit a critical batch size; a cosine-decay run for annealing.
 
@@ -138,8 +138,9 @@ def corpus() -> list[Run]:
         full(48, 3, LARGE_STEPS), study(96, 6, 3, LARGE_STEPS, freeze=False),
         deepen(*large, "stack_copy", 0.25), deepen(*large, "identity", 0.25), widen(*large),
         deepen(*large, "random_top", 0.1), deepen(*large, "random_top", 0.5),
-        full(*large, seed=2), study(96, 6, 3, LARGE_STEPS, freeze=True, seed=2),
-        study(64, 4, 2, MIDDLE_STEPS, freeze=True), study(64, 4, 2, MIDDLE_STEPS, freeze=False),
+        study(96, 6, 3, LARGE_STEPS, freeze=True, seed=2),
+        study(64, 4, 2, MIDDLE_STEPS, freeze=True), study(64, 4, 2, MIDDLE_STEPS, freeze=True, seed=2),
+        study(64, 4, 2, MIDDLE_STEPS, freeze=False),
         deepen(*middle, "stack_copy", 0.25), deepen(*middle, "identity", 0.25), widen(*middle),
         full(*middle, batch=256), full(*middle, batch=2048), full(*middle, batch=8), full(*middle, schedule="cosine"),
         full(32, 2, LARGE_STEPS),
