@@ -12,8 +12,8 @@ share of measured points inside the 90% interval. Then a summary per structure a
 the targets: sign right wherever the measured ratio differs from 1 by more than seed
 noise, ratio error <= 0.15, crossover within 1.5x, coverage 80-95%.
 
-Run: python benchmarks/loss_accuracy.py [--structures fading,equivalent] [--jobs 2] [--json out.json]
-About 10-20 minutes for all four structures on 2 cores.
+Run: python benchmarks/loss_accuracy.py [--structures fading,equivalent,fading/N] [--jobs 2] [--json out.json]
+(NAME/N: that structure with the law in N alone, no shape term.) About 20 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -130,13 +130,17 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
     return float(np.expm1(seed_std / slope))
 
 
-def evaluate(structure: str, data: str | None) -> dict:
+def evaluate(variant: str, data: str | None) -> dict:
+    """A variant is a structure name, optionally with "/N" for the law without its shape term."""
+    structure, _, law = variant.partition("/")
+    hold = ("shape_exponent",) if law == "N" else ()
     runs = load_runs(data)
     noise, _ = seed_noise(runs)
-    start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure})
-    cv = cross_validate(runs, start, structure, seed_std=noise)
-    sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms)
-    return {"structure": structure, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
+    start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure,
+                                                                        "shape_exponent": 0.0})
+    cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
+    sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
+    return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
             "cv_rms": cv.rms, "size": [asdict(s) | {"sign_right": s.sign_right} for s in sized],
             "size_shape": list(shape), "seed_std": noise}
 
@@ -156,7 +160,8 @@ def _scores(rows: list[dict]) -> list[RunScore]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
-    parser.add_argument("--structures", default=",".join(STRUCTURES))
+    parser.add_argument("--structures", default=",".join([*STRUCTURES, "fading/N"]),
+                        help="growth structures to compare; NAME/N: the law without its shape term")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,20 +142,21 @@ def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndar
 
 
 def fit_params(runs: list[RunData], start: LossParams, structure: str | None = None,
-               max_nfev: int = 200) -> tuple[LossParams, float]:
-    """Least squares: the law on full-training runs, then every coordinate on all runs.
-    Returns the parameters and the rms error over the runs' points (nats)."""
+               max_nfev: int = 200, hold: tuple[str, ...] = ()) -> tuple[LossParams, float]:
+    """Least squares: the law on full-training runs, then every coordinate on all runs
+    (those named in ``hold`` stay at their start values). Returns the parameters and the
+    rms error over the runs' points (nats)."""
     structure = structure or start.structure
     coords = coordinates(structure)
     aspects = [plan.aspect for run in runs for plan in run.plans if plan.aspect > 0]
     if aspects:  # the shape effect is known only over the shapes fitted on
         start = start.model_copy(update={"aspect_range": (min(aspects), max(aspects))})
     start = to_params(np.clip(to_vector(start, structure), *_bounds(coords)), structure, start)
+    free = np.array([c.field not in hold for c in coords])
     full = [r for r in runs if r.is_full_training]
     if full:
-        law_only = np.array([c.law for c in coords])
-        start = _solve(full, start, structure, law_only, max_nfev)
-    best = _solve(runs, start, structure, np.ones(len(coords), dtype=bool), max_nfev)
+        start = _solve(full, start, structure, free & np.array([c.law for c in coords]), max_nfev)
+    best = _solve(runs, start, structure, free, max_nfev)
     residual = np.concatenate(run_residuals(best, runs))
     return best, float(np.sqrt(np.mean(residual**2)))
 
@@ -272,6 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
                         "use its error as the profile's residual (slow: one refit per schedule family)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --cv (default: CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="profile JSON path to write")
     parser.add_argument("--transfer-to", default="", help="also write this law with the fitted growth parameters")
@@ -285,7 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         from costsim.heldout import cross_validate
 
-        cv = cross_validate(runs, start, args.structure)
+        noise, _ = seed_noise([r for r in runs if not r.holdout])
+        cv = cross_validate([r for r in runs if not r.holdout], start, args.structure, seed_std=noise,
+                            jobs=max(1, args.jobs))
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",

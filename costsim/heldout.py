@@ -137,16 +137,31 @@ def growth_schedules(runs: list[RunData]) -> list[str]:
     return sorted({r.schedule for r in runs if not r.is_full_training})
 
 
+def _fit_without(runs: list[RunData], schedule: str, start: LossParams, structure: str, max_nfev: int,
+                 hold: tuple[str, ...]) -> LossParams:
+    return fit_params([r for r in runs if r.schedule != schedule], start, structure, max_nfev=max_nfev,
+                      hold=hold)[0]
+
+
 def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                   schedules: list[str] | None = None, max_nfev: int = 200) -> CrossValidation:
+                   schedules: list[str] | None = None, max_nfev: int = 200, jobs: int = 1,
+                   hold: tuple[str, ...] = ()) -> CrossValidation:
     """Leave-one-schedule-out: for each growth schedule, fit on every other run and score
     the schedule's runs (all seeds). Intervals: each fold's held-out error plus seed noise, with the
     residual taken from the *other* folds (so coverage is not fitted to itself)."""
     cv = CrossValidation(structure)
+    schedules = schedules or growth_schedules(runs)
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(jobs) as pool:
+            fitted = list(pool.map(_fit_without, *zip(*[(runs, s, start, structure, max_nfev, hold)
+                                                         for s in schedules])))
+    else:
+        fitted = [_fit_without(runs, s, start, structure, max_nfev, hold) for s in schedules]
     fits: dict[str, tuple[LossParams, list[RunData]]] = {}
-    for schedule in schedules or growth_schedules(runs):
+    for schedule, params in zip(schedules, fitted):
         held = [r for r in runs if r.schedule == schedule]
-        params, _ = fit_params([r for r in runs if r.schedule != schedule], start, structure, max_nfev=max_nfev)
         fits[schedule] = (params, held)
         errors = np.concatenate(run_residuals(params, held))
         cv.fold_rms[schedule] = float(np.sqrt(np.mean(errors**2)))
@@ -160,7 +175,8 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
 
 
 def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                 residual_std: float = 0.0, max_nfev: int = 200) -> tuple[list[RunScore], tuple]:
+                 residual_std: float = 0.0, max_nfev: int = 200, hold: tuple[str, ...] = ()
+                 ) -> tuple[list[RunScore], tuple]:
     """Fit on every run whose final model is smaller than the largest, predict the largest's runs."""
     from costsim.engine import stage_shape
     from costsim.flops import parameter_counts
@@ -170,6 +186,6 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
 
     largest = max(size(r) for r in runs)
     held = [r for r in runs if size(r) == largest]
-    params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev)
+    params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev, hold=hold)
     profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std)
     return [score_run(r, baseline_for(r, held), params, profile) for r in held], held[0].final_shape
