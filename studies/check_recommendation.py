@@ -45,6 +45,7 @@ from costsim.spec import HardwareSpec, ScheduleSpec
 from studies.runner import train_spec
 
 EVALS = 30
+DEFAULT_OUT = "results/check"
 
 
 @dataclass
@@ -233,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per run")
     parser.add_argument("--db", default="check.duckdb", help="store for the runs (default ./check.duckdb)")
-    parser.add_argument("--out", default="results/check", help="report folder (default results/check)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     parser.add_argument("--refit", help="also refit the loss model on the shipped corpus plus these runs; "
                         "write the profile to this .json path")
     parser.add_argument("--quick", action="store_true", help="a smoke test: budget 2e11, 1 seed, 20 trials")
@@ -247,6 +248,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.refit:
         output_file(args.refit, "--refit")
     db = output_file(args.db, "--db").resolve()
+    if args.out == DEFAULT_OUT:
+        Path(args.out).parent.mkdir(exist_ok=True)  # the default results/ folder is ours to make
     if not Path(args.out).parent.is_dir():
         raise CostsimError(f"--out {args.out}: folder {Path(args.out).parent} does not exist; create it or pick "
                            "another path")

@@ -176,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--list", action="store_true", help="list the corpus and what is already stored")
     parser.add_argument("--export", action="store_true", help="write the stored curves to the shipped dataset")
     args = parser.parse_args(argv)
+    if args.threads < 1:
+        raise CostsimError(f"--threads must be a positive integer, got {args.threads}")
     db = Path(args.db).resolve()
     done = _complete_names(db)
     runs = [r for r in corpus() if not args.only or args.only in r.name]

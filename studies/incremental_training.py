@@ -299,13 +299,16 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
     return path
 
 
+DEFAULT_OUT = "results/incremental_training"
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m studies.incremental_training", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
     parser.add_argument("--gpu", action="store_true", help="same as --preset gpu")
-    parser.add_argument("--out", default="results/incremental_training")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     parser.add_argument("--jobs", type=int, default=1,
                         help="runs trained at once (wall times are comparable only when runs do not share CPUs)")
     parser.add_argument("--search-trials", type=int, default=300)
@@ -316,7 +319,13 @@ def main(argv: list[str] | None = None) -> int:
     preset_name = "gpu" if args.gpu else args.preset
     preset = PRESETS[preset_name]
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if args.out == DEFAULT_OUT:
+        out.parent.mkdir(exist_ok=True)  # the default results/ folder is ours to make
+    if not out.parent.is_dir():
+        raise CostsimError(f"--out {args.out}: folder {out.parent} does not exist; create it or pick another path")
+    if args.jobs < 1 or args.search_trials < 1:
+        raise CostsimError("--jobs and --search-trials must be positive integers")
+    out.mkdir(exist_ok=True)
     db = out / "study.duckdb"
 
     framework = framework_rows()
