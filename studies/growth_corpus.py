@@ -173,6 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
+    parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
+                        "N runners with --threads 1 share a machine's cores")
     parser.add_argument("--list", action="store_true", help="list the corpus and what is already stored")
     parser.add_argument("--export", action="store_true", help="write the stored curves to the shipped dataset")
     args = parser.parse_args(argv)
@@ -193,10 +195,16 @@ def main(argv: list[str] | None = None) -> int:
         n = export_store(db, dataset_path())
         print(f"wrote {n} curves to {dataset_path()}")
         return 0
+    todo = [run for run in runs if f"{run.name} [{run.family}]" not in done]
+    if args.part:
+        try:
+            index, count = (int(v) for v in args.part.split("/"))
+            assert 0 <= index < count
+        except (ValueError, AssertionError):
+            raise CostsimError(f"--part {args.part!r}: give I/N with 0 <= I < N, e.g. --part 0/2") from None
+        todo = todo[index::count]
     with tempfile.TemporaryDirectory() as tmp:
-        for run in runs:
-            if f"{run.name} [{run.family}]" in done:
-                continue
+        for run in todo:
             print(train(run, db, Path(tmp), args.threads), flush=True)
     return 0
 
