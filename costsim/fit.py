@@ -72,10 +72,11 @@ COMMON = (
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
     Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
     Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
-    Coordinate("unfreeze_bump", 0.0, 2.0, prior=0.0, regularised=True),
-    Coordinate("unfreeze_steps", 0.0, math.log(1e5), log=True, regularised=True),
     Coordinate("reset_jump", 0.0, 2.0, regularised=True),
     *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),
+    *(Coordinate(f"bumps.{event}", 0.0, 5.0, prior=0.0, regularised=True)
+      for event in ("unfreeze", "reset", *OPERATORS)),
+    Coordinate("transient_steps", 0.0, math.log(1e5), log=True, regularised=True),
 )
 
 
@@ -94,8 +95,8 @@ def coordinates(structure: str) -> tuple[Coordinate, ...]:
 def to_params(x: np.ndarray, structure: str, base: LossParams | None = None) -> LossParams:
     values: dict = base.model_dump() if base is not None else {}
     values["structure"] = structure
-    values.setdefault("jumps", {})
-    values.setdefault("lags", {})
+    for group in ("jumps", "lags", "bumps"):
+        values.setdefault(group, {})
     for c, v in zip(coordinates(structure), x, strict=True):
         value = float(np.exp(v)) if c.log else float(v)
         group, _, key = c.field.partition(".")
@@ -115,7 +116,7 @@ def _bounds(coords):
 
 
 def run_residuals(p: LossParams, runs: list[RunData]) -> list[np.ndarray]:
-    return [trajectory(p, run.plans, at_tokens=run.tokens)[1] - run.loss for run in runs]
+    return [trajectory(p, run.plans, at_tokens=run.tokens, after_boundary=True)[1] - run.loss for run in runs]
 
 
 def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int) -> LossParams:
@@ -243,8 +244,8 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
                 "rms_nats_in_sample": rms, "seed_repeats": repeated, **(report or {})})
 
 
-DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "unfreeze_bump", "unfreeze_steps", "jumps",
-                 "reset_jump", "lags", "lag_tokens")
+DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "bumps", "transient_steps", "jumps", "reset_jump",
+                 "lags", "lag_tokens")
 
 
 def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:

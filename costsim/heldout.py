@@ -100,10 +100,11 @@ def _side(c: CurveComparison) -> int:
 
 def score_run(run: RunData, base: RunData | None, params: LossParams, profile: LossProfile | None = None) -> RunScore:
     """Measured against predicted for one run (and its baseline's curves, for the ratios)."""
-    predicted = trajectory(params, run.plans, at_tokens=run.tokens)[1]
+    predicted = trajectory(params, run.plans, at_tokens=run.tokens, after_boundary=True)[1]
     coverage = None
     if profile is not None:
-        curve = predict(profile.model_copy(update={"params": params}), run.plans, at_tokens=run.tokens)
+        curve = predict(profile.model_copy(update={"params": params}), run.plans, at_tokens=run.tokens,
+                        after_boundary=True)
         coverage = float(np.mean((run.loss >= curve.lower) & (run.loss <= curve.upper)))
     score = RunScore(run=run.name, family=run.family, final_measured=float(run.loss[-1]),
                      final_predicted=float(predicted[-1]), rms=float(np.sqrt(np.mean((predicted - run.loss) ** 2))),

@@ -30,8 +30,11 @@ is the *growth structure*, a registered class chosen by ``LossParams.structure``
   and the effective parameter count approaches N with the same time constant.
 
 Lags are per operator and scale with the share of parameters the growth adds, like the
-jumps. Switching a frozen model to training all blocks adds a transient
-``unfreeze_bump`` * reducible loss that decays over ``unfreeze_steps`` optimizer steps.
+jumps. Boundaries also cost transients that decay over ``transient_steps`` optimizer
+steps (``bumps`` x reducible loss): switching a frozen model to training all blocks
+(stale optimizer state), a fresh optimizer (its first steps are large), and a growth
+operator (stacked copies at first compute the wrong function, recovered within a few
+dozen steps).
 
 Parameters are fitted to stored runs (``costsim.fit``); bootstrap refits over runs give
 the law's and the growth parameters' uncertainty, and the measured seed noise and the
@@ -81,13 +84,17 @@ class LossParams(BaseModel):
     bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
     batch_reference_tokens: float = Field(0.0, ge=0, description="batch at which D counts fully (0: ideal D)")
     frozen_exponent: float = Field(1.0, ge=0, description="token efficiency = trainable share ** this")
-    unfreeze_bump: float = Field(0.0, ge=0, description="transient loss at unfreezing, x reducible loss")
-    unfreeze_steps: float = Field(1.0, gt=0, description="decay time of that bump (optimizer steps)")
+    bumps: dict[str, float] = Field(default_factory=dict, description="transient loss at a boundary, x reducible "
+                                    "loss: 'unfreeze', 'reset' (fresh optimizer) or an operator (per new share)")
+    transient_steps: float = Field(1.0, gt=0, description="decay time of the bumps (optimizer steps)")
     jumps: dict[str, float] = Field(default_factory=dict, description="loss jump per operator, per new share, x (L-E)")
     reset_jump: float = Field(0.0, ge=0, description="loss jump of a fresh optimizer, x (L-E)")
     lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
                                    "per new share (meaning depends on the structure)")
     lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, x equivalent tokens at growth")
+
+    def bump(self, event: str) -> float:
+        return self.bumps.get(event, 0.0)
 
     def jump(self, operator: str) -> float:
         # a function-preserving operator cannot cost a jump, by construction
@@ -197,12 +204,14 @@ class GrowthStructure(ABC):
     @abstractmethod
     def along(self, p: LossParams, state: GrowthState, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
 
+    max_lag: ClassVar[float] = 0.99  # a deficit never stops learning altogether
+
     def grown(self, p: LossParams, state: GrowthState, n_new: float, operator: str, loss_minus_e: float,
               end_since: float) -> GrowthState:
         """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``)."""
         share = 1 - state.n_params / n_new
         remaining = self.remaining(p, state, end_since)
-        lag = p.lag(operator) * share + remaining * (1 - share)
+        lag = min(p.lag(operator) * share + remaining * (1 - share), self.max_lag)
         d = equivalent_tokens(p, n_new, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
 
@@ -226,7 +235,7 @@ class Fading(GrowthStructure):
     name = "fading"
     summary = "after growth tokens count at 1 - lag*exp(-s/(lag_tokens*D_g)): a deficit that fades"
     fitted = ("lags", "lag_tokens")
-    lag_bounds = (-2.0, 0.99)
+    lag_bounds = (-2.0, 4.0)  # per share of new parameters; the deficit itself is capped at max_lag
 
     def along(self, p, state, s):
         scale = p.lag_tokens * state.d_growth
@@ -241,7 +250,8 @@ class Multiplier(GrowthStructure):
     name = "multiplier"
     summary = "after growth tokens count at 1 - lag for the rest of the run"
     fitted = ("lags",)
-    lag_bounds = (-2.0, 0.95)
+    lag_bounds = (-2.0, 4.0)
+    max_lag = 0.95
 
     def along(self, p, state, s):
         return np.full_like(s, state.n_params), state.d + s * (1 - state.lag)
@@ -300,15 +310,19 @@ def _chunks(n: int) -> list[tuple[int, int]]:
 
 
 def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16,
-               at_tokens: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               at_tokens: np.ndarray | None = None, after_boundary: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens, loss, stage index) along a schedule, at ``points_per_stage`` points per
-    stage (always including its last step) or at the cumulative token counts ``at_tokens``."""
+    stage (always including its last step) or at the cumulative token counts ``at_tokens``.
+    With ``after_boundary``, a point exactly at a stage boundary is the next stage's start
+    (grown, before its first step), as a trainer that evaluates on entering a stage sees it."""
     structure = structure_of(p)
     tokens_out, loss_out, stage_out = [], [], []
     state: GrowthState | None = None
     end_n_eff, end_d, end_since = 0.0, 0.0, 0.0
     done = 0.0
     previous: StagePlan | None = None
+    last = len(plans) - 1
     for index, plan in enumerate(plans):
         bump = 0.0
         n_cap = float(capacity(p, plan.n_params, plan.aspect))
@@ -317,17 +331,21 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
         else:
             current = float(reducible(p, end_n_eff, end_d))
             grows = plan.n_params != previous.n_params
+            share = 1 - previous.n_params / plan.n_params
             if grows:
-                current *= 1 + p.jump(plan.operator) * (1 - previous.n_params / plan.n_params)
+                current *= 1 + p.jump(plan.operator) * share
+                bump += p.bump(plan.operator) * share
             if plan.reset_optimizer:
                 current *= 1 + p.reset_jump
+                bump += p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
                 state = structure.grown(p, state, n_cap, plan.operator, current, end_since)
             else:
                 state = structure.continued(p, state, current, end_since)
                 if plan.trainable_share > previous.trainable_share:
-                    bump = p.unfreeze_bump * current
+                    bump += p.bump("unfreeze")
+            bump *= current
         slices = len(plan.lr)
         steps_per_slice = plan.n_steps / slices
         per_slice = plan.tokens / slices
@@ -342,16 +360,23 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
                 before = float(ideal[b - 1])
         else:
             ideal = np.cumsum(base)
+        # slice k ends after k+1 slices; index -1 is the stage's start, before any step
+        ideal = np.concatenate([[0.0], ideal])
         n_eff, d = structure.along(p, state, ideal)
-        decay = np.where(np.arange(slices) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)
+        decay = np.concatenate([[0.0], np.where(np.arange(slices) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)])
         if at_tokens is None:
             picks = np.unique(np.linspace(slices - 1, 0, min(points_per_stage, slices)).round().astype(int))
         else:
-            local = at_tokens[(at_tokens > done) & (at_tokens <= done + plan.tokens + 1e-9)] - done
-            picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, 0, slices - 1)
-        loss = p.E + reducible(p, n_eff[picks], d[picks]) * (1 - p.anneal * decay[picks])
+            tol = 1e-9 * (done + plan.tokens)
+            start_ok = at_tokens >= done - tol if after_boundary and index else at_tokens > done + tol
+            through_end = not after_boundary or index == last  # this stage owns its end point
+            end_ok = at_tokens <= done + plan.tokens + tol if through_end else at_tokens < done + plan.tokens - tol
+            inside = start_ok & end_ok
+            local = at_tokens[inside] - done
+            picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
+        loss = p.E + reducible(p, n_eff[picks + 1], d[picks + 1]) * (1 - p.anneal * decay[picks + 1])
         if bump:
-            loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.unfreeze_steps)
+            loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.transient_steps)
         tokens_out.append(done + (picks + 1) * per_slice)
         loss_out.append(loss)
         stage_out.append(np.full(len(picks), index))
@@ -436,14 +461,16 @@ def z_score(interval: float) -> float:
 
 
 def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int = 16,
-            at_tokens: np.ndarray | None = None) -> LossCurve:
+            at_tokens: np.ndarray | None = None, after_boundary: bool = False) -> LossCurve:
     """Point prediction with a prediction interval: the bootstrap spread of the fit (law
     and growth parameters) plus the held-out error, the seed noise and any stated law
     uncertainty, added as independent normal parts."""
     p = profile.params
-    tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens)
+    tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
     if profile.samples:
-        sampled = np.stack([trajectory(s, plans, at_tokens=tokens)[1] for s in profile.samples])
+        where = tokens if at_tokens is None else at_tokens
+        sampled = np.stack([trajectory(s, plans, at_tokens=where, after_boundary=after_boundary)[1]
+                            for s in profile.samples])
         q = (1 - profile.interval) / 2
         lo, hi = np.quantile(sampled, [q, 1 - q], axis=0)
     else:

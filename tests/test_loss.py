@@ -30,7 +30,7 @@ LAGS = {"random_top": 0.4, "stack_copy": 0.1, "identity": 0.3, "widen_preserving
         "widen_random": 0.3}
 PARAMS = LossParams(E=1.2, A=30.0, alpha=0.3, B=60.0, beta=0.3, d0=1e4, anneal=0.1, frozen_exponent=1.0,
                     jumps={"random_top": 0.2, "stack_copy": 0.05}, reset_jump=0.02, lags=LAGS, lag_tokens=0.5,
-                    unfreeze_bump=0.1, unfreeze_steps=20)
+                    bumps={"unfreeze": 0.1, "reset": 0.05, "stack_copy": 0.3}, transient_steps=20)
 ALL = [PARAMS.model_copy(update={"structure": name}) for name in STRUCTURES]
 
 
@@ -101,7 +101,7 @@ def test_random_growth_jumps_and_loss_falls_within_every_stage_without_unfreezin
 def test_unfreezing_costs_a_transient(p):
     frozen = [plan(1e6, 1e8), plan(2e6, 2e7, operator="random_top", share=0.5)]
     _, loss, stage = trajectory(p, [*frozen, plan(2e6, 5e7, steps=500)], points_per_stage=500)
-    _, calm, _ = trajectory(p.model_copy(update={"unfreeze_bump": 0.0}), [*frozen, plan(2e6, 5e7, steps=500)],
+    _, calm, _ = trajectory(p.model_copy(update={"bumps": {}}), [*frozen, plan(2e6, 5e7, steps=500)],
                             points_per_stage=500)
     after = stage == 2
     assert loss[after][0] > calm[after][0] + 0.01  # a bump right after the switch
@@ -169,7 +169,7 @@ def synthetic_runs(truth: LossParams, noise: float, seed: int) -> list[RunData]:
     for spec in specs:
         steps = [round(s.tokens / 512) for s in spec.stages]
         tokens = np.arange(20, sum(steps) + 1, 20) * 512.0
-        loss = trajectory(truth, stage_plans(spec, steps), at_tokens=tokens)[1]
+        loss = trajectory(truth, stage_plans(spec, steps), at_tokens=tokens, after_boundary=True)[1]
         runs.append(RunData(run_id=spec.name, name=spec.name, spec=spec, steps=steps, tokens=tokens,
                             loss=loss + rng.normal(0, noise, len(loss)), family=spec.name))
     return runs
@@ -187,7 +187,7 @@ def test_fit_recovers_known_parameters():
     assert fitted.frozen_exponent == pytest.approx(0.7, abs=0.15)
     assert fitted.lags["stack_copy"] == pytest.approx(0.6, abs=0.2)
     for run in runs:  # the fitted model reproduces every run
-        predicted = trajectory(fitted, run.plans, at_tokens=run.tokens)[1]
+        predicted = trajectory(fitted, run.plans, at_tokens=run.tokens, after_boundary=True)[1]
         assert np.max(np.abs(predicted - run.loss)) < 0.015
     assert np.all(np.isfinite(to_vector(fitted)))
 
@@ -205,7 +205,7 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     for name in LossParams.model_fields:
         if name in ("structure", "aspect_range"):
             assert getattr(again, name) == getattr(params, name)
-        elif name in ("jumps", "lags"):
+        elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
         else:
             assert getattr(again, name) == pytest.approx(getattr(params, name), rel=1e-12)
