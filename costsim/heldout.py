@@ -35,6 +35,7 @@ class CurveComparison:
     ratio_floor: float | None  # when not reached: at least this
     crossover_flops: float | None
     crossover_kind: str  # "crosses", "never ahead", "ahead throughout"
+    end_gap: float = 0.0  # loss minus full training's at the last common FLOPs (> 0: behind)
 
 
 def _monotone(loss: np.ndarray) -> np.ndarray:
@@ -53,14 +54,15 @@ def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, 
     inside = flops <= base_flops[-1]
     diff = loss[inside] - np.interp(flops[inside], base_flops, base_loss)
     x = flops[inside]
+    end = float(diff[-1]) if len(diff) else 0.0
     if not len(diff) or np.all(diff >= 0):
-        return CurveComparison(ratio, floor, None, "never ahead")
+        return CurveComparison(ratio, floor, None, "never ahead", end)
     if diff[-1] < 0:
-        return CurveComparison(ratio, floor, None, "ahead throughout")
+        return CurveComparison(ratio, floor, None, "ahead throughout", end)
     last_ahead = int(np.flatnonzero(diff < 0)[-1])
     x0, x1, d0, d1 = x[last_ahead], x[last_ahead + 1], diff[last_ahead], diff[last_ahead + 1]
     cross = float(x0 + (x1 - x0) * (-d0) / (d1 - d0))
-    return CurveComparison(ratio, floor, cross, "crosses")
+    return CurveComparison(ratio, floor, cross, "crosses", end)
 
 
 def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
