@@ -242,11 +242,18 @@ def test_lr_schedules_vectorised_equal_scalar_and_stay_in_range(kind, warmup, to
         assert np.all(np.diff(vector[:warmup]) > 0) and vector[warmup - 1] == 1e-3  # warmup rises to the peak
 
 
-def test_estimate_json_carries_the_loss_curve(capsys):
-    from costsim.estimate import main
+def _estimate_json(*args: str) -> dict:
+    # a subprocess: importing the costsim.estimate module would shadow costsim.estimate, the function
+    import subprocess
+    import sys
 
-    assert main(["examples/paper_s4.yaml", "--json"]) == 0
-    out = json.loads(capsys.readouterr().out)
+    done = subprocess.run([sys.executable, "-m", "costsim.estimate", *args, "--json"], capture_output=True,
+                          text=True, timeout=120, check=True)
+    return json.loads(done.stdout)
+
+
+def test_estimate_json_carries_the_loss_curve():
+    out = _estimate_json("examples/paper_s4.yaml")
     loss = out["loss"]
     assert loss["profile"] and 0 < loss["interval"] < 1
     points = loss["points"]
@@ -261,8 +268,7 @@ def test_estimate_json_carries_the_loss_curve(capsys):
     assert np.all(np.diff([p["tokens"] for p in points]) > 0)
     assert np.all(np.diff([p["flops_counted"] for p in points]) > 0)
     assert loss["final"] == points[-1]
-    assert main(["examples/tiny_three_stage.yaml", "--json", "--loss-points", "3"]) == 0
-    few = json.loads(capsys.readouterr().out)["loss"]["points"]
+    few = _estimate_json("examples/tiny_three_stage.yaml", "--loss-points", "3")["loss"]["points"]
     assert [p["stage"] for p in few] == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
 
 
