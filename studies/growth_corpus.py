@@ -5,7 +5,7 @@ byte-level GPTs on the offline stdlib corpus, at the largest scale 2 CPU cores a
 about two hours:
 
 - full training at five sizes (non-embedding parameters 25k to 666k, a 27x span), the
-  largest (d96, 6 layers) for 6.6M tokens = 10 tokens per parameter;
+  largest (d96, 6 layers) for 6.55M tokens = 9.84 tokens per parameter;
 - at the largest size: the study's schedule (arXiv 2411.18700: stages of 2 blocks, each
   after the first split into a freeze phase and an all-blocks phase, then continual
   training of the same length with a fresh optimizer), with a second seed, and its
@@ -39,7 +39,7 @@ SEQ_LEN = 64
 BATCH = 32  # sequences per optimizer step, unless a run says otherwise
 MICRO = 32
 LR = 2e-3
-LARGE_STEPS = 3200  # d96 L6: 3200 x 2048 = 6.55M tokens, 10 per non-embedding parameter
+LARGE_STEPS = 3200  # d96 L6: 3200 x 2048 = 6.55M tokens, 9.84 per non-embedding parameter
 MIDDLE_STEPS = 1600
 EVALS_PER_RUN = 40
 EVAL_TOKENS = 16 * MICRO * SEQ_LEN  # the same held-out batches for every run of a seed
