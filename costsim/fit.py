@@ -274,7 +274,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
-                        "use its error as the profile's residual (slow: one refit per schedule family)")
+                        "use its error as the profile's residual (slow: one refit per growth schedule)")
+    parser.add_argument("--residual-std", type=float, help="held-out error to use instead (nats; the cv rms "
+                        "benchmarks/loss_accuracy.py printed for this structure)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --cv (default: CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="profile JSON path to write")
@@ -285,7 +287,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params
-    residual, report = None, {}
+    residual, report = args.residual_std, {}
+    if residual is not None and not residual >= 0:
+        raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")
+    if residual is not None:
+        report = {"residual_std_from": "leave-one-schedule-out rms of benchmarks/loss_accuracy.py"}
     if args.cv:
         from costsim.heldout import cross_validate
 
