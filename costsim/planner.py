@@ -111,7 +111,8 @@ class SearchSpace(BaseModel):
         the profile's learning rate. Each range can be given instead."""
         d_opt, layers_opt, tokens_opt, loss_opt = compute_optimal_shape(profile.params, flops, vocab_size, seq_len)
         lo, hi = d_model_range or (max(16, d_opt / 4), min(d_opt * 3, LIMITS["d_model"]))
-        grain = 16 if hi < 512 else 64
+        head_dim = fixed.pop("head_dim", 64 if hi >= 512 else 32 if hi >= 128 else 16)
+        grain = head_dim  # every width a whole number of heads
         d_models = sorted({int(max(grain, round(d / grain) * grain)) for d in np.geomspace(lo, hi, 10)})
         d_models = [d for d in d_models if lo <= d <= hi] or [int(max(grain, round(lo / grain) * grain))]
         min_layers, max_layers = layers_range or (1, min(max(8, 4 * layers_opt), LIMITS["layers"]))
@@ -128,7 +129,6 @@ class SearchSpace(BaseModel):
                   if max(b_lo, smallest) <= 2**k <= max(b_hi, smallest)]
         largest = LIMITS["batch_size"] * seq_len
         batches = tuple(b for b in powers[-6:] if b <= largest) or (int(2 ** np.ceil(np.log2(smallest))),)
-        head_dim = fixed.pop("head_dim", 64 if hi >= 512 else 32 if hi >= 128 else 16)
         return cls(vocab_size=vocab_size, seq_len=seq_len, d_models=tuple(d_models), min_layers=int(min_layers),
                    max_layers=int(max_layers), batch_tokens=batches, head_dim=head_dim, aspect_ratio=(4.0, 512.0),
                    lr=profile.lr, min_steps=min_steps, **fixed)

@@ -71,7 +71,10 @@ def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
     params = suggest(trial, planner.space)
     aspect = params["d_model"] / params["layers"]
     lo, hi = planner.space.aspect_ratio
-    spec = planner.build(**params) if lo <= aspect <= hi else None
+    try:
+        spec = planner.build(**params) if lo <= aspect <= hi else None
+    except SpecError:  # a shape the spec refuses (heads that do not divide, ...) is simply not a candidate
+        spec = None
     if spec is None:
         trial.set_constraint("feasible", 1.0)
         return tuple(INFEASIBLE_LOSS if o == "loss" else math.inf for o in objectives) if len(objectives) > 1 \
