@@ -18,11 +18,18 @@ class SpecError(CostsimError, ValueError):
     """The spec (or another config) is invalid."""
 
 
+_UNION_MODELS = {"GPUSpec"}  # union branches pydantic names in a path; dropped from what the user reads
+
+
 def one_line(exc: ValidationError) -> str:
     """Flatten a pydantic ValidationError into one line: ``path: message``."""
     parts = []
-    for error in exc.errors():
-        path = ".".join(str(p) for p in error["loc"])
+    errors = exc.errors()
+    # a union (a preset name or an inline mapping): report the branch the user wrote, not "should be a string"
+    mappings = {e["loc"][:-2] for e in errors if len(e["loc"]) > 2 and e["loc"][-2] in _UNION_MODELS}
+    errors = [e for e in errors if not (e["loc"][-1] == "str" and e["loc"][:-1] in mappings)] or errors
+    for error in errors:
+        path = ".".join(str(p) for p in error["loc"] if p not in _UNION_MODELS)
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown key; check the spelling (python -m costsim.schema lists the allowed keys)"

@@ -22,7 +22,7 @@ from costsim.spec import load_spec, parse_spec
 from costsim.text import binary_bytes, duration, si, table
 
 
-def render_table(result: ScheduleEstimate) -> str:
+def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     header = ("#", "stage", "layers", "d", "train", "tokens", "steps", "counted/step", "model/step",
               "step time", "time", "cost $", "peak mem", "fits")
     rows = [header]
@@ -42,6 +42,9 @@ def render_table(result: ScheduleEstimate) -> str:
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
     notes = [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages if not s.fits_in_memory]
+    notes += [f"  stage {s.index}: {s.tokens:g} tokens is not a whole number of {tokens_per_step}-token steps; "
+              f"costed as {s.steps} step{'s' if s.steps > 1 else ''} ({s.steps * tokens_per_step:g} tokens)"
+              for s in result.stages if s.tokens % tokens_per_step]
     return "\n".join([title, *lines, summary, *notes])
 
 
@@ -82,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         if loss.domain_note:
             print(loss.domain_note, file=sys.stderr)
     else:
-        print(render_table(result))
+        print(render_table(result, spec.training.batch_size * spec.model.seq_len))
         print(render_loss(loss))
     return 0
 

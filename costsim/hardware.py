@@ -13,12 +13,13 @@ class GPUSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str
-    peak_bf16_flops_per_s: float = Field(gt=0, description="dense bf16 matmul peak")
-    peak_tf32_flops_per_s: float = Field(gt=0, description="dense matmul peak for fp32 training (TF32)")
-    hbm_bandwidth_bytes_per_s: float = Field(gt=0)
-    memory_bytes: float = Field(gt=0)
-    interconnect_bandwidth_bytes_per_s: float = Field(gt=0, description="per GPU, one direction")
-    price_per_gpu_hour: float = Field(0.0, ge=0, description="USD, indicative")
+    # bounds far outside any real accelerator, so no time or price can come out infinite
+    peak_bf16_flops_per_s: float = Field(ge=1e9, le=1e18, description="dense bf16 matmul peak")
+    peak_tf32_flops_per_s: float = Field(ge=1e9, le=1e18, description="dense matmul peak for fp32 training (TF32)")
+    hbm_bandwidth_bytes_per_s: float = Field(ge=1e8, le=1e16)
+    memory_bytes: float = Field(ge=1e6, le=1e15)
+    interconnect_bandwidth_bytes_per_s: float = Field(ge=1e6, le=1e16, description="per GPU, one direction")
+    price_per_gpu_hour: float = Field(0.0, ge=0, le=1e4, description="USD, indicative")
     source: str = ""
 
     def peak_flops_per_s(self, precision: str) -> float:

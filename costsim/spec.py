@@ -93,7 +93,8 @@ class TrainingSpec(StrictModel):
 class HardwareSpec(StrictModel):
     gpu: str | GPUSpec = Field("h200", description="a preset name or an inline GPU")
     n_gpus: _limited("n_gpus") = 1
-    price_per_gpu_hour: PositiveFloat | None = Field(None, description="USD; default: the preset's indicative price")
+    price_per_gpu_hour: PositiveFloat | None = Field(None, le=1e4,
+                                                     description="USD; default: the preset's indicative price")
     calibration: str | None = Field(None, description="time/memory profile name; default: the GPU's own or 'generic'")
 
     @field_validator("gpu")

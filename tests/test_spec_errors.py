@@ -411,3 +411,25 @@ def test_a_huge_batch_that_does_not_fit_is_answered_quickly():
     stage = estimate(spec).stages[0]
     assert not stage.fits_in_memory and stage.fit_suggestion.startswith("micro_batch_size: ")
     assert time.monotonic() - started < 10
+
+
+def test_an_inline_gpu_outside_any_real_one_is_refused_naming_the_field():
+    """A tiny rate or a huge price printed infinite times and costs with exit 0."""
+    gpu = {"name": "x", "peak_bf16_flops_per_s": 1e-300, "peak_tf32_flops_per_s": 1e12,
+           "hbm_bandwidth_bytes_per_s": 1e12, "memory_bytes": 8e10, "interconnect_bandwidth_bytes_per_s": 1e9,
+           "price_per_gpu_hour": 2.0}
+    base = {"model": {"d_model": 64, "n_heads": 4, "vocab_size": 256, "seq_len": 64},
+            "training": {"micro_batch_size": 8, "batch_size": 8}, "stages": [{"layers": 2, "tokens": 1e6}]}
+    with pytest.raises(SpecError, match=r"^hardware\.gpu\.peak_bf16_flops_per_s: "):
+        parse_spec({**base, "hardware": {"gpu": gpu}})
+    with pytest.raises(SpecError, match="price_per_gpu_hour"):
+        parse_spec({**base, "hardware": {"gpu": {**gpu, "peak_bf16_flops_per_s": 1e15, "price_per_gpu_hour": 1e300}}})
+
+
+def test_a_stage_of_part_of_a_step_is_said_not_silently_rounded(tmp_path):
+    path = tmp_path / "one.yaml"
+    path.write_text("model: {d_model: 64, n_heads: 4, vocab_size: 256, seq_len: 64}\n"
+                    "training: {micro_batch_size: 8, batch_size: 8}\nstages: [{layers: 2, tokens: 1}]\n")
+    result = run_cli(path)
+    assert result.returncode == 0
+    assert "stage 0: 1 tokens is not a whole number of 512-token steps; costed as 1 step (512 tokens)" in result.stdout
