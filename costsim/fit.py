@@ -162,7 +162,8 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     return best, float(np.sqrt(np.mean(residual**2)))
 
 
-def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev: int = 60) -> list[LossParams]:
+def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev: int = 60,
+              hold: tuple[str, ...] = ()) -> list[LossParams]:
     """Refits on runs resampled with replacement (every resample keeps the full-training
     runs' sizes represented: baselines are resampled among themselves)."""
     rng = np.random.default_rng(seed)
@@ -173,8 +174,8 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
         picked = [full[i] for i in rng.integers(0, len(full), len(full))]
         if grown:
             picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
-        samples.append(_solve(picked, best, best.structure, np.ones(len(coordinates(best.structure)), dtype=bool),
-                              max_nfev))
+        free = np.array([c.field not in hold for c in coordinates(best.structure)])
+        samples.append(_solve(picked, best, best.structure, free, max_nfev))
     return samples
 
 
@@ -223,15 +224,15 @@ def seed_noise(runs: list[RunData]) -> tuple[float, int]:
 
 def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
                 n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
-                report: dict | None = None) -> LossProfile:
+                report: dict | None = None, hold: tuple[str, ...] = ()) -> LossProfile:
     """A profile fitted on the non-held-out runs. ``residual_std`` should be the
     held-out (cross-validated) error; without it the in-sample rms is used."""
     fit_runs = [r for r in runs if not r.holdout]
     if len({r.final_shape for r in fit_runs if r.is_full_training}) < 3:
         raise CostsimError("fitting needs full-training runs at 3 or more model sizes among the non-held-out "
                            "runs; train more (python -m studies.growth_corpus)")
-    best, rms = fit_params(fit_runs, start, structure)
-    samples = bootstrap(fit_runs, best, n_bootstrap, seed)
+    best, rms = fit_params(fit_runs, start, structure, hold=hold)
+    samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold)
     vocab = {r.spec.model.vocab_size for r in fit_runs}
     noise, repeated = seed_noise(fit_runs)
     lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
@@ -271,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fitted", help="profile name")
     parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),
                         help=f"growth structure (default {DEFAULT_STRUCTURE}, the cross-validation winner)")
+    parser.add_argument("--no-shape", action="store_true", help="hold the law's shape term at 0 (capacity in N "
+                        "alone): the shipped profile does, see docs/loss-model.md")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
@@ -287,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params
+    hold = ("shape_exponent",) if args.no_shape else ()
+    if args.no_shape:
+        start = start.model_copy(update={"shape_exponent": 0.0})
     residual, report = args.residual_std, {}
     if residual is not None and not residual >= 0:
         raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")
@@ -297,11 +303,11 @@ def main(argv: list[str] | None = None) -> int:
 
         noise, _ = seed_noise([r for r in runs if not r.holdout])
         cv = cross_validate([r for r in runs if not r.holdout], start, args.structure, seed_std=noise,
-                            jobs=max(1, args.jobs))
+                            jobs=max(1, args.jobs), hold=hold)
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",
-                          residual_std=residual, report=report)
+                          residual_std=residual, report=report, hold=hold)
     out.write_text(profile.model_dump_json(indent=1) + "\n")
     print(f"fitted {args.name} ({args.structure}) on {profile.report['n_fit_runs']} runs, "
           f"{profile.report['n_points']} points: rms {profile.report['rms_nats_in_sample']:.4f} nats in sample"
