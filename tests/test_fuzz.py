@@ -43,6 +43,8 @@ def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
 @pytest.mark.parametrize("module, args", [
     ("costsim.estimate", ["examples/tiny_three_stage.yaml", "--loss-points", "0"]),
     ("costsim.estimate", ["examples/tiny_three_stage.yaml", "--loss-profile", "nope"]),
+    ("costsim.estimate", ["examples/tiny_three_stage.yaml", "--loss-profile", "examples/full_gpt2.json"]),
+    ("costsim.search", ["--budget", "1e28", "--n-trials", "5", "--db", "", "--out", "/tmp/costsim-fuzz.yaml"]),
     ("costsim.fit", ["--out", "/nonexistent/dir/p.json"]),
     ("costsim.fit", ["--out", "x.json", "--data", "/nonexistent.duckdb"]),
     ("costsim.calibrate", ["/nonexistent.json"]),
@@ -56,3 +58,14 @@ def test_bad_command_lines_are_one_line(module, args):
     assert done.returncode == 2, (done.stdout[-300:], done.stderr[-500:])
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in done.stderr, done.stderr[-500:]
+
+
+def test_validate_run_threads_default_to_the_cpus_it_may_use(monkeypatch):
+    import os
+
+    from validate.run import default_threads
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert default_threads() == 3
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert default_threads() == len(os.sched_getaffinity(0))
