@@ -27,7 +27,7 @@ def one_line(exc: ValidationError) -> str:
     errors = exc.errors()
     # a union (a preset name or an inline mapping): report the branch the user wrote, not "should be a string"
     mappings = {e["loc"][:-2] for e in errors if len(e["loc"]) > 2 and e["loc"][-2] in _UNION_MODELS}
-    errors = [e for e in errors if not (e["loc"][-1] == "str" and e["loc"][:-1] in mappings)] or errors
+    errors = [e for e in errors if not (e["loc"] and e["loc"][-1] == "str" and e["loc"][:-1] in mappings)] or errors
     for error in errors:
         path = ".".join(str(p) for p in error["loc"] if p not in _UNION_MODELS)
         message = error["msg"].removeprefix("Value error, ")
