@@ -10,8 +10,9 @@ seeds, and prints predicted against measured:
 - the order of the schedules, and for each pair whether the measured gap exceeds seed
   noise (twice the standard error of the difference) or is a tie;
 - compute-to-match of the best schedule against full training along the curves;
-- a verdict: **confirmed** (every measured gap beyond noise has the predicted sign, and
-  the search's recommendation, grow or not, agrees with the measured comparison),
+- a verdict: **confirmed** (every measured gap beyond noise has the predicted sign, the
+  search's recommendation, grow or not, agrees with the measured comparison, and the
+  recommended schedule's mean measured loss lies inside its interval),
   **tie** (the search predicted a difference the runs cannot tell from noise), or
   **contradicted**.
 
@@ -158,8 +159,11 @@ def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> d
         _, f_flops, f_loss = curve_of(runs_by_role["full training"])
         _, b_flops, b_loss = curve_of(runs_by_role["best"])
         match = asdict(compare_curves(b_flops, b_loss, f_flops, f_loss))
+    recommended = by_role["best"] if recommended_growth or "full training" not in by_role else by_role["full training"]
     if any(not p["agree"] for p in pairs):
         verdict = "contradicted"
+    elif not recommended.lower <= recommended.mean <= recommended.upper:
+        verdict = "contradicted"  # the order held, but the recommendation did not train to its interval
     elif growth_vs_full is not None:
         measured_growth = growth_vs_full["measured"] == "a better"
         if recommended_growth == measured_growth:
