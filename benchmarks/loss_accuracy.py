@@ -12,8 +12,8 @@ share of measured points inside the 90% interval. Then a summary per structure a
 the targets: sign right wherever the measured ratio differs from 1 by more than seed
 noise, ratio error <= 0.15, crossover within 1.5x, coverage 80-95%.
 
-Run: python benchmarks/loss_accuracy.py [--structures fading,equivalent,fading/N] [--jobs 2] [--json out.json]
-(NAME/N: that structure with the law in N alone, no shape term.) About 20 minutes on 2 cores.
+Run: python benchmarks/loss_accuracy.py [--structures fading/N,fading/N/flat] [--jobs 2] [--json out.json]
+(/N: the law in N alone, no shape term; /flat: one lag at every size.) About 30 minutes on 2 cores.
 """
 
 from __future__ import annotations
@@ -137,14 +137,27 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
     return float(np.expm1(seed_std / slope))
 
 
+VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_exponent"}
+
+
+def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
+    """``STRUCTURE[/N][/flat]``: /N holds the law's shape term at 0 (capacity in N alone),
+    /flat holds the lags' size exponent at 0 (one lag at every size)."""
+    structure, *flags = variant.split("/")
+    unknown = [f for f in flags if f not in VARIANT_HOLDS]
+    if structure not in STRUCTURES or unknown:
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat], STRUCTURE one of "
+                         f"{', '.join(STRUCTURES)}")
+    return structure, tuple(VARIANT_HOLDS[f] for f in flags)
+
+
 def evaluate(variant: str, data: str | None) -> dict:
-    """A variant is a structure name, optionally with "/N" for the law without its shape term."""
-    structure, _, law = variant.partition("/")
-    hold = ("shape_exponent",) if law == "N" else ()
+    structure, hold = variant_holds(variant)
     runs = load_runs(data)
     noise, _ = seed_noise(runs)
     start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure,
-                                                                        "shape_exponent": 0.0})
+                                                                        "shape_exponent": 0.0,
+                                                                        "lag_size_exponent": 0.0})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
     return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
@@ -167,12 +180,15 @@ def _scores(rows: list[dict]) -> list[RunScore]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
-    parser.add_argument("--structures", default=",".join([*STRUCTURES, "fading/N"]),
-                        help="growth structures to compare; NAME/N: the law without its shape term")
+    parser.add_argument("--structures", default=",".join([*(f"{s}/N" for s in STRUCTURES), "fading/N/flat", "fading"]),
+                        help="growth structures to compare: STRUCTURE[/N][/flat] (/N: the law without its shape "
+                        "term; /flat: lags without their size exponent)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()
     structures = [s.strip() for s in args.structures.split(",") if s.strip()]
+    for variant in structures:
+        variant_holds(variant)  # a typo fails here, not after minutes of fitting
     runs = load_runs(args.data)
     noise, repeated = seed_noise(runs)
     ratio_noise = seed_ratio_noise(runs, noise)

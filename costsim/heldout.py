@@ -65,6 +65,16 @@ def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, 
     return CurveComparison(ratio, floor, cross, "crosses", end)
 
 
+def _same_tokens(run: RunData, base: RunData) -> np.ndarray:
+    """The baseline's points up to the run's token count, when that is the same run cut
+    short: under a constant learning rate a longer baseline's prefix is full training
+    for the run's tokens (a decaying schedule would have annealed sooner, so it is kept whole)."""
+    if base.spec.training.lr_schedule.kind != "constant":
+        return np.ones(len(base.tokens), dtype=bool)
+    kept = base.tokens <= run.tokens[-1] * (1 + 1e-9)
+    return kept if kept.sum() >= 2 else np.ones(len(base.tokens), dtype=bool)
+
+
 def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
     """Full training of the run's final size at its batch and LR schedule, same seed if there is one."""
     candidates = [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
@@ -115,8 +125,9 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
         flops = cumulative_flops(run.spec, run.steps, run.tokens)
         base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
         base_predicted = trajectory(params, base.plans, at_tokens=base.tokens)[1]
-        score.measured = compare_curves(flops, run.loss, base_flops, base.loss)
-        score.predicted = compare_curves(flops, predicted, base_flops, base_predicted)
+        kept = _same_tokens(run, base)
+        score.measured = compare_curves(flops, run.loss, base_flops[kept], base.loss[kept])
+        score.predicted = compare_curves(flops, predicted, base_flops[kept], base_predicted[kept])
     return score
 
 

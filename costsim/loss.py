@@ -13,6 +13,9 @@ and *ideal* tokens D:
   a few huge steps cannot learn. ``batch_reference_tokens`` is the batch a published
   law's D was measured at (its efficiency there is 1).
 - d0 keeps the start of the curve finite (the loss of an untrained model).
+- Gradient noise: at LR factor f = lr_t/peak and a batch of B tokens the reducible loss
+  is multiplied by 1 + noise_tokens * f / B. Tokens alone cannot say that a batch of a few
+  sequences at a high LR settles higher; this term does, and an LR decay removes it.
 - decay(t) = 1 - lr_t/peak after the peak: annealing removes a share of the reducible loss.
 
 Growth is tracked by equivalent tokens: at a boundary the model keeps its loss (plus a
@@ -83,6 +86,8 @@ class LossParams(BaseModel):
     bcrit: float = Field(0.0, ge=0, description="critical batch (tokens) at loss 1 nat; 0: no batch effect")
     bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
     batch_reference_tokens: float = Field(0.0, ge=0, description="batch at which D counts fully (0: ideal D)")
+    noise_tokens: float = Field(0.0, ge=0, description="gradient noise: at LR factor f and a batch of B tokens "
+                                "the reducible loss is x (1 + noise_tokens * f / B), relative to the reference batch")
     frozen_exponent: float = Field(1.0, ge=0, description="token efficiency = trainable share ** this")
     bumps: dict[str, float] = Field(default_factory=dict, description="transient loss at a boundary, x reducible "
                                     "loss: 'unfreeze', 'reset' (fresh optimizer) or an operator (per new share)")
@@ -92,6 +97,9 @@ class LossParams(BaseModel):
     lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
                                    "per new share (meaning depends on the structure)")
     lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, x equivalent tokens at growth")
+    lag_size_exponent: float = Field(0.0, description="lags scale as (N / lag_reference_params)^this: a growth "
+                                     "penalty that grows (> 0) or shrinks with the size grown to")
+    lag_reference_params: float = Field(1e6, gt=0, description="non-embedding parameters at which lags are quoted")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -100,8 +108,12 @@ class LossParams(BaseModel):
         # a function-preserving operator cannot cost a jump, by construction
         return self.jumps.get(operator, 0.0) if operator in JUMP_OPERATORS else 0.0
 
-    def lag(self, operator: str) -> float:
-        return self.lags.get(operator, 0.0)
+    def lag(self, operator: str, n_params: float | None = None) -> float:
+        """The operator's lag per new share, at the size grown to (``n_params``)."""
+        lag = self.lags.get(operator, 0.0)
+        if n_params is None or self.lag_size_exponent == 0:
+            return lag
+        return lag * (n_params / self.lag_reference_params) ** self.lag_size_exponent
 
 
 class LossProfile(BaseModel):
@@ -178,6 +190,17 @@ def batch_efficiency(p: LossParams, batch_tokens, loss):
     return (1 + p.batch_reference_tokens / critical) / (1 + np.asarray(batch_tokens) / critical)
 
 
+def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0):
+    """How much gradient noise lifts the reducible loss at this batch and LR (relative to
+    the batch a published law was measured at): small steps at a high LR settle higher,
+    and decaying the LR removes it."""
+    if p.noise_tokens <= 0:
+        return np.ones_like(np.asarray(batch_tokens, dtype=float) * lr_factor)
+    batch_tokens = np.maximum(np.asarray(batch_tokens, dtype=float), 1.0)
+    reference = 1 + p.noise_tokens / p.batch_reference_tokens if p.batch_reference_tokens > 0 else 1.0
+    return (1 + p.noise_tokens * np.asarray(lr_factor) / batch_tokens) / reference
+
+
 # --- growth structures ------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -211,7 +234,7 @@ class GrowthStructure(ABC):
         """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``)."""
         share = 1 - state.n_params / n_new
         remaining = self.remaining(p, state, end_since)
-        lag = min(p.lag(operator) * share + remaining * (1 - share), self.max_lag)
+        lag = min(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
         d = equivalent_tokens(p, n_new, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
 
@@ -275,7 +298,7 @@ class GrowInto(GrowthStructure):
 
     def grown(self, p, state, n_new, operator, loss_minus_e, end_since):
         old_gap = self.remaining(p, state, end_since) * state.n_params  # parameters not yet contributing
-        gap = p.lag(operator) * (n_new - state.n_params) + old_gap
+        gap = p.lag(operator, n_new) * (n_new - state.n_params) + old_gap
         lag = min(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag)
         d = equivalent_tokens(p, n_eff, loss_minus_e)
@@ -375,6 +398,8 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
             local = at_tokens[inside] - done
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
         loss = p.E + reducible(p, n_eff[picks + 1], d[picks + 1]) * (1 - p.anneal * decay[picks + 1])
+        if p.noise_tokens > 0 and plan.batch_tokens > 0:
+            loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)])
         if bump:
             loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.transient_steps)
         tokens_out.append(done + (picks + 1) * per_slice)
@@ -392,8 +417,9 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     n_params, tokens, batch_tokens, aspect = np.broadcast_arrays(
         *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect)))
     n_params = capacity(p, n_params, aspect)
+    noise = noise_factor(p, batch_tokens)
     if p.bcrit <= 0:
-        return p.E + reducible(p, n_params, tokens)
+        return p.E + reducible(p, n_params, tokens) * noise
     steps = np.maximum(np.round(tokens / np.maximum(batch_tokens, 1.0)), 1.0)
     ideal = np.zeros_like(tokens)
     start = np.zeros_like(tokens)
@@ -404,7 +430,7 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
         start = end
         if np.all(start >= steps):
             break
-    return p.E + reducible(p, n_params, ideal)
+    return p.E + reducible(p, n_params, ideal) * noise
 
 
 def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[StagePlan]:

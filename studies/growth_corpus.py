@@ -72,8 +72,8 @@ def _tokens(steps: int, batch: int = BATCH) -> int:
 
 
 def full(d_model: int, layers: int, steps: int, *, seed: int = 1, batch: int = BATCH,
-         schedule: str = "constant") -> Run:
-    tag = "" if batch == BATCH else f" batch{batch}"
+         schedule: str = "constant", tag: str = "") -> Run:
+    tag += "" if batch == BATCH else f" batch{batch}"
     tag += "" if schedule == "constant" else f" {schedule}"
     steps = steps * BATCH // batch
     return Run({"name": f"full d{d_model} L{layers}{tag} seed{seed}", "model": _model(d_model),
@@ -118,12 +118,12 @@ def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, s
                f"deepen-{operator}-at{at:g}")
 
 
-def widen(d_model: int, layers: int, steps: int, at: float = 0.25, *, seed: int = 1) -> Run:
-    """Function-preserving widening doubles every width: heads of 16 dimensions."""
+def widen(d_model: int, layers: int, steps: int, at: float = 0.25, *, seed: int = 1, head_dim: int = 16) -> Run:
+    """Function-preserving widening doubles every width and the number of heads."""
     half, first = d_model // 2, round(steps * at)
     return Run({"name": f"widen d{half}->{d_model} L{layers} at{at:g} seed{seed}",
-                "model": _model(d_model, head_dim=16), "training": _training(steps, seed=seed),
-                "stages": [{"layers": layers, "tokens": _tokens(first), "d_model": half, "n_heads": half // 16,
+                "model": _model(d_model, head_dim=head_dim), "training": _training(steps, seed=seed),
+                "stages": [{"layers": layers, "tokens": _tokens(first), "d_model": half, "n_heads": half // head_dim,
                             "d_ff": 2 * d_model, "name": "narrow"},
                            {"layers": layers, "tokens": _tokens(steps - first), "growth": "widen_preserving",
                             "name": "wide"}]},
@@ -132,7 +132,7 @@ def widen(d_model: int, layers: int, steps: int, at: float = 0.25, *, seed: int 
 
 def corpus() -> list[Run]:
     """Every run, most important first (a corpus cut short still has the core)."""
-    large, middle = (96, 6, LARGE_STEPS), (64, 4, MIDDLE_STEPS)
+    large, middle, small = (96, 6, LARGE_STEPS), (64, 4, MIDDLE_STEPS), (48, 4, MIDDLE_STEPS)
     return [
         full(*large), study(96, 6, 3, LARGE_STEPS, freeze=True), full(96, 3, LARGE_STEPS), full(64, 4, LARGE_STEPS),
         full(48, 3, LARGE_STEPS), study(96, 6, 3, LARGE_STEPS, freeze=False),
@@ -144,6 +144,19 @@ def corpus() -> list[Run]:
         deepen(*middle, "stack_copy", 0.25), deepen(*middle, "identity", 0.25), widen(*middle),
         full(*middle, batch=256), full(*middle, batch=2048), full(*middle, batch=8), full(*middle, schedule="cosine"),
         full(32, 2, LARGE_STEPS),
+        # a third growth size, so a growth penalty that changes with scale can be fitted on
+        # two sizes and checked on the third: d48 L4, the same steps as d64 L4
+        full(*small), study(48, 4, 2, MIDDLE_STEPS, freeze=True), study(48, 4, 2, MIDDLE_STEPS, freeze=False),
+        deepen(*small, "stack_copy", 0.25), deepen(*small, "identity", 0.25), deepen(*small, "random_top", 0.1),
+        deepen(*small, "random_top", 0.5), widen(*small, head_dim=8),
+        deepen(*middle, "random_top", 0.1), deepen(*middle, "random_top", 0.5),
+        study(48, 4, 2, MIDDLE_STEPS, freeze=True, seed=2),
+        # small batches at the corpus's LR, at two more sizes: gradient noise, not only
+        # a critical batch, decides what a batch of a few sequences reaches
+        full(*small, batch=8), full(32, 2, LARGE_STEPS, batch=8),
+        # a small model trained long (1,000 tokens per parameter): where the law's data
+        # term must stop paying, as it does for the small models a small budget favours
+        full(32, 2, 4 * LARGE_STEPS, tag=" long"),
     ]
 
 
