@@ -3,7 +3,7 @@
 Mutates the shipped example specs (odd values, scaled numbers, deleted and unknown keys,
 duplicated stages, deep nesting; ``tests/fuzzing.py``) and feeds each to the spec parser,
 the cost engine and the loss model, each case under a time limit. Prints counts by
-outcome: refused (one-line error), answered (every number finite and non-negative),
+outcome: refused (an error, one line per mistake), answered (every number finite and non-negative),
 bad answer, crash, hang. The goal is 0 of the last three.
 """
 

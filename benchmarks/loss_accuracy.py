@@ -137,12 +137,12 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
     return float(np.expm1(seed_std / slope))
 
 
-VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_exponent"}
+VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope"}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
     """``STRUCTURE[/N][/flat]``: /N holds the law's shape term at 0 (capacity in N alone),
-    /flat holds the lags' size exponent at 0 (one lag at every size)."""
+    /flat holds the lags' size slope at 0 (one lag at every size)."""
     structure, *flags = variant.split("/")
     unknown = [f for f in flags if f not in VARIANT_HOLDS]
     if structure not in STRUCTURES or unknown:
@@ -157,7 +157,7 @@ def evaluate(variant: str, data: str | None) -> dict:
     noise, _ = seed_noise(runs)
     start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure,
                                                                         "shape_exponent": 0.0,
-                                                                        "lag_size_exponent": 0.0})
+                                                                        "lag_size_slope": 0.0})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
     return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
     parser.add_argument("--structures", default=",".join([*(f"{s}/N" for s in STRUCTURES), "fading/N/flat", "fading"]),
                         help="growth structures to compare: STRUCTURE[/N][/flat] (/N: the law without its shape "
-                        "term; /flat: lags without their size exponent)")
+                        "term; /flat: lags without their size slope)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="also write every score here")
     args = parser.parse_args()

@@ -25,9 +25,9 @@ from costsim.engine import estimate_many, stage_shape
 from costsim.hardware import load_gpu
 from costsim.profile import load_profile
 from costsim.spec import parse_spec
+from costsim.store import Store
 from validate.data import open_dataset
 from validate.model import GPT
-from validate.store import Store
 from validate.trainer import WARMUP_STEPS, RunOptions, Trainer, device_gpu_preset, gpt_shape, resolve_device
 
 PRESETS = {

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -70,6 +72,21 @@ def load_measurements(path: str | Path) -> tuple[dict, list[MeasuredStep]]:
         raise SpecError(f"{path}: not a measurements file ({type(exc).__name__}: {first}); it needs a 'cases' list "
                         "as python -m validate.measure writes") from None
     return info, [c for c in cases if c.peak_alloc_bytes is not None]
+
+
+def measured_step(row: Mapping[str, Any]) -> MeasuredStep:
+    """A row of the store's ``cost_measurements`` table as a MeasuredStep.
+
+    Here rather than in ``validate`` because the dashboards read stored measurements
+    without torch, and planning code must not import the training package."""
+    return MeasuredStep(
+        name=row["name"], V=row["vocab_size"], d=row["d_model"], h=row["n_heads"], L=row["n_layers"],
+        T=row["seq_len"], B=row["micro_batch_size"], frozen=row["frozen_blocks"],
+        freeze_emb=row["freeze_embeddings"], tied=row["tied_embeddings"], ckpt=row["recompute"],
+        mlp=row.get("mlp") or "gelu", n_kv_heads=row.get("n_kv_heads"), precision=row["precision"],
+        counted_flops=round(row["counted_flops"]), step_s_median=row["step_time_s"],
+        peak_alloc_bytes=row["peak_alloc_bytes"] or None, peak_reserved_bytes=row["peak_reserved_bytes"] or None,
+    )
 
 
 def shape_of(cases: list[MeasuredStep]) -> StageShape:

@@ -76,7 +76,7 @@ def _run(run_id: str, spec_json: dict, steps: list[int], tokens, loss, holdout_m
 
 def load_store(db: str | Path, holdout_marker: str = "[holdout]", min_step: int = 1) -> list[RunData]:
     """Every complete training run in a store with its stages and evaluations."""
-    from validate.store import Store
+    from costsim.store import Store
 
     store = Store(db)
     runs = store.query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' AND kind = 'train' "
@@ -127,7 +127,7 @@ def load_runs(source: str | Path | None = None, holdout_marker: str = "[holdout]
 def export_store(db: str | Path, out: str | Path, source: str = "python -m studies.growth_corpus") -> int:
     """Write a store's complete runs as a dataset file; returns how many."""
     runs = load_store(db, holdout_marker="")
-    from validate.store import Store
+    from costsim.store import Store
 
     rows = {r["run_id"]: r for r in Store(db).query(
         "SELECT run_id, spec_json, device FROM run_summary WHERE status = 'complete'")}

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from costsim.constants import COMPUTE_BYTES
 from costsim.flops import micro_batch_flops, parameter_counts, study_units_per_token
 from costsim.hardware import GPUSpec
-from costsim.memory import SHARDED, peak_memory
+from costsim.memory import SHARDED, fits_within, peak_memory, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.parallel import communication_bytes_per_gpu, exposed_communication_s
 from costsim.profile import CostProfile, profile_for
@@ -45,8 +45,10 @@ class StageCosts:
 
 
 def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostProfile, precision: str = "bf16-mixed",
-                  n_gpus=1, parallelism: str = "ddp") -> StageCosts:
-    """Costs per optimizer step for many stages at once (all inputs broadcast)."""
+                  n_gpus=1, parallelism: str = "ddp", memory_limit_bytes: float | None = None) -> StageCosts:
+    """Costs per optimizer step for many stages at once (all inputs broadcast). A stage
+    fits when its peak stays within ``memory_limit_bytes`` (default: the GPU's memory less
+    the standard headroom, ``usable_memory_bytes``)."""
     batch_size = np.asarray(batch_size)
     n_gpus = np.asarray(n_gpus)
     micro_per_step = batch_size // shape.micro_batch_size  # over all GPUs
@@ -62,6 +64,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism)
     exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)
     memory = peak_memory(shape, profile, n_gpus, parallelism)
+    limit = usable_memory_bytes(gpu.memory_bytes) if memory_limit_bytes is None else memory_limit_bytes
     return StageCosts(
         # float: a large run's step passes int64 (9.2e18); float64 is exact below 2**53
         flops_counted_per_step=micro_per_step * flops.counted.astype(float),
@@ -71,7 +74,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         peak_memory_bytes=memory.peak_reserved,
         peak_allocated_bytes=memory.peak_allocated,
         activation_bytes=memory.activations,
-        fits_in_memory=memory.peak_reserved <= gpu.memory_bytes,
+        fits_in_memory=fits_within(memory.peak_reserved, limit),
         params_total=params.total,
         params_trainable=params.trainable,
         params_non_embedding=params.non_embedding,
@@ -156,6 +159,9 @@ def stage_shape(spec: ScheduleSpec, micro_batch_size=None, recompute=None) -> St
         recompute=(t.recompute == "full") if recompute is None else recompute,
         compute_bytes=COMPUTE_BYTES[t.precision],
         bias=m.bias,
+        qkv_bias=m.qkv_bias,
+        rms_norm=m.norm == "rmsnorm",
+        learned_positions=m.positions == "learned",
     )
 
 

@@ -1,9 +1,17 @@
 """``python -m costsim.estimate SPEC``: cost of a schedule, per stage and in total.
 
 SPEC is a .yaml, .json or .toml schedule (``python -m costsim.schema`` shows the
-format; examples/ has some). Prints a table and the loss model's prediction; ``--json``
-prints one JSON object whose ``loss`` holds the predicted curve (``--loss-points`` per
-stage, each stage's last step included) with its interval.
+format; examples/ has some). Prints a table, the final model's parameters and the loss
+model's prediction; ``--json`` prints one JSON object whose ``loss`` holds the predicted
+curve (``--loss-points`` per stage, each stage's last step included) with its interval.
+
+A known model instead of a spec: ``--model PRESET`` (a shipped published config) or
+``--hf-config PATH`` (a Hugging Face config.json, or a model folder holding one) with
+``--tokens N`` estimates training that model from scratch on N tokens: one stage,
+about --batch-tokens tokens a step in whole sequences, the largest micro-batch that
+fits the GPU. With a SPEC, --model or --hf-config replaces the spec's model (its stages
+keep their layers). --seq-len overrides the model's sequence length (a preset's is its
+maximum context). Example: python -m costsim.estimate --model gpt2 --tokens 1e9 --gpu h100-sxm
 """
 
 from __future__ import annotations
@@ -12,14 +20,18 @@ import argparse
 import json
 import sys
 
-from costsim.engine import ScheduleEstimate, estimate
+from costsim.engine import ScheduleEstimate, divisors, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.hardware import gpu_preset_names
 from costsim.loss import load_loss_profile, loss_profile_names, profile_for_spec
 from costsim.loss_report import LossReport, loss_report
+from costsim.models import ExternalModel, from_hf_config, load_preset, preset_names
 from costsim.profile import profile_names
-from costsim.spec import load_spec, parse_spec
+from costsim.spec import ScheduleSpec, load_spec, parse_spec
 from costsim.text import binary_bytes, duration, si, table
+
+# Tokens a step when the CLI builds the spec: 2^19, the study's (and GPT-2/3 small's) batch.
+DEFAULT_BATCH_TOKENS = 2**19
 
 
 def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
@@ -41,11 +53,14 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
              f"{result.parallelism}, calibration '{result.calibration}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
+    final = result.stages[-1]
+    params = (f"parameters (final stage): {final.params_total:,} total, {final.params_non_embedding:,} "
+              f"non-embedding, {final.params_trainable:,} trainable")
     notes = [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages if not s.fits_in_memory]
     notes += [f"  stage {s.index}: {s.tokens:g} tokens is not a whole number of {tokens_per_step}-token steps; "
               f"costed as {s.steps} step{'s' if s.steps > 1 else ''} ({s.steps * tokens_per_step:g} tokens)"
               for s in result.stages if s.tokens % tokens_per_step]
-    return "\n".join([title, *lines, summary, *notes])
+    return "\n".join([title, *lines, summary, params, *notes])
 
 
 def render_loss(report: LossReport) -> str:
@@ -55,11 +70,76 @@ def render_loss(report: LossReport) -> str:
     return line + (f"\n{report.domain_note}" if report.domain_note else "")
 
 
+def external_model(args: argparse.Namespace) -> ExternalModel | None:
+    """The model --model or --hf-config names (with --seq-len on top), or None."""
+    overrides = {"seq_len": args.seq_len} if args.seq_len is not None else None
+    if args.model is not None:
+        return load_preset(args.model, overrides)
+    if args.hf_config is not None:
+        return from_hf_config(args.hf_config, overrides)
+    return None
+
+
+def full_training_spec(name: str, external: ExternalModel, tokens: float, hardware: dict,
+                       batch_tokens: int = DEFAULT_BATCH_TOKENS) -> ScheduleSpec:
+    """One stage training the whole model on ``tokens``: about ``batch_tokens`` a step
+    in whole sequences (the same number on every GPU), with the largest micro-batch that
+    fits in memory, or one sequence (and the table's advice) if none does."""
+    n_gpus = max(hardware.get("n_gpus", 1), 1)  # fewer than 1: the spec refuses hardware.n_gpus itself
+    per_gpu = max(1, round(batch_tokens / external.model.seq_len / n_gpus))
+    spec = parse_spec({
+        "name": f"{name}: full training", "model": external.model.model_dump(exclude_none=True),
+        "training": {"micro_batch_size": 1, "batch_size": per_gpu * n_gpus}, "hardware": hardware,
+        "stages": [{"layers": external.layers, "tokens": tokens, "name": "full"}],
+    })
+    for micro in divisors(per_gpu)[:-1]:  # largest first; 1 is the fallback
+        candidate = spec.model_copy(update={"training": spec.training.model_copy(
+            update={"micro_batch_size": micro})})
+        if estimate(candidate).total.fits_in_memory:
+            return candidate
+    return spec
+
+
+def _spec(args: argparse.Namespace, hardware: dict) -> ScheduleSpec:
+    """The spec to estimate: the file (with any model or hardware flags applied), or one
+    built from --model/--hf-config and --tokens."""
+    external = external_model(args)
+    if args.spec is None:
+        if external is None:
+            raise CostsimError("give a SPEC file, or --model PRESET (or --hf-config PATH) with --tokens N")
+        if args.tokens is None:
+            raise CostsimError("--tokens is needed without a SPEC: how many tokens to train the model on")
+        return full_training_spec(args.model or args.hf_config, external, args.tokens, hardware,
+                                  args.batch_tokens or DEFAULT_BATCH_TOKENS)
+    if args.tokens is not None or args.batch_tokens is not None:
+        raise CostsimError("--tokens and --batch-tokens apply without a SPEC; a spec's stages give its tokens and "
+                           "its training the batch")
+    spec = load_spec(args.spec)
+    if external is None and args.seq_len is None and not hardware:
+        return spec
+    data = spec.model_dump(exclude_none=True)
+    if external is not None:
+        data["model"] = external.model.model_dump(exclude_none=True)
+    elif args.seq_len is not None:
+        data["model"]["seq_len"] = args.seq_len
+    data["hardware"] = {**data["hardware"], **hardware}
+    return parse_spec(data)
+
+
 @cli_errors
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m costsim.estimate", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("spec", help="schedule spec file (.yaml, .yml, .json, .toml)")
+    parser.add_argument("spec", nargs="?", help="schedule spec file (.yaml, .yml, .json, .toml); optional with "
+                        "--model or --hf-config and --tokens")
+    model = parser.add_mutually_exclusive_group()
+    model.add_argument("--model", metavar="PRESET", help=f"a shipped model ({', '.join(preset_names())})")
+    model.add_argument("--hf-config", metavar="PATH", help="a Hugging Face config.json (or a folder holding one) "
+                       "of a gpt2, gpt_neox, llama, mistral or qwen2 model")
+    parser.add_argument("--tokens", type=float, help="without a SPEC: tokens to train the model on")
+    parser.add_argument("--batch-tokens", type=int, help=f"without a SPEC: tokens a step (default "
+                        f"{DEFAULT_BATCH_TOKENS:,}), rounded to whole sequences")
+    parser.add_argument("--seq-len", type=int, help="override the model's sequence length")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     parser.add_argument("--gpu", help=f"override hardware.gpu ({', '.join(gpu_preset_names())})")
     parser.add_argument("--n-gpus", type=int, help="override hardware.n_gpus")
@@ -70,13 +150,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.loss_points < 1:
         raise CostsimError(f"--loss-points must be a positive integer, got {args.loss_points}")
-    spec = load_spec(args.spec)
-    overrides = {k: v for k, v in (("gpu", args.gpu), ("n_gpus", args.n_gpus), ("calibration", args.calibration))
-                 if v is not None}
-    if overrides:
-        data = spec.model_dump(exclude_none=True)
-        data["hardware"] = {**data["hardware"], **overrides}
-        spec = parse_spec(data)
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise CostsimError(f"--batch-tokens must be a positive integer, got {args.batch_tokens}")
+    hardware = {k: v for k, v in (("gpu", args.gpu), ("n_gpus", args.n_gpus), ("calibration", args.calibration))
+                if v is not None}
+    spec = _spec(args, hardware)
     result = estimate(spec)
     profile = load_loss_profile(args.loss_profile) if args.loss_profile else profile_for_spec(spec)
     loss = loss_report(spec, profile, args.loss_points)

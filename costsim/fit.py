@@ -88,7 +88,7 @@ def coordinates(structure: str) -> tuple[Coordinate, ...]:
     if "lags" in s.fitted:
         lo, hi = s.lag_bounds
         extra += [Coordinate(f"lags.{op}", lo, hi, prior=0.0, regularised=True) for op in OPERATORS]
-        extra.append(Coordinate("lag_size_exponent", -1.0, 1.0, prior=0.0, regularised=True))
+        extra.append(Coordinate("lag_size_slope", -1.0, 1.0, prior=0.0, regularised=True))
     if "lag_tokens" in s.fitted:
         extra.append(Coordinate("lag_tokens", math.log(1e-3), math.log(1e3), log=True, regularised=True))
     return COMMON + tuple(extra)
@@ -248,7 +248,7 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
 
 
 DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "bumps", "transient_steps", "jumps", "reset_jump",
-                 "lags", "lag_tokens", "lag_size_exponent", "lag_reference_params")
+                 "lags", "lag_tokens", "lag_size_slope", "lag_reference_params")
 
 
 def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"growth structure (default {DEFAULT_STRUCTURE}, the cross-validation winner)")
     parser.add_argument("--no-shape", action="store_true", help="hold the law's shape term at 0 (capacity in N "
                         "alone): the shipped profile does, see docs/loss-model.md")
-    parser.add_argument("--flat-lags", action="store_true", help="hold the lags' size exponent at 0 (one lag "
+    parser.add_argument("--flat-lags", action="store_true", help="hold the lags' size slope at 0 (one lag "
                         "at every size)")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params
-    hold = (("shape_exponent",) if args.no_shape else ()) + (("lag_size_exponent",) if args.flat_lags else ())
+    hold = (("shape_exponent",) if args.no_shape else ()) + (("lag_size_slope",) if args.flat_lags else ())
     start = start.model_copy(update={k: 0.0 for k in hold})
     residual, report = args.residual_std, {}
     if residual is not None and not residual >= 0:

@@ -1,12 +1,16 @@
-"""GPUs: presets are data files under costsim/data/gpus/, loaded by name."""
+"""GPUs: presets are data files under costsim/data/gpus/, loaded by name; any other GPU
+is a file of the same keys, loaded by path."""
 
 from __future__ import annotations
 
 import json
 from functools import cache
 from importlib import resources
+from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from costsim.errors import SpecError, validation_message
 
 
 class GPUSpec(BaseModel):
@@ -42,16 +46,44 @@ def load_gpu(name: str) -> GPUSpec:
     return GPUSpec.model_validate(json.loads((_gpu_dir() / f"{name}.json").read_text()))
 
 
+def gpu_from_name_or_file(text: str) -> str | GPUSpec:
+    """A preset's name as it is, or the GPU a .json file (the keys of costsim/data/gpus/*.json)
+    describes. A missing or invalid file is a SpecError naming the problem (one line a mistake)."""
+    if text in gpu_preset_names():
+        return text
+    path = Path(text)
+    if not (path.suffix == ".json" or path.exists()):
+        raise SpecError(f"unknown GPU {text!r}; use one of {', '.join(gpu_preset_names())} or a GPU .json file "
+                        "(same keys as costsim/data/gpus/*.json)")
+    try:
+        return GPUSpec.model_validate_json(path.read_bytes())
+    except OSError as exc:
+        raise SpecError(f"GPU file {text}: cannot read it ({exc.strerror or exc})") from None
+    except ValidationError as exc:
+        raise SpecError(f"GPU file {text}: {_gpu_file_problem(exc)}") from None
+
+
+def _gpu_file_problem(exc: ValidationError) -> str:
+    """What is wrong with a GPU file: one line a mistake (bad JSON reads as such, not as a field)."""
+    if any(e["type"] == "json_invalid" for e in exc.errors()):
+        return f"not valid JSON ({exc.errors()[0]['ctx'].get('error', 'invalid')})"
+    return validation_message(exc, GPUSpec)
+
+
 def preset_for_device(device: str) -> str | None:
     """The GPU preset a device name (as ``torch.cuda.get_device_name`` gives it) is, or None.
 
-    Matched on the words the two names share besides the vendor ("NVIDIA H200" is
-    "NVIDIA H200 SXM 141GB"; "NVIDIA A100-SXM4-80GB" is the 80 GB A100, not the 40 GB).
+    Matched on the words the two names share besides the vendor and product line ("NVIDIA
+    H200" is "NVIDIA H200 SXM 141GB"; "NVIDIA A100-SXM4-80GB" is the 80 GB A100, not the 40
+    GB; "AMD Instinct MI250X" is no preset, not the MI300X).
     """
-    words = set(_words(device)) - {"NVIDIA"}
+    words = set(_words(device)) - VENDOR_WORDS
     scores = {name: len(words & set(_words(load_gpu(name).name))) for name in gpu_preset_names()}
     best = max(scores, key=scores.get, default=None)
     return best if best is not None and scores[best] > 0 else None
+
+
+VENDOR_WORDS = {"NVIDIA", "AMD", "INSTINCT"}  # shared by whole product lines: they identify no card
 
 
 def _words(name: str) -> list[str]:

@@ -97,8 +97,9 @@ class LossParams(BaseModel):
     lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
                                    "per new share (meaning depends on the structure)")
     lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, x equivalent tokens at growth")
-    lag_size_exponent: float = Field(0.0, description="lags scale as (N / lag_reference_params)^this: a growth "
-                                     "penalty that grows (> 0) or shrinks with the size grown to")
+    lag_size_slope: float = Field(0.0, description="lags change by this per e-fold of the size grown to: "
+                                  "lag(N) = lags[op] + slope * ln(N / lag_reference_params), so growth can help "
+                                  "small models (lag < 0: faster than from scratch) and cost large ones")
     lag_reference_params: float = Field(1e6, gt=0, description="non-embedding parameters at which lags are quoted")
 
     def bump(self, event: str) -> float:
@@ -111,9 +112,9 @@ class LossParams(BaseModel):
     def lag(self, operator: str, n_params: float | None = None) -> float:
         """The operator's lag per new share, at the size grown to (``n_params``)."""
         lag = self.lags.get(operator, 0.0)
-        if n_params is None or self.lag_size_exponent == 0:
+        if n_params is None or self.lag_size_slope == 0 or operator not in self.lags:
             return lag
-        return lag * (n_params / self.lag_reference_params) ** self.lag_size_exponent
+        return lag + self.lag_size_slope * math.log(n_params / self.lag_reference_params)
 
 
 class LossProfile(BaseModel):

@@ -52,9 +52,15 @@ def lr_at(schedule: ConstantLR | CosineLR | WarmupStableDecayLR, step, total_ste
         after = floor + 0.5 * (peak - floor) * (1 + np.cos(np.pi * progress))
     else:
         floor = peak * schedule.min_lr_ratio
-        decay_steps = max(round(schedule.decay_fraction * total_steps), 1)
+        decay_steps = wsd_decay_steps(schedule, total_steps)
         decay_start = total_steps - decay_steps
         progress = np.clip((step - decay_start + 1) / decay_steps, 0.0, 1.0)
         after = np.where(step < decay_start, peak, peak - (peak - floor) * progress)
     out = np.where(step < warm, warmup, after)
     return float(out) if out.ndim == 0 else out
+
+
+def wsd_decay_steps(schedule: WarmupStableDecayLR, total_steps: int) -> int:
+    """Steps a WSD schedule of ``total_steps`` spends decaying (at least one): ``lr_at``
+    decays over them and an export writes them for trainers that take a step count."""
+    return max(round(schedule.decay_fraction * total_steps), 1)

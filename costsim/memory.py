@@ -9,11 +9,12 @@ with recompute one block's re-run activations); allocator reserve on top.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES, RESIDUAL_BYTES
+from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, MEMORY_HEADROOM, PARAM_BYTES, RESIDUAL_BYTES
 from costsim.flops import parameter_counts
 from costsim.ops import (
     LOSS_SAVED_BYTES_PER_MICROBATCH,
@@ -90,3 +91,21 @@ def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1,
         weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,
         transient=transient, peak_allocated=allocated, peak_reserved=allocated * (1 + profile.reserve_fraction),
     )
+
+
+def usable_memory_bytes(gpu_memory_bytes: float, headroom: float = MEMORY_HEADROOM,
+                        cap_bytes: float | None = None) -> float:
+    """What a plan may fill on one GPU: ``headroom`` of its memory, or a lower cap the user
+    gave (a cap is taken as it is: it already says what may be used)."""
+    return min(gpu_memory_bytes * headroom, math.inf if cap_bytes is None else cap_bytes)
+
+
+def memory_use(peak_bytes: Array | float, usable_bytes: float) -> Array:
+    """Share of the usable memory a peak takes. The one test of "fits" is ``memory_use <= 1``
+    (``fits_within``), so the search's memory constraint, ``memory_use - 1 <= 0``, agrees with it
+    exactly."""
+    return np.asarray(peak_bytes, dtype=float) / usable_bytes
+
+
+def fits_within(peak_bytes: Array | float, usable_bytes: float) -> Array:
+    return memory_use(peak_bytes, usable_bytes) <= 1

@@ -39,13 +39,19 @@ class StageShape:
     swiglu: Array  # bool
     recompute: Array  # bool: every block checkpointed (non-reentrant)
     compute_bytes: Array  # 2 under bf16 autocast, 4 in fp32
+    # Architecture variants of external models (costsim/models.py); the defaults are
+    # the reference GPT's, so a caller that does not name them costs the reference GPT.
     bias: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))
+    qkv_bias: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))  # q/k/v projection only (Qwen2)
+    rms_norm: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))  # RMSNorm: a scale, no shift
+    learned_positions: Array = field(default_factory=lambda: np.ones(1, dtype=bool))  # False: rotary
 
     @classmethod
     def of(cls, **values) -> StageShape:
         """Build from scalars or arrays; everything is broadcast to one shape."""
         names = [f.name for f in fields(cls)]
-        values.setdefault("bias", False)
+        for name, default in _VARIANT_DEFAULTS.items():
+            values.setdefault(name, default)
         arrays = np.broadcast_arrays(*(np.asarray(values[n]) for n in names))
         as_type = {n: (bool if n in _BOOL_FIELDS else np.int64) for n in names}
         return cls(**{n: a.astype(as_type[n]) for n, a in zip(names, arrays)})
@@ -71,7 +77,8 @@ class StageShape:
         return self.n_trainable + (self.layers - self.n_trainable) * self.train_embeddings
 
 
-_BOOL_FIELDS = {"train_embeddings", "tied", "swiglu", "recompute", "bias"}
+_VARIANT_DEFAULTS = {"bias": False, "qkv_bias": False, "rms_norm": False, "learned_positions": True}
+_BOOL_FIELDS = {"train_embeddings", "tied", "swiglu", "recompute", *_VARIANT_DEFAULTS}
 
 
 @dataclass(frozen=True)
@@ -92,25 +99,27 @@ class Op:
     model_bwd_flops: Array | int | None = None
 
 
-def linear(name: str, d_in, d_out, s: StageShape, *, input_saved_elsewhere: bool = False,
-           recomputed: bool = True, bias: bool = True) -> Op:
-    """y = x W^T (+ b where the model has biases and ``bias``). Autograd saves x only
-    when W needs a gradient; when x is already held by another op (attention's
-    output), it costs nothing extra."""
+def linear(name: str, d_in, d_out, s: StageShape, *, bias: Array | bool, input_saved_elsewhere: bool = False,
+           recomputed: bool = True) -> Op:
+    """y = x W^T (+ b where ``bias``). Autograd saves x only when W needs a gradient;
+    when x is already held by another op (attention's output), it costs nothing extra.
+    A bias adds parameters but no counted FLOPs (FlopCounterMode counts the matmul)."""
     flops = 2 * d_in * d_out
     return Op(
         name, "matmul", fwd_flops=flops, bwd_input_flops=flops, bwd_weight_flops=flops,
-        params=d_in * d_out + (s.bias * d_out if bias else 0),
+        params=d_in * d_out + np.asarray(bias) * d_out,
         saved_bytes_if_trains=0 if input_saved_elsewhere else s.compute_bytes * d_in,
         traffic_bytes=s.compute_bytes * (d_in + d_out), recomputed=recomputed,
     )
 
 
 def layer_norm(name: str, s: StageShape) -> Op:
-    """Saves its fp32 input and the per-token mean and rstd."""
+    """Saves its fp32 input and the per-token mean and rstd. An RMSNorm has a scale and
+    no shift (d parameters, not 2d); its saved bytes are taken as LayerNorm's, which
+    the reference GPT measures (a fused RMSNorm keeps one statistic, 4 bytes a token less)."""
     d = s.d_model
-    return Op(name, "memory", params=2 * d, saved_bytes=RESIDUAL_BYTES * d + 2 * STAT_BYTES,
-              traffic_bytes=RESIDUAL_BYTES * 2 * d)
+    return Op(name, "memory", params=np.where(s.rms_norm, d, 2 * d),
+              saved_bytes=RESIDUAL_BYTES * d + 2 * STAT_BYTES, traffic_bytes=RESIDUAL_BYTES * 2 * d)
 
 
 def attention(s: StageShape) -> Op:
@@ -143,16 +152,16 @@ def block_ops(s: StageShape) -> list[Op]:
     fc_out = np.where(s.swiglu, 2 * f, f)
     return [
         layer_norm("ln_1", s),
-        linear("attn.c_attn", d, d + 2 * s.kv_width, s),
+        linear("attn.c_attn", d, d + 2 * s.kv_width, s, bias=s.bias | s.qkv_bias),
         attention(s),
-        linear("attn.c_proj", d, d, s, input_saved_elsewhere=True),
+        linear("attn.c_proj", d, d, s, bias=s.bias, input_saved_elsewhere=True),
         residual_add("residual_attn", s),
         layer_norm("ln_2", s),
-        linear("mlp.c_fc", d, fc_out, s),
+        linear("mlp.c_fc", d, fc_out, s, bias=s.bias),
         activation(s),
         # Non-reentrant checkpointing stops recomputing once every saved tensor is
         # back; nothing after the MLP's output projection is saved, so it is not re-run.
-        linear("mlp.c_proj", f, d, s, recomputed=False),
+        linear("mlp.c_proj", f, d, s, bias=s.bias, recomputed=False),
         residual_add("residual_mlp", s),
     ]
 
@@ -172,12 +181,14 @@ def head_ops(s: StageShape) -> list[Op]:
 
 
 def embedding_params(s: StageShape) -> Array:
-    return s.vocab_size * s.d_model + s.seq_len * s.d_model
+    """Token embeddings, plus a table of seq_len learned positions (rotary positions
+    have no parameters: the reference GPT sizes its table to the trained seq_len)."""
+    return s.vocab_size * s.d_model + s.learned_positions * s.seq_len * s.d_model
 
 
 def embedding_saved_bytes_per_microbatch(s: StageShape) -> Array:
-    """The embeddings keep their int64 indices: one per token, plus the positions."""
-    return s.train_embeddings * INDEX_BYTES * (s.tokens + s.seq_len)
+    """The embeddings keep their int64 indices: one per token, plus the positions if learned."""
+    return s.train_embeddings * INDEX_BYTES * (s.tokens + s.learned_positions * s.seq_len)
 
 
 # nll_loss keeps a 4-byte total_weight scalar per micro-batch.

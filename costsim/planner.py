@@ -17,7 +17,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from costsim.constants import COMPUTE_BYTES, LIMITS, SECONDS_PER_HOUR
+from costsim.constants import COMPUTE_BYTES, LIMITS, MEMORY_HEADROOM, SECONDS_PER_HOUR
 from costsim.engine import divisors, estimate_many, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
@@ -32,10 +32,12 @@ from costsim.loss import (
     trajectory,
     z_score,
 )
+from costsim.memory import memory_use, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
 from costsim.profile import CostProfile
 from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
+from costsim.text import binary_bytes
 
 
 class Budget(BaseModel):
@@ -197,6 +199,28 @@ class Evaluation(ScheduleSummary):
     spec: ScheduleSpec
     fits_in_memory: bool
     budget_used: float  # share of the budget spent (<= 1)
+    params_total: int  # of the model the schedule ends with
+    params_non_embedding: int
+
+
+# What the search records of every candidate, by name, in Optuna's convention (<= 0 holds):
+# the shape is one the space and the spec accept; its peak fits the usable memory (peak /
+# usable - 1); the budget buys the steps it needs (> 0: the share of them missing) and is
+# not exceeded (<= 0: share spent - 1).
+CONSTRAINTS = ("spec", "memory", "budget")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """What ``Planner.attempt`` makes of a candidate's parameters: its schedule, or why there
+    is none. A constraint after the first that fails is not evaluated, so not present."""
+
+    spec: ScheduleSpec | None
+    constraints: dict[str, float]
+    reason: str | None = None  # one line, when there is no schedule
+    peak_memory_bytes: float | None = None  # of the chosen micro-batch, or of the most frugal one that failed
+    params_total: int | None = None
+    params_non_embedding: int | None = None
 
 
 @dataclass(frozen=True)
@@ -213,12 +237,20 @@ class Comparison:
     verdict: str  # "growth better", "full training better" or "tie"
 
     def describe(self, interval: float) -> str:
-        side = "growth ahead" if self.gap > 0 else "full training ahead"
-        verdict = {"growth better": "growing is better",
-                   "full training better": "full training is better: do not grow",
-                   "tie": "a tie within the uncertainty: recommend full training (do not grow)"}[self.verdict]
-        return (f"{side} by {abs(self.gap):.4f} nats, gap [{self.lower:+.4f}, {self.upper:+.4f}] ({interval:.0%}, "
-                f"paired); marginal intervals {'overlap' if self.intervals_overlap else 'do not overlap'}: {verdict}")
+        """One plain line: which is better, by how much, and whether the gap is inside the
+        uncertainty (its paired interval includes 0) or outside it."""
+        leader, other = ("growing", "full training") if self.gap > 0 else ("full training", "growing")
+        size = "both predict the same loss" if self.gap == 0 else \
+            f"{leader} predicts {abs(self.gap):.4f} nats lower loss than {other}"
+        span = (f"the gap's {interval:.0%} interval [{self.lower:+.4f}, {self.upper:+.4f}] (paired; + is growing "
+                f"ahead)")
+        marginal = f"; their own intervals {'overlap' if self.intervals_overlap else 'do not overlap'}"
+        if self.verdict == "tie":
+            return (f"a tie within the uncertainty: {size}, but {span} includes 0, so the gap is "
+                    f"inside the uncertainty{marginal}: recommend full training (do not grow)")
+        verdict = "growing is better" if self.verdict == "growth better" else "full training is better (do not grow)"
+        return (f"{verdict}: {size}, and {span} excludes 0, so the gap is outside the "
+                f"uncertainty{marginal}")
 
 
 def grows(spec: ScheduleSpec) -> bool:
@@ -231,11 +263,12 @@ class Planner:
     """Builds and evaluates candidates for one budget, hardware and pair of profiles."""
 
     def __init__(self, budget: Budget, hardware: HardwareSpec, space: SearchSpace, cost_profile: CostProfile,
-                 loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp"):
+                 loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp",
+                 memory_headroom: float = MEMORY_HEADROOM):
         self.budget, self.hardware, self.space = budget, hardware, space
         self.cost_profile, self.loss_profile = cost_profile, loss_profile
         self.gpu: GPUSpec = hardware.resolved_gpu()
-        self.memory_limit = min(self.gpu.memory_bytes, max_memory_bytes or math.inf)
+        self.memory_limit = usable_memory_bytes(self.gpu.memory_bytes, memory_headroom, max_memory_bytes)
         self.parallelism = parallelism
 
     # --- building ------------------------------------------------------------------------
@@ -275,11 +308,21 @@ class Planner:
                 entries.append({**base, "_weight": weight[i]})
         return entries
 
-    def build(self, *, layers: int, d_model: int, n_stages: int = 1, first_fraction: float = 0.25,
-              grow_share: float = 0.5, freeze_share: float = 0.0, operator: str = "identity",
-              width_stages: int = 0, batch_tokens: int = 2**19) -> ScheduleSpec | None:
-        """A schedule that spends the budget, or None if no micro-batch fits in memory."""
+    def build(self, **params) -> ScheduleSpec | None:
+        """A schedule that spends the budget, or None (``attempt`` says why)."""
+        return self.attempt(**params).spec
+
+    def attempt(self, *, layers: int, d_model: int, n_stages: int = 1, first_fraction: float = 0.25,
+                grow_share: float = 0.5, freeze_share: float = 0.0, operator: str = "identity",
+                width_stages: int = 0, batch_tokens: int = 2**19) -> Candidate:
+        """The schedule these parameters describe, spending the budget, or the constraint
+        it breaks: a shape outside the space's aspect ratio or refused by the spec, no
+        micro-batch that fits in memory, or a budget too small for the steps it needs."""
         s = self.space
+        lo, hi = s.aspect_ratio
+        if not lo <= d_model / layers <= hi:
+            return Candidate(None, {"spec": 1.0}, f"d_model/layers = {d_model / layers:.3g} is outside the search "
+                                                  f"space's aspect ratio {lo:g} to {hi:g}")
         stages = self.stages_layout(layers=layers, d_model=d_model, n_stages=n_stages, first_fraction=first_fraction,
                                     grow_share=grow_share, freeze_share=freeze_share, operator=operator,
                                     width_stages=width_stages)
@@ -287,9 +330,12 @@ class Planner:
         batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
         model = {"d_model": d_model, "n_heads": int(s.n_heads(d_model)), "vocab_size": s.vocab_size,
                  "seq_len": s.seq_len}
-        return self._fit_and_spend(model, stages, batch)
+        try:
+            return self._fit_and_spend(model, stages, batch)
+        except SpecError as exc:  # a shape the spec refuses (heads that do not divide, ...)
+            return Candidate(None, {"spec": 1.0}, f"the spec refuses this shape: {str(exc).splitlines()[0]}")
 
-    def _fit_and_spend(self, model: dict, stages: list[dict], batch: int) -> ScheduleSpec | None:
+    def _fit_and_spend(self, model: dict, stages: list[dict], batch: int) -> Candidate:
         """Pick the largest micro-batch that fits every stage (recompute only if none
         does without), then spend the budget."""
         n_gpus = self.hardware.n_gpus
@@ -309,21 +355,33 @@ class Planner:
             grid = StageShape.of(**{**{f: getattr(shape, f)[None, :] for f in STAGE_FIELDS},
                                     "micro_batch_size": micros[:, None], "recompute": recompute})
             costs = self._costs_of(grid, batch)
-            fits = np.all(costs.peak_memory_bytes <= self.memory_limit, axis=1)
+            fits = np.all(costs.fits_in_memory, axis=1)
+            # params do not depend on the micro-batch; the schedule's are its last stage's
+            params = {"params_total": int(costs.params_total[0, -1]),
+                      "params_non_embedding": int(costs.params_non_embedding[0, -1])}
             if fits.any():
                 row = int(np.argmax(fits))
                 chosen = {**training, "micro_batch_size": int(micros[row]),
                           "recompute": "full" if recompute else "none"}
+                peak = float(costs.peak_memory_bytes[row].max())
                 per_step = self.per_step_cost(costs)[row]
-                return self._spend(model, chosen, hardware, stages, weights, per_step)
-        return None
+                return self._spend(model, chosen, hardware, stages, weights, per_step,
+                                   memory=float(memory_use(peak, self.memory_limit)) - 1, peak_memory_bytes=peak,
+                                   **params)
+        # the last row tried is the most frugal: one sequence a micro-batch, recomputed
+        peak = float(costs.peak_memory_bytes[-1].max())
+        return Candidate(None, {"spec": 0.0, "memory": float(memory_use(peak, self.memory_limit)) - 1},
+                         f"does not fit in memory: even one sequence a micro-batch with recompute peaks at "
+                         f"{binary_bytes(peak)} per GPU, above the {binary_bytes(self.memory_limit)} usable",
+                         peak_memory_bytes=peak, **params)
 
     def _costs(self, spec: ScheduleSpec):
         return self._costs_of(stage_shape(spec), spec.training.batch_size)
 
     def _costs_of(self, shape: StageShape, batch: int):
         return estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
-                             precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism)
+                             precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism,
+                             memory_limit_bytes=self.memory_limit)
 
     def per_step_cost(self, costs) -> np.ndarray:
         """Budget units one optimizer step of each stage spends."""
@@ -333,18 +391,29 @@ class Planner:
             return costs.step_time_s / SECONDS_PER_HOUR
         return self.hardware.cost_usd(costs.step_time_s)
 
-    def _spend(self, model, training, hardware, stages, weights, per_step) -> ScheduleSpec | None:
+    def _spend(self, model, training, hardware, stages, weights, per_step, *, memory: float,
+               **found) -> Candidate:
         tokens_per_step = training["batch_size"] * model["seq_len"]
         # steps_s = w_s * S with sum(steps_s * cost_s) = budget; floor so the budget holds
         total_steps = self.budget.amount / float(np.dot(weights, per_step))
         steps = np.floor(weights * total_steps).astype(int)
-        if np.any(steps < 1) or steps.sum() < self.space.min_steps:
-            return None
-        return _spec(model, training, hardware, stages, [float(n * tokens_per_step) for n in steps])
+        # > 0 exactly when a stage gets no step or the schedule takes fewer than min_steps
+        missing = 1 - min(steps.sum() / self.space.min_steps, float(steps.min()))
+        constraints = {"spec": 0.0, "memory": memory}
+        if missing > 0:
+            why = "a stage gets no step" if steps.min() < 1 else \
+                f"fewer than the {self.space.min_steps} a schedule must take"
+            return Candidate(None, {**constraints, "budget": float(missing)},
+                             f"the budget buys {int(steps.sum())} optimizer steps: {why}", **found)
+        spent = float(np.dot(steps, per_step)) / self.budget.amount
+        spec = _spec(model, training, hardware, stages, [float(n * tokens_per_step) for n in steps])
+        return Candidate(spec, {**constraints, "budget": spent - 1}, **found)
 
     # --- evaluating ----------------------------------------------------------------------
 
     def evaluate(self, spec: ScheduleSpec) -> Evaluation:
+        """A schedule's predicted loss and costs, re-estimated from the spec itself (what
+        ``costsim.estimate`` of the written spec reports)."""
         costs = self._costs(spec)
         steps = _steps(spec)
         curve = predict(self.loss_profile, stage_plans(spec, steps), points_per_stage=1)
@@ -355,8 +424,9 @@ class Planner:
             loss_upper=float(curve.upper[-1]), flops_counted=float(np.dot(steps, costs.flops_counted_per_step)),
             time_s=time_s, cost_usd=self.hardware.cost_usd(time_s),
             peak_memory_bytes=float(costs.peak_memory_bytes.max()), stages=len(spec.stages),
-            fits_in_memory=bool(np.all(costs.peak_memory_bytes <= self.memory_limit)),
+            fits_in_memory=bool(np.all(costs.fits_in_memory)),
             budget_used=spent / self.budget.amount,
+            params_total=int(costs.params_total[-1]), params_non_embedding=int(costs.params_non_embedding[-1]),
         )
 
     def compare(self, candidate: Evaluation, baseline: Evaluation) -> Comparison:
@@ -407,9 +477,8 @@ class Planner:
                                           vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=micro,
                                           n_trainable=layers, train_embeddings=True, tied=True, swiglu=False,
                                           recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision])
-                    costs = estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
-                                          precision=s.precision, n_gpus=n_gpus, parallelism=self.parallelism)
-                    fits = (costs.peak_memory_bytes <= self.memory_limit) & np.isinf(chosen_cost)
+                    costs = self._costs_of(shape, batch)
+                    fits = costs.fits_in_memory & np.isinf(chosen_cost)
                     chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
                     n_params = costs.params_non_embedding
             steps = np.floor((amount or self.budget.amount) / chosen_cost)
@@ -429,8 +498,11 @@ class Planner:
         if not np.isfinite(loss).any():
             raise SpecError(self.why_nothing_fits())
         best = int(np.argmin(loss))
-        spec = self.build(layers=int(layers[best]), d_model=int(d[best]), n_stages=1, batch_tokens=int(batch[best]))
-        return self.evaluate(spec)
+        candidate = self.attempt(layers=int(layers[best]), d_model=int(d[best]), n_stages=1,
+                                 batch_tokens=int(batch[best]))
+        if candidate.spec is None:  # the grid and the builder disagree: say so rather than crash
+            raise SpecError(f"the compute-optimal full-training shape cannot be built: {candidate.reason}")
+        return self.evaluate(candidate.spec)
 
     def why_nothing_fits(self) -> str:
         """The real reason no full-training schedule can be built: memory, or the budget."""
@@ -445,9 +517,10 @@ class Planner:
                               train_embeddings=True, tied=True, swiglu=False, recompute=True,
                               compute_bytes=COMPUTE_BYTES[s.precision])
         costs = self._costs_of(shape, batch)
-        if float(np.ravel(costs.peak_memory_bytes)[0]) > self.memory_limit:
-            return ("the smallest model in the search space does not fit this GPU's memory; add GPUs, allow more "
-                    "memory or search smaller models (--d-model-range)")
+        if not bool(np.ravel(costs.fits_in_memory)[0]):
+            return (f"the smallest model in the search space does not fit the {binary_bytes(self.memory_limit)} "
+                    "usable per GPU; add GPUs, allow more memory (--max-memory-gb, --memory-headroom) or search "
+                    "smaller models (--d-model-range)")
         need = float(np.ravel(self.per_step_cost(costs))[0]) * s.min_steps
         if need > self.budget.amount:
             return (f"the budget is too small: {s.min_steps} optimizer steps (--min-steps) of the smallest model "
@@ -467,7 +540,7 @@ class Planner:
         stages = [{**st.model_dump(exclude_none=True, exclude={"tokens"}), "_weight": st.tokens} for st in ref.stages]
         n_gpus = self.hardware.n_gpus
         batch = max(n_gpus, batch_tokens // self.space.seq_len // n_gpus * n_gpus)
-        spec = self._fit_and_spend(ref.model.model_dump(exclude_none=True), stages, batch)
+        spec = self._fit_and_spend(ref.model.model_dump(exclude_none=True), stages, batch).spec
         return None if spec is None else self.evaluate(spec)
 
     def full_training_loss_at(self, amount: float) -> float:

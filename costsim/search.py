@@ -4,7 +4,8 @@ Searches (Optuna) over final width and depth, number of stages (1 = no growth), 
 growth starts, the token share spent growing, freeze phases, growth operator, half-width
 early stages and batch size. Every candidate spends the budget exactly (whole steps,
 never more) with a micro-batch that fits the GPU; one that cannot fit is infeasible
-(an Optuna constraint), never silently dropped. Prints the best schedule (also written
+(Optuna constraints named "spec", "memory" and "budget", with the reason in the trial's
+``infeasible_reason`` attribute), never silently dropped. Prints the best schedule (also written
 as a spec file that ``costsim.estimate`` and ``validate.run`` accept), its predicted
 loss with an interval and its costs, the compute-optimal full-size model at the same
 budget, and the study's incremental schedule at that budget.
@@ -28,22 +29,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
+from pydantic import ValidationError
 
-from costsim.errors import CostsimError, SpecError, cli_errors
-from costsim.hardware import gpu_preset_names
-from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile
+from costsim.constants import MEMORY_HEADROOM
+from costsim.errors import CostsimError, SpecError, cli_errors, one_line
+from costsim.hardware import GPUSpec, gpu_from_name_or_file, gpu_preset_names
+from costsim.loss import DEFAULT_LOSS_PROFILE, load_loss_profile, loss_profile_names
 from costsim.loss_report import spec_domain_warning
+from costsim.memory import usable_memory_bytes
 from costsim.paths import output_file, storage_target
-from costsim.planner import MIN_STEPS, Budget, Comparison, Evaluation, Planner, SearchSpace, approximate_flops, grows
+from costsim.planner import (
+    MIN_STEPS,
+    Budget,
+    Candidate,
+    Comparison,
+    Evaluation,
+    Planner,
+    SearchSpace,
+    approximate_flops,
+    grows,
+)
 from costsim.processes import is_gone, worker_id
-from costsim.profile import profile_for
+from costsim.profile import profile_for, profile_names
 from costsim.spec import HardwareSpec
-from costsim.text import binary_bytes
+from costsim.text import binary_bytes, si
 
-# A candidate that cannot be built still needs an objective value; it is marked
-# infeasible through the constraint, so this value never wins.
-INFEASIBLE_LOSS = 100.0
-OBJECTIVES = {"loss", "time", "cost"}
+# --objectives name -> the study's metric name (what optuna-dashboard and trials_dataframe show)
+OBJECTIVES = {"loss": "loss", "time": "time_s", "cost": "cost_usd"}
+# An infeasible trial has no result, but Optuna needs a value to complete it: +inf, which
+# never ranks as a best (Optuna also skips infeasible trials by their constraints) and which
+# no reader can take for a loss, time or cost.
+INFEASIBLE_VALUE = math.inf
+# The keys every trial carries in user_attrs (a contract: other code reads exactly these);
+# None where a trial has no such number (an infeasible one was never costed).
+TRIAL_ATTRS = ("time_s", "cost_usd", "peak_memory_bytes", "params_total", "params_non_embedding", "flops_counted",
+               "loss_lower", "loss_upper")
 
 
 def suggest(trial, space: SearchSpace) -> dict:
@@ -66,26 +86,36 @@ def suggest(trial, space: SearchSpace) -> dict:
 
 
 def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
-    """Pure function of the trial's parameters (and the planner): testable with FixedTrial."""
+    """Pure function of the trial's parameters (and the planner): testable with FixedTrial.
+
+    Records the candidate's named constraints (``Planner.attempt``) and its costs as user
+    attributes (``TRIAL_ATTRS``; an infeasible one also ``infeasible_reason``) and returns
+    its objective values, or ``INFEASIBLE_VALUE`` for each when it is infeasible."""
     trial.set_user_attr("worker", worker_id())  # lets a resumed search recognise a killed worker's trial
-    params = suggest(trial, planner.space)
-    aspect = params["d_model"] / params["layers"]
-    lo, hi = planner.space.aspect_ratio
-    try:
-        spec = planner.build(**params) if lo <= aspect <= hi else None
-    except SpecError:  # a shape the spec refuses (heads that do not divide, ...) is simply not a candidate
-        spec = None
-    if spec is None:
-        trial.set_constraint("feasible", 1.0)
-        return tuple(INFEASIBLE_LOSS if o == "loss" else math.inf for o in objectives) if len(objectives) > 1 \
-            else INFEASIBLE_LOSS
-    result = planner.evaluate(spec)
-    # <= 0 is feasible: memory and budget hold by construction; kept as checks
-    violation = max(result.budget_used - 1.0, 0.0) + (0.0 if result.fits_in_memory else 1.0)
-    trial.set_constraint("feasible", violation)
-    trial.set_user_attr("loss_interval", [result.loss_lower, result.loss_upper])
-    values = {"loss": result.loss, "time": result.time_s, "cost": result.cost_usd}
-    out = tuple(values[o] for o in objectives)
+    candidate = planner.attempt(**suggest(trial, planner.space))
+    for name, value in candidate.constraints.items():
+        trial.set_constraint(name, value)
+    if candidate.spec is None:
+        _set_attrs(trial, _infeasible_attrs(candidate))
+        return _values(dict.fromkeys(objectives, INFEASIBLE_VALUE), objectives)
+    result = planner.evaluate(candidate.spec)
+    _set_attrs(trial, {name: getattr(result, name) for name in TRIAL_ATTRS})
+    return _values({"loss": result.loss, "time": result.time_s, "cost": result.cost_usd}, objectives)
+
+
+def _infeasible_attrs(candidate: Candidate) -> dict:
+    known = {name: getattr(candidate, name) for name in ("peak_memory_bytes", "params_total", "params_non_embedding")}
+    return {**dict.fromkeys(TRIAL_ATTRS), **known, "infeasible_reason": candidate.reason}
+
+
+def _set_attrs(trial, attrs: dict) -> None:
+    for name, value in attrs.items():
+        trial.set_user_attr(name, value)
+
+
+def _values(by_objective: dict[str, float], objectives: tuple[str, ...]):
+    """One objective: a float (what Optuna's single-objective API reads); several: a tuple."""
+    out = tuple(by_objective[o] for o in objectives)
     return out if len(out) > 1 else out[0]
 
 
@@ -173,8 +203,8 @@ class SearchResult:
 def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = None, n_trials: int = 200,
         timeout: float | None = None, seed: int = 0, n_jobs: int = 1, objectives: tuple[str, ...] = ("loss",),
         storage: str | None = None, study_name: str | None = None, max_memory_gb: float | None = None,
-        loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False
-        ) -> SearchResult:
+        loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False,
+        memory_headroom: float = MEMORY_HEADROOM) -> SearchResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -183,11 +213,13 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
                                             n_gpus=hardware.n_gpus)
     gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
     planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), profile,
-                      max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30)
+                      max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30,
+                      memory_headroom=memory_headroom)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)))
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=name,
                                 directions=["minimize"] * len(objectives), load_if_exists=True)
+    name_metrics(study, objectives)
     fail_orphans(study)
     from optuna.trial import TrialState
 
@@ -223,6 +255,23 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
                         trials=study.trials, objectives=objectives, comparison=comparison)
 
 
+def name_metrics(study, objectives: tuple[str, ...]) -> None:
+    """Name the study's objectives (``OBJECTIVES``); a resumed study must have been created
+    for the same ones (Optuna would load it with its own directions and fail every trial)."""
+    import optuna
+
+    names = [OBJECTIVES[o] for o in objectives]
+    if study.metric_names == names:
+        return
+    if study.metric_names is not None or len(study.directions) != len(names):
+        had = study.metric_names or f"{len(study.directions)} objective(s)"
+        raise CostsimError(f"study '{study.study_name}' was created for objectives {had}, not {names}; resume it "
+                           "with the --objectives it was started with, or give another --study-name")
+    with warnings.catch_warnings():  # experimental in Optuna since 3.2, and what optuna-dashboard reads
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study.set_metric_names(names)
+
+
 def _feasible(trial) -> bool:
     return bool(trial.constraints) and all(v <= 0 for v in trial.constraints.values())
 
@@ -237,6 +286,7 @@ def describe(e: Evaluation) -> str:
                          f"{'(new)' if s.train == 'new' else ''}" for s in e.spec.stages)
     return (f"loss {e.loss:.4f} [{e.loss_lower:.4f}, {e.loss_upper:.4f}], {e.flops_counted:.3g} counted FLOPs, "
             f"{e.time_s / 3600:.2f} h, ${e.cost_usd:,.2f}, peak {binary_bytes(e.peak_memory_bytes)}; "
+            f"{si(e.params_total)} params ({si(e.params_non_embedding)} non-embedding), "
             f"d_model {e.spec.model.d_model}, stages {stages}")
 
 
@@ -246,15 +296,18 @@ def _spec_yaml(e: Evaluation, note: str) -> str:
 
 
 def record(db: str, result: SearchResult, budget: Budget) -> None:
-    """Trials (one row each, keyed so a resumed search stores each once) and the answer."""
-    from validate.store import Store
+    """Trials (one row each, keyed so a resumed search stores each once, with the costs the
+    objective left in its user_attrs) and the answer."""
+    from costsim.store import SEARCH_TRIAL_COSTS, Store
 
     store = Store(db)
     now = datetime.now(UTC)
     store.append("search_trials", [
         {"study_name": result.study_name, "trial_number": t.number, "state": t.state.name,
          "params_json": json.dumps(t.params), "values_json": _values_json(t, result.objectives),
-         "created_at": t.datetime_start or now, "record_id": f"{result.study_name}:{t.number}"}
+         "created_at": t.datetime_start or now, "record_id": f"{result.study_name}:{t.number}",
+         # a trial that failed or was pruned before it was costed lacks them: NULL
+         **{column.name: t.user_attrs.get(column.name) for column in SEARCH_TRIAL_COSTS}}
         for t in result.trials])
     store.append("search_results", [{
         "study_name": result.study_name, "created_at": now, "budget_json": budget.model_dump_json(),
@@ -300,49 +353,78 @@ def _range(text: str | None, flag: str) -> tuple[int, int] | None:
     return lo, hi
 
 
-@cli_errors
-def main(argv: list[str] | None = None) -> int:
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default in --help, where it is a value (argparse's
+    ArgumentDefaultsHelpFormatter also prints "default: None" and "default: False")."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default is None or action.default is False \
+                or action.default == argparse.SUPPRESS:
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+DEFAULT_BUDGET_FLOPS = 1e19  # a bare run's budget
+DEFAULT_BUDGET_TEXT = f"{DEFAULT_BUDGET_FLOPS:.0e}".replace("e+", "e")  # as one would type it: 1e19
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m costsim.search", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    budget = parser.add_argument_group("budget (one of)")
+                                     formatter_class=_HelpFormatter)
+    budget = parser.add_argument_group(f"budget (one of; none given: --budget {DEFAULT_BUDGET_TEXT})")
     budget.add_argument("--budget", type=float, help="counted FLOPs, e.g. 1e19")
     budget.add_argument("--budget-hours", type=float, help="wall-clock hours on the given GPUs")
     budget.add_argument("--budget-usd", type=float, help="US dollars at the GPU's hourly price")
-    parser.add_argument("--gpu", default="h100-sxm", help=f"GPU preset ({', '.join(gpu_preset_names())})")
-    parser.add_argument("--n-gpus", type=int, default=8)
-    parser.add_argument("--price-per-gpu-hour", type=float, help="USD; default the preset's indicative price")
-    parser.add_argument("--max-memory-gb", type=float, help="memory cap per GPU (GiB), below the GPU's own")
-    parser.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence (default 1024)")
-    parser.add_argument("--vocab-size", type=int, default=50304, help="vocabulary (default 50304, GPT-2 padded)")
-    parser.add_argument("--max-stages", type=int, default=6, help="most stages a schedule may have (default 6)")
+    hardware = parser.add_argument_group("hardware")
+    hardware.add_argument("--gpu", default="h100-sxm", metavar="PRESET_OR_FILE",
+                          help=f"GPU preset ({', '.join(gpu_preset_names())}) or a GPU .json file with the keys of "
+                          "costsim/data/gpus/*.json")
+    hardware.add_argument("--n-gpus", type=int, default=8, help="data-parallel GPUs")
+    hardware.add_argument("--price-per-gpu-hour", type=float, help="USD (default: the preset's indicative price)")
+    hardware.add_argument("--memory-headroom", type=float, default=MEMORY_HEADROOM,
+                          help="share of each GPU's memory a schedule may fill; the rest is margin for what the "
+                          "memory model leaves out")
+    hardware.add_argument("--max-memory-gb", type=float, help="memory cap per GPU (GiB), used as it is when below "
+                          "the headroom's share")
+    hardware.add_argument("--calibration", help=f"time/memory profile ({', '.join(profile_names())} or a .json "
+                          "path; default: the GPU preset's own, else generic)")
     space_group = parser.add_argument_group(
         "search space (default: sized to the budget around the loss profile's compute-optimal model)")
+    space_group.add_argument("--seq-len", type=int, default=1024, help="tokens per sequence")
+    space_group.add_argument("--vocab-size", type=int, default=50304, help="vocabulary (GPT-2's, padded)")
+    space_group.add_argument("--max-stages", type=int, default=6, help="most stages a schedule may have")
     space_group.add_argument("--d-model-range", metavar="LO,HI", help="widths (default: 1/4 to 3x the optimal)")
     space_group.add_argument("--layers-range", metavar="LO,HI", help="depths (default: 1 to 4x the optimal)")
     space_group.add_argument("--batch-range", metavar="LO,HI", help="tokens per step, powers of two in between "
                              "(default: one sequence per GPU to the most that leaves --min-steps steps and 4 "
                              "critical batches)")
-    space_group.add_argument("--min-steps", type=int, default=MIN_STEPS,
-                             help=f"fewest optimizer steps a schedule may take (default {MIN_STEPS})")
-    parser.add_argument("--n-trials", type=int, default=300, help="trials in the study (total over all workers)")
-    parser.add_argument("--timeout", type=float, help="seconds to search at most")
-    parser.add_argument("--seed", type=int, default=0, help="same seed, same answer (one worker)")
-    parser.add_argument("--n-jobs", type=int, default=1, help="threads in this process")
-    parser.add_argument("--objectives", default="loss", help="comma list of loss,time,cost (2+: Pareto front)")
-    parser.add_argument("--storage", help="Optuna storage: journal file (x.log), sqlite:///x.db, postgresql://...")
-    parser.add_argument("--study-name", help="study to create or resume (needed to share one study)")
-    parser.add_argument("--loss-profile", default=DEFAULT_LOSS_PROFILE, help="loss model profile")
-    parser.add_argument("--calibration", help="time/memory profile (default: the GPU's own, else generic)")
-    parser.add_argument("--out", default="best_schedule.yaml", help="where to write the best schedule's spec")
-    parser.add_argument("--db", default="costsim.duckdb", help="DuckDB store for trials and the answer ('' = none)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar (the default when stderr is "
+    space_group.add_argument("--min-steps", type=int, default=MIN_STEPS, help="fewest optimizer steps a schedule "
+                             "may take")
+    study = parser.add_argument_group("study")
+    study.add_argument("--n-trials", type=int, default=300, help="trials in the study (total over all workers)")
+    study.add_argument("--timeout", type=float, help="seconds to search at most")
+    study.add_argument("--seed", type=int, default=0, help="same seed, same answer (one worker)")
+    study.add_argument("--n-jobs", type=int, default=1, help="threads in this process")
+    study.add_argument("--objectives", default="loss", help=f"comma list of {','.join(OBJECTIVES)} (2 or more: "
+                       "the Pareto front)")
+    study.add_argument("--storage", help="Optuna storage: journal file (x.log), sqlite:///x.db, postgresql://... "
+                       "(default: in memory)")
+    study.add_argument("--study-name", help="study to create or resume (needed to share one study)")
+    study.add_argument("--loss-profile", default=DEFAULT_LOSS_PROFILE,
+                       help=f"loss model ({', '.join(loss_profile_names())} or a .json path)")
+    output = parser.add_argument_group("output")
+    output.add_argument("--out", default="best_schedule.yaml", help="where to write the recommended schedule's spec")
+    output.add_argument("--db", default="costsim.duckdb", help="DuckDB store for trials and the answer ('' = none)")
+    output.add_argument("--no-progress", action="store_true", help="no progress bar (the default when stderr is "
                         "not a terminal)")
-    args = parser.parse_args(argv)
-    budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
-    if all(v is None for v in budget_values.values()):
-        budget_values["flops"] = 1e19  # a useful default for a bare run, said out loud once the input is valid
+    return parser
+
+
+def _check(args: argparse.Namespace) -> tuple[str, ...]:
+    """Refuse bad numbers in one line each; returns the objectives."""
     objectives = tuple(o.strip() for o in args.objectives.split(","))
-    if not set(objectives) <= OBJECTIVES or len(set(objectives)) != len(objectives):
+    if not set(objectives) <= set(OBJECTIVES) or len(set(objectives)) != len(objectives):
         raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
     for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "seq_len", "vocab_size", "min_steps"):
         if getattr(args, flag) < 1:
@@ -352,14 +434,50 @@ def main(argv: list[str] | None = None) -> int:
     for flag in ("max_memory_gb", "timeout", "price_per_gpu_hour"):
         if getattr(args, flag) is not None and not getattr(args, flag) > 0:
             raise CostsimError(f"--{flag.replace('_', '-')} must be positive, got {getattr(args, flag)}")
+    if not 0 < args.memory_headroom <= 1:
+        raise CostsimError(f"--memory-headroom is a share of the GPU's memory: more than 0, at most 1; got "
+                           f"{args.memory_headroom:g}")
+    return objectives
+
+
+def _hardware_line(hardware: HardwareSpec, args: argparse.Namespace) -> str:
+    """What the planner may use of each GPU and what an hour of it costs, with where both come from."""
+    gpu = hardware.resolved_gpu()
+    cap = None if args.max_memory_gb is None else args.max_memory_gb * 2**30
+    usable = usable_memory_bytes(gpu.memory_bytes, args.memory_headroom, cap)
+    limit = "--max-memory-gb" if cap is not None and cap <= gpu.memory_bytes * args.memory_headroom else \
+        f"--memory-headroom {args.memory_headroom:g}"
+    price = "--price-per-gpu-hour" if args.price_per_gpu_hour is not None else \
+        "the GPU file's indicative price, not a quote" if isinstance(hardware.gpu, GPUSpec) else \
+        "the preset's indicative price, not a quote; --price-per-gpu-hour sets yours"
+    return (f"per GPU: {binary_bytes(usable)} of {binary_bytes(gpu.memory_bytes)} usable ({limit}); "
+            f"${hardware.usd_per_gpu_hour:,.2f} an hour ({price})")
+
+
+def _comparison_line(result: SearchResult, budget: Budget, interval: float) -> str:
+    line = f"  growth vs full training: {result.comparison.describe(interval)}"
+    if result.budget_for_equal_loss:
+        line += (f"; full training needs {result.budget_for_equal_loss / budget.amount:.3f}x the budget to match the "
+                 "growth schedule's point prediction")
+    return line
+
+
+@cli_errors
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    budget_values = {"flops": args.budget, "hours": args.budget_hours, "usd": args.budget_usd}
+    no_budget = all(v is None for v in budget_values.values())
+    if no_budget:
+        budget_values["flops"] = DEFAULT_BUDGET_FLOPS  # said out loud once the input is valid
+    objectives = _check(args)
     try:
         budget = Budget(**budget_values)
-        hardware = HardwareSpec(gpu=args.gpu, n_gpus=args.n_gpus, price_per_gpu_hour=args.price_per_gpu_hour,
-                                calibration=args.calibration)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        from costsim.errors import one_line
-
-        raise SpecError(one_line(exc) if hasattr(exc, "errors") else str(exc)) from None
+        hardware = HardwareSpec(gpu=gpu_from_name_or_file(args.gpu), n_gpus=args.n_gpus,
+                                price_per_gpu_hour=args.price_per_gpu_hour, calibration=args.calibration)
+    except ValidationError as exc:
+        raise SpecError(one_line(exc)) from None
+    except ValueError as exc:
+        raise SpecError(str(exc)) from None
     output_file(args.out, "--out")
     if args.db:
         output_file(args.db, "--db")
@@ -368,29 +486,27 @@ def main(argv: list[str] | None = None) -> int:
     profile = load_loss_profile(args.loss_profile)
     ranges = {name: _range(getattr(args, name), f"--{name.replace('_', '-')}")
               for name in ("d_model_range", "layers_range", "batch_range")}
-    if all(v is None for v in (args.budget, args.budget_hours, args.budget_usd)):
-        print("no budget given: assuming --budget 1e19 (counted FLOPs)")
+    if no_budget:
+        print(f"no budget given: assuming --budget {DEFAULT_BUDGET_TEXT} (counted FLOPs)")
     space = SearchSpace.for_budget(
         approximate_flops(budget, hardware), profile=profile, vocab_size=args.vocab_size,
         seq_len=args.seq_len, n_gpus=args.n_gpus, min_steps=args.min_steps, max_stages=args.max_stages, **ranges)
     result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
-                 progress=not args.no_progress and sys.stderr.isatty())
+                 progress=not args.no_progress and sys.stderr.isatty(), memory_headroom=args.memory_headroom)
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} finished trials (study '{result.study_name}')")
+    print(_hardware_line(hardware, args))
     print(f"search space: {space.describe()}")
     for i, best in enumerate(result.best):
         print(f"best{'' if len(result.best) == 1 else f' #{i + 1}'}: {describe(best)}")
     note = spec_domain_warning(result.best[0].spec, profile)
     if note:
         print(note)
-    b = result.baseline
-    print(f"full training (compute-optimal at this budget): {describe(b)}")
+    print(f"full training (compute-optimal at this budget): {describe(result.baseline)}")
     if result.comparison is not None:
-        print(f"  growth vs full training: {result.comparison.describe(planner_interval(args.loss_profile))}" + (
-            f"; full training needs {result.budget_for_equal_loss / budget.amount:.3f}x the budget to match the "
-            "growth schedule's point prediction" if result.budget_for_equal_loss else ""))
+        print(_comparison_line(result, budget, planner_interval(args.loss_profile)))
     elif len(result.best) == 1:
         print("  the best schedule does not grow: train the full model from the start")
     if result.paper is not None:

@@ -10,14 +10,24 @@ from __future__ import annotations
 import json
 import re
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from costsim.constants import LIMITS, MAX_INT64_QUANTITY, MAX_STAGE_TOKENS, SECONDS_PER_HOUR
-from costsim.errors import SpecError, one_line
+from costsim.errors import Mistakes, SpecError, validation_message
 from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.lr import ConstantLR, LRSchedule
@@ -55,7 +65,13 @@ class StrictModel(BaseModel):
 
 
 class ModelSpec(StrictModel):
-    """The architecture of the final model (the last stage's width and depth)."""
+    """The architecture of the final model (the last stage's width and depth).
+
+    Instead of the fields, a spec may name a shipped model, ``{preset: NAME}``, or a
+    Hugging Face ``{hf_config: PATH}`` (a config.json, or a folder holding one; relative
+    to the spec file, else to the working directory), with any field beside it as an
+    override, e.g. ``{preset: llama-3-8b, seq_len: 4096}`` (costsim/models.py).
+    """
 
     d_model: _limited("d_model")
     n_heads: _limited("n_heads")
@@ -66,10 +82,29 @@ class ModelSpec(StrictModel):
     n_kv_heads: _limited("n_heads") | None = Field(None, description="key/value heads (GQA); default n_heads")
     mlp: Literal["gelu", "swiglu"] = "gelu"
     bias: bool = Field(False, description="biases in Linear layers (GPT-2 had them; they add no counted FLOPs)")
+    # Variants that external models (presets, Hugging Face configs) need for exact
+    # parameter counts; the defaults are the reference GPT's, so old specs cost the same.
+    qkv_bias: bool = Field(False, description="biases on the query/key/value projection only (Qwen2)")
+    norm: Literal["layernorm", "rmsnorm"] = Field("layernorm", description="rmsnorm: a scale and no shift (Llama)")
+    positions: Literal["learned", "rotary"] = Field(
+        "learned", description="learned: a seq_len x d_model table; rotary: no parameters (its elementwise FLOPs "
+        "are not counted, like every non-matmul op)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _external(cls, data: object, info: ValidationInfo) -> object:
+        """Expand ``preset`` or ``hf_config`` into the fields, which are then checked as written."""
+        if isinstance(data, dict) and ({"preset", "hf_config"} & data.keys()):
+            # costsim.models builds ModelSpecs, so it imports this module, not the other way round
+            from costsim.models import model_fields
+
+            return model_fields(data, (info.context or {}).get("base_dir"))
+        return data
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelSpec:
-        _check_heads("", self.d_model, self.n_heads, self.n_kv_heads)
+        if problems := _heads_problems("", self.d_model, self.n_heads, self.n_kv_heads):
+            raise Mistakes(problems)
         return self
 
 
@@ -152,63 +187,64 @@ class ScheduleSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScheduleSpec:
+        if problems := [*self._batch_problems(), *self._stage_problems(), *self._magnitude_problems()]:
+            raise Mistakes(problems)
+        return self
+
+    def _batch_problems(self) -> Iterator[str]:
         t = self.training
         per_step = t.micro_batch_size * self.hardware.n_gpus
         if t.batch_size % per_step:
-            raise ValueError(
-                f"training.batch_size {t.batch_size} is not a multiple of micro_batch_size x n_gpus = {per_step}; "
-                "choose a batch_size that gradient accumulation can reach"
-            )
+            yield (f"training.batch_size {t.batch_size} is not a multiple of micro_batch_size x n_gpus = {per_step}; "
+                   "choose a batch_size that gradient accumulation can reach")
+
+    def _stage_problems(self) -> Iterator[str]:
+        """Each stage against the model and the stage before it; every problem, not the first."""
         previous: StageSpec | None = None
         for i, stage in enumerate(self.stages):
-            d_model, n_heads, d_ff = self.stage_width(stage)
+            d_model, n_heads, _ = self.stage_width(stage)
             where = f"stages[{i}]"
-            _check_heads(where, d_model, n_heads)
+            yield from _heads_problems(where, d_model, n_heads)
             if self.model.n_kv_heads is not None:
                 kv_exact = self.model.n_kv_heads * n_heads / self.model.n_heads
                 if kv_exact != int(kv_exact) or kv_exact < 1 or n_heads % int(kv_exact):
-                    raise ValueError(
-                        f"{where}.n_heads: {n_heads} heads with the model's "
-                        f"{self.model.n_kv_heads}:{self.model.n_heads} "
-                        "key/value ratio give no whole number of key/value heads dividing the heads; pick n_heads "
-                        "that keeps the ratio"
-                    )
+                    yield (f"{where}.n_heads: {n_heads} heads with the model's "
+                           f"{self.model.n_kv_heads}:{self.model.n_heads} key/value ratio give no whole number of "
+                           "key/value heads dividing the heads; pick n_heads that keeps the ratio")
             if stage.train.startswith("top:") and int(stage.train[4:]) > stage.layers:
-                raise ValueError(
-                    f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers")
-            if previous is not None:
-                prev_width = self.stage_width(previous)
-                if stage.layers < previous.layers:
-                    raise ValueError(
-                        f"{where}.layers: {stage.layers} is fewer than the previous stage's {previous.layers}; "
-                        "layers may only grow"
-                    )
-                for field, new, old in zip(("d_model", "n_heads", "d_ff"), (d_model, n_heads, d_ff), prev_width):
-                    if new < old:
-                        raise ValueError(
-                            f"{where}.{field}: {new} is smaller than the previous stage's {old}; width may only grow")
-                widens = (d_model, n_heads, d_ff) != prev_width
-                deepens = stage.layers > previous.layers
-                if widens and deepens and stage.growth in WIDTH_OPERATORS:
-                    raise ValueError(
-                        f"{where}.growth: the stage grows depth and width; set growth to a depth operator "
-                        f"({', '.join(DEPTH_OPERATORS)}) and width_growth to a width operator"
-                    )
-                if widens and self.growth_operators(i)[1] == "widen_preserving":
-                    factor = d_model // prev_width[0]
-                    if tuple(factor * w for w in prev_width) != (d_model, n_heads, d_ff):
-                        raise ValueError(
-                            f"{where}: widen_preserving needs d_model, n_heads and d_ff to grow by one integer "
-                            f"factor (here {prev_width} -> {(d_model, n_heads, d_ff)}); use widen_random otherwise"
-                        )
+                yield f"{where}.train: {stage.train} asks for more blocks than the stage's {stage.layers} layers"
+            growth = list(self._growth_problems(i, previous)) if previous is not None else []
+            yield from growth
             previous = stage
-        self._check_magnitudes()
+        # a last stage already refused against the stage before it is not also compared with the model
         last = self.stages[-1]
-        if self.stage_width(last) != (self.model.d_model, self.model.n_heads, self.model_d_ff):
-            raise ValueError("stages[-1]: the last stage's width must be the model's (d_model, n_heads, d_ff)")
-        return self
+        if self.stage_width(last) != (self.model.d_model, self.model.n_heads, self.model_d_ff) and not growth:
+            yield "stages[-1]: the last stage's width must be the model's (d_model, n_heads, d_ff)"
 
-    def _check_magnitudes(self) -> None:
+    def _growth_problems(self, i: int, previous: StageSpec) -> Iterator[str]:
+        """Stage ``i`` may only grow from the stage before it, by operators that can do it."""
+        stage, where = self.stages[i], f"stages[{i}]"
+        width = self.stage_width(stage)
+        prev_width = self.stage_width(previous)
+        if stage.layers < previous.layers:
+            yield (f"{where}.layers: {stage.layers} is fewer than the previous stage's {previous.layers}; "
+                   "layers may only grow")
+        for field, new, old in zip(("d_model", "n_heads", "d_ff"), width, prev_width):
+            if new < old:  # the first field that shrinks (d_ff follows d_model); no operator narrows: none checked
+                yield f"{where}.{field}: {new} is smaller than the previous stage's {old}; width may only grow"
+                return
+        widens = width != prev_width
+        deepens = stage.layers > previous.layers
+        if widens and deepens and stage.growth in WIDTH_OPERATORS:
+            yield (f"{where}.growth: the stage grows depth and width; set growth to a depth operator "
+                   f"({', '.join(DEPTH_OPERATORS)}) and width_growth to a width operator")
+        if widens and self.growth_operators(i)[1] == "widen_preserving":
+            factor = width[0] // prev_width[0]
+            if tuple(factor * w for w in prev_width) != width:
+                yield (f"{where}: widen_preserving needs d_model, n_heads and d_ff to grow by one integer "
+                       f"factor (here {prev_width} -> {width}); use widen_random otherwise")
+
+    def _magnitude_problems(self) -> Iterator[str]:
         """Refuse a spec whose per-micro-batch FLOPs or bytes would not fit the engine's
         int64, computed here in Python's exact integers (a generous upper bound)."""
         m, t = self.model, self.training
@@ -219,10 +255,9 @@ class ScheduleSpec(StrictModel):
             flops = 3 * micro_tokens * per_token
             bytes_ = 16 * micro_tokens * (stage.layers * (8 * d + 3 * f + 2 * m.seq_len) + 2 * m.vocab_size)
             if max(flops, bytes_) > MAX_INT64_QUANTITY:
-                raise ValueError(
-                    f"stages[{i}]: one micro-batch of this shape is about {float(max(flops, bytes_)):.2g} FLOPs or "
-                    f"bytes, beyond any real run and beyond what costsim computes exactly (2^62); shrink the model, "
-                    "seq_len or micro_batch_size")
+                yield (f"stages[{i}]: one micro-batch of this shape is about {float(max(flops, bytes_)):.2g} FLOPs "
+                       "or bytes, beyond any real run and beyond what costsim computes exactly (2^62); shrink the "
+                       "model, seq_len or micro_batch_size")
 
     @property
     def model_d_ff(self) -> int:
@@ -275,13 +310,15 @@ class ScheduleSpec(StrictModel):
         return sum(s.tokens for s in self.stages)
 
 
-def _check_heads(where: str, d_model: int, n_heads: int, n_kv_heads: int | None = None) -> None:
-    """``where`` prefixes the message when pydantic cannot locate the error itself."""
+def _heads_problems(where: str, d_model: int, n_heads: int, n_kv_heads: int | None = None) -> list[str]:
+    """``where`` prefixes each message when pydantic cannot locate the error itself."""
     prefix = f"{where}: " if where else ""
+    problems = []
     if d_model % n_heads:
-        raise ValueError(f"{prefix}n_heads {n_heads} does not divide d_model {d_model}; pick n_heads that divides it")
+        problems.append(f"{prefix}n_heads {n_heads} does not divide d_model {d_model}; pick n_heads that divides it")
     if n_kv_heads is not None and n_heads % n_kv_heads:
-        raise ValueError(f"{prefix}n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}")
+        problems.append(f"{prefix}n_kv_heads {n_kv_heads} does not divide n_heads {n_heads}; pick one that divides it")
+    return problems
 
 
 _PARSERS = {
@@ -292,14 +329,18 @@ _PARSERS = {
 }
 
 
-def parse_spec(data: object) -> ScheduleSpec:
-    """Validate already-parsed data; raise SpecError with one line on bad input."""
+def parse_spec(data: object, base_dir: str | Path | None = None) -> ScheduleSpec:
+    """Validate already-parsed data; raise SpecError listing every mistake, one line each.
+
+    ``base_dir`` is where a relative ``model.hf_config`` path is looked for first (the
+    spec file's folder); the working directory otherwise.
+    """
     if not isinstance(data, dict):
         raise SpecError("the spec must be a mapping with model, training, hardware and stages")
     try:
-        return ScheduleSpec.model_validate(data)
+        return ScheduleSpec.model_validate(data, context={"base_dir": None if base_dir is None else Path(base_dir)})
     except ValidationError as exc:
-        raise SpecError(one_line(exc)) from None
+        raise SpecError(validation_message(exc, ScheduleSpec)) from None
     except RecursionError:
         raise SpecError("the spec is nested too deeply; a spec is a few levels deep") from None
 
@@ -326,4 +367,4 @@ def load_spec(path: str | Path) -> ScheduleSpec:
     except ValueError as exc:  # e.g. an integer literal of thousands of digits
         first = (str(exc).strip().splitlines() or ["invalid value"])[0]
         raise SpecError(f"{path}: cannot read a value ({first}); numbers in a spec are ordinary sizes") from None
-    return parse_spec(data)
+    return parse_spec(data, base_dir=path.parent)

@@ -157,13 +157,14 @@ def corpus() -> list[Run]:
         # a small model trained long (1,000 tokens per parameter): where the law's data
         # term must stop paying, as it does for the small models a small budget favours
         full(32, 2, 4 * LARGE_STEPS, tag=" long"),
+        full(*small, seed=2),  # the baseline's own seed noise: d48 L4 starts slower than d48 L3
     ]
 
 
 def _complete_names(db: Path) -> set[str]:
     if not db.exists():
         return set()
-    from validate.store import Store
+    from costsim.store import Store
 
     rows = Store(db).query("SELECT spec_json FROM run_summary WHERE status = 'complete'")
     return {json.loads(r["spec_json"]).get("name") for r in rows}

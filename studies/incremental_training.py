@@ -330,7 +330,7 @@ def main(argv: list[str] | None = None) -> int:
 
     framework = framework_rows()
     specs = study_specs(preset)
-    from validate.store import Store
+    from costsim.store import Store
 
     store = Store(db)
     run_ids = stored_runs(store, specs) if args.reuse else train_all(specs, preset, db.resolve(), args.jobs)

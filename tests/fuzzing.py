@@ -1,6 +1,6 @@
 """Mutated specs for robustness checks (``tests/test_fuzz.py`` samples them,
 ``benchmarks/fuzz.py`` runs thousands): every mutation of a valid spec must give either
-a one-line ``SpecError`` or an answer whose numbers are all finite and non-negative."""
+a ``SpecError`` (one line per mistake) or an answer whose numbers are all finite and non-negative."""
 
 from __future__ import annotations
 
@@ -102,7 +102,7 @@ def bad_numbers(value, where: str = "") -> list[str]:
 
 
 def check(spec: dict) -> str:
-    """'refused' (one-line SpecError), 'answered' (all numbers sane), or raises
+    """'refused' (a SpecError, one line per mistake), 'answered' (all numbers sane), or raises
     AssertionError for a bad answer; any other exception escapes (a crash)."""
     from costsim.engine import estimate
     from costsim.errors import SpecError
@@ -112,7 +112,11 @@ def check(spec: dict) -> str:
     try:
         parsed = parse_spec(spec)
     except SpecError as exc:
-        assert "\n" not in str(exc), f"multi-line error: {exc}"
+        # one line, or one line per mistake under a count ("3 mistakes:")
+        lines = str(exc).splitlines()
+        assert len(lines) == 1 or (lines[0].endswith(" mistakes:") and all(line.startswith("  ") and line.strip()
+                                                                          for line in lines[1:])), \
+            f"not one line per mistake: {exc}"
         return "refused"
     result = estimate(parsed).model_dump()
     result["loss"] = loss_report(parsed, points_per_stage=4).model_dump()

@@ -55,8 +55,8 @@ def test_held_out_errors_are_within_tolerance():
 
 
 def test_validate_calibrate_imports_fits_and_stores(tmp_path, capsys):
+    from costsim.store import Store
     from validate.calibrate import main
-    from validate.store import Store
 
     db = tmp_path / "c.duckdb"
     assert main(["--db", str(db), "--import", str(MEASUREMENTS), "--out-dir", str(tmp_path)]) == 0

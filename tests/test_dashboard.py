@@ -41,7 +41,7 @@ from costsim.dashboard.data import (
 )
 from costsim.errors import CostsimError
 from costsim.hardware import preset_for_device
-from validate.store import Store
+from costsim.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny_three_stage.yaml"

@@ -123,21 +123,22 @@ def test_structures_differ_only_after_growth_and_a_lag_slows_learning():
 
 
 @pytest.mark.parametrize("structure", ["fading", "multiplier"])
-def test_a_lag_size_exponent_makes_growth_costlier_at_larger_sizes_only(structure):
-    """Lags are quoted at lag_reference_params: there the exponent changes nothing; above
-    it a positive exponent leaves the grown model further behind, below it less."""
+def test_a_lag_size_slope_makes_growth_costlier_at_larger_sizes_only(structure):
+    """Lags are quoted at lag_reference_params: there the slope changes nothing; above it a
+    positive slope leaves the grown model further behind, below it less."""
     p = PARAMS.model_copy(update={"structure": structure, "lag_reference_params": 2e6})
-    scaled = p.model_copy(update={"lag_size_exponent": 0.5})
-    assert scaled.lag("random_top", 2e6) == pytest.approx(p.lag("random_top"))
-    assert scaled.lag("random_top", 8e6) == pytest.approx(2 * p.lag("random_top"))
+    sloped = p.model_copy(update={"lag_size_slope": 0.1})
+    assert sloped.lag("random_top", 2e6) == pytest.approx(p.lag("random_top"))
+    assert sloped.lag("random_top", 8e6) == pytest.approx(p.lag("random_top") + 0.1 * np.log(4))
+    assert sloped.lag("an operator without a lag", 8e6) == 0.0
 
     def final(params, n_final):
         plans = [plan(n_final / 2, 1e8), plan(n_final, 4e8, steps=400, operator="random_top")]
         return trajectory(params, plans, points_per_stage=50)[1][-1]
 
-    assert final(scaled, 2e6) == pytest.approx(final(p, 2e6), rel=1e-12)
-    assert final(scaled, 8e6) > final(p, 8e6)
-    assert final(scaled, 5e5) < final(p, 5e5)
+    assert final(sloped, 2e6) == pytest.approx(final(p, 2e6), rel=1e-12)
+    assert final(sloped, 8e6) > final(p, 8e6)
+    assert final(sloped, 5e5) < final(p, 5e5)
 
 
 @settings(max_examples=40, deadline=None)
@@ -201,7 +202,7 @@ def test_fit_recovers_known_parameters():
     start = truth.model_copy(update={"A": 60.0, "alpha": 0.25, "B": 100.0, "beta": 0.25, "frozen_exponent": 1.0,
                                      "jumps": {}, "lags": {}, "d0": 1e3})
     # every growth run here grows to one size: how lags change with size is not identifiable
-    fitted, rms = fit_params(runs, start, hold=("lag_size_exponent",))
+    fitted, rms = fit_params(runs, start, hold=("lag_size_slope",))
     assert rms < 0.004
     assert fitted.frozen_exponent == pytest.approx(0.7, abs=0.15)
     assert fitted.lags["stack_copy"] == pytest.approx(0.6, abs=0.2)
@@ -216,9 +217,9 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
     # chosen or read off the data, not fitted
     fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params"}
-    growth_only = {"lags", "lag_tokens", "lag_size_exponent"} - set(STRUCTURES[structure].fitted)
+    growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
-        growth_only.discard("lag_size_exponent")
+        growth_only.discard("lag_size_slope")
     assert fields == set(LossParams.model_fields) - fixed - growth_only
     lags = [c.field for c in coordinates(structure) if c.field.startswith("lags.")]
     assert lags == ([f"lags.{op}" for op in OPERATORS] if "lags" in STRUCTURES[structure].fitted else [])

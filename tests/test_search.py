@@ -35,6 +35,7 @@ from costsim import search
 from costsim.errors import CostsimError
 from costsim.hardware import gpu_preset_names
 from costsim.loss import LossParams, LossProfile, load_loss_profile
+from costsim.memory import usable_memory_bytes
 from costsim.planner import Budget, Evaluation, Planner, SearchSpace, approximate_flops
 from costsim.planner import grows as grows_spec
 from costsim.profile import profile_for
@@ -202,7 +203,9 @@ def test_no_schedule_breaks_budget_or_memory(budget: Budget, gpu: str, n_gpus: i
     except CostsimError:
         event("refused: nothing fits")  # a one-line refusal is a valid answer; a crash is not
         return
-    limit = min(hardware.resolved_gpu().memory_bytes, max_memory_gb * 2**30 if max_memory_gb else float("inf"))
+    # what a plan may fill: the GPU's memory less the headroom, or the cap
+    limit = usable_memory_bytes(hardware.resolved_gpu().memory_bytes,
+                                cap_bytes=max_memory_gb * 2**30 if max_memory_gb else None)
     reported = [("best", b) for b in result.best] + [("baseline", result.baseline), ("paper", result.paper)]
     for label, e in reported:
         if e is None:
@@ -216,6 +219,7 @@ def test_no_schedule_breaks_budget_or_memory(budget: Budget, gpu: str, n_gpus: i
         # estimate sums per stage in its own order: allow float rounding, not a whole step
         assert spent(estimate, budget.kind) <= budget.amount * (1 + 1e-12), label
         assert estimate.total.peak_memory_bytes <= limit, label
+        assert estimate.total.fits_in_memory, label  # estimate judges "fits" by the same headroom
         assert estimate.total.peak_memory_bytes == pytest.approx(e.peak_memory_bytes, rel=1e-9), label
 
 
@@ -279,7 +283,7 @@ def check_recorded_trials(trials: list[FrozenTrial], planner: Planner,
 def test_objective_is_a_pure_function_of_the_trial(objectives: tuple[str, ...]) -> None:
     budget = Budget(flops=1e19)
     result = search.run(budget, H100X8, n_trials=60, seed=1, objectives=objectives, loss_profile=LOSS)
-    feasible = [t for t in result.trials if t.constraints["feasible"] <= 0]
+    feasible = [t for t in result.trials if search._feasible(t)]
     assert 0 < len(feasible) < len(result.trials), "want both branches of the objective covered"
     check_recorded_trials(result.trials, make_planner(budget, H100X8), objectives)
 
@@ -535,6 +539,9 @@ def test_workers_starting_together_on_an_empty_postgresql_database(postgres_url:
     (["--seed", "-1"], "--seed"),
     (["--budget", "1"], "budget is too small"),
     (["--d-model-range", "512"], "--d-model-range"),
+    (["--memory-headroom", "0"], "--memory-headroom"),
+    (["--memory-headroom", "1.5"], "--memory-headroom"),
+    (["--gpu", "/nonexistent/gpu.json"], "cannot read it"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     """A user mistake is one line on stderr and exit 2: no traceback, no report, no file."""

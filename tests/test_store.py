@@ -6,8 +6,10 @@ must survive: fresh interpreters, no inherited DuckDB state) pickles them by nam
 
 from __future__ import annotations
 
+import ast
 import multiprocessing
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -19,7 +21,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from validate.store import RUN_STATES, TABLES, Buffer, Store
+from costsim.store import RUN_STATES, SEARCH_TRIAL_COSTS, STORAGE_VERSION, TABLES, Buffer, Store
 
 SPAWN = multiprocessing.get_context("spawn")
 ROWS_PER_APPEND = 8
@@ -318,7 +320,204 @@ def test_docs_describe_every_table() -> None:
 def test_planning_and_the_store_do_not_need_torch():
     """costsim's search and dashboards read and write the store on a laptop with the base
     install, so nothing on that path may import torch."""
-    code = ("import sys, costsim, costsim.search, costsim.dashboard.data, validate, validate.store\n"
+    code = ("import sys, costsim, costsim.search, costsim.dashboard.data, costsim.store, validate, validate.store\n"
             "from validate import Store\n"
             "assert 'torch' not in sys.modules, 'torch was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_no_costsim_module_imports_validate() -> None:
+    """Arrows point down: planning (costsim) must work without the training package, so
+    not one module under costsim/ may import validate, not even lazily in a function."""
+    root = Path(__file__).resolve().parents[1] / "costsim"
+    offenders = []
+    for path in sorted(root.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+                # import_module("validate...") or __import__("validate...")
+                called = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+                names = [str(node.args[0].value)] if called in {"import_module", "__import__"} else []
+            else:
+                continue
+            offenders += [f"{path.relative_to(root.parent)}:{node.lineno} imports {name}"
+                          for name in names if name == "validate" or name.startswith("validate.")]
+    assert offenders == []
+
+
+# --- the file format: what a user's older DuckDB opens -------------------------------------
+
+DUCKDB_CLI_VERSION = "1.5.0"
+"""The oldest duckdb-cli on PyPI whose ``duckdb`` command runs as pip installs it (1.4.4's
+binary lacks its executable bit); every later 1.x reads what it reads. A test extra."""
+
+
+def _cli_version(binary: str) -> str:
+    try:
+        done = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    except OSError:
+        return ""
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="session")
+def duckdb_cli(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 1.x ``duckdb`` command from PyPI's duckdb-cli: the test extra's (beside this
+    Python, or on PATH), else one pip installs now into a temporary folder. A 2.x CLI
+    would prove nothing: it reads every format."""
+    for candidate in (Path(sys.executable).with_name("duckdb"), shutil.which("duckdb")):
+        if candidate and _cli_version(str(candidate)).startswith("v1."):
+            return str(candidate)
+    target = tmp_path_factory.mktemp("duckdb-cli")
+    try:
+        done = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target",
+                               str(target), f"duckdb-cli=={DUCKDB_CLI_VERSION}"],
+                              capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"pip install duckdb-cli=={DUCKDB_CLI_VERSION} took over 10 minutes")
+    binary = target / "duckdb_cli" / "duckdb"  # the native CLI the package's console script runs
+    if done.returncode or not _cli_version(str(binary)).startswith("v1."):
+        reason = (done.stderr.strip().splitlines() or ["its duckdb binary does not run"])[-1]
+        pytest.skip(f"no duckdb-cli 1.x: pip install duckdb-cli=={DUCKDB_CLI_VERSION} failed ({reason}); "
+                    "install the test extras: pip install -e '.[test]'")
+    return str(binary)
+
+
+def _store_with_a_run(path: Path) -> Store:
+    store = Store(path)
+    store.append("runs", [_run_row("r", datetime.now(UTC))])
+    store.append("steps", [_step_row(s) for s in range(1, 4)])
+    store.record_status("r", "complete")
+    store.flush()
+    return store
+
+
+def test_a_new_store_is_written_in_the_storage_version_older_duckdb_reads(tmp_path: Path) -> None:
+    path = tmp_path / "costsim.duckdb"
+    _store_with_a_run(path)
+    connection = duckdb.connect(str(path), read_only=True)
+    try:
+        [(tags,)] = connection.execute(
+            "SELECT tags FROM duckdb_databases() WHERE path = ?", [str(path)]).fetchall()
+    finally:
+        connection.close()
+    assert tags == {"storage_version": f"{STORAGE_VERSION}+"}
+
+
+def test_the_duckdb_cli_users_install_with_pip_opens_the_store(tmp_path: Path, duckdb_cli: str) -> None:
+    path = tmp_path / "costsim.duckdb"
+    store = _store_with_a_run(path)
+    store.append("steps", [_step_row(4)])  # ingested by a second transaction, as in real use
+    store.flush()
+    done = subprocess.run(
+        [duckdb_cli, "-readonly", str(path), "-csv", "-noheader", "-c",
+         "SELECT run_id, status FROM run_summary; SELECT count(*), max(step) FROM steps"],
+        capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["r,complete", "4,4"], _cli_version(duckdb_cli)
+
+
+# --- schema evolution ------------------------------------------------------------------------
+
+def test_a_store_from_before_the_trial_costs_opens_and_takes_trials_with_costs(tmp_path: Path) -> None:
+    """A store written before search_trials had cost columns, in DuckDB 2.0's own format
+    (as costsim made them before STORAGE_VERSION): the next flush adds the columns, old
+    rows read NULL, new rows keep their costs."""
+    path = tmp_path / "costsim.duckdb"
+    connection = duckdb.connect(str(path))
+    connection.execute("CREATE TABLE search_trials (study_name VARCHAR NOT NULL, trial_number INTEGER NOT NULL, "
+                       "state VARCHAR NOT NULL, params_json VARCHAR NOT NULL, values_json VARCHAR, "
+                       "created_at TIMESTAMP NOT NULL, record_id VARCHAR NOT NULL)")
+    connection.execute("INSERT INTO search_trials VALUES ('s', 0, 'COMPLETE', '{}', NULL, TIMESTAMP '2026-11-01', "
+                       "'s:0')")
+    connection.close()
+
+    store = Store(path)
+    trial = {"study_name": "s", "trial_number": 1, "state": "COMPLETE", "params_json": "{}",
+             "created_at": datetime.now(UTC), "time_s": 3600.0, "cost_usd": 98.5, "peak_memory_bytes": 2.0**34,
+             "params_total": 7_000_000_000, "params_non_embedding": 6_500_000_000, "flops_counted": 1e21,
+             "infeasible_reason": None}
+    store.append("search_trials", [trial])
+    rows = store.query("SELECT * EXCLUDE (record_id, created_at) FROM search_trials ORDER BY trial_number")
+    costs = [column.name for column in SEARCH_TRIAL_COSTS]
+    assert [{key: row[key] for key in costs} for row in rows] == [
+        dict.fromkeys(costs), {key: trial[key] for key in costs}]
+
+
+def test_a_search_stores_each_trials_costs_from_its_user_attrs(tmp_path: Path) -> None:
+    """``costsim.search.record`` copies the objective's cost attributes by name, and a
+    trial without them (failed, pruned, or from an older objective) stores NULL."""
+    import copy
+    import dataclasses
+
+    import optuna
+
+    from costsim import search
+    from costsim.planner import Budget
+    from costsim.spec import HardwareSpec
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget = Budget(flops=1e19)
+    result = search.run(budget, HardwareSpec(gpu="h100-sxm", n_gpus=8), n_trials=6, seed=0,
+                        loss_profile="chinchilla-published")
+    costs = {"time_s": 7200.0, "cost_usd": 412.0, "peak_memory_bytes": 5.0e10, "params_total": 124_000_000,
+             "params_non_embedding": 85_000_000, "flops_counted": 9.9e18, "infeasible_reason": "over budget"}
+    trials = [copy.deepcopy(t) for t in result.trials]
+    trials[0].user_attrs = {"worker": "elsewhere:1", **costs}
+    trials[1].user_attrs = {}
+    search.record(str(tmp_path / "s.duckdb"), dataclasses.replace(result, trials=trials), budget)
+
+    names = [column.name for column in SEARCH_TRIAL_COSTS]
+    rows = Store(tmp_path / "s.duckdb").query(
+        f"SELECT trial_number, {', '.join(names)} FROM search_trials ORDER BY trial_number")
+    assert [row["trial_number"] for row in rows] == [t.number for t in trials]
+    assert {key: rows[0][key] for key in names} == costs
+    assert {key: rows[1][key] for key in names} == dict.fromkeys(names)
+
+
+# --- docs/store.md: every SQL block runs ---------------------------------------------------
+
+DOCS = Path(__file__).resolve().parents[1] / "docs" / "store.md"
+DOC_RUN_ID = "20261128-093000-a1b2c3"  # the ids the documented queries name
+DOC_STUDY = "costsim-flops-1e+19"
+
+
+def _documented_queries() -> list[str]:
+    return re.findall(r"^```sql\n(.*?)^```", DOCS.read_text(), flags=re.MULTILINE | re.DOTALL)
+
+
+def _store_with_one_of_everything(path: Path) -> Store:
+    """A finished run with steps, evaluations and their predictions, and a search with a
+    feasible and an infeasible trial: tiny fake rows, through the Store API."""
+    store = Store(path)
+    now = datetime.now(UTC)
+    store.append("runs", [_run_row(DOC_RUN_ID, now - timedelta(minutes=5))])
+    store.append("steps", [{**_step_row(step), "run_id": DOC_RUN_ID} for step in range(1, 5)])
+    store.append("evals", [{"run_id": DOC_RUN_ID, "step": step, "tokens": 1024.0 * step, "flops_counted": 1e9 * step,
+                            "val_loss": 4.0 - 0.5 * step, "wall_time_s": 0.1 * step} for step in (0, 2, 4)])
+    store.append("loss_predictions", [{
+        "run_id": DOC_RUN_ID, "step": step, "tokens": 1024.0 * step, "profile_name": "stdlib-bytes",
+        "interval_coverage": 0.9, "val_loss_predicted": 3.9 - 0.5 * step,
+        "val_loss_predicted_lower": 3.7 - 0.5 * step, "val_loss_predicted_upper": 4.1 - 0.5 * step,
+    } for step in (2, 4)])
+    store.record_status(DOC_RUN_ID, "complete")
+    trial = {"study_name": DOC_STUDY, "state": "COMPLETE", "params_json": "{}", "created_at": now}
+    store.append("search_trials", [
+        {**trial, "trial_number": 0, "values_json": '{"loss": 3.2}', "time_s": 3600.0, "cost_usd": 100.0,
+         "peak_memory_bytes": 2.0**35, "params_total": 124_000_000, "params_non_embedding": 85_000_000,
+         "flops_counted": 1e19},
+        {**trial, "trial_number": 1, "values_json": '{"loss": Infinity}', "infeasible_reason": "peak memory 97 GiB "
+         "exceeds the GPU's 80 GiB"},
+    ])
+    return store
+
+
+def test_every_sql_block_in_the_docs_answers_from_a_small_store(tmp_path: Path) -> None:
+    queries = _documented_queries()
+    assert len(queries) >= 5
+    store = _store_with_one_of_everything(tmp_path / "costsim.duckdb")
+    for sql in queries:
+        assert store.query(sql), f"no rows from the documented query:\n{sql}"

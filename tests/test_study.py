@@ -78,7 +78,7 @@ def test_study_runs_end_to_end_at_toy_size(tmp_path, monkeypatch):
         assert heading in report
     assert "17/32" in report and "| 1e+18 |" in report
     assert (out / "dashboard" / "index.html").is_file()
-    from validate.store import Store
+    from costsim.store import Store
 
     assert len(Store(out / "study.duckdb").query("SELECT run_id FROM run_summary WHERE status = 'complete'")) == 3
 

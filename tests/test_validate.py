@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from costsim.growth import DEPTH_OPERATORS, OPERATORS, WIDTH_OPERATORS
+from costsim.loss import predict_curve
 from costsim.paper import paper_incremental
 from costsim.spec import parse_spec
+from costsim.store import Store
 from validate.data import open_dataset
 from validate.model import DEPTH_GROWERS, GPT, WIDTH_GROWERS, GPTShape
-from validate.store import Store
 from validate.trainer import RunOptions, Trainer, planned_steps, tiny
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -178,6 +179,13 @@ def test_tiny_schedule_trains_measures_and_matches_predictions(dataset, tmp_path
         assert row["peak_reserved_bytes"] is None  # no allocator on a CPU
     evals = store.query("SELECT val_loss FROM evals ORDER BY step")
     assert evals[-1]["val_loss"] < evals[0]["val_loss"] - 1.0
+    # the loss model's prediction sits beside every evaluation but the first (at 0 tokens)
+    predicted = store.query(
+        "SELECT p.val_loss_predicted AS loss, p.val_loss_predicted_lower AS lower, p.val_loss_predicted_upper AS upper "
+        "FROM evals AS e LEFT JOIN loss_predictions AS p USING (run_id, step) ORDER BY e.step")
+    assert [row["loss"] is None for row in predicted] == [True] + [False] * (len(predicted) - 1)
+    assert all(row["lower"] <= row["loss"] <= row["upper"] for row in predicted[1:])
+    assert predicted[-1]["loss"] == pytest.approx(predict_curve(spec, steps=trainer.steps).loss[-1])
     assert store.run_status(trainer.run_id) == "complete"
     assert {e["kind"] for e in store.query("SELECT kind FROM events")} == {"grow_depth"}
 

@@ -7,7 +7,7 @@ search and dashboards use it without torch, so the names below load on first use
 from importlib import import_module
 
 _HOMES = {"GPT": "validate.model", "GPTShape": "validate.model", "RunOptions": "validate.trainer",
-          "Store": "validate.store", "TokenDataset": "validate.data", "Trainer": "validate.trainer",
+          "Store": "costsim.store", "TokenDataset": "validate.data", "Trainer": "validate.trainer",
           "open_dataset": "validate.data"}
 __all__ = sorted(_HOMES)
 

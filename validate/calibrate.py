@@ -13,15 +13,13 @@ import argparse
 import json
 import re
 import uuid
-from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
-from costsim.calibration import MeasuredStep, fit_profile, load_measurements
+from costsim.calibration import MeasuredStep, fit_profile, load_measurements, measured_step
 from costsim.errors import CostsimError, cli_errors
 from costsim.hardware import gpu_preset_names, load_gpu, preset_for_device
-from validate.store import Store
+from costsim.store import Store
 
 
 def import_rows(path: str, device: str | None = None) -> list[dict]:
@@ -38,18 +36,6 @@ def import_rows(path: str, device: str | None = None) -> list[dict]:
         "peak_alloc_bytes": c.peak_alloc_bytes, "peak_reserved_bytes": c.peak_reserved_bytes,
         "source": Path(path).name, "record_id": f"import:{Path(path).name}:{c.name}",
     } for i, c in enumerate(cases)]
-
-
-def measured_step(row: Mapping[str, Any]) -> MeasuredStep:
-    """A ``cost_measurements`` row in costsim.calibration's format."""
-    return MeasuredStep(
-        name=row["name"], V=row["vocab_size"], d=row["d_model"], h=row["n_heads"], L=row["n_layers"],
-        T=row["seq_len"], B=row["micro_batch_size"], frozen=row["frozen_blocks"],
-        freeze_emb=row["freeze_embeddings"], tied=row["tied_embeddings"], ckpt=row["recompute"],
-        mlp=row.get("mlp") or "gelu", n_kv_heads=row.get("n_kv_heads"), precision=row["precision"],
-        counted_flops=round(row["counted_flops"]), step_s_median=row["step_time_s"],
-        peak_alloc_bytes=row["peak_alloc_bytes"] or None, peak_reserved_bytes=row["peak_reserved_bytes"] or None,
-    )
 
 
 def cases_from_rows(rows: list[dict]) -> list[MeasuredStep]:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from costsim.calibration import CostCase
 from costsim.errors import CostsimError, cli_errors
-from validate.store import Store
+from costsim.store import Store
 
 if TYPE_CHECKING:  # torch loads inside the functions, so a missing torch is one line from cli_errors
     import torch

@@ -20,8 +20,8 @@ from pathlib import Path
 
 from costsim.errors import CostsimError, cli_errors
 from costsim.spec import load_spec, parse_spec
+from costsim.store import Store
 from costsim.text import binary_bytes, si, table
-from validate.store import Store
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,19 +120,26 @@ def _report(store: Store, run_id: str, on_gpu: bool) -> str:
     return "\n".join([*table(rows), note])
 
 
-def _loss_check(spec, steps: list[int], measured: float) -> str:
-    """The loss model's prediction for the steps this run trained, next to what it measured."""
-    from costsim.loss import predict_curve, profile_for_spec
+def _loss_check(store: Store, run_id: str, spec, steps: list[int]) -> str:
+    """The loss model's prediction for the run's last evaluation, read back from the store
+    (where the trainer put it beside the measurement), next to what it measured."""
+    from costsim.loss import profile_for_spec
     from costsim.loss_report import spec_domain_warning
 
-    profile = profile_for_spec(spec)
-    curve = predict_curve(spec, profile, steps=steps)
-    inside = curve.lower[-1] <= measured <= curve.upper[-1]
-    line = (f"loss model ({profile.name}): final validation loss {curve.loss[-1]:.4f} "
-            f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}], measured {measured:.4f} "
-            f"({measured - curve.loss[-1]:+.4f}, {'inside' if inside else 'outside'} the "
-            f"{profile.interval:.0%} interval)")
-    note = spec_domain_warning(spec, profile, steps)
+    rows = store.query(
+        "SELECT e.val_loss, p.profile_name, p.interval_coverage, p.val_loss_predicted, p.val_loss_predicted_lower, "
+        "p.val_loss_predicted_upper FROM evals AS e JOIN loss_predictions AS p USING (run_id, step) "
+        "WHERE run_id = ? ORDER BY step DESC LIMIT 1", [run_id])
+    if not rows:
+        return "loss model: no prediction stored for this run's evaluations"
+    r = rows[0]
+    measured, predicted = r["val_loss"], r["val_loss_predicted"]
+    inside = r["val_loss_predicted_lower"] <= measured <= r["val_loss_predicted_upper"]
+    line = (f"loss model ({r['profile_name']}): final validation loss {predicted:.4f} "
+            f"[{r['val_loss_predicted_lower']:.4f}, {r['val_loss_predicted_upper']:.4f}], measured {measured:.4f} "
+            f"({measured - predicted:+.4f}, {'inside' if inside else 'outside'} the "
+            f"{r['interval_coverage']:.0%} interval)")
+    note = spec_domain_warning(spec, profile_for_spec(spec), steps)
     return line + (f"\n{note}" if note else "")
 
 
@@ -183,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"run {trainer.run_id}: {state.step} steps, {state.tokens:,.0f} tokens, "
                   f"{state.flops_counted:.3g} counted FLOPs, final validation loss {trainer.last_val_loss:.4f}; "
                   f"stored in {args.db}")
-            print(_loss_check(spec, trainer.steps, trainer.last_val_loss))
+            print(_loss_check(store, trainer.run_id, spec, trainer.steps))
             print(_report(store, trainer.run_id, trainer.device.type == "cuda"))
     return 0
 

@@ -26,14 +26,15 @@ import torch
 from costsim.engine import estimate_many, stage_shape, steps_per_stage
 from costsim.errors import CostsimError
 from costsim.hardware import load_gpu, preset_for_device
+from costsim.loss import predict, profile_for_spec, stage_plans
 from costsim.lr import lr_at
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
+from costsim.store import Store
 from costsim.text import binary_bytes
 from validate.counting import count_micro_batch
 from validate.data import TokenDataset
 from validate.model import GPT, GPTShape
-from validate.store import Store
 
 STEP_ROWS_PER_APPEND = 50
 TIMING_WINDOW = 10  # steps between host waits for the device
@@ -123,10 +124,19 @@ def tiny(spec: ScheduleSpec, vocab_size: int, steps_per_stage_: int = 12) -> Sch
                        "hardware": {"gpu": "h200", "n_gpus": 1}, "stages": stages})
 
 
+# ModelSpec variants the reference GPT builds one way only (costsim costs the others,
+# for external models; training them here would measure a different model).
+REFERENCE_GPT_BUILDS = {"norm": "layernorm", "positions": "learned", "qkv_bias": False}
+
+
 def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
     stage = spec.stages[index]
     d_model, n_heads, d_ff = spec.stage_width(stage)
     m = spec.model
+    if differs := [f"{k}: {getattr(m, k)}" for k, v in REFERENCE_GPT_BUILDS.items() if getattr(m, k) != v]:
+        raise CostsimError(f"the model has {', '.join(differs)}, which the reference GPT does not build "
+                           f"({', '.join(f'{k}: {v}' for k, v in REFERENCE_GPT_BUILDS.items())}); costsim estimates "
+                           "it, but validate cannot train it")
     return GPTShape(vocab_size=m.vocab_size, seq_len=m.seq_len, n_layers=stage.layers, d_model=d_model,
                     n_heads=n_heads, n_kv_heads=spec.stage_kv_heads(stage), d_ff=d_ff, mlp=m.mlp,
                     tied_embeddings=m.tied_embeddings,
@@ -474,8 +484,26 @@ class Trainer:
                 "run_id": self.run_id, "step": self.state.step, "tokens": self.state.tokens,
                 "flops_counted": self.state.flops_counted, "val_loss": val, "wall_time_s": self.state.wall_time_s,
                 "record_id": f"{self.run_id}:eval:{self.state.step}"}])
+            self.store.append("loss_predictions", self._loss_prediction_rows())
             self.store.record_status(self.run_id, "running")
         self.last_val_loss = val
+
+    def _loss_prediction_rows(self) -> list[dict]:
+        """The loss model's prediction for the evaluation just taken, stored beside it so that
+        measured against predicted is one join on (run_id, step). None at step 0: the model
+        predicts loss after training on tokens, not at initialisation. Computed at each
+        evaluation (a few ms) rather than planned ahead, so it follows whatever steps a
+        resumed run or a changed --eval-every really evaluates."""
+        profile = profile_for_spec(self.spec)
+        # after_boundary: an evaluation on entering a stage sees the grown model
+        curve = predict(profile, stage_plans(self.spec, self.steps), at_tokens=np.array([float(self.state.tokens)]),
+                        after_boundary=True)
+        return [{"run_id": self.run_id, "step": self.state.step, "tokens": float(tokens),
+                 "profile_name": profile.name, "interval_coverage": profile.interval,
+                 "val_loss_predicted": float(loss), "val_loss_predicted_lower": float(lower),
+                 "val_loss_predicted_upper": float(upper),
+                 "record_id": f"{self.run_id}:loss_prediction:{self.state.step}:{profile.name}"}
+                for tokens, loss, lower, upper in zip(curve.tokens, curve.loss, curve.lower, curve.upper)]
 
     def _flush_steps(self) -> None:
         if self._step_rows and not self.rank:

@@ -29,7 +29,7 @@ from costsim.dashboard.data import dashboard_data
 from costsim.dashboard.draw import write_dashboard
 from costsim.errors import CostsimError, cli_errors
 from costsim.spec import load_spec
-from validate.store import Store
+from costsim.store import Store
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from costsim.calibration import MeasuredStep, relative_errors, shape_of
+from costsim.calibration import MeasuredStep, measured_step, relative_errors, shape_of
 from costsim.engine import ScheduleEstimate, estimate, steps_per_stage
 from costsim.errors import CostsimError
 from costsim.flops import micro_batch_flops
@@ -32,8 +32,7 @@ from costsim.memory import saved_activation_bytes
 from costsim.planner import ScheduleSummary
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
-from validate.calibrate import measured_step
-from validate.store import Store
+from costsim.store import Store
 
 EXAMPLE_SPEC = "examples/tiny_three_stage.yaml"
 

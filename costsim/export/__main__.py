@@ -1,0 +1,3 @@
+from costsim.export.cli import main
+
+raise SystemExit(main())
