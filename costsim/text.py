@@ -3,6 +3,7 @@ aligned tables."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 _PREFIXES = ((1e24, "Y"), (1e21, "Z"), (1e18, "E"), (1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
@@ -25,6 +26,28 @@ def duration(seconds: float) -> str:
     if seconds >= 60:
         return f"{seconds / 60:.1f} min"
     return f"{seconds:.3g} s"
+
+
+TIME_UNITS = ((3600.0, "h"), (60.0, "min"), (1.0, "s"))
+
+
+def time_unit(seconds: float) -> tuple[float, str]:
+    """The unit (seconds per unit, its symbol) that shows ``seconds`` best: hours from an
+    hour, minutes from a minute, else seconds. An axis picks one for its largest value."""
+    for scale, unit in TIME_UNITS:
+        if abs(seconds) >= scale:
+            return scale, unit
+    return 1.0, "s"
+
+
+def dollars(value: float) -> str:
+    """Plain dollars with cents, never an SI prefix: '$1,234.50', '$0.05'; under a cent,
+    two significant digits ('$0.000032') so a tiny amount does not read as '$0.00'."""
+    sign = "-" if value < 0 else ""
+    amount = abs(value)
+    if amount == 0 or amount >= 0.01 or not math.isfinite(amount):
+        return f"{sign}${amount:,.2f}"
+    return f"{sign}${amount:.{1 - math.floor(math.log10(amount))}f}"
 
 
 def binary_bytes(n: float) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -39,9 +40,11 @@ from costsim.dashboard.data import (
     select,
     timeline_data,
 )
+from costsim.dashboard.draw import dollar_unit, loss_figures, time_axis_unit
 from costsim.errors import CostsimError
 from costsim.hardware import preset_for_device
 from costsim.store import Store
+from costsim.text import dollars, time_unit
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny_three_stage.yaml"
@@ -389,6 +392,141 @@ def test_empty_store_still_gives_an_index_that_says_why(tmp_path: Path) -> None:
     assert index.count("empty:") == len(PAGES) and "python -m validate.measure" in index
 
 
+# --- units ------------------------------------------------------------------------------------
+
+BPE_YAML = """\
+name: small bpe
+model: {d_model: 64, n_heads: 4, vocab_size: 50304, seq_len: 64}
+training: {micro_batch_size: 8, batch_size: 16}
+hardware: {gpu: h200}
+stages:
+  - {layers: 2, tokens: 20480}
+"""
+
+
+def _two_vocab_store(tmp_path: Path) -> Store:
+    """A byte-level run trained on the CPU and a BPE run trained on an H200, each with three evaluations."""
+    store = Store(tmp_path / "vocab.duckdb")
+    bpe = tmp_path / "bpe.yaml"
+    bpe.write_text(BPE_YAML)
+    for run_id, spec, device, seconds in (("byte", load_spec(TINY), "cpu", 40.0), ("bpe", load_spec(bpe),
+                                                                                   "NVIDIA H200", 0.5)):
+        store.append("runs", [{"run_id": run_id, "started_at": datetime(2026, 11, 28, tzinfo=UTC),
+                               "status": "complete", "spec_json": spec.model_dump_json(), "torch_version": "2.11",
+                               "device": device, "seed": 0, "kind": "train", "record_id": f"{run_id}:run"}])
+        store.append("evals", [{"run_id": run_id, "step": step, "tokens": 1024.0 * step, "flops_counted": 1e9 * step,
+                                "val_loss": 5.0 - step, "wall_time_s": seconds * step, "record_id": f"{run_id}:{step}"}
+                               for step in (0, 1, 2)])
+    return store
+
+
+def test_loss_page_has_one_figure_per_vocabulary_and_one_time_axis_per_device(tmp_path: Path) -> None:
+    pytest.importorskip("costsim.loss")
+    store = _two_vocab_store(tmp_path)
+    selection = select(store)
+    data = loss_data(store, selection, loss_predictions(store, selection))
+    assert data.vocab_sizes() == (256, 50304)
+    assert {(s.schedule or s.label, s.kind): (s.vocab_size, s.time_on) for s in data.series} == {
+        ("byte · tiny three-stage", "measured"): (256, "cpu"), ("byte · tiny three-stage", "predicted"): (256, "h200"),
+        ("bpe · small bpe", "measured"): (50304, "h200"), ("bpe · small bpe", "predicted"): (50304, "h200")}
+    byte, bpe = loss_figures(data)
+    assert "vocabulary 256 (byte-level)" in byte.layout.title.text
+    assert "vocabulary 50,304 (BPE)" in bpe.layout.title.text
+    assert "each time axis is one device" in byte.layout.title.text
+    # the byte-level run trained on the CPU (80 s: in minutes): its measured time and the H200's predicted
+    # time get an axis each; the BPE run trained on the GPU its spec names: measured and predicted time share
+    # one axis
+    assert [byte.layout[a].title.text for a in ("xaxis", "xaxis2", "xaxis3")] == [
+        "counted FLOPs", "time on cpu (min)", "time on h200 (s)"]
+    assert [bpe.layout[a].title.text for a in ("xaxis", "xaxis2")] == ["counted FLOPs", "time on h200 (s)"]
+    assert "xaxis3" not in bpe.layout
+    for figure in (byte, bpe):
+        on_axis: dict[str, set[str]] = {}
+        for trace in figure.data:
+            if trace.hovertemplate:
+                on_axis.setdefault(trace.xaxis or "x", set()).add(trace.hovertemplate.split(" on ")[-1].split(":")[0]
+                                                                  if " on " in trace.hovertemplate else "flops")
+        assert all(len(devices) == 1 for devices in on_axis.values()), on_axis
+    assert [a.text for a in bpe.layout.annotations] == ["against counted FLOPs", "measured and predicted time on h200"]
+
+
+def test_unit_helpers_write_dollars_and_pick_a_time_unit() -> None:
+    assert [dollars(v) for v in (0, 3.2e-6, 1e-4, 0.5, 12345.678)] == [
+        "$0.00", "$0.0000032", "$0.00010", "$0.50", "$12,345.68"]
+    assert [time_unit(s) for s in (0.02, 59, 60, 7200)] == [(1.0, "s"), (1.0, "s"), (60.0, "min"), (3600.0, "h")]
+    assert dollar_unit([2.0, 40.0]).tickformat == ",.2f"
+    small = dollar_unit([1e-4, 3e-4])
+    assert small.prefix == "$" and small.tickformat == ",.5~f" and small.hover("y") == "$%{y:,.5~f}"
+    assert time_axis_unit([30.0, 5400.0]).values([5400.0]) == [1.5]
+
+
+UNIT_OF = {"s": "time", "min": "time", "h": "time", "GiB": "memory", "$": "cost", "FLOPs": "flops"}
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, (list, tuple)):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+def _axis_unit(axis: dict) -> str | None:
+    """The unit in an axis title, "(GiB)" -> "GiB", or "FLOPs" for a FLOPs axis; None without one."""
+    title = (axis.get("title") or {}).get("text") or ""
+    match = re.search(r"\(([^()]+)\)$", title)
+    return match.group(1) if match else "FLOPs" if title.endswith("FLOPs") else None
+
+
+def test_every_page_shows_memory_in_gib_time_with_units_and_plain_dollars(fx: Fixture) -> None:
+    specs = {"paper_s4.yaml": load_spec(PAPER), "misfit.yaml": load_spec(fx.misfit_spec)}
+    data = dashboard_data(fx.store, None, specs)
+    checked = set()
+    for page in PAGES:
+        for figure in page.draw(page.section(data)):
+            plot = figure.to_plotly_json()
+            texts = _strings(plot)
+            assert not [t for t in texts if "GB" in t], page.file  # GiB only, no decimal gigabytes
+            assert not [t for t in texts if re.search(r"memory \((bytes|B)\)", t)], page.file
+            layout = plot["layout"]
+            axes = {key: axis for key, axis in layout.items() if re.fullmatch(r"[xy]axis\d*", key)}
+            for axis in axes.values():
+                title = (axis.get("title") or {}).get("text") or ""
+                unit = _axis_unit(axis)
+                if re.search(r"\btime\b", title):
+                    assert unit in ("s", "min", "h"), f"{page.file}: time axis {title!r} without a unit"
+                if "memory" in title:
+                    assert unit == "GiB", f"{page.file}: memory axis {title!r}"
+                if "cost" in title:
+                    assert unit == "$" and axis.get("tickprefix") == "$", f"{page.file}: cost axis {title!r}"
+                if unit == "$":  # plain dollars with cents: a fixed-point format, never SI ("100µ")
+                    assert re.fullmatch(r",\.\d+~?f", axis["tickformat"]), axis
+                    assert axis["hoverformat"] == axis["tickformat"]
+                if unit in UNIT_OF:
+                    checked.add(UNIT_OF[unit])
+                    assert "tickformat" in axis, f"{page.file}: {title!r} left to plotly's default tick labels"
+                if axis.get("tickformat", "").endswith("s"):
+                    assert unit == "FLOPs", f"{page.file}: SI prefixes on {title!r}"
+            for trace in plot["data"]:
+                if trace.get("hoverinfo") == "skip" or trace.get("type") == "table":
+                    continue
+                for letter in "xy":
+                    unit = _axis_unit(axes.get(f"{letter}axis{trace.get(letter + 'axis', letter)[1:]}", {}))
+                    if unit is None:
+                        continue
+                    hover = _strings([trace.get("hovertemplate"), trace.get("hovertext")])
+                    assert hover, f"{page.file}: {trace.get('name')!r} hovers without units ({unit})"
+                    symbol = "$" if unit == "$" else f" {unit}"
+                    assert all(symbol in h for h in hover), f"{page.file}: {trace.get('name')!r}: {hover[:2]} ({unit})"
+    assert checked == {"time", "memory", "cost", "flops"}
+    search = [f for f in PAGES if f.file == "search.html"][0]
+    tables = [f for f in search.draw(data.search) if f.data[0].type == "table"]
+    cells = [c for t in tables for column in t.data[0].cells["values"] for c in column]
+    assert "cost ($)" in cells and any(re.fullmatch(r"\$[\d,]+\.\d\d+", str(c)) for c in cells)
+
+
 # --- CLI --------------------------------------------------------------------------------------
 
 
@@ -466,7 +604,8 @@ window.addEventListener("load", function () { setTimeout(function () {
     var full = gd._fullData || [];
     return {traces: full.length, svg: gd.querySelectorAll(".main-svg").length,
             points: full.reduce(function (n, t) {
-              return n + Math.max(__size(t.x), __size(t.y), __size(t.cells && t.cells.values)); }, 0)};
+              return n + Math.max(__size(t.x), __size(t.y), __size(t.cells && t.cells.values)); }, 0),
+            texts: Array.prototype.map.call(gd.querySelectorAll("svg text"), function (e) { return e.textContent; })};
   });
   var pre = document.createElement("pre");
   pre.id = "verdict";
@@ -525,6 +664,18 @@ def test_every_page_renders_in_chromium_without_errors_or_empty_plots(fx: Fixtur
     assert len(verdicts["search.html"]["plots"]) == sum(
         2 * (s.outcome is not None) + 2 + (len(s.objectives) == 2) for s in studies)
     assert len(verdicts["calibration.html"]["plots"]) == 2  # the comparison grid and the profiles table
+    # units as drawn: axis titles and tick labels, never SI-prefixed dollars or decimal gigabytes
+    data = dashboard_data(fx.store, None, specs)
+    loss_plots = verdicts["loss.html"]["plots"]
+    assert len(loss_plots) == len(data.loss.vocab_sizes()) == 2  # byte-level runs, BPE specs
+    assert any("vocabulary 256 (byte-level)" in t for t in loss_plots[0]["texts"])
+    assert any(t.startswith("time on cpu (") for t in loss_plots[0]["texts"])
+    cost = verdicts["cost.html"]["plots"][0]["texts"]
+    assert "peak memory per GPU (GiB)" in cost and "cost ($)" in cost and "time (h)" in cost
+    assert any(re.fullmatch(r"\$[\d,.]+", t) for t in cost)  # a dollar tick label
+    for name, verdict in verdicts.items():
+        texts = [t for plot in verdict["plots"] for t in plot["texts"]]
+        assert not [t for t in texts if "GB" in t or re.fullmatch(r"\$?[\d.]+[µm]", t)], name
 
 
 @needs_chromium
@@ -539,4 +690,4 @@ def test_probe_catches_a_broken_page(tmp_path: Path) -> None:
     assert verdict["plotly"] == "undefined"
     assert any("failed to load" in e for e in verdict["errors"])
     assert any("Plotly is not defined" in e for e in verdict["errors"])
-    assert verdict["plots"] == [{"traces": 0, "svg": 0, "points": 0}]
+    assert verdict["plots"] == [{"traces": 0, "svg": 0, "points": 0, "texts": []}]

@@ -31,7 +31,7 @@ from costsim.hardware import load_gpu, preset_for_device
 from costsim.memory import saved_activation_bytes
 from costsim.planner import ScheduleSummary
 from costsim.profile import profile_for
-from costsim.spec import ScheduleSpec, parse_spec
+from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
 from costsim.store import Store
 
 EXAMPLE_SPEC = "examples/tiny_three_stage.yaml"
@@ -76,6 +76,22 @@ class Selection:
 
     def no_schedules_hint(self) -> str:
         return f"{self.no_runs_hint()}, or pass --spec plan.yaml"
+
+
+def gpu_label(hardware: HardwareSpec) -> str:
+    """Where a spec's time and cost are estimated: its GPU preset ("h200", "8× h200"), or
+    an inline GPU's name. Preset names, not product names, so memory sizes in product
+    names ("141GB") do not stand beside the pages' GiB."""
+    gpu = hardware.gpu if isinstance(hardware.gpu, str) else hardware.gpu.name
+    return gpu if hardware.n_gpus == 1 else f"{hardware.n_gpus}× {gpu}"
+
+
+def device_label(device: str | None) -> str:
+    """Where a run trained, as a GPU preset when one matches (so it can be compared with a
+    spec's ``gpu_label``), else the device name as stored ("cpu")."""
+    if not device:
+        return "unknown device"
+    return preset_for_device(device) or device
 
 
 def store_exists(store: Store) -> bool:
@@ -255,7 +271,9 @@ class LossSeries:
     """A validation-loss curve against counted FLOPs and wall time.
 
     ``lower``/``upper`` bound a predicted curve's interval (None when it has none, and
-    always for measured curves).
+    always for measured curves). ``vocab_size`` tells the tokenizer (256: byte-level;
+    losses of different vocabularies are not comparable). ``time_on`` is the device
+    ``x_time_s`` is on: where a run trained (measured), the spec's GPU (predicted).
     """
 
     label: str
@@ -265,6 +283,8 @@ class LossSeries:
     lower: tuple[float, ...] | None
     upper: tuple[float, ...] | None
     kind: Literal["measured", "predicted"]
+    vocab_size: int
+    time_on: str
     role: Literal["baseline", "growth"] = "growth"
     schedule: str = ""  # the schedule's label, shared by its measured and predicted curves; default ``label``
 
@@ -291,6 +311,13 @@ class LossData:
 
     def predicted(self) -> tuple[LossSeries, ...]:
         return tuple(s for s in self.series if s.kind == "predicted")
+
+    def vocab_sizes(self) -> tuple[int, ...]:
+        """The tokenizers on the page, smallest vocabulary first: one figure each."""
+        return tuple(sorted({s.vocab_size for s in self.series}))
+
+    def for_vocab(self, vocab_size: int) -> tuple[LossSeries, ...]:
+        return tuple(s for s in self.series if s.vocab_size == vocab_size)
 
 
 def _floats(values: Iterable[float] | None) -> tuple[float, ...] | None:
@@ -322,7 +349,7 @@ def predicted_loss_series(spec: ScheduleSpec, label: str = "", role: Literal["ba
             label=f"{label} predicted" + (f" ({curve.label})" if getattr(curve, "label", None) else ""), schedule=label,
             x_flops=_floats(curve.x_flops), x_time_s=_floats(curve.x_time_s), loss=_floats(curve.loss),
             lower=_floats(getattr(curve, "lower", None)), upper=_floats(getattr(curve, "upper", None)),
-            kind="predicted", role=role,
+            kind="predicted", vocab_size=spec.model.vocab_size, time_on=gpu_label(spec.hardware), role=role,
         )
         for curve in curves
     ]
@@ -353,8 +380,8 @@ def loss_predictions(store: Store, selection: Selection) -> Predictions:
             return Predictions({}, "no predicted curves: costsim.loss.predict_curve does not exist yet "
                                    "(measurements only)")
         by_label[schedule.label] = tuple(series)
-    note = ("predicted time is on each spec's hardware (hardware.gpu); measured time is where the run trained"
-            if selection.runs and by_label else None)
+    note = ("predicted time is on each spec's hardware (hardware.gpu), measured time on the device the run trained "
+            "on; they share a time axis only where that is the same device" if selection.runs and by_label else None)
     return Predictions(by_label, note)
 
 
@@ -366,7 +393,8 @@ def loss_data(store: Store, selection: Selection, predictions: Predictions) -> L
         LossSeries(label=schedule.label, x_flops=tuple(r["flops_counted"] for r in evals[schedule.run_id]),
                    x_time_s=tuple(r["wall_time_s"] for r in evals[schedule.run_id]),
                    loss=tuple(r["val_loss"] for r in evals[schedule.run_id]), lower=None, upper=None,
-                   kind="measured", role=schedule.role)
+                   kind="measured", vocab_size=schedule.spec.model.vocab_size,
+                   time_on=device_label(schedule.device), role=schedule.role)
         for schedule in selection.runs if evals[schedule.run_id]
     ]
     series += [s for curves in predictions.by_label.values() for s in curves]
@@ -392,6 +420,7 @@ class CostBreakdown:
     role: Literal["baseline", "growth"]
     estimate: ScheduleEstimate
     gpu_memory_bytes: float  # one GPU's memory: the line a stage's peak must stay under
+    gpu: str  # the spec's GPU preset ("h200", "8× h200"; gpu_label), for labels
 
 
 @dataclass(frozen=True)
@@ -405,7 +434,7 @@ def cost_data(selection: Selection) -> CostData:
     """FLOPs, time, memory and money per stage of every selected schedule (``costsim.estimate``)."""
     breakdowns = tuple(
         CostBreakdown(label=s.label, role=s.role, estimate=estimate(s.spec),
-                      gpu_memory_bytes=s.spec.hardware.resolved_gpu().memory_bytes)
+                      gpu_memory_bytes=s.spec.hardware.resolved_gpu().memory_bytes, gpu=gpu_label(s.spec.hardware))
         for s in selection.schedules
     )
     return CostData(breakdowns=breakdowns, why_empty=None if breakdowns else selection.no_schedules_hint(),

@@ -1,8 +1,9 @@
 """Draw the dashboard's typed data as plotly figures and write the HTML pages.
 
 Every function here takes objects from ``costsim.dashboard.data`` and decides only
-presentation (colours, log or linear axes, layout): what a page shows is decided, and
-tested, there. plotly is imported
+presentation (colours, log or linear axes, units, layout): what a page shows is decided,
+and tested, there. Units are one system on every page (``Unit`` below): memory in GiB,
+time in s, min or h, money in plain dollars, FLOPs with SI prefixes. plotly is imported
 inside the functions, so importing the package to build data costs nothing.
 
 plotly.js travels as ONE ``plotly.min.js`` beside the pages: each page's first figure
@@ -31,12 +32,14 @@ from costsim.dashboard.data import (
     CostData,
     DashboardData,
     LossData,
+    LossSeries,
     ScheduleSummary,
     SearchData,
     Study,
     Timeline,
     TimelineData,
 )
+from costsim.text import dollars, si, time_unit
 
 if TYPE_CHECKING:
     from plotly.graph_objects import Figure
@@ -48,8 +51,8 @@ MISFIT_COLOR = "#d62728"
 EVENT_SYMBOLS = {"grow_depth": "triangle-up", "grow_width": "diamond", "optimizer_reset": "x"}
 QUANTITY_TITLES = {
     "flops_counted": "counted FLOPs",
-    "memory": "memory (bytes)",
-    "step_time": "step time (s)",
+    "memory": "memory",
+    "step_time": "step time",
     "val_loss": "validation loss",
 }
 LOG_QUANTITIES = {"flops_counted", "memory", "step_time"}
@@ -78,6 +81,66 @@ def _axis_type(values: Sequence[float]) -> str:
 def _table_height(rows: int) -> int:
     """Tall enough for a header and ``rows`` rows of plotly's default 28 px cells, plus the title."""
     return 90 + 30 * (rows + 1)
+
+
+# --- units: one system on every page ---------------------------------------------------
+# Memory in GiB, time in s, min or h (one per axis, chosen by its largest value), money in
+# plain dollars and cents, FLOPs with SI prefixes. Every axis is set explicitly: plotly's
+# default tick labels would write $0.0001 as "100µ" and 10^9 bytes as "1B".
+
+GIB = 2**30
+
+
+@dataclass(frozen=True)
+class Unit:
+    """How one quantity is shown: values divided by ``scale``; ``symbol`` in axis titles;
+    ``tickformat`` (d3) with ``prefix``/``suffix`` on ticks and in hover; ``show`` formats
+    an unscaled value in Python for hover text and tables."""
+
+    symbol: str
+    show: Callable[[float], str]
+    scale: float = 1.0
+    tickformat: str = "~r"
+    hoverformat: str = ",.3~r"
+    prefix: str = ""
+    suffix: str = ""
+
+    def title(self, what: str) -> str:
+        return what if not self.symbol or what.endswith(f" {self.symbol}") else f"{what} ({self.symbol})"
+
+    def values(self, values: Sequence[float]) -> list[float]:
+        return [v / self.scale for v in values]
+
+    def axis(self, what: str) -> dict[str, Any]:
+        """Keyword arguments for ``update_xaxes``/``update_yaxes``."""
+        return {"title_text": self.title(what), "tickformat": self.tickformat, "tickprefix": self.prefix,
+                "hoverformat": self.hoverformat}
+
+    def hover(self, var: str) -> str:
+        """A hovertemplate fragment for ``var`` ("x" or "y"), with its unit."""
+        return f"{self.prefix}%{{{var}:{self.hoverformat}}}{self.suffix}"
+
+
+FLOPS = Unit("FLOPs", lambda v: si(v, " FLOPs"), tickformat="~s", hoverformat=".3~s", suffix=" FLOPs")
+MEMORY = Unit("GiB", lambda v: f"{v / GIB:.3g} GiB", scale=GIB, suffix=" GiB")
+LOSS = Unit("", lambda v: f"{v:.4f}", hoverformat=".4f")
+
+
+def time_axis_unit(seconds: Sequence[float]) -> Unit:
+    """Seconds, minutes or hours, whichever suits the largest value."""
+    scale, symbol = time_unit(max((abs(v) for v in seconds), default=0.0))
+    return Unit(symbol, lambda v: f"{v / scale:.3g} {symbol}", scale=scale, suffix=f" {symbol}")
+
+
+def dollar_unit(amounts: Sequence[float]) -> Unit:
+    """Plain dollars: cents from a dollar up, else enough decimals for two significant
+    digits of the smallest positive amount ("$0.0001"), never an SI prefix."""
+    positive = [v for v in amounts if v > 0]
+    if not positive or min(positive) >= 1:
+        fmt = ",.2f"
+    else:
+        fmt = f",.{min(10, 1 - math.floor(math.log10(min(positive))))}~f"
+    return Unit("$", dollars, tickformat=fmt, hoverformat=fmt, prefix="$")
 
 
 def _rgba(color: str, alpha: float) -> str:
@@ -164,44 +227,78 @@ def timeline_figures(data: TimelineData) -> list[Figure]:
 # --- 2. loss ----------------------------------------------------------------------------
 
 
-def loss_figures(data: LossData) -> list[Figure]:
-    """Validation loss against counted FLOPs (left) and wall time (right); one colour
-    per schedule in both panels, baselines dashed, predictions dotted over their
-    interval band."""
-    if not data.series:
-        return []
+TOKENIZERS = {256: "byte-level"}  # any other vocabulary is a BPE tokenizer
+
+
+def _loss_title(vocab_size: int) -> str:
+    return f"Validation loss, vocabulary {vocab_size:,} ({TOKENIZERS.get(vocab_size, 'BPE')})"
+
+
+def _time_panels(series: Sequence[LossSeries]) -> list[tuple[str, str]]:
+    """(device, title) per time axis: one per device time was measured or predicted on,
+    so a CPU's measured seconds never share an axis with a GPU's predicted ones."""
+    devices = list(dict.fromkeys(s.time_on for s in sorted(series, key=lambda s: s.kind != "measured")))
+    panels = []
+    for device in devices:
+        kinds = " and ".join(dict.fromkeys(s.kind for s in series if s.time_on == device))
+        panels.append((device, f"{kinds} time on {device}"))
+    return panels
+
+
+def _loss_figure(vocab_size: int, series: Sequence[LossSeries], schedules: list[str]) -> Figure:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    figure = make_subplots(rows=1, cols=2, subplot_titles=("against counted FLOPs", "against wall time"),
-                           horizontal_spacing=0.08)
-    schedules = list(dict.fromkeys(series.key for series in data.series))
-    for col, field, title in ((1, "x_flops", "counted FLOPs"), (2, "x_time_s", "wall time (s)")):
-        axis = _axis_type([x for series in data.series for x in getattr(series, field)])
-        figure.update_xaxes(title_text=title, type=axis, row=1, col=col)
-        for series in data.series:
-            x = getattr(series, field)
+    time_panels = _time_panels(series)
+    cols = 1 + len(time_panels)
+    figure = make_subplots(rows=1, cols=cols, subplot_titles=["against counted FLOPs", *(t for _, t in time_panels)],
+                           horizontal_spacing=min(0.08, 0.24 / cols))
+    panels = [(1, "x_flops", series, FLOPS, "counted FLOPs")]
+    for col, (device, _) in enumerate(time_panels, start=2):
+        chosen = [s for s in series if s.time_on == device]
+        unit = time_axis_unit([x for s in chosen for x in s.x_time_s])
+        panels.append((col, "x_time_s", chosen, unit, f"time on {device}"))
+    for col, field, chosen, unit, what in panels:
+        axis = _axis_type([x for s in chosen for x in getattr(s, field)])
+        figure.update_xaxes(type=axis, row=1, col=col, **unit.axis(what))
+        for s in chosen:
+            x = getattr(s, field)
             # a log axis cannot place x = 0 (the evaluation before the first step): leave it out
             keep = [i for i, value in enumerate(x) if axis == "linear" or value > 0]
-            x = [x[i] for i in keep]
-            color = _color(schedules.index(series.key))
-            name = f"{series.label} ({series.role})"
+            x = unit.values([x[i] for i in keep])
+            color = _color(schedules.index(s.key))
+            name = f"{s.label} ({s.role})"
             common = {"legendgroup": name, "showlegend": False}
-            if series.lower is not None and series.upper is not None:
-                figure.add_trace(go.Scatter(x=x, y=[series.upper[i] for i in keep], mode="lines", line={"width": 0},
+            if s.lower is not None and s.upper is not None:
+                figure.add_trace(go.Scatter(x=x, y=[s.upper[i] for i in keep], mode="lines", line={"width": 0},
                                             hoverinfo="skip", **common), row=1, col=col)
-                figure.add_trace(go.Scatter(x=x, y=[series.lower[i] for i in keep], mode="lines", line={"width": 0},
+                figure.add_trace(go.Scatter(x=x, y=[s.lower[i] for i in keep], mode="lines", line={"width": 0},
                                             fill="tonexty", fillcolor=_rgba(color, 0.2), hoverinfo="skip", **common),
                                  row=1, col=col)
-            dash = "dot" if series.kind == "predicted" else "dash" if series.role == "baseline" else "solid"
+            dash = "dot" if s.kind == "predicted" else "dash" if s.role == "baseline" else "solid"
+            where = f" on {s.time_on}" if field == "x_time_s" else ""
             figure.add_trace(go.Scatter(
-                x=x, y=[series.loss[i] for i in keep], name=name, legendgroup=name, showlegend=col == 1,
-                mode="lines+markers" if series.kind == "measured" else "lines",
+                x=x, y=[s.loss[i] for i in keep], name=name, legendgroup=name, showlegend=col == 1,
+                mode="lines+markers" if s.kind == "measured" else "lines",
                 line={"color": color, "dash": dash, "width": 2},
+                hovertemplate=f"{html.escape(name)}<br>{s.kind}{where}: {unit.hover('x')}<br>"
+                              f"loss {LOSS.hover('y')}<extra></extra>",
             ), row=1, col=col)
     figure.update_yaxes(title_text="validation loss", row=1, col=1)
-    figure.update_layout(height=520, title="Validation loss", legend={"orientation": "h", "y": -0.2})
-    return [figure]
+    caption = ("each time axis is one device: measured time where the run trained, predicted time on the spec's "
+               "GPU; they share an axis only when that is the same device")
+    figure.update_layout(height=520, title=f"{_loss_title(vocab_size)}<br><sup>{caption}</sup>",
+                         legend={"orientation": "h", "y": -0.2}, margin={"t": 110})
+    return figure
+
+
+def loss_figures(data: LossData) -> list[Figure]:
+    """One figure per vocabulary (losses of different tokenizers are not comparable):
+    validation loss against counted FLOPs, then against time on each device; one colour
+    per schedule on every panel, baselines dashed, predictions dotted over their
+    interval band."""
+    schedules = list(dict.fromkeys(series.key for series in data.series))  # colours shared by the figures
+    return [_loss_figure(vocab, data.for_vocab(vocab), schedules) for vocab in data.vocab_sizes()]
 
 
 # --- 3. cost breakdown ------------------------------------------------------------------
@@ -216,22 +313,19 @@ def cost_figures(data: CostData) -> list[Figure]:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    panels = (("flops_counted", "counted FLOPs"), ("time_s", "time (s)"),
-              ("peak_memory_bytes", "peak memory per GPU (bytes)"), ("cost_usd", "cost (USD)"))
-    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, subplot_titles=[t for _, t in panels],
-                           vertical_spacing=0.06)
+    def values(field: str) -> list[float]:
+        return [getattr(s, field) for b in data.breakdowns for s in b.estimate.stages]
+
+    panels = (("flops_counted", "counted FLOPs", FLOPS), ("time_s", "time", time_axis_unit(values("time_s"))),
+              ("peak_memory_bytes", "peak memory per GPU", MEMORY),
+              ("cost_usd", "cost", dollar_unit(values("cost_usd"))))
+    figure = make_subplots(rows=len(panels), cols=1, shared_xaxes=True, vertical_spacing=0.04)
     for index, breakdown in enumerate(data.breakdowns):
         stages = breakdown.estimate.stages
         total = breakdown.estimate.total
-        name = (f"{breakdown.label} ({breakdown.role}): {total.time_s / 3600:.3g} h, ${total.cost_usd:.3g} "
-                f"on {breakdown.estimate.n_gpus}× {breakdown.estimate.gpu}")
-        hover = [
-            f"{breakdown.label}<br>stage {s.index}{f' ({s.name})' if s.name else ''}: {s.layers} layers, "
-            f"d_model {s.d_model}, train {s.train}<br>%{{y:.4g}}"
-            + ("" if s.fits_in_memory else f"<br><b>does not fit in memory</b>: {s.fit_suggestion}")
-            + "<extra></extra>"
-            for s in stages
-        ]
+        spent = time_axis_unit([total.time_s]).show(total.time_s)
+        name = (f"{breakdown.label} ({breakdown.role}): {spent}, {dollars(total.cost_usd)} "
+                f"on {breakdown.gpu}")
         misfit = [not s.fits_in_memory for s in stages]
         marker = {
             "color": _color(index),
@@ -239,19 +333,26 @@ def cost_figures(data: CostData) -> list[Figure]:
                      "width": [3 if m else 0 for m in misfit]},
             "pattern": {"shape": ["x" if m else "" for m in misfit]},
         }
-        for row, (field, _) in enumerate(panels, start=1):
+        for row, (field, what, unit) in enumerate(panels, start=1):
+            hover = [
+                f"{html.escape(breakdown.label)}<br>stage {s.index}{f' ({s.name})' if s.name else ''}: {s.layers} "
+                f"layers, d_model {s.d_model}, train {s.train}<br>{what}: {unit.hover('y')}"
+                + ("" if s.fits_in_memory else f"<br><b>does not fit in memory</b>: {s.fit_suggestion}")
+                + "<extra></extra>"
+                for s in stages
+            ]
             figure.add_trace(go.Bar(
-                x=[f"stage {s.index}" for s in stages], y=[getattr(s, field) for s in stages], name=name,
+                x=[f"stage {s.index}" for s in stages], y=unit.values([getattr(s, field) for s in stages]), name=name,
                 legendgroup=name, showlegend=row == 1, marker=marker, hovertemplate=hover,
             ), row=row, col=1)
-    for row, (field, _) in enumerate(panels, start=1):
-        values = [getattr(s, field) for b in data.breakdowns for s in b.estimate.stages]
-        figure.update_yaxes(type=_axis_type(values), row=row, col=1)
-    figure.update_yaxes(tickformat="~s", ticksuffix="B", row=3, col=1)
+    for row, (field, what, unit) in enumerate(panels, start=1):
+        figure.update_yaxes(type=_axis_type(values(field)), row=row, col=1, **unit.axis(what))
     categories = [f"stage {i}" for i in range(max(len(b.estimate.stages) for b in data.breakdowns))]
-    for memory, gpu in sorted({(b.gpu_memory_bytes, b.estimate.gpu) for b in data.breakdowns}):
+    for memory, gpu in sorted({(b.gpu_memory_bytes, b.gpu) for b in data.breakdowns}):
         # a trace, not add_hline: it joins the legend and the log axis's autorange
-        figure.add_trace(go.Scatter(x=categories, y=[memory] * len(categories), mode="lines", name=f"{gpu} memory",
+        figure.add_trace(go.Scatter(x=categories, y=MEMORY.values([memory] * len(categories)), mode="lines",
+                                    name=f"{gpu} memory: {MEMORY.show(memory)}",
+                                    hovertemplate=f"{gpu} memory: {MEMORY.hover('y')}<extra></extra>",
                                     line={"color": MISFIT_COLOR, "dash": "dot"}), row=3, col=1)
     figure.update_layout(barmode="group", height=1000, title="Cost per stage (costsim.estimate)",
                          legend={"orientation": "h", "y": -0.08})
@@ -261,9 +362,14 @@ def cost_figures(data: CostData) -> list[Figure]:
 # --- 4. calibration ---------------------------------------------------------------------
 
 
-def _point_hover(points: Sequence[CalibrationPoint]) -> list[str]:
-    return [f"{p.label} on {p.device}<br>{p.detail}<br>predicted {p.predicted:.4g}, measured {p.measured:.4g}"
-            f"<br>error {p.relative_error:+.1%}" for p in points]
+def _point_hover(points: Sequence[CalibrationPoint], unit: Unit) -> list[str]:
+    return [f"{p.label} on {p.device}<br>{p.detail}<br>predicted {unit.show(p.predicted)}, "
+            f"measured {unit.show(p.measured)}<br>error {p.relative_error:+.1%}" for p in points]
+
+
+def quantity_unit(quantity: str, values: Sequence[float]) -> Unit:
+    """How a calibration quantity is shown: FLOPs, GiB, s/min/h or a plain loss."""
+    return {"flops_counted": FLOPS, "memory": MEMORY, "val_loss": LOSS}.get(quantity) or time_axis_unit(values)
 
 
 def _percent(value: float) -> str:
@@ -288,26 +394,29 @@ def calibration_figures(data: CalibrationData) -> list[Figure]:
         in_legend: set[str] = set()
         for row, quantity in enumerate(quantities, start=1):
             points = [p for p in data.points if p.quantity == quantity]
-            low = min(min(p.predicted, p.measured) for p in points)
-            high = max(max(p.predicted, p.measured) for p in points)
+            unit = quantity_unit(quantity, [v for p in points for v in (p.predicted, p.measured)])
+            low = min(min(p.predicted, p.measured) for p in points) / unit.scale
+            high = max(max(p.predicted, p.measured) for p in points) / unit.scale
             figure.add_trace(go.Scatter(x=[low, high], y=[low, high], mode="lines", name="y = x", legendgroup="y=x",
-                                        showlegend=row == 1, line={"color": "grey", "dash": "dot"}), row=row, col=1)
+                                        showlegend=row == 1, line={"color": "grey", "dash": "dot"}, hoverinfo="skip"),
+                          row=row, col=1)
             for source in sources:
                 chosen = [p for p in points if p.source == source]
                 if not chosen:
                     continue
                 color = _color(sources.index(source))
-                common = {"mode": "markers", "marker": {"color": color, "size": 9}, "hovertext": _point_hover(chosen),
-                          "hoverinfo": "text", "legendgroup": source}
-                figure.add_trace(go.Scatter(x=[p.measured for p in chosen], y=[p.predicted for p in chosen],
+                common = {"mode": "markers", "marker": {"color": color, "size": 9},
+                          "hovertext": _point_hover(chosen, unit), "hoverinfo": "text", "legendgroup": source}
+                measured = unit.values([p.measured for p in chosen])
+                figure.add_trace(go.Scatter(x=measured, y=unit.values([p.predicted for p in chosen]),
                                             name=source, showlegend=source not in in_legend, **common), row=row, col=1)
                 in_legend.add(source)
-                figure.add_trace(go.Scatter(x=[p.measured for p in chosen], y=[p.relative_error for p in chosen],
+                figure.add_trace(go.Scatter(x=measured, y=[p.relative_error for p in chosen],
                                             name=source, showlegend=False, **common), row=row, col=2)
             kind = "log" if quantity in LOG_QUANTITIES else "linear"
-            figure.update_xaxes(type=kind, title_text="measured", row=row, col=1)
-            figure.update_yaxes(type=kind, title_text="predicted", row=row, col=1)
-            figure.update_xaxes(type=kind, title_text="measured", row=row, col=2)
+            figure.update_xaxes(type=kind, row=row, col=1, **unit.axis("measured"))
+            figure.update_yaxes(type=kind, row=row, col=1, **unit.axis("predicted"))
+            figure.update_xaxes(type=kind, row=row, col=2, **unit.axis("measured"))
             figure.update_yaxes(tickformat="+.0%", title_text="predicted / measured − 1", zeroline=True,
                                 zerolinecolor="grey", zerolinewidth=2, row=row, col=2)
         figure.update_layout(height=360 * len(quantities) + 100, title="Predicted against measured")
@@ -346,7 +455,7 @@ OUTCOME_ROWS: tuple[tuple[str, Callable[[ScheduleSummary], str]], ...] = (
     ("predicted loss [interval]", lambda r: f"{r.loss:.4f} [{r.loss_lower:.4f}, {r.loss_upper:.4f}]"),
     ("counted FLOPs", lambda r: f"{r.flops_counted:.3g}"),
     ("time (h)", lambda r: f"{r.time_s / 3600:.3g}"),
-    ("cost (USD)", lambda r: f"{r.cost_usd:,.2f}"),
+    ("cost ($)", lambda r: dollars(r.cost_usd)),
     ("peak memory (GiB)", lambda r: f"{r.peak_memory_bytes / 2**30:.1f}"),
     ("stages", lambda r: str(r.stages)),
 )
@@ -373,6 +482,19 @@ def outcome_figures(study: Study) -> list[Figure]:
     return [table, *timeline_figures(TimelineData(timelines=(outcome.best_timeline,), why_empty=None))]
 
 
+TIME_OBJECTIVES = {"time", "time_s"}  # costsim.search's objective names (OBJECTIVES) and their metric names
+COST_OBJECTIVES = {"cost", "cost_usd"}
+
+
+def objective_unit(objective: str, values: Sequence[float]) -> Unit:
+    """A time objective in s/min/h, a cost in dollars, anything else (loss) as it is."""
+    if objective in TIME_OBJECTIVES:
+        return time_axis_unit(values)
+    if objective in COST_OBJECTIVES:
+        return dollar_unit(values)
+    return Unit("", lambda v: f"{v:.6g}", tickformat="", hoverformat=".4~g")
+
+
 def study_figures(study: Study) -> list[Figure]:
     """A study's objective(s) per finished trial with the best-so-far line, the best
     trial's parameters (the Pareto front's, with two or more objectives) and, with
@@ -386,18 +508,23 @@ def study_figures(study: Study) -> list[Figure]:
         return []
     figures = []
     n = len(study.objectives)
-    history = make_subplots(rows=n, cols=1, shared_xaxes=True, subplot_titles=list(study.objectives))
-    for i, objective in enumerate(study.objectives, start=1):
+    units = [objective_unit(o, [t.values[i] for t in complete]) for i, o in enumerate(study.objectives)]
+    history = make_subplots(rows=n, cols=1, shared_xaxes=True,
+                            subplot_titles=[u.title(o) for o, u in zip(study.objectives, units)])
+    for i, (objective, unit) in enumerate(zip(study.objectives, units), start=1):
         history.add_trace(go.Scatter(
-            x=[t.number for t in complete], y=[t.values[i - 1] for t in complete], mode="markers", name="trial",
-            legendgroup="trial", showlegend=i == 1, marker={"color": _color(0)},
-            hovertext=[f"trial {t.number}<br>{json.dumps(dict(t.params))}" for t in complete], hoverinfo="text+y",
+            x=[t.number for t in complete], y=unit.values([t.values[i - 1] for t in complete]), mode="markers",
+            name="trial", legendgroup="trial", showlegend=i == 1, marker={"color": _color(0)},
+            customdata=[f"trial {t.number}<br>{html.escape(json.dumps(dict(t.params)))}" for t in complete],
+            hovertemplate=f"%{{customdata}}<br>{objective}: {unit.hover('y')}<extra></extra>",
         ), row=i, col=1)
         numbers, best = study.best_so_far(i - 1)
-        history.add_trace(go.Scatter(x=numbers, y=best, mode="lines", line_shape="hv", name="best so far",
-                                     legendgroup="best", showlegend=i == 1, line={"color": _color(1), "width": 2}),
+        history.add_trace(go.Scatter(x=numbers, y=unit.values(best), mode="lines", line_shape="hv",
+                                     name="best so far", legendgroup="best", showlegend=i == 1,
+                                     line={"color": _color(1), "width": 2},
+                                     hovertemplate=f"best so far: {unit.hover('y')}<extra></extra>"),
                           row=i, col=1)
-        history.update_yaxes(title_text=objective, row=i, col=1)
+        history.update_yaxes(row=i, col=1, **unit.axis(objective))
     history.update_xaxes(title_text="trial number", row=n, col=1)
     history.update_layout(height=300 * n + 120,
                           title=f"Study {study.name}: {len(study.trials)} trials ({_state_counts(study)}); "
@@ -405,8 +532,9 @@ def study_figures(study: Study) -> list[Figure]:
     figures.append(history)
     best = study.best()
     names = list(dict.fromkeys(key for trial in best for key in trial.params))
-    columns = [list(study.objectives) + names] + [
-        [_cell(v) for v in trial.values] + [_cell(trial.params.get(key, "")) for key in names] for trial in best
+    columns = [[u.title(o) for o, u in zip(study.objectives, units)] + names] + [
+        [u.show(v) for u, v in zip(units, trial.values)] + [_cell(trial.params.get(key, "")) for key in names]
+        for trial in best
     ]
     title = "Best trial" if n == 1 else f"Pareto front ({len(best)} trials)"
     figures.append(go.Figure(
@@ -416,17 +544,22 @@ def study_figures(study: Study) -> list[Figure]:
     if n == 2:
         front = sorted(best, key=lambda t: t.values)
         pareto = go.Figure()
+        xu, yu = units
+        hover = f"%{{customdata}}<br>{study.objectives[0]}: {xu.hover('x')}<br>{study.objectives[1]}: {yu.hover('y')}"
         pareto.add_trace(go.Scatter(
-            x=[t.values[0] for t in complete], y=[t.values[1] for t in complete], mode="markers", name="trials",
-            marker={"color": "lightgrey", "size": 8}, hovertext=[f"trial {t.number}" for t in complete],
+            x=xu.values([t.values[0] for t in complete]), y=yu.values([t.values[1] for t in complete]),
+            mode="markers", name="trials", marker={"color": "lightgrey", "size": 8},
+            customdata=[f"trial {t.number}" for t in complete], hovertemplate=hover + "<extra></extra>",
         ))
         pareto.add_trace(go.Scatter(
-            x=[t.values[0] for t in front], y=[t.values[1] for t in front], mode="lines+markers", line_shape="hv",
-            name="Pareto front", marker={"color": _color(1), "size": 11},
-            hovertext=[f"trial {t.number}<br>{json.dumps(dict(t.params))}" for t in front],
+            x=xu.values([t.values[0] for t in front]), y=yu.values([t.values[1] for t in front]),
+            mode="lines+markers", line_shape="hv", name="Pareto front", marker={"color": _color(1), "size": 11},
+            customdata=[f"trial {t.number}<br>{html.escape(json.dumps(dict(t.params)))}" for t in front],
+            hovertemplate=hover + "<extra></extra>",
         ))
-        pareto.update_layout(title=f"{study.name}: Pareto front", xaxis_title=study.objectives[0],
-                             yaxis_title=study.objectives[1], height=500)
+        pareto.update_layout(title=f"{study.name}: Pareto front", height=500)
+        pareto.update_xaxes(**xu.axis(study.objectives[0]))
+        pareto.update_yaxes(**yu.axis(study.objectives[1]))
         figures.append(pareto)
     return figures
 
@@ -459,10 +592,10 @@ class Page:
 PAGES = (
     Page("timeline.html", "Schedule timeline", "active layers and d_model against cumulative tokens; frozen phases "
          "hatched; growth events", lambda d: d.timeline, timeline_figures),
-    Page("loss.html", "Loss", "validation loss against counted FLOPs and wall time; baseline vs growth; "
-         "predicted bands", lambda d: d.loss, loss_figures),
-    Page("cost.html", "Cost per stage", "counted FLOPs, time, memory and money per stage from costsim.estimate",
-         lambda d: d.cost, cost_figures),
+    Page("loss.html", "Loss", "validation loss against counted FLOPs and time, one figure per vocabulary "
+         "(tokenizer), one time axis per device; baseline vs growth; predicted bands", lambda d: d.loss, loss_figures),
+    Page("cost.html", "Cost per stage", "counted FLOPs, time, memory (GiB) and money ($) per stage from "
+         "costsim.estimate", lambda d: d.cost, cost_figures),
     Page("calibration.html", "Calibration", "predicted vs measured counted FLOPs, memory, step time "
          "(and loss) with relative errors", lambda d: d.calibration, calibration_figures),
     Page("search.html", "Search", "the search's answer against full training; trial history with best so far; "
