@@ -16,8 +16,9 @@ seeds, and prints predicted against measured:
   **tie** (the search predicted a difference the runs cannot tell from noise), or
   **contradicted**.
 
-Everything trained lands in ``--db``; the report (markdown and JSON) and a plotly page
-of the curves go to ``--out``. ``--refit`` fits the loss model again on the shipped
+Everything trained lands in ``--db``, and so does the report (table ``checks``, drawn by
+``python -m costsim.dashboard --db`` on its check page); the report (markdown and JSON)
+and a plotly page of the curves also go to ``--out``. ``--refit`` fits the loss model again on the shipped
 corpus plus these runs and writes the profile there, so a user's own runs improve the
 model for their setting. ``--quick`` is a smoke test: a tiny budget, one seed, under
 two minutes on 2 cores.
@@ -30,7 +31,9 @@ import json
 import math
 import os
 import tempfile
+import uuid
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -94,18 +97,34 @@ def schedules(result) -> list[tuple[str, Evaluation]]:
     return out
 
 
-def train_seeds(spec: ScheduleSpec, seeds: int, db: Path, workdir: Path, threads: int, device: str,
-                label: str) -> list[str]:
+def train_one(spec: ScheduleSpec, seed: int, db: Path, workdir: Path, threads: int, device: str, label: str) -> str:
     steps = sum(round(st.tokens / (spec.training.batch_size * spec.model.seq_len)) for st in spec.stages)
-    ids = []
-    for seed in range(1, seeds + 1):
-        seeded = spec.model_copy(update={"name": f"check {label} seed{seed}",
-                                         "training": spec.training.model_copy(update={"seed": seed})})
-        micro = seeded.training.micro_batch_size
-        summary = train_spec(seeded, db, workdir, threads=threads, device=device, eval_every=max(1, steps // EVALS),
-                             eval_batches=max(1, 16 * 32 // micro), label=f"{label} seed {seed}")
-        ids.append(summary["run_id"])
-    return ids
+    seeded = spec.model_copy(update={"name": f"check {label} seed{seed}",
+                                     "training": spec.training.model_copy(update={"seed": seed})})
+    micro = seeded.training.micro_batch_size
+    summary = train_spec(seeded, db, workdir, threads=threads, device=device, eval_every=max(1, steps // EVALS),
+                         eval_batches=max(1, 16 * 32 // micro), label=f"{label} seed {seed}")
+    return summary["run_id"]
+
+
+def train_all(jobs: list[tuple[str, ScheduleSpec]], seeds: int, db: Path, workdir: Path, threads: int, device: str,
+              parallel: int) -> dict[str, list[str]]:
+    """Every (schedule, seed) run, ``parallel`` at a time (each a subprocess with ``threads``
+    torch threads; the store takes concurrent writers). Returns run ids per role, seed order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    tasks = [(role, spec, seed) for role, spec in jobs for seed in range(1, seeds + 1)]
+
+    def run(task):
+        role, spec, seed = task
+        return train_one(spec, seed, db, workdir / role.replace(" ", "-"), threads, device, role)
+
+    with ThreadPoolExecutor(max(1, parallel)) as pool:
+        ids = list(pool.map(run, tasks))
+    out: dict[str, list[str]] = {}
+    for (role, _, _), run_id in zip(tasks, ids):
+        out.setdefault(role, []).append(run_id)
+    return out
 
 
 def curve_of(runs: list[RunData]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -116,7 +135,8 @@ def curve_of(runs: list[RunData]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def check(budget: float, *, vocab_size: int, seq_len: int, loss_profile: str, seeds: int, n_trials: int, db: Path,
-          out: Path, threads: int, device: str, search_seed: int = 0, space: SearchSpace | None = None) -> dict:
+          out: Path, threads: int, device: str, search_seed: int = 0, space: SearchSpace | None = None,
+          parallel: int = 1) -> dict:
     from costsim import search
 
     profile = load_loss_profile(loss_profile)
@@ -125,11 +145,13 @@ def check(budget: float, *, vocab_size: int, seq_len: int, loss_profile: str, se
     result = search.run(Budget(flops=budget), hardware, space=space, n_trials=n_trials, seed=search_seed,
                         loss_profile=loss_profile)
     outcomes, runs_by_role = [], {}
+    roles = schedules(result)
     with tempfile.TemporaryDirectory() as tmp:
-        for role, evaluation in schedules(result):
-            ids = train_seeds(evaluation.spec, seeds, db, Path(tmp) / role.replace(" ", "-"), threads, device, role)
-            stored = {r.run_id: r for r in load_store(db, holdout_marker="")}
-            runs = [stored[i] for i in ids]
+        trained = train_all([(role, e.spec) for role, e in roles], seeds, db, Path(tmp), threads, device, parallel)
+        stored = {r.run_id: r for r in load_store(db, holdout_marker="")}
+        for role, evaluation in roles:
+            runs = [stored[i] for i in trained[role]]
+            ids = trained[role]
             runs_by_role[role] = runs
             plans = stage_plans(evaluation.spec, runs[0].steps)
             final = predict(profile, plans, points_per_stage=1)
@@ -137,7 +159,7 @@ def check(budget: float, *, vocab_size: int, seq_len: int, loss_profile: str, se
                                     float(final.loss[-1]), float(final.lower[-1]), float(final.upper[-1]),
                                     [float(r.loss[-1]) for r in runs], ids))
     report = summarise(result, outcomes, runs_by_role, profile)
-    write(out, report, runs_by_role, profile)
+    write(out, report, runs_by_role, profile, db)
     return report
 
 
@@ -203,7 +225,10 @@ def render(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write(out: Path, report: dict, runs_by_role: dict, profile) -> None:
+def write(out: Path, report: dict, runs_by_role: dict, profile, db: Path | None = None) -> str | None:
+    """check.json, check.md and check.html into ``out``; with ``db``, the report also as a
+    ``checks`` row of that store (beside the runs it names), for the dashboard's check page.
+    Returns the stored check's id (None without ``db``)."""
     import plotly.graph_objects as go
 
     out.mkdir(parents=True, exist_ok=True)
@@ -222,6 +247,23 @@ def write(out: Path, report: dict, runs_by_role: dict, profile) -> None:
     fig.update_layout(title=f"check: predicted vs measured ({report['verdict']})", xaxis_title="counted FLOPs",
                       yaxis_title="validation loss (nats)", xaxis_type="log")
     fig.write_html(out / "check.html", include_plotlyjs=True)
+    return store_check(db, report) if db is not None else None  # after the files: they survive a store error
+
+
+def store_check(db: Path, report: dict) -> str:
+    """Append the report to the store's ``checks`` table and flush; return its ``check_id``
+    (the time it was stored and a random suffix, like a run id)."""
+    from costsim.store import Store
+
+    now = datetime.now(UTC)
+    check_id = f"{now:%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
+    store = Store(db)
+    store.append("checks", [{"check_id": check_id, "created_at": now, "budget": float(report["budget"]),
+                             "loss_profile": report["loss_profile"], "verdict": report["verdict"],
+                             "recommendation": report["recommendation"], "report_json": json.dumps(report),
+                             "record_id": f"check:{check_id}"}])
+    store.flush()
+    return check_id
 
 
 @cli_errors
@@ -237,6 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--search-seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads per run")
+    parser.add_argument("--jobs", type=int, default=1, help="runs trained at once (default 1; with N jobs give "
+                        "each --threads CPUs/N)")
     parser.add_argument("--db", default="check.duckdb", help="store for the runs (default ./check.duckdb)")
     parser.add_argument("--out", default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     parser.add_argument("--refit", help="also refit the loss model on the shipped corpus plus these runs; "
@@ -247,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
         args.budget = 2e11 if args.budget is None else args.budget
         args.seeds, args.n_trials = 1, min(args.n_trials, 20)
     budget = 4e12 if args.budget is None else args.budget
-    if not budget > 0 or args.seeds < 1 or args.n_trials < 1 or args.threads < 1:
-        raise CostsimError("--budget, --seeds, --n-trials and --threads must be positive")
+    if not budget > 0 or args.seeds < 1 or args.n_trials < 1 or args.threads < 1 or args.jobs < 1:
+        raise CostsimError("--budget, --seeds, --n-trials, --threads and --jobs must be positive")
     if args.refit:
         output_file(args.refit, "--refit")
     db = output_file(args.db, "--db").resolve()
@@ -264,7 +308,7 @@ def main(argv: list[str] | None = None) -> int:
                                        min_steps=60, max_stages=3)
     report = check(budget, vocab_size=args.vocab_size, seq_len=args.seq_len, loss_profile=args.loss_profile,
                    seeds=args.seeds, n_trials=args.n_trials, db=db, out=Path(args.out), threads=args.threads,
-                   device=args.device, search_seed=args.search_seed, space=space)
+                   device=args.device, search_seed=args.search_seed, space=space, parallel=args.jobs)
     print(render(report))
     print(f"\nwrote {args.out}/check.md, check.json, check.html; runs in {args.db}")
     if args.refit:
