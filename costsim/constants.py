@@ -7,6 +7,8 @@ PARAM_BYTES = BYTES_PER_ELEMENT["fp32"]
 GRAD_BYTES = BYTES_PER_ELEMENT["fp32"]
 # AdamW keeps two fp32 moments per trainable parameter.
 ADAMW_STATE_BYTES = 2 * BYTES_PER_ELEMENT["fp32"]
+# A trainer whose model weights are bf16 keeps an fp32 master copy with the optimizer (Megatron).
+MASTER_WEIGHT_BYTES = BYTES_PER_ELEMENT["fp32"]
 
 # Activation dtypes: the residual stream and norm statistics stay fp32 under autocast;
 # matmul inputs and outputs are in the compute dtype.
@@ -22,7 +24,7 @@ SECONDS_PER_HOUR = 3600.0
 # them is refused with the limit named, never answered with a wrapped-around number.
 LIMITS = {
     "d_model": 2**17, "n_heads": 2**14, "d_ff": 2**19, "vocab_size": 2**22, "seq_len": 2**22, "layers": 2**12,
-    "batch_size": 2**24, "micro_batch_size": 2**24, "n_gpus": 2**20,
+    "batch_size": 2**24, "micro_batch_size": 2**24, "n_gpus": 2**20, "gpus_per_node": 2**10,
 }
 MAX_STAGE_TOKENS = 1e16  # per stage; the largest published runs train about 2e13 tokens in all
 MAX_INT64_QUANTITY = 2**62  # a per-micro-batch FLOP or byte count above this is refused

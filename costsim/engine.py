@@ -23,6 +23,7 @@ from costsim.parallel import communication_bytes_per_gpu, exposed_communication_
 from costsim.profile import CostProfile, profile_for
 from costsim.spec import ScheduleSpec
 from costsim.timing import micro_batch_time_s, optimizer_time_s
+from costsim.trainers import TrainerProfile, gradient_bytes, load_trainer, run_weight_bytes, shape_fields
 
 Array = np.ndarray
 
@@ -45,10 +46,13 @@ class StageCosts:
 
 
 def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostProfile, precision: str = "bf16-mixed",
-                  n_gpus=1, parallelism: str = "ddp", memory_limit_bytes: float | None = None) -> StageCosts:
+                  n_gpus=1, parallelism: str = "ddp", memory_limit_bytes: float | None = None,
+                  trainer: TrainerProfile | None = None) -> StageCosts:
     """Costs per optimizer step for many stages at once (all inputs broadcast). A stage
     fits when its peak stays within ``memory_limit_bytes`` (default: the GPU's memory less
-    the standard headroom, ``usable_memory_bytes``)."""
+    the standard headroom, ``usable_memory_bytes``). ``trainer`` (default: the reference)
+    must be the profile whose per-op switches ``shape`` carries (``trainers.shape_fields``)."""
+    trainer = trainer or load_trainer()
     batch_size = np.asarray(batch_size)
     n_gpus = np.asarray(n_gpus)
     micro_per_step = batch_size // shape.micro_batch_size  # over all GPUs
@@ -61,9 +65,11 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     optimizer = optimizer_time_s(shape, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer)
     compute_time = accumulation * micro_time + optimizer
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
-    comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism)
+    comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism,
+                                       gather_bytes=run_weight_bytes(trainer, shape),
+                                       reduce_bytes=gradient_bytes(trainer, shape))
     exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)
-    memory = peak_memory(shape, profile, n_gpus, parallelism)
+    memory = peak_memory(shape, profile, n_gpus, parallelism, trainer)
     limit = usable_memory_bytes(gpu.memory_bytes) if memory_limit_bytes is None else memory_limit_bytes
     return StageCosts(
         # float: a large run's step passes int64 (9.2e18); float64 is exact below 2**53
@@ -135,6 +141,7 @@ class ScheduleEstimate(BaseModel):
     parallelism: str
     precision: str
     calibration: str
+    trainer_profile: str
     stages: list[StageEstimate]
     total: TotalEstimate
 
@@ -162,6 +169,7 @@ def stage_shape(spec: ScheduleSpec, micro_batch_size=None, recompute=None) -> St
         qkv_bias=m.qkv_bias,
         rms_norm=m.norm == "rmsnorm",
         learned_positions=m.positions == "learned",
+        **shape_fields(load_trainer(t.trainer_profile), COMPUTE_BYTES[t.precision]),
     )
 
 
@@ -193,6 +201,7 @@ def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, reco
     return estimate_many(
         stage_shape(spec, micro_batch_size, recompute), batch_size=spec.training.batch_size, gpu=hw.resolved_gpu(),
         profile=profile, precision=spec.training.precision, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
+        trainer=load_trainer(spec.training.trainer_profile),
     )
 
 
@@ -266,5 +275,6 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
     )
     return ScheduleEstimate(
         name=spec.name, gpu=gpu.name, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
-        precision=spec.training.precision, calibration=profile.name, stages=stages, total=total,
+        precision=spec.training.precision, calibration=profile.name, trainer_profile=spec.training.trainer_profile,
+        stages=stages, total=total,
     )

@@ -29,6 +29,7 @@ from costsim.models import ExternalModel, from_hf_config, load_preset, preset_na
 from costsim.profile import profile_names
 from costsim.spec import ScheduleSpec, load_spec, parse_spec
 from costsim.text import binary_bytes, duration, si, table
+from costsim.trainers import trainer_names
 
 # Tokens a step when the CLI builds the spec: 2^19, the study's (and GPT-2/3 small's) batch.
 DEFAULT_BATCH_TOKENS = 2**19
@@ -50,7 +51,7 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
                  binary_bytes(t.peak_memory_bytes), "yes" if t.fits_in_memory else "NO"))
     lines = table(rows, left=(1, 4), rule_before_last=True)
     title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}, {result.precision}, "
-             f"{result.parallelism}, calibration '{result.calibration}'")
+             f"{result.parallelism}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
     final = result.stages[-1]
@@ -81,7 +82,7 @@ def external_model(args: argparse.Namespace) -> ExternalModel | None:
 
 
 def full_training_spec(name: str, external: ExternalModel, tokens: float, hardware: dict,
-                       batch_tokens: int = DEFAULT_BATCH_TOKENS) -> ScheduleSpec:
+                       batch_tokens: int = DEFAULT_BATCH_TOKENS, training: dict | None = None) -> ScheduleSpec:
     """One stage training the whole model on ``tokens``: about ``batch_tokens`` a step
     in whole sequences (the same number on every GPU), with the largest micro-batch that
     fits in memory, or one sequence (and the table's advice) if none does."""
@@ -89,7 +90,7 @@ def full_training_spec(name: str, external: ExternalModel, tokens: float, hardwa
     per_gpu = max(1, round(batch_tokens / external.model.seq_len / n_gpus))
     spec = parse_spec({
         "name": f"{name}: full training", "model": external.model.model_dump(exclude_none=True),
-        "training": {"micro_batch_size": 1, "batch_size": per_gpu * n_gpus}, "hardware": hardware,
+        "training": {"micro_batch_size": 1, "batch_size": per_gpu * n_gpus, **(training or {})}, "hardware": hardware,
         "stages": [{"layers": external.layers, "tokens": tokens, "name": "full"}],
     })
     for micro in divisors(per_gpu)[:-1]:  # largest first; 1 is the fallback
@@ -100,7 +101,7 @@ def full_training_spec(name: str, external: ExternalModel, tokens: float, hardwa
     return spec
 
 
-def _spec(args: argparse.Namespace, hardware: dict) -> ScheduleSpec:
+def _spec(args: argparse.Namespace, hardware: dict, training: dict) -> ScheduleSpec:
     """The spec to estimate: the file (with any model or hardware flags applied), or one
     built from --model/--hf-config and --tokens."""
     external = external_model(args)
@@ -110,12 +111,12 @@ def _spec(args: argparse.Namespace, hardware: dict) -> ScheduleSpec:
         if args.tokens is None:
             raise CostsimError("--tokens is needed without a SPEC: how many tokens to train the model on")
         return full_training_spec(args.model or args.hf_config, external, args.tokens, hardware,
-                                  args.batch_tokens or DEFAULT_BATCH_TOKENS)
+                                  args.batch_tokens or DEFAULT_BATCH_TOKENS, training)
     if args.tokens is not None or args.batch_tokens is not None:
         raise CostsimError("--tokens and --batch-tokens apply without a SPEC; a spec's stages give its tokens and "
                            "its training the batch")
     spec = load_spec(args.spec)
-    if external is None and args.seq_len is None and not hardware:
+    if external is None and args.seq_len is None and not hardware and not training:
         return spec
     data = spec.model_dump(exclude_none=True)
     if external is not None:
@@ -123,6 +124,7 @@ def _spec(args: argparse.Namespace, hardware: dict) -> ScheduleSpec:
     elif args.seq_len is not None:
         data["model"]["seq_len"] = args.seq_len
     data["hardware"] = {**data["hardware"], **hardware}
+    data["training"] = {**data["training"], **training}
     return parse_spec(data)
 
 
@@ -144,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--gpu", help=f"override hardware.gpu ({', '.join(gpu_preset_names())})")
     parser.add_argument("--n-gpus", type=int, help="override hardware.n_gpus")
     parser.add_argument("--calibration", help=f"time/memory profile ({', '.join(profile_names())} or a .json path)")
+    parser.add_argument("--parallelism", choices=("ddp", "zero1", "zero2", "zero3"),
+                        help="override training.parallelism (zero3: FSDP full shard)")
+    parser.add_argument("--trainer-profile", help=f"override training.trainer_profile: what the training framework "
+                        f"keeps on each GPU ({', '.join(trainer_names())} or a .json path)")
     parser.add_argument("--loss-profile", help=f"loss model ({', '.join(loss_profile_names())} or a .json path; "
                         "default: the one fitted for the spec's vocabulary, else chinchilla)")
     parser.add_argument("--loss-points", type=int, default=64, help="predicted loss points per stage (default 64)")
@@ -154,7 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--batch-tokens must be a positive integer, got {args.batch_tokens}")
     hardware = {k: v for k, v in (("gpu", args.gpu), ("n_gpus", args.n_gpus), ("calibration", args.calibration))
                 if v is not None}
-    spec = _spec(args, hardware)
+    training = {k: v for k, v in (("parallelism", args.parallelism), ("trainer_profile", args.trainer_profile))
+                if v is not None}
+    spec = _spec(args, hardware, training)
     result = estimate(spec)
     profile = load_loss_profile(args.loss_profile) if args.loss_profile else profile_for_spec(spec)
     loss = loss_report(spec, profile, args.loss_points)

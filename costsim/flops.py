@@ -29,6 +29,11 @@ class MicroBatchFlops:
     recompute: Array  # counted, forward re-run by checkpointing
 
 
+def selective_recompute(s: StageShape) -> Array:
+    """Whether only the core attention is recomputed (full recompute re-runs it anyway)."""
+    return s.recompute_attention & ~s.recompute
+
+
 def _passes(s: StageShape) -> tuple[Array, Array, Array]:
     """How many blocks run forward, input-gradient and weight-gradient passes."""
     return s.layers, s.n_backward_blocks, s.n_trainable
@@ -44,7 +49,9 @@ def micro_batch_flops(s: StageShape) -> MicroBatchFlops:
 
     forward = n_fwd * fwd_block + head_fwd
     backward = n_bwd * bwd_in_block + n_wgrad * bwd_w_block + head_in + s.head_trainable * head_w
-    recompute = s.recompute * n_bwd * recompute_block
+    # Selective recompute (trainers.py) re-runs only the core attention's forward.
+    attention_block = sum(np.asarray(op.fwd_flops) for op in block if op.kind == "attention")
+    recompute = s.recompute * n_bwd * recompute_block + selective_recompute(s) * n_bwd * attention_block
     tokens = s.tokens
 
     def model_flops(attention_scale: float) -> Array:

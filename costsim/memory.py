@@ -5,6 +5,11 @@ trains (sharded by ZeRO); the activations saved for backward (exactly what
 ``saved_tensors_hooks`` sees on the CPU); what is alive only at the start of backward
 (the gradients of the logits, which dominate small models with a 50k vocabulary, and
 with recompute one block's re-run activations); allocator reserve on top.
+
+That is the reference trainer's peak. A trainer profile (costsim/trainers.py, which
+writes each switch's formula) changes the bytes a parameter of each state, adds the
+weights a trainer keeps in the compute dtype (ZeRO-3's gathered blocks), and changes what
+the loss keeps; the activations follow the profile through the op list.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, MEMORY_HEADROOM, PARAM_BYTES, RESIDUAL_BYTES
+from costsim.constants import MEMORY_HEADROOM
 from costsim.flops import parameter_counts
 from costsim.ops import (
     LOSS_SAVED_BYTES_PER_MICROBATCH,
@@ -25,6 +30,16 @@ from costsim.ops import (
     total,
 )
 from costsim.profile import CostProfile
+from costsim.trainers import (
+    TrainerProfile,
+    block_gradient_bytes,
+    gradient_bytes,
+    load_trainer,
+    logits_transient_bytes,
+    optimizer_bytes,
+    weight_bytes,
+    working_weight_bytes,
+)
 
 Array = np.ndarray
 
@@ -45,8 +60,8 @@ def saved_activation_bytes(s: StageShape) -> Array:
     per_block_trains = total(block, "saved_bytes_if_trains")
     blocks = np.where(
         s.recompute,
-        # a checkpointed block keeps only its fp32 input
-        s.n_backward_blocks * RESIDUAL_BYTES * s.d_model,
+        # a checkpointed block keeps only its input (fp32 in the reference: the residual stream)
+        s.n_backward_blocks * s.residual_bytes * s.d_model,
         s.n_backward_blocks * per_block_backward + s.n_trainable * per_block_trains,
     )
     ln_f, lm_head, loss = head
@@ -67,6 +82,7 @@ class MemoryBreakdown:
     weights: Array
     gradients: Array
     optimizer: Array
+    working_weights: Array  # compute-dtype weights beside the persistent ones (trainers.working_weight_bytes)
     activations: Array
     transient: Array
     peak_allocated: Array
@@ -74,21 +90,26 @@ class MemoryBreakdown:
 
 
 def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1,
-                parallelism: str = "ddp") -> MemoryBreakdown:
+                parallelism: str = "ddp", trainer: TrainerProfile | None = None) -> MemoryBreakdown:
+    """``s`` must carry ``trainer``'s per-op switches (``trainers.shape_fields``); default
+    trainer: the reference."""
+    trainer = trainer or load_trainer()
     params = parameter_counts(s)
     shard_w, shard_g, shard_o = SHARDED[parallelism]
     n = np.asarray(n_gpus)
-    weights = params.total * PARAM_BYTES / (n if shard_w else 1)
-    gradients = params.trainable * GRAD_BYTES / (n if shard_g else 1)
-    optimizer = params.trainable * ADAMW_STATE_BYTES / (n if shard_o else 1)
+    weights = params.total * weight_bytes(trainer, s) / (n if shard_w else 1)
+    gradients = params.trainable * gradient_bytes(trainer, s) / (n if shard_g else 1)
+    optimizer = params.trainable * optimizer_bytes(trainer) / (n if shard_o else 1)
+    working = working_weight_bytes(trainer, s, shard_w)
     activations = saved_activation_bytes(s).astype(float)
     # The logits' gradients live at the start of backward and are gone before the
-    # first checkpointed block is re-run: the two transients do not overlap.
-    transient = np.maximum(profile.logits_transient_bytes * s.tokens * s.vocab_size,
-                           recompute_working_bytes(s)).astype(float)
-    allocated = weights + gradients + optimizer + activations + transient + profile.memory_overhead_bytes
+    # first block's backward (checkpointed blocks re-run, ZeRO-3 gradients reduced):
+    # the transients do not overlap.
+    transient = np.maximum(logits_transient_bytes(trainer, s, profile),
+                           recompute_working_bytes(s) + block_gradient_bytes(trainer, s, shard_w)).astype(float)
+    allocated = weights + gradients + optimizer + working + activations + transient + profile.memory_overhead_bytes
     return MemoryBreakdown(
-        weights=weights, gradients=gradients, optimizer=optimizer, activations=activations,
+        weights=weights, gradients=gradients, optimizer=optimizer, working_weights=working, activations=activations,
         transient=transient, peak_allocated=allocated, peak_reserved=allocated * (1 + profile.reserve_fraction),
     )
 

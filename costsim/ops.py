@@ -45,12 +45,16 @@ class StageShape:
     qkv_bias: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))  # q/k/v projection only (Qwen2)
     rms_norm: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))  # RMSNorm: a scale, no shift
     learned_positions: Array = field(default_factory=lambda: np.ones(1, dtype=bool))  # False: rotary
+    # What the trainer does (costsim/trainers.py); the defaults are the reference trainer's.
+    residual_bytes: Array = field(default_factory=lambda: np.full(1, RESIDUAL_BYTES))  # residual stream and norm inputs
+    loss_kind: Array = field(default_factory=lambda: np.zeros(1, dtype=np.int64))  # index into LOSS_KINDS
+    recompute_attention: Array = field(default_factory=lambda: np.zeros(1, dtype=bool))  # selective: core attention
 
     @classmethod
     def of(cls, **values) -> StageShape:
         """Build from scalars or arrays; everything is broadcast to one shape."""
         names = [f.name for f in fields(cls)]
-        for name, default in _VARIANT_DEFAULTS.items():
+        for name, default in (_VARIANT_DEFAULTS | _TRAINER_DEFAULTS).items():
             values.setdefault(name, default)
         arrays = np.broadcast_arrays(*(np.asarray(values[n]) for n in names))
         as_type = {n: (bool if n in _BOOL_FIELDS else np.int64) for n in names}
@@ -78,7 +82,15 @@ class StageShape:
 
 
 _VARIANT_DEFAULTS = {"bias": False, "qkv_bias": False, "rms_norm": False, "learned_positions": True}
-_BOOL_FIELDS = {"train_embeddings", "tied", "swiglu", "recompute", *_VARIANT_DEFAULTS}
+_TRAINER_DEFAULTS = {"residual_bytes": RESIDUAL_BYTES, "loss_kind": 0, "recompute_attention": False}
+_BOOL_FIELDS = {"train_embeddings", "tied", "swiglu", "recompute", "recompute_attention", *_VARIANT_DEFAULTS}
+
+# How the loss keeps the logits for backward (costsim/trainers.py documents each):
+# fp32: an fp32 log-softmax (torch cross_entropy on an fp32 copy; the reference);
+# fp32-inplace: an fp32 softmax written over the fp32 copy (Megatron's vocab-parallel loss);
+# fused: the logits in the compute dtype and a log-sum-exp per token (a fused kernel).
+LOSS_KINDS = ("fp32", "fp32-inplace", "fused")
+FUSED_LOSS = LOSS_KINDS.index("fused")
 
 
 @dataclass(frozen=True)
@@ -114,23 +126,27 @@ def linear(name: str, d_in, d_out, s: StageShape, *, bias: Array | bool, input_s
 
 
 def layer_norm(name: str, s: StageShape) -> Op:
-    """Saves its fp32 input and the per-token mean and rstd. An RMSNorm has a scale and
-    no shift (d parameters, not 2d); its saved bytes are taken as LayerNorm's, which
-    the reference GPT measures (a fused RMSNorm keeps one statistic, 4 bytes a token less)."""
-    d = s.d_model
+    """Saves its input (the residual stream: fp32 in the reference) and the per-token mean
+    and rstd. An RMSNorm has a scale and no shift (d parameters, not 2d); its saved bytes
+    are taken as LayerNorm's, which the reference GPT measures (a fused RMSNorm keeps one
+    statistic, 4 bytes a token less)."""
+    d, r = s.d_model, s.residual_bytes
     return Op(name, "memory", params=np.where(s.rms_norm, d, 2 * d),
-              saved_bytes=RESIDUAL_BYTES * d + 2 * STAT_BYTES, traffic_bytes=RESIDUAL_BYTES * 2 * d)
+              saved_bytes=r * d + 2 * STAT_BYTES, traffic_bytes=r * 2 * d)
 
 
 def attention(s: StageShape) -> Op:
     """Causal SDPA. Counted FLOPs (FlopCounterMode): two full T x T matmuls forward,
     five backward (flash recomputes the scores); causal masking is not halved.
-    Saves q, k, v (one qkv buffer), the output and the log-sum-exp per head."""
+    Saves q, k, v (one qkv buffer), the output and the log-sum-exp per head; no T x T
+    matrix (every trainer profile assumes a flash kernel). Selective recompute of the core
+    attention (``recompute_attention``) drops the log-sum-exp: the output is still held as
+    the input of the output projection, and q, k, v as the checkpoint's inputs."""
     d, t = s.d_model, s.seq_len
     return Op(
         "attention", "attention",
         fwd_flops=4 * t * d, bwd_input_flops=10 * t * d,
-        saved_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width) + STAT_BYTES * s.n_heads,
+        saved_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width) + ~s.recompute_attention * STAT_BYTES * s.n_heads,
         traffic_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width),
         model_fwd_flops=4 * t * d, model_bwd_flops=8 * t * d,
     )
@@ -144,7 +160,7 @@ def activation(s: StageShape) -> Op:
 
 
 def residual_add(name: str, s: StageShape) -> Op:
-    return Op(name, "memory", traffic_bytes=3 * RESIDUAL_BYTES * s.d_model)
+    return Op(name, "memory", traffic_bytes=3 * s.residual_bytes * s.d_model)
 
 
 def block_ops(s: StageShape) -> list[Op]:
@@ -167,15 +183,18 @@ def block_ops(s: StageShape) -> list[Op]:
 
 
 def head_ops(s: StageShape) -> list[Op]:
-    """Final norm, LM head and fp32 cross-entropy. The final norm always trains, so
+    """Final norm, LM head and cross-entropy. The final norm always trains, so
     the head's input gradient is always computed."""
     v, c = s.vocab_size, s.compute_bytes
+    fused = s.loss_kind == FUSED_LOSS
     loss = Op(
         "cross_entropy", "memory",
-        # log_softmax keeps its fp32 output; nll_loss keeps the int64 targets.
-        saved_bytes=STAT_BYTES * v + INDEX_BYTES,
-        # logits (compute dtype) -> fp32 copy -> log_softmax -> nll, read and written.
-        traffic_bytes=v * (2 * c + 3 * STAT_BYTES),
+        # fp32: log_softmax (or the in-place softmax) keeps its fp32 output; fused: the
+        # logits and a log-sum-exp. Either way the int64 targets.
+        saved_bytes=np.where(fused, c * v + STAT_BYTES, STAT_BYTES * v) + INDEX_BYTES,
+        # fp32: logits (compute dtype) -> fp32 copy -> log_softmax -> nll, read and written;
+        # fused: one read of the logits.
+        traffic_bytes=np.where(fused, c * v, v * (2 * c + 3 * STAT_BYTES)),
     )
     return [layer_norm("ln_f", s), linear("lm_head", d_in=s.d_model, d_out=v, s=s, bias=False), loss]
 

@@ -16,12 +16,15 @@ from costsim.constants import GRAD_BYTES, PARAM_BYTES
 Array = np.ndarray
 
 
-def communication_bytes_per_gpu(trainable_params, total_params, n_gpus, parallelism: str) -> Array:
+def communication_bytes_per_gpu(trainable_params, total_params, n_gpus, parallelism: str,
+                                gather_bytes=PARAM_BYTES, reduce_bytes=GRAD_BYTES) -> Array:
+    """``gather_bytes``: a parameter as ZeRO-3 all-gathers it (the dtype the model runs on,
+    costsim/trainers.py); ``reduce_bytes``: a gradient as it is reduced."""
     n = np.asarray(n_gpus, dtype=float)
     half = (n - 1) / n  # one reduce-scatter or one all-gather
     if parallelism == "zero3":
-        return 2 * half * total_params * PARAM_BYTES + half * trainable_params * GRAD_BYTES
-    return 2 * half * trainable_params * GRAD_BYTES
+        return 2 * half * total_params * gather_bytes + half * trainable_params * reduce_bytes
+    return 2 * half * trainable_params * reduce_bytes
 
 
 def exposed_communication_s(comm_bytes, interconnect_bytes_per_s, overlappable_s) -> Array:

@@ -31,6 +31,7 @@ from costsim.errors import Mistakes, SpecError, validation_message
 from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.lr import ConstantLR, LRSchedule
+from costsim.trainers import REFERENCE, load_trainer
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -115,6 +116,8 @@ class TrainingSpec(StrictModel):
     optimizer: Literal["adamw"] = "adamw"
     recompute: Literal["none", "full"] = "none"
     parallelism: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+    trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
+                                 "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
     lr_schedule: LRSchedule = Field(default_factory=ConstantLR, description="constant | cosine | wsd (by kind)")
     lr_reset_per_stage: bool = Field(False, description="restart the schedule (and warmup) at every stage")
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay on >=2-D weights")
@@ -124,10 +127,20 @@ class TrainingSpec(StrictModel):
     grad_clip: PositiveFloat | None = Field(None, description="max global grad norm; the study used none")
     seed: int = Field(1337, ge=0, lt=2**63, description="random seed (0 to 2^63-1)")
 
+    @field_validator("trainer_profile")
+    @classmethod
+    def _known_trainer(cls, name: str) -> str:
+        try:
+            load_trainer(name)
+        except SpecError as exc:  # unknown, or a file that is not a profile: one line naming the choices
+            raise ValueError(str(exc)) from None
+        return name
+
 
 class HardwareSpec(StrictModel):
     gpu: str | GPUSpec = Field("h200", description="a preset name or an inline GPU")
     n_gpus: _limited("n_gpus") = 1
+    gpus_per_node: _limited("gpus_per_node") = Field(8, description="GPUs sharing one node's fast interconnect")
     price_per_gpu_hour: PositiveFloat | None = Field(None, le=1e4,
                                                      description="USD; default: the preset's indicative price")
     calibration: str | None = Field(None, description="time/memory profile name; default: the GPU's own or 'generic'")

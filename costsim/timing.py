@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES
-from costsim.flops import parameter_counts
+from costsim.flops import parameter_counts, selective_recompute
 from costsim.ops import StageShape, block_ops, head_ops
 from costsim.profile import CostProfile
 
@@ -45,9 +45,10 @@ class KernelWork:
 def micro_batch_work(s: StageShape) -> KernelWork:
     n_fwd, n_bwd, n_wgrad = s.layers, s.n_backward_blocks, s.n_trainable
     n_recompute = s.recompute * n_bwd
+    n_selective = selective_recompute(s) * n_bwd  # the core attention alone, re-run in backward
     mm_flops = mm_kernels = attn = mem = kernels = 0
     for op in block_ops(s):
-        fwd_runs = n_fwd + (n_recompute if op.recomputed else 0)
+        fwd_runs = n_fwd + (n_recompute if op.recomputed else 0) + (n_selective if op.kind == "attention" else 0)
         if op.kind == "matmul":
             mm_flops = mm_flops + np.asarray(op.fwd_flops) * (fwd_runs + n_bwd + n_wgrad)
             mm_kernels = mm_kernels + fwd_runs + n_bwd + n_wgrad

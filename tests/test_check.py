@@ -40,3 +40,18 @@ def test_bad_numbers_are_one_line(args: list[str]) -> None:
     done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", *args], cwd=ROOT,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_runs_trained_in_parallel_come_back_by_role_in_seed_order(monkeypatch, tmp_path: Path) -> None:
+    import time
+
+    from studies import check_recommendation as check
+
+    def fake_train(spec, seed, db, workdir, threads, device, label):
+        time.sleep(0.05 * (3 - seed))  # later seeds finish first: order must not follow completion
+        return f"{label}/{seed}/{threads}"
+
+    monkeypatch.setattr(check, "train_one", fake_train)
+    trained = check.train_all([("best", None), ("study", None)], 3, tmp_path / "x.duckdb", tmp_path, 1, "cpu",
+                              parallel=2)
+    assert trained == {"best": ["best/1/1", "best/2/1", "best/3/1"], "study": ["study/1/1", "study/2/1", "study/3/1"]}

@@ -119,7 +119,7 @@ def tiny(spec: ScheduleSpec, vocab_size: int, steps_per_stage_: int = 12) -> Sch
     if kv is not None:
         model["n_kv_heads"] = kv
     training = {**spec.training.model_dump(), "micro_batch_size": 8, "batch_size": 8, "precision": "fp32",
-                "parallelism": "ddp"}
+                "parallelism": "ddp", "trainer_profile": "reference"}
     return parse_spec({"name": f"{spec.name or 'schedule'} (tiny)", "model": model, "training": training,
                        "hardware": {"gpu": "h200", "n_gpus": 1}, "stages": stages})
 
@@ -133,6 +133,10 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
     stage = spec.stages[index]
     d_model, n_heads, d_ff = spec.stage_width(stage)
     m = spec.model
+    if spec.training.trainer_profile != "reference":
+        raise CostsimError(f"training.trainer_profile is {spec.training.trainer_profile!r}: validate trains costsim's "
+                           "own trainer, whose memory the 'reference' profile describes; set trainer_profile: "
+                           "reference to train this schedule")
     if differs := [f"{k}: {getattr(m, k)}" for k, v in REFERENCE_GPT_BUILDS.items() if getattr(m, k) != v]:
         raise CostsimError(f"the model has {', '.join(differs)}, which the reference GPT does not build "
                            f"({', '.join(f'{k}: {v}' for k, v in REFERENCE_GPT_BUILDS.items())}); costsim estimates "
