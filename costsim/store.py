@@ -233,6 +233,16 @@ TABLES: dict[str, tuple[Column, ...]] = {
         Column("best_spec_json", "VARCHAR"),
         Column("report_json", "VARCHAR"),
     ),
+    "checks": _table(
+        # one per studies.check_recommendation: the search's answer trained and judged
+        Column("check_id", "VARCHAR"),
+        Column("created_at", "TIMESTAMP"),
+        Column("budget", "DOUBLE"),  # counted FLOPs per schedule
+        Column("loss_profile", "VARCHAR"),  # the profile that predicted (report_json's "loss_profile")
+        Column("verdict", "VARCHAR"),  # confirmed, tie or contradicted
+        Column("recommendation", "VARCHAR"),  # what the search recommended: grow or full training
+        Column("report_json", "VARCHAR"),  # check.json; its outcomes name the runs trained
+    ),
 }
 """Every stored table, in the one place its schema is written down.
 

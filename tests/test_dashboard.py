@@ -3,7 +3,8 @@
 The store holds a real three-stage growth run and a one-stage baseline trained on the
 CPU, one real CPU cost measurement, two small real ``costsim.search`` studies (one and two
 objectives), the shipped H200 sweep as GPU cost measurements, the H200 profile as a
-stored calibration, and hand-written search trials with known answers.
+stored calibration, hand-written search trials with known answers, and a hand-written
+check of the two runs (stored as studies.check_recommendation stores one).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import sys
 import textwrap
 import types
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -27,11 +28,12 @@ import pytest
 
 from costsim import estimate, load_gpu, load_profile, load_spec
 from costsim.calibration import MeasuredStep, relative_errors
-from costsim.dashboard import PAGES, dashboard_data, write_dashboard
+from costsim.dashboard import PAGES, dashboard_data, shown_pages, write_dashboard
 from costsim.dashboard.__main__ import main
 from costsim.dashboard.data import (
     Selection,
     calibration_data,
+    check_data,
     cost_data,
     loss_data,
     loss_predictions,
@@ -40,11 +42,13 @@ from costsim.dashboard.data import (
     select,
     timeline_data,
 )
-from costsim.dashboard.draw import dollar_unit, loss_figures, time_axis_unit
+from costsim.dashboard.draw import check_figures, dollar_unit, loss_figures, time_axis_unit
 from costsim.errors import CostsimError
 from costsim.hardware import preset_for_device
-from costsim.store import Store
+from costsim.loss import load_loss_profile, predict, stage_plans
+from costsim.store import TABLES, Store
 from costsim.text import dollars, time_unit
+from studies.check_recommendation import Outcome, pair_verdict, store_check
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "examples" / "tiny_three_stage.yaml"
@@ -166,6 +170,9 @@ def fx(tmp_path_factory) -> Fixture:
     runs = {row["spec_json"]: row["run_id"] for row in store.query("SELECT run_id, spec_json FROM runs")}
     tiny_run = next(run_id for spec, run_id in runs.items() if '"tiny three-stage"' in spec)
     baseline_run = next(run_id for spec, run_id in runs.items() if '"tiny baseline"' in spec)
+    store_check(db, _check_report([Outcome("best", "stage 3", 2e11, 2.9, 2.6, 3.2, [3.0], [tiny_run]),
+                                   Outcome("full training", "full model", 2e11, 3.0, 2.7, 3.3, [3.1], [baseline_run])],
+                                  "tie", "grow"))
     return Fixture(store, tiny_run, baseline_run, baseline, misfit,
                    [MeasuredStep.model_validate(c) for c in cases])
 
@@ -190,6 +197,23 @@ def loss_model(monkeypatch):
 
     module.predict_curve = predict_curve
     monkeypatch.setitem(sys.modules, "costsim.loss", module)
+
+
+def _check_report(outcomes: list[Outcome], verdict: str, recommendation: str, loss_profile: str = "stdlib-bytes",
+                  seed_std: float = 0.02) -> dict:
+    """A check.json as studies.check_recommendation's ``summarise`` writes it, for outcomes given by hand."""
+    pairs = []
+    for i, a in enumerate(outcomes):
+        for b in outcomes[i + 1:]:
+            gap, noise, measured = pair_verdict(a, b, seed_std)
+            predicted = "a better" if b.predicted > a.predicted else "b better"
+            pairs.append({"a": a.role, "b": b.role, "measured_gap": gap, "noise": noise, "measured": measured,
+                          "predicted_gap": b.predicted - a.predicted, "predicted": predicted,
+                          "agree": measured == "tie" or measured == predicted})
+    return {"budget": max(o.flops_counted for o in outcomes), "recommendation": recommendation, "comparison": None,
+            "outcomes": [asdict(o) | {"mean": o.mean, "spread": o.spread, "inside": o.inside} for o in outcomes],
+            "pairs": pairs, "compute_to_match_measured": None, "verdict": verdict, "loss_profile": loss_profile,
+            "seed_std_profile": seed_std, "by_role": [o.role for o in outcomes]}
 
 
 def _selection(fx: Fixture, *run_ids: str, specs: dict | None = None) -> Selection:
@@ -388,8 +412,149 @@ def test_empty_store_still_gives_an_index_that_says_why(tmp_path: Path) -> None:
     for page in PAGES:
         assert page.section(data).why_empty
     assert "python -m validate.run" in data.timeline.why_empty
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "check.html").write_text("from an older store")
     index = write_dashboard(data, tmp_path / "out").read_text()
-    assert index.count("empty:") == len(PAGES) and "python -m validate.measure" in index
+    # every page says why it is empty, except the check page, which only a store with checks gets
+    assert [page.file for page in shown_pages(data)] == [page.file for page in PAGES if page.file != "check.html"]
+    assert index.count("empty:") == len(PAGES) - 1 and "python -m validate.measure" in index
+    assert "check.html" not in index and not (tmp_path / "out" / "check.html").exists()
+
+
+# --- check: the search's answer trained -----------------------------------------------------
+
+CHECK_SEEDS = {  # role -> (spec, predicted, lower, upper, final loss per seed)
+    "best": (TINY, 1.4643, 1.2434, 1.6856, [1.64, 1.70]),
+    "full training": ("baseline", 1.4837, 1.2429, 1.6943, [1.6706, 1.6752]),
+    "study": (TINY, 1.5087, 1.2714, 1.7188, [1.70, 1.73]),
+}
+
+
+def _check_store(tmp_path: Path, monkeypatch) -> tuple[Store, dict]:
+    """Six fake runs (two seeds per role, three evaluations each, no training) and one stored
+    check naming them, into a store created before the ``checks`` table existed; the second
+    study seed's run is missing from the store. Best's first seed recorded its stages, having
+    taken half the steps its spec plans."""
+    baseline = tmp_path / "baseline.yaml"
+    baseline.write_text(BASELINE_YAML)
+    store = Store(tmp_path / "check.duckdb")
+    monkeypatch.delitem(TABLES, "checks")  # an older store: created and flushed without the table
+    store.append("events", [{"run_id": "x", "step": 0, "kind": "k"}])
+    store.flush()
+    monkeypatch.undo()
+    outcomes = []
+    for role, (path, predicted, lower, upper, finals) in CHECK_SEEDS.items():
+        spec = load_spec(baseline if path == "baseline" else path)
+        run_ids = [f"{role.replace(' ', '-')}-{seed}" for seed in (1, 2)]
+        for seed, (run_id, final) in enumerate(zip(run_ids, finals), start=1):
+            if run_id == "study-2":
+                continue
+            store.append("runs", [{"run_id": run_id, "started_at": datetime(2026, 12, 2, tzinfo=UTC),
+                                   "status": "complete", "spec_json": spec.model_dump_json(), "torch_version": "2.11",
+                                   "device": "cpu", "seed": seed, "kind": "train"}])
+            store.append("evals", [{"run_id": run_id, "step": step, "tokens": 1024.0 * step,
+                                    "flops_counted": 1e10 * step, "val_loss": final + 0.5 * (2 - step) + 0.1 * seed,
+                                    "wall_time_s": 1.0 * step} for step in (0, 1, 2)])
+        outcomes.append(Outcome(role, spec.stages[-1].name or role, 4e12, predicted, lower, upper, finals, run_ids))
+    taken = [s // 2 for s in (40, 20, 20, 40)]
+    store.append("stages", [{
+        "run_id": "best-1", "stage_index": i, "layers": 2, "d_model": 64, "tokens": 1024.0 * steps, "steps": steps,
+        "flops_counted_per_step": 1e9, "flops_counted_predicted_per_step": 1e9, "step_time_s": 0.01}
+        for i, steps in enumerate(taken)])
+    report = _check_report(outcomes, "confirmed", "full training", loss_profile="chinchilla")
+    store_check(store.path, report)
+    return store, report
+
+
+def test_check_page_shows_predicted_against_measured_per_role_and_one_band_each(tmp_path: Path,
+                                                                               monkeypatch) -> None:
+    store, report = _check_store(tmp_path, monkeypatch)
+    [row] = store.query("SELECT * FROM checks")
+    assert (row["budget"], row["loss_profile"], row["verdict"], row["recommendation"]) == (
+        4e12, "chinchilla", "confirmed", "full training")
+    assert json.loads(row["report_json"]) == report
+    data = check_data(store)
+    [check] = data.checks
+    assert check.check_id == row["check_id"] and check.interval == 0.9
+    assert check.roles() == ("best", "full training", "study")
+    best, full, study = check.outcomes
+    assert best.mean == pytest.approx(1.67) and best.spread == pytest.approx(0.06 / 2**0.5) and best.inside == 1
+    assert full.inside == 2 and study.inside == 1 and study.run_ids == ("study-1", "study-2")
+    assert [(p.a, p.b, p.says(p.measured), p.agree) for p in check.pairs] == [
+        ("best", "full training", "tie", True), ("best", "study", "tie", True),
+        ("full training", "study", "full training better", True)]
+    assert check.verdict_words.startswith("confirmed: every measured gap beyond seed noise has the predicted sign")
+    assert "(full training) measured 1.6729 nats, inside its interval" in check.verdict_words
+    assert data.notes == ("check " + check.check_id + ": study run(s) study-2 are not in this store; "
+                          "their curves are left out",)
+    # the measured curves, one per stored seed, from the runs' evaluations
+    measured = [s for s in check.curves if s.kind == "measured"]
+    assert [(s.label, s.key, s.role) for s in measured] == [
+        ("best seed 1", "best", "growth"), ("best seed 2", "best", "growth"),
+        ("full training seed 1", "full training", "baseline"), ("full training seed 2", "full training", "baseline"),
+        ("study seed 1", "study", "growth")]
+    assert measured[1].x_flops == (0.0, 1e10, 2e10) and measured[1].loss[-1] == pytest.approx(1.70 + 0.2)
+    # one predicted curve per role, by the profile the check names (not the spec's default, stdlib-bytes),
+    # at the steps the first seed took where it recorded them
+    predicted = {s.key: s for s in check.curves if s.kind == "predicted"}
+    assert list(predicted) == ["best", "full training", "study"]
+    assert predicted["best"].label == "best predicted (chinchilla)"
+    profile = load_loss_profile("chinchilla")
+    tiny = load_spec(TINY)
+    for role, steps in (("best", [20, 10, 10, 20]), ("study", None)):
+        final = predict(profile, stage_plans(tiny, steps), points_per_stage=1)
+        assert predicted[role].loss[-1] == pytest.approx(float(final.loss[-1]), rel=1e-9)
+        assert predicted[role].lower[-1] == pytest.approx(float(final.lower[-1]), rel=1e-9)
+    assert predicted["best"].x_flops[-1] == pytest.approx(predicted["study"].x_flops[-1] / 2, rel=1e-9)
+    assert predicted["best"].loss[-1] != pytest.approx(
+        predict(load_loss_profile("stdlib-bytes"), stage_plans(tiny, [20, 10, 10, 20]), 1).loss[-1], rel=1e-3)
+    # drawn: the table of predicted [interval] against measured mean ± sd, the pairs, and the curves
+    outcomes_table, pairs_table, curves = check_figures(data)
+    cells = outcomes_table.data[0].cells["values"]
+    assert list(outcomes_table.data[0].header["values"]) == [
+        "schedule", "counted FLOPs", "predicted final loss [90% interval] (nats)", "measured mean ± sd (nats)",
+        "seeds inside the interval"]
+    assert [list(column) for column in cells] == [
+        ["best", "full training", "study"], ["4T FLOPs"] * 3,
+        ["1.4643 [1.2434, 1.6856]", "1.4837 [1.2429, 1.6943]", "1.5087 [1.2714, 1.7188]"],
+        ["1.6700 ± 0.0424 (2 seeds)", "1.6729 ± 0.0033 (2 seeds)", "1.7150 ± 0.0212 (2 seeds)"],
+        ["1/2", "2/2", "1/2"]]
+    assert "<b>confirmed</b>" in outcomes_table.layout.title.text
+    assert "every measured gap beyond seed noise" in outcomes_table.layout.title.text
+    pairs = [list(column) for column in pairs_table.data[0].cells["values"]]
+    assert pairs[0] == ["best vs full training", "best vs study", "full training vs study"]
+    assert pairs[-2:] == [["tie", "tie", "full training better"], ["yes", "yes", "yes"]]
+    bands = [trace for trace in curves.data if trace.fill == "tonexty"]
+    assert [trace.legendgroup for trace in bands] == ["best", "full training", "study"]  # one band per role
+    lines = [trace for trace in curves.data if trace.hovertemplate]
+    assert [trace.name for trace in lines] == [s.label for s in check.curves]
+    assert all(trace.x[0] > 0 for trace in lines)  # the step-0 evaluation has no place on the log axis
+    assert curves.layout.xaxis.type == "log" and curves.layout.xaxis.title.text == "counted FLOPs"
+    assert curves.layout.xaxis.tickformat == "~s" and curves.layout.yaxis.title.text == "validation loss (nats)"
+    assert all(" FLOPs" in trace.hovertemplate and " nats" in trace.hovertemplate for trace in lines)
+    # the page is written and linked only now that the store has a check
+    index = write_dashboard(dashboard_data(store), tmp_path / "out").read_text()
+    assert '<a href="check.html">Check</a>' in index and "3 figures" in index
+    assert "1.4643 [1.2434, 1.6856]" in (tmp_path / "out" / "check.html").read_text()
+
+
+def test_check_without_its_runs_or_profile_still_shows_its_report(tmp_path: Path) -> None:
+    store = Store(tmp_path / "bare.duckdb")
+    outcomes = [Outcome("best", "s", 1e12, 2.0, 1.9, 2.1, [2.05], ["gone"]),
+                Outcome("full training", "f", 1e12, 2.2, 2.1, 2.3, [1.9], ["gone-too"])]
+    report = _check_report(outcomes, "contradicted", "grow", loss_profile="my-own-fit")
+    store_check(store.path, report)
+    store.append("checks", [{"check_id": "broken", "created_at": datetime(2026, 12, 3, tzinfo=UTC), "budget": 1.0,
+                             "loss_profile": "x", "verdict": "tie", "recommendation": "grow", "report_json": "{}"}])
+    data = check_data(store)
+    [check] = data.checks
+    assert check.curves == () and check.interval is None
+    assert check.verdict_words == ("contradicted: full training better beyond seed noise, where best better was "
+                                   "predicted.")
+    assert any("loss profile 'my-own-fit' cannot be loaded here" in n for n in data.notes)
+    assert any(n.startswith("check broken: its stored report cannot be read") for n in data.notes)
+    figures = check_figures(data)
+    assert len(figures) == 2 and "[interval]" in figures[0].data[0].header["values"][2]
 
 
 # --- units ------------------------------------------------------------------------------------
@@ -573,7 +738,7 @@ def test_cli_writes_small_offline_pages_and_opens_the_index(fx: Fixture, tmp_pat
                  "--open"]) == 0
     assert opened == [(out / "index.html").resolve().as_uri()]
     files = {p.name: p.stat().st_size for p in out.iterdir()}
-    assert set(files) == {"index.html", "plotly.min.js", *(page.file for page in PAGES)}
+    assert set(files) == {"index.html", "plotly.min.js", *(page.file for page in PAGES)}  # the store has a check
     assert all(size < 200_000 for name, size in files.items() if name.endswith(".html"))  # plotly.js not inlined
     for page in PAGES:
         text = (out / page.file).read_text()
@@ -650,6 +815,7 @@ def test_every_page_renders_in_chromium_without_errors_or_empty_plots(fx: Fixtur
     verdicts = _render_all(full, tmp_path / "full-copy")
     empty_verdicts = _render_all(empty, tmp_path / "empty-copy")
     assert set(verdicts) == {"index.html", *(page.file for page in PAGES)}
+    assert set(empty_verdicts) == {"index.html", *(page.file for page in PAGES if not page.optional)}
     for name, verdict in {**verdicts, **{f"empty/{k}": v for k, v in empty_verdicts.items()}}.items():
         assert verdict["errors"] == [], f"{name}: {verdict['errors']}"
     for page in PAGES:
@@ -658,12 +824,13 @@ def test_every_page_renders_in_chromium_without_errors_or_empty_plots(fx: Fixtur
         assert verdict["plots"], f"{page.file}: no plot"
         for plot in verdict["plots"]:
             assert plot["traces"] > 0 and plot["points"] > 0 and plot["svg"] > 0, f"{page.file}: empty plot {plot}"
-        assert empty_verdicts[page.file]["plots"] == []
+        assert empty_verdicts.get(page.file, {"plots": []})["plots"] == []
     # per study: the answer's table and timeline when stored, the history, the best table, a Pareto scatter (2-D)
     studies = search_data(fx.store).studies
     assert len(verdicts["search.html"]["plots"]) == sum(
         2 * (s.outcome is not None) + 2 + (len(s.objectives) == 2) for s in studies)
     assert len(verdicts["calibration.html"]["plots"]) == 2  # the comparison grid and the profiles table
+    assert len(verdicts["check.html"]["plots"]) == 3  # the check's two tables and its curves
     # units as drawn: axis titles and tick labels, never SI-prefixed dollars or decimal gigabytes
     data = dashboard_data(fx.store, None, specs)
     loss_plots = verdicts["loss.html"]["plots"]

@@ -9,6 +9,10 @@ is the command line.
 from costsim.dashboard.data import (
     CalibrationData,
     CalibrationPoint,
+    Check,
+    CheckData,
+    CheckOutcome,
+    CheckPair,
     CostBreakdown,
     CostData,
     DashboardData,
@@ -28,6 +32,7 @@ from costsim.dashboard.data import (
     TimelineStage,
     Trial,
     calibration_data,
+    check_data,
     cost_data,
     dashboard_data,
     loss_data,
@@ -37,12 +42,13 @@ from costsim.dashboard.data import (
     select,
     timeline_data,
 )
-from costsim.dashboard.draw import PAGES, write_dashboard
+from costsim.dashboard.draw import PAGES, shown_pages, write_dashboard
 
 __all__ = [
-    "PAGES", "CalibrationData", "CalibrationPoint", "CostBreakdown", "CostData", "DashboardData", "LossData",
-    "LossSeries", "Predictions", "Schedule", "ScheduleSummary", "SearchData", "SearchOutcome", "Selection",
-    "StoredCalibration", "Study", "Timeline", "TimelineData", "TimelineEvent", "TimelineStage", "Trial",
-    "calibration_data", "cost_data", "dashboard_data", "loss_data", "loss_predictions",
-    "predicted_loss_series", "search_data", "select", "timeline_data", "write_dashboard",
+    "PAGES", "CalibrationData", "CalibrationPoint", "Check", "CheckData", "CheckOutcome", "CheckPair",
+    "CostBreakdown", "CostData", "DashboardData", "LossData", "LossSeries", "Predictions", "Schedule",
+    "ScheduleSummary", "SearchData", "SearchOutcome", "Selection", "StoredCalibration", "Study", "Timeline",
+    "TimelineData", "TimelineEvent", "TimelineStage", "Trial", "calibration_data", "check_data", "cost_data",
+    "dashboard_data", "loss_data", "loss_predictions", "predicted_loss_series", "search_data", "select",
+    "shown_pages", "timeline_data", "write_dashboard",
 ]

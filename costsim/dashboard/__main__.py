@@ -7,13 +7,15 @@ Examples:
   python -m costsim.dashboard --runs RUN_A,RUN_B --spec plan.yaml --db other.duckdb --out report/
 
 Pages: schedule timeline, validation loss, cost per stage, calibration (predicted vs
-measured) and search trials, linked from index.html. The folder works offline: the
+measured), search trials and, when the store holds checks, the check (the search's answer
+trained with several seeds, predicted against measured), linked from index.html. The folder works offline: the
 pages share one plotly.min.js beside them. A page with nothing to show says why and
 which command fills it; an empty or missing store still gives an index.
 
 Fill the store with:  python -m validate.run examples/tiny_three_stage.yaml   (runs)
                       python -m validate.measure                             (cost measurements)
                       python -m costsim.search --budget 1e19                 (search trials)
+                      python -m studies.check_recommendation --budget 4e12   (a check and its runs)
 List stored run ids:  python -m validate.run --list
 """
 

@@ -9,8 +9,8 @@ inside the functions, so importing the package to build data costs nothing.
 plotly.js travels as ONE ``plotly.min.js`` beside the pages: each page's first figure
 is written with ``include_plotlyjs="directory"`` (plotly 7.1 emits a
 ``<script src="plotly.min.js">`` for it), and ``write_dashboard`` writes the bundle
-itself. Inlining it (``include_plotlyjs=True``) would put 4.8 MB into each of the five
-pages; the CDN needs a network. The bundle is written by us rather than by
+itself. Inlining it (``include_plotlyjs=True``) would put 4.8 MB into every
+page; the CDN needs a network. The bundle is written by us rather than by
 ``write_html``'s copy because that copy leaves an existing file alone, so a plotly
 upgrade would keep serving a stale bundle; we rewrite it whenever its bytes differ.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -29,6 +30,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from costsim.dashboard.data import (
     CalibrationData,
     CalibrationPoint,
+    Check,
+    CheckData,
     CostData,
     DashboardData,
     LossData,
@@ -124,6 +127,7 @@ class Unit:
 FLOPS = Unit("FLOPs", lambda v: si(v, " FLOPs"), tickformat="~s", hoverformat=".3~s", suffix=" FLOPs")
 MEMORY = Unit("GiB", lambda v: f"{v / GIB:.3g} GiB", scale=GIB, suffix=" GiB")
 LOSS = Unit("", lambda v: f"{v:.4f}", hoverformat=".4f")
+NATS = Unit("nats", lambda v: f"{v:.4f}", hoverformat=".4f", suffix=" nats")  # a loss where the unit is named
 
 
 def time_axis_unit(seconds: Sequence[float]) -> Unit:
@@ -568,6 +572,76 @@ def search_figures(data: SearchData) -> list[Figure]:
     return [figure for study in data.studies for figure in (*outcome_figures(study), *study_figures(study))]
 
 
+# --- 6. check -------------------------------------------------------------------------------
+
+
+def _check_tables(check: Check) -> list[Figure]:
+    """Per schedule, predicted final loss [interval] against measured mean ± sd and the seeds
+    inside the interval; per pair, the gaps against seed noise; the verdict in words."""
+    import plotly.graph_objects as go
+
+    interval = f"{check.interval:.0%} interval" if check.interval else "interval"
+    header = ["schedule", "counted FLOPs", f"predicted final loss [{interval}] (nats)",
+              "measured mean ± sd (nats)", "seeds inside the interval"]
+    rows = [(o.role, FLOPS.show(o.flops_counted), f"{o.predicted:.4f} [{o.lower:.4f}, {o.upper:.4f}]",
+             f"{o.mean:.4f} ± {o.spread:.4f} ({len(o.measured)} seed{'s' if len(o.measured) != 1 else ''})",
+             f"{o.inside}/{len(o.measured)}") for o in check.outcomes]
+    words = "<br>".join(textwrap.wrap(html.escape(check.verdict_words), 140))
+    title = (f"Check {check.check_id} ({check.created_at:%Y-%m-%d %H:%M} UTC), {FLOPS.show(check.budget)} per "
+             f"schedule, loss profile {check.loss_profile}: <b>{check.verdict}</b><br><sup>{words}</sup>")
+    outcomes = go.Figure(go.Table(header={"values": header}, cells={"values": [list(c) for c in zip(*rows)]}),
+                         layout={"title": title, "height": _table_height(len(rows)) + 20 * words.count("<br>") + 30,
+                                 "margin": {**TABLE_MARGIN, "t": 90 + 20 * words.count("<br>")}})
+    if not check.pairs:
+        return [outcomes]
+    header = ["pair (a vs b)", "predicted gap b − a (nats)", "measured gap b − a (nats)", "seed noise, 2 se (nats)",
+              "predicted", "measured", "agrees"]
+    rows = [(f"{p.a} vs {p.b}", f"{p.predicted_gap:+.4f}", f"{p.measured_gap:+.4f}", f"{p.noise:.4f}",
+             p.says(p.predicted), p.says(p.measured), "yes" if p.agree else "NO") for p in check.pairs]
+    pairs = go.Figure(go.Table(header={"values": header}, cells={"values": [list(c) for c in zip(*rows)]}),
+                      layout={"title": f"Check {check.check_id}: measured gaps against seed noise (a gap within the "
+                                       "noise is a tie)", "height": _table_height(len(rows)), "margin": TABLE_MARGIN})
+    return [outcomes, pairs]
+
+
+def _check_curve_figure(check: Check) -> Figure:
+    """Validation loss against counted FLOPs: each seed's measured curve, each role's
+    predicted curve dotted over its interval band, one colour per role."""
+    import plotly.graph_objects as go
+
+    roles = list(dict.fromkeys([*check.roles(), *(s.key for s in check.curves)]))
+    axis = _axis_type([x for s in check.curves for x in s.x_flops])
+    figure = go.Figure()
+    for s in check.curves:
+        keep = [i for i, x in enumerate(s.x_flops) if axis == "linear" or x > 0]
+        x = [s.x_flops[i] for i in keep]
+        color = _color(roles.index(s.key))
+        group = {"legendgroup": s.key}
+        if s.lower is not None and s.upper is not None:
+            band = f"{check.interval:.0%} interval" if check.interval else "interval"
+            figure.add_trace(go.Scatter(x=x, y=[s.upper[i] for i in keep], mode="lines", line={"width": 0},
+                                        hoverinfo="skip", showlegend=False, **group))
+            figure.add_trace(go.Scatter(x=x, y=[s.lower[i] for i in keep], mode="lines", line={"width": 0},
+                                        fill="tonexty", fillcolor=_rgba(color, 0.2), hoverinfo="skip",
+                                        name=f"{s.key} predicted {band}", **group))
+        figure.add_trace(go.Scatter(
+            x=x, y=[s.loss[i] for i in keep], name=s.label, mode="lines" if s.kind == "predicted" else "lines+markers",
+            line={"color": color, "dash": "dot" if s.kind == "predicted" else "solid", "width": 2},
+            hovertemplate=f"{html.escape(s.label)}<br>{FLOPS.hover('x')}<br>loss {NATS.hover('y')}<extra></extra>",
+            **group))
+    figure.update_xaxes(type=axis, **FLOPS.axis("counted FLOPs"))
+    figure.update_yaxes(**NATS.axis("validation loss"))
+    figure.update_layout(height=520, title=f"Check {check.check_id}: measured seeds against the predicted curves",
+                         legend={"orientation": "h", "y": -0.2})
+    return figure
+
+
+def check_figures(data: CheckData) -> list[Figure]:
+    """Per stored check, newest first: its tables, then its curves (when its runs are stored)."""
+    return [figure for check in reversed(data.checks)
+            for figure in (*_check_tables(check), *([_check_curve_figure(check)] if check.curves else []))]
+
+
 # --- pages --------------------------------------------------------------------------------
 
 
@@ -587,6 +661,10 @@ class Page:
     about: str
     section: Callable[[DashboardData], PageData]
     draw: Callable[[Any], list[Figure]]
+    optional: bool = False  # written, and linked, only when it has something to show
+
+    def shown(self, data: DashboardData) -> bool:
+        return not self.optional or not self.section(data).why_empty
 
 
 PAGES = (
@@ -600,6 +678,9 @@ PAGES = (
          "(and loss) with relative errors", lambda d: d.calibration, calibration_figures),
     Page("search.html", "Search", "the search's answer against full training; trial history with best so far; "
          "the best trial's parameters; Pareto front", lambda d: d.search, search_figures),
+    Page("check.html", "Check", "the search's answer trained with several seeds (studies.check_recommendation): "
+         "predicted final loss and interval against measured per schedule, gaps against seed noise, the verdict; "
+         "measured curves per seed over the predicted bands", lambda d: d.check, check_figures, optional=True),
 )
 
 _STYLE = """
@@ -612,8 +693,13 @@ td, th { text-align: left; padding: .3em 1em .3em 0; vertical-align: top; }
 """
 
 
-def _document(title: str, body: str) -> str:
-    nav = " ".join(f'<a href="{page.file}">{html.escape(page.title)}</a>' for page in PAGES)
+def shown_pages(data: DashboardData) -> tuple[Page, ...]:
+    """The pages written for ``data``: all but the optional ones with nothing to show."""
+    return tuple(page for page in PAGES if page.shown(data))
+
+
+def _document(title: str, body: str, pages: Sequence[Page]) -> str:
+    nav = " ".join(f'<a href="{page.file}">{html.escape(page.title)}</a>' for page in pages)
     return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
             f"<style>{_STYLE}</style></head>\n<body><nav><a href=\"index.html\">Index</a> {nav}</nav>\n"
             f"<h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n")
@@ -640,12 +726,12 @@ def page_html(page: Page, data: DashboardData) -> tuple[str, int]:
         for i, figure in enumerate(figures)
     ]
     body = f"<p>{html.escape(page.about)}</p>\n{_notes(section)}\n" + "\n".join(divs)
-    return _document(page.title, body), len(figures)
+    return _document(page.title, body, shown_pages(data)), len(figures)
 
 
 def _index_html(data: DashboardData, counts: dict[str, int]) -> str:
     rows = []
-    for page in PAGES:
+    for page in shown_pages(data):
         section = page.section(data)
         state = (f"empty: {html.escape(section.why_empty)}" if section.why_empty
                  else f"{counts[page.file]} figure{'s' if counts[page.file] != 1 else ''}")
@@ -654,7 +740,7 @@ def _index_html(data: DashboardData, counts: dict[str, int]) -> str:
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     body = (f"<p>Store <code>{html.escape(data.db)}</code>, generated {generated}.</p>\n"
             "<table><tr><th>page</th><th>shows</th><th>state</th></tr>\n" + "\n".join(rows) + "</table>")
-    return _document("costsim dashboard", body)
+    return _document("costsim dashboard", body, shown_pages(data))
 
 
 def _write_bundle(out_dir: Path) -> None:
@@ -668,12 +754,17 @@ def _write_bundle(out_dir: Path) -> None:
 
 
 def write_dashboard(data: DashboardData, out_dir: str | Path) -> Path:
-    """Write index.html, one page per entry of ``PAGES`` and plotly.min.js into ``out_dir``; return the index."""
+    """Write index.html, one page per entry of ``PAGES`` that is shown (``shown_pages``) and
+    plotly.min.js into ``out_dir``; return the index. A page not shown this time is removed,
+    so the folder never keeps an old one that the index does not link."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_bundle(out_dir)
     counts = {}
     for page in PAGES:
+        if not page.shown(data):
+            (out_dir / page.file).unlink(missing_ok=True)
+            continue
         text, counts[page.file] = page_html(page, data)
         (out_dir / page.file).write_text(text, encoding="utf-8")
     index = out_dir / "index.html"
