@@ -19,18 +19,19 @@ from costsim.loss import LossProfile, load_loss_profile, predict_curve
 from costsim.models import ExternalModel, from_hf_config, load_preset, preset_names
 from costsim.ops import StageShape
 from costsim.paper import full_training, paper_incremental, study_cost_ratio
+from costsim.parallel import Layout
 from costsim.planner import Budget, Planner, SearchSpace
 from costsim.profile import CostProfile, load_profile
 from costsim.spec import HardwareSpec, ModelSpec, ScheduleSpec, StageSpec, TrainingSpec, load_spec, parse_spec
 from costsim.trainers import TrainerProfile, load_trainer, trainer_names
 
 __all__ = [
-    "Budget", "CostProfile", "CostsimError", "ExternalModel", "GPUSpec", "HardwareSpec", "LossProfile", "ModelSpec",
-    "Planner", "ScheduleEstimate", "ScheduleSpec", "SearchSpace", "SpecError", "StageCosts", "StageEstimate",
-    "StageShape", "StageSpec", "TotalEstimate", "TrainerProfile", "TrainingSpec", "estimate", "estimate_many",
-    "from_hf_config", "full_training", "gpu_preset_names", "load_gpu", "load_loss_profile", "load_preset",
-    "load_profile", "load_spec", "load_trainer", "paper_incremental", "parse_spec", "predict_curve", "preset_names",
-    "study_cost_ratio", "study_units", "trainer_names",
+    "Budget", "CostProfile", "CostsimError", "ExternalModel", "GPUSpec", "HardwareSpec", "Layout", "LossProfile",
+    "ModelSpec", "Planner", "ScheduleEstimate", "ScheduleSpec", "SearchSpace", "SpecError", "StageCosts",
+    "StageEstimate", "StageShape", "StageSpec", "TotalEstimate", "TrainerProfile", "TrainingSpec", "estimate",
+    "estimate_many", "from_hf_config", "full_training", "gpu_preset_names", "load_gpu", "load_loss_profile",
+    "load_preset", "load_profile", "load_spec", "load_trainer", "paper_incremental", "parse_spec", "predict_curve",
+    "preset_names", "study_cost_ratio", "study_units", "trainer_names",
 ]
 
 # Names whose module loads only when first used: the command modules (callable, see

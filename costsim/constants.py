@@ -25,6 +25,7 @@ SECONDS_PER_HOUR = 3600.0
 LIMITS = {
     "d_model": 2**17, "n_heads": 2**14, "d_ff": 2**19, "vocab_size": 2**22, "seq_len": 2**22, "layers": 2**12,
     "batch_size": 2**24, "micro_batch_size": 2**24, "n_gpus": 2**20, "gpus_per_node": 2**10,
+    "tensor_parallel": 2**10, "pipeline_parallel": 2**12, "virtual_stages": 2**12,
 }
 MAX_STAGE_TOKENS = 1e16  # per stage; the largest published runs train about 2e13 tokens in all
 MAX_INT64_QUANTITY = 2**62  # a per-micro-batch FLOP or byte count above this is refused

@@ -7,6 +7,7 @@ the same core, and wraps the result in typed models.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -15,11 +16,21 @@ import numpy as np
 from pydantic import BaseModel
 
 from costsim.constants import COMPUTE_BYTES
-from costsim.flops import micro_batch_flops, parameter_counts, study_units_per_token
+from costsim.flops import micro_batch_flops, parameter_counts, rank_parameter_counts, study_units_per_token
 from costsim.hardware import GPUSpec
 from costsim.memory import SHARDED, fits_within, peak_memory, usable_memory_bytes
 from costsim.ops import StageShape
-from costsim.parallel import communication_bytes_per_gpu, exposed_communication_s
+from costsim.parallel import (
+    Layout,
+    communication_bytes_per_gpu,
+    data_parallel_steps,
+    exposed_communication_s,
+    group_link,
+    pipeline_ranks,
+    pipeline_send_s,
+    tensor_parallel_all_reduces,
+    tensor_parallel_s,
+)
 from costsim.profile import CostProfile, profile_for
 from costsim.spec import ScheduleSpec
 from costsim.timing import micro_batch_time_s, optimizer_time_s
@@ -43,40 +54,61 @@ class StageCosts:
     params_total: Array
     params_trainable: Array
     params_non_embedding: Array
+    pipeline_bubble_fraction: Array  # (p - 1) / (m v): the pipeline's idle time over its ideal
 
 
 def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostProfile, precision: str = "bf16-mixed",
                   n_gpus=1, parallelism: str = "ddp", memory_limit_bytes: float | None = None,
-                  trainer: TrainerProfile | None = None) -> StageCosts:
+                  trainer: TrainerProfile | None = None, layout: Layout | None = None) -> StageCosts:
     """Costs per optimizer step for many stages at once (all inputs broadcast). A stage
     fits when its peak stays within ``memory_limit_bytes`` (default: the GPU's memory less
     the standard headroom, ``usable_memory_bytes``). ``trainer`` (default: the reference)
-    must be the profile whose per-op switches ``shape`` carries (``trainers.shape_fields``)."""
+    must be the profile whose per-op switches ``shape`` carries (``trainers.shape_fields``).
+    ``layout`` (default: data parallelism over ``n_gpus``, in nodes of 8) splits the model
+    over tensor, pipeline and data parallel GPUs (costsim/parallel.py).
+
+    A step: each pipeline rank runs m micro-batches (m = batch / micro-batch / dp), each its
+    compute plus the exposed tensor-parallel all-reduces and pipeline sends; the pipeline
+    takes (m + (p-1)/v) times its slowest rank's micro-batch; then the slowest rank's
+    optimizer update and the data-parallel traffic that the last backward does not hide."""
     trainer = trainer or load_trainer()
+    layout = Layout.of(n_gpus) if layout is None else layout
     batch_size = np.asarray(batch_size)
-    n_gpus = np.asarray(n_gpus)
     micro_per_step = batch_size // shape.micro_batch_size  # over all GPUs
-    accumulation = micro_per_step // n_gpus  # per GPU
+    accumulation = micro_per_step // layout.dp  # per data-parallel replica
     flops = micro_batch_flops(shape)
     params = parameter_counts(shape)
     peak = gpu.peak_flops_per_s(precision)
-    micro_time = micro_batch_time_s(shape, peak, gpu.hbm_bandwidth_bytes_per_s, profile)
-    shard_optimizer = n_gpus if SHARDED[parallelism][2] else 1
-    optimizer = optimizer_time_s(shape, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer)
-    compute_time = accumulation * micro_time + optimizer
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
-    comm = communication_bytes_per_gpu(params.trainable, params.total, n_gpus, parallelism,
-                                       gather_bytes=run_weight_bytes(trainer, shape),
-                                       reduce_bytes=gradient_bytes(trainer, shape))
-    exposed = exposed_communication_s(comm, gpu.interconnect_bandwidth_bytes_per_s, backward_share * micro_time)
-    memory = peak_memory(shape, profile, n_gpus, parallelism, trainer)
+    shard_optimizer = layout.dp if SHARDED[parallelism][2] else 1
+    dp_link = group_link(gpu, layout, "data")
+    activation = shape.tokens * shape.d_model  # elements of one micro-batch's activation
+    per_rank = []
+    for rank in pipeline_ranks(shape, layout, accumulation):
+        s = rank.shape
+        own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
+        micro_time = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
+        all_reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
+        stage_time = (micro_time + tensor_parallel_s(all_reduces, activation * s.compute_bytes, layout, gpu)
+                      + pipeline_send_s(activation * s.residual_bytes, layout, gpu))
+        optimizer = optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer, own.trainable)
+        comm = communication_bytes_per_gpu(own.trainable, own.total, layout.dp, parallelism,
+                                           gather_bytes=run_weight_bytes(trainer, s),
+                                           reduce_bytes=gradient_bytes(trainer, s))
+        exposed = exposed_communication_s(comm, dp_link.bandwidth_bytes_per_s, backward_share * micro_time,
+                                          data_parallel_steps(layout.dp, parallelism) * dp_link.latency_s)
+        per_rank.append((stage_time, optimizer, exposed))
+    stage_time, optimizer, exposed = (functools.reduce(np.maximum, parts) for parts in zip(*per_rank))
+    compute_time = (accumulation + (layout.pp - 1) / layout.v) * stage_time + optimizer
+    memory = peak_memory(shape, profile, parallelism=parallelism, trainer=trainer, layout=layout,
+                         micro_batches=accumulation)
     limit = usable_memory_bytes(gpu.memory_bytes) if memory_limit_bytes is None else memory_limit_bytes
     return StageCosts(
         # float: a large run's step passes int64 (9.2e18); float64 is exact below 2**53
         flops_counted_per_step=micro_per_step * flops.counted.astype(float),
         flops_model_per_step=micro_per_step * flops.model,
         flops_model_causal_per_step=micro_per_step * flops.model_causal,
-        step_time_s=compute_time + np.where(n_gpus > 1, exposed, 0.0),
+        step_time_s=compute_time + np.where(layout.dp > 1, exposed, 0.0),
         peak_memory_bytes=memory.peak_reserved,
         peak_allocated_bytes=memory.peak_allocated,
         activation_bytes=memory.activations,
@@ -84,6 +116,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         params_total=params.total,
         params_trainable=params.trainable,
         params_non_embedding=params.non_embedding,
+        pipeline_bubble_fraction=layout.bubble_fraction(accumulation) * np.ones(np.shape(stage_time)),
     )
 
 
@@ -121,6 +154,11 @@ class StageEstimate(BaseModel):
     activation_bytes: float
     fits_in_memory: bool
     fit_suggestion: str | None
+    # the parallel layout the stage runs in: tensor x pipeline x data = n_gpus
+    tensor_parallel: int
+    pipeline_parallel: int
+    data_parallel: int
+    pipeline_bubble_fraction: float
 
 
 class TotalEstimate(BaseModel):
@@ -196,12 +234,20 @@ def study_units(spec: ScheduleSpec) -> Fraction:
     return sum((Fraction(s.tokens) * int(u) for s, u in zip(spec.stages, units)), Fraction(0))
 
 
+def spec_layout(spec: ScheduleSpec) -> Layout:
+    """The spec's parallel layout (costsim/parallel.py)."""
+    t, hw = spec.training, spec.hardware
+    return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=t.tensor_parallel, pipeline_parallel=t.pipeline_parallel,
+                     sequence_parallel=t.sequence_parallel, virtual_stages=t.virtual_stages,
+                     gpus_per_node=hw.gpus_per_node)
+
+
 def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, recompute=None) -> StageCosts:
     hw = spec.hardware
     return estimate_many(
         stage_shape(spec, micro_batch_size, recompute), batch_size=spec.training.batch_size, gpu=hw.resolved_gpu(),
         profile=profile, precision=spec.training.precision, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
-        trainer=load_trainer(spec.training.trainer_profile),
+        trainer=load_trainer(spec.training.trainer_profile), layout=spec_layout(spec),
     )
 
 
@@ -216,8 +262,8 @@ def _fit_suggestions(spec: ScheduleSpec, profile: CostProfile, fits: Array) -> l
     recompute if possible, else with it."""
     if fits.all():
         return [None] * len(fits)
-    per_gpu = spec.training.batch_size // spec.hardware.n_gpus
-    candidates = divisors(per_gpu)
+    per_replica = spec.training.batch_size // spec.data_parallel
+    candidates = divisors(per_replica)
     suggestions: list[str | None] = [None] * len(fits)
     for recompute in (False, True):
         for mb in candidates:
@@ -225,7 +271,8 @@ def _fit_suggestions(spec: ScheduleSpec, profile: CostProfile, fits: Array) -> l
             for i in np.flatnonzero(~fits & ok):
                 if suggestions[i] is None:
                     suggestions[i] = f"micro_batch_size: {mb}" + (", recompute: full" if recompute else "")
-    fallback = "does not fit even at micro_batch_size 1 with recompute: use more GPUs or ZeRO-3"
+    fallback = ("does not fit even at micro_batch_size 1 with recompute: use more GPUs, ZeRO-3, or tensor or "
+                "pipeline parallelism")
     return [None if fits[i] else (s or fallback) for i, s in enumerate(suggestions)]
 
 
@@ -262,6 +309,8 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
             peak_allocated_bytes=float(costs.peak_allocated_bytes[i]),
             activation_bytes=float(costs.activation_bytes[i]),
             fits_in_memory=bool(costs.fits_in_memory[i]), fit_suggestion=suggestions[i],
+            tensor_parallel=spec.training.tensor_parallel, pipeline_parallel=spec.training.pipeline_parallel,
+            data_parallel=spec.data_parallel, pipeline_bubble_fraction=float(costs.pipeline_bubble_fraction[i]),
         ))
     total = TotalEstimate(
         tokens=sum(s.tokens for s in stages),

@@ -50,7 +50,10 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     rows.append(("", "total", "", "", "", si(t.tokens), "", "", "", "", duration(t.time_s), f"{t.cost_usd:,.2f}",
                  binary_bytes(t.peak_memory_bytes), "yes" if t.fits_in_memory else "NO"))
     lines = table(rows, left=(1, 4), rule_before_last=True)
-    title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}, {result.precision}, "
+    first = result.stages[0]
+    layout = (f" (tensor {first.tensor_parallel} x pipeline {first.pipeline_parallel} x data {first.data_parallel})"
+              if first.tensor_parallel * first.pipeline_parallel > 1 else "")
+    title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}{layout}, {result.precision}, "
              f"{result.parallelism}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
@@ -148,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calibration", help=f"time/memory profile ({', '.join(profile_names())} or a .json path)")
     parser.add_argument("--parallelism", choices=("ddp", "zero1", "zero2", "zero3"),
                         help="override training.parallelism (zero3: FSDP full shard)")
+    parser.add_argument("--tensor-parallel", type=int, help="override training.tensor_parallel (GPUs splitting "
+                        "each block)")
+    parser.add_argument("--pipeline-parallel", type=int, help="override training.pipeline_parallel (pipeline ranks)")
     parser.add_argument("--trainer-profile", help=f"override training.trainer_profile: what the training framework "
                         f"keeps on each GPU ({', '.join(trainer_names())} or a .json path)")
     parser.add_argument("--loss-profile", help=f"loss model ({', '.join(loss_profile_names())} or a .json path; "
@@ -160,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--batch-tokens must be a positive integer, got {args.batch_tokens}")
     hardware = {k: v for k, v in (("gpu", args.gpu), ("n_gpus", args.n_gpus), ("calibration", args.calibration))
                 if v is not None}
-    training = {k: v for k, v in (("parallelism", args.parallelism), ("trainer_profile", args.trainer_profile))
-                if v is not None}
+    training = {k: v for k, v in (("parallelism", args.parallelism), ("trainer_profile", args.trainer_profile),
+                                  ("tensor_parallel", args.tensor_parallel),
+                                  ("pipeline_parallel", args.pipeline_parallel)) if v is not None}
     spec = _spec(args, hardware, training)
     result = estimate(spec)
     profile = load_loss_profile(args.loss_profile) if args.loss_profile else profile_for_spec(spec)

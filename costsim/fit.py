@@ -238,13 +238,22 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
     vocab = {r.spec.model.vocab_size for r in fit_runs}
     noise, repeated = seed_noise(fit_runs)
     lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
+    residual = rms if residual_std is None else residual_std
     return LossProfile(
-        name=name, params=best, samples=samples, residual_std=rms if residual_std is None else residual_std,
+        name=name, params=best, samples=samples, residual_std=residual,
+        growth_rel_std=relative_error(fit_runs, best, residual),
         seed_std=noise, source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
         lr=lrs.pop() if len(lrs) == 1 else None,
         domain=domain_of(fit_runs),
         report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
                 "rms_nats_in_sample": rms, "seed_repeats": repeated, **(report or {})})
+
+
+def relative_error(runs: list[RunData], params: LossParams, residual_std: float) -> float:
+    """The held-out error as a share of the reducible loss the growth runs measured (the
+    median over their points): the form in which it transfers to another law's scale."""
+    reducible = np.concatenate([r.loss - params.E for r in runs if not r.is_full_training] or [np.ones(1)])
+    return float(residual_std / max(np.median(reducible), 1e-9))
 
 
 DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "bumps", "transient_steps", "jumps", "reset_jump",
@@ -260,6 +269,7 @@ def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
 
     return LossProfile(name=name, params=move(fitted.params), samples=[move(s) for s in fitted.samples],
                        residual_std=law.residual_std, seed_std=law.seed_std, law_rel_std=law.law_rel_std,
+                       growth_rel_std=fitted.growth_rel_std,
                        source=f"{law.source}; growth and annealing parameters fitted on {fitted.name}",
                        domain=law.domain, vocab_size=law.vocab_size,
                        report={"growth_fitted_on": fitted.name, "fit_report": fitted.report})

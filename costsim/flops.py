@@ -95,3 +95,39 @@ def parameter_counts(s: StageShape) -> ParameterCounts:
     non_embedding = s.layers * block + ln_f + head
     trainable = s.n_trainable * block + ln_f + s.train_embeddings * embedding + np.where(s.tied, 0, lm_head)
     return ParameterCounts(total=non_embedding + embedding, trainable=trainable, non_embedding=non_embedding)
+
+
+@dataclass(frozen=True)
+class RankParameters:
+    """The parameters one GPU holds: a pipeline rank's blocks and what else it holds,
+    split over the tensor-parallel group (``rank_parameter_counts``)."""
+
+    total: Array
+    trainable: Array
+    block: Array  # one block's, on one GPU
+    blocks: Array  # blocks on the rank
+    trainable_blocks: Array
+
+
+def rank_parameter_counts(s: StageShape, tp: Array | int = 1, embedding: Array | bool = True,
+                          head: Array | bool = True) -> RankParameters:
+    """Parameters on one GPU of a pipeline rank whose blocks ``s`` gives (its own layers and
+    n_trainable), holding the embeddings (``embedding``) and the final norm and LM head
+    (``head``), over ``tp`` tensor-parallel GPUs (Megatron): a block's matmul weights and
+    column-parallel biases split by tp (exactly: tp divides d_model, the heads and d_ff),
+    the vocabulary split by tp rounded up (Megatron pads it), norms, row-parallel biases and
+    learned positions whole on every rank. A pipeline's last rank keeps its own copy of a
+    tied embedding for the head (Megatron). With tp = 1 and everything held, these are
+    ``parameter_counts`` to the parameter."""
+    ops = block_ops(s)
+    replicated = total(ops, "replicated_params")
+    block = (total(ops, "params") - replicated) // tp + replicated
+    ln_f, _, _ = head_ops(s)
+    vocab_share = -(-s.vocab_size // tp) * s.d_model
+    embeddings = embedding * (vocab_share + s.learned_positions * s.seq_len * s.d_model)
+    head_matrix = head * np.where(s.tied & embedding, 0, vocab_share)  # untied head, or a tied one's copy
+    head_params = head * np.asarray(ln_f.params)
+    total_ = s.layers * block + head_params + head_matrix + embeddings
+    trainable = s.n_trainable * block + head_params + s.head_trainable * head_matrix + s.train_embeddings * embeddings
+    return RankParameters(total=total_, trainable=trainable, block=block, blocks=s.layers,
+                          trainable_blocks=s.n_trainable)

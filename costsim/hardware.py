@@ -22,7 +22,14 @@ class GPUSpec(BaseModel):
     peak_tf32_flops_per_s: float = Field(ge=1e9, le=1e18, description="dense matmul peak for fp32 training (TF32)")
     hbm_bandwidth_bytes_per_s: float = Field(ge=1e8, le=1e16)
     memory_bytes: float = Field(ge=1e6, le=1e15)
-    interconnect_bandwidth_bytes_per_s: float = Field(ge=1e6, le=1e16, description="per GPU, one direction")
+    interconnect_bandwidth_bytes_per_s: float = Field(ge=1e6, le=1e16, description="inside a node (NVLink, PCIe): "
+                                                      "per GPU, one direction")
+    interconnect_latency_s: float = Field(0.0, ge=0, le=1, description="inside a node, per ring step of a collective "
+                                          "(0: not modelled; NCCL's tuning table puts NVLink at a few microseconds)")
+    inter_node_bandwidth_bytes_per_s: float | None = Field(
+        None, ge=1e6, le=1e16, description="between nodes (InfiniBand, Ethernet): per GPU, one direction; default the "
+        "interconnect's (a single node)")
+    inter_node_latency_s: float = Field(0.0, ge=0, le=1, description="between nodes, per ring step of a collective")
     price_per_gpu_hour: float = Field(0.0, ge=0, le=1e4, description="USD, indicative")
     source: str = ""
 

@@ -126,6 +126,9 @@ class LossProfile(BaseModel):
     residual_std: float = Field(0.0, ge=0, description="per-point error of held-out prediction (nats)")
     seed_std: float = Field(0.0, ge=0, description="seed-to-seed standard deviation of a final loss (nats)")
     law_rel_std: float = Field(0.0, ge=0, description="relative uncertainty of the reducible loss not in samples")
+    growth_rel_std: float = Field(0.0, ge=0, description="held-out error of growth predictions relative to the "
+                                  "reducible loss: carried with the growth parameters to a transferred law, where "
+                                  "it widens the growth-against-full-training comparison")
     interval: float = Field(0.9, gt=0, lt=1)
     source: str = ""
     report: dict = Field(default_factory=dict)

@@ -10,6 +10,13 @@ That is the reference trainer's peak. A trainer profile (costsim/trainers.py, wh
 writes each switch's formula) changes the bytes a parameter of each state, adds the
 weights a trainer keeps in the compute dtype (ZeRO-3's gathered blocks), and changes what
 the loss keeps; the activations follow the profile through the op list.
+
+A parallel layout (costsim/parallel.py) changes what one GPU holds: tensor parallelism
+splits the blocks' weights and the activations inside its regions (``ops.Op.inside_tp``)
+over tp GPUs, sequence parallelism the rest of the activations by tokens (Korthikanti et
+al. 2022: a layer's s·b·h·34 bytes become s·b·h·(10 + 24/t), then s·b·h·34/t); pipeline parallelism
+gives each rank its blocks and the first rank p micro-batches in flight; ZeRO shards over
+the data-parallel group only. The peak is the worst pipeline rank's.
 """
 
 from __future__ import annotations
@@ -19,16 +26,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costsim.constants import MEMORY_HEADROOM
-from costsim.flops import parameter_counts
+from costsim.constants import INDEX_BYTES, MEMORY_HEADROOM
+from costsim.flops import RankParameters, rank_parameter_counts
 from costsim.ops import (
     LOSS_SAVED_BYTES_PER_MICROBATCH,
     StageShape,
     block_ops,
     embedding_saved_bytes_per_microbatch,
     head_ops,
-    total,
 )
+from costsim.parallel import Layout, pipeline_ranks
 from costsim.profile import CostProfile
 from costsim.trainers import (
     TrainerProfile,
@@ -44,7 +51,7 @@ from costsim.trainers import (
 Array = np.ndarray
 
 # Fraction of each state that one GPU holds, per data-parallel strategy:
-# (weights, gradients, optimizer state) -> sharded over n_gpus or not.
+# (weights, gradients, optimizer state) -> sharded over the data-parallel GPUs or not.
 SHARDED = {
     "ddp": (False, False, False),
     "zero1": (False, False, True),
@@ -53,28 +60,49 @@ SHARDED = {
 }
 
 
-def saved_activation_bytes(s: StageShape) -> Array:
-    """Activation bytes autograd holds at the end of one micro-batch's forward."""
-    block, head = block_ops(s), head_ops(s)
-    per_block_backward = total(block, "saved_bytes")
-    per_block_trains = total(block, "saved_bytes_if_trains")
-    blocks = np.where(
+def _block_saved(s: StageShape, attr: str) -> tuple[Array, Array]:
+    """A block's ``attr`` bytes a token, (inside, outside) the tensor-parallel regions."""
+    block = block_ops(s)
+    inside = sum((np.asarray(getattr(op, attr)) for op in block if op.inside_tp), np.zeros((), dtype=np.int64))
+    outside = sum((np.asarray(getattr(op, attr)) for op in block if not op.inside_tp), np.zeros((), dtype=np.int64))
+    return inside, outside
+
+
+def _split(s: StageShape, layout: Layout | None, inside_per_token, outside_per_token) -> Array:
+    """Bytes of a micro-batch on one GPU: inside the TP regions split over tp, outside them
+    split by tokens under sequence parallelism (tp divides what it splits: the spec checks)."""
+    tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
+    return s.tokens * inside_per_token // tp + s.tokens // shards * outside_per_token
+
+
+def saved_activation_bytes(s: StageShape, layout: Layout | None = None, embedding: Array | bool = True,
+                           head: Array | bool = True) -> Array:
+    """Activation bytes autograd holds at the end of one micro-batch's forward (on one GPU of
+    ``layout`` holding ``s``'s blocks, and the embeddings and head where they say so)."""
+    inside_bwd, outside_bwd = _block_saved(s, "saved_bytes")
+    inside_trains, outside_trains = _block_saved(s, "saved_bytes_if_trains")
+    inside = np.where(s.recompute, 0, s.n_backward_blocks * inside_bwd + s.n_trainable * inside_trains)
+    outside = np.where(
         s.recompute,
         # a checkpointed block keeps only its input (fp32 in the reference: the residual stream)
         s.n_backward_blocks * s.residual_bytes * s.d_model,
-        s.n_backward_blocks * per_block_backward + s.n_trainable * per_block_trains,
+        s.n_backward_blocks * outside_bwd + s.n_trainable * outside_trains,
     )
-    ln_f, lm_head, loss = head
-    head_bytes = np.asarray(ln_f.saved_bytes) + s.head_trainable * lm_head.saved_bytes_if_trains + loss.saved_bytes
-    per_microbatch = embedding_saved_bytes_per_microbatch(s) + LOSS_SAVED_BYTES_PER_MICROBATCH
-    return s.tokens * (blocks + head_bytes) + per_microbatch
+    ln_f, lm_head, loss = head_ops(s)
+    head_outside = np.asarray(ln_f.saved_bytes) + s.head_trainable * lm_head.saved_bytes_if_trains
+    # the vocabulary-parallel loss splits what it keeps over tp; the int64 targets are whole
+    head_bytes = _split(s, layout, np.asarray(loss.saved_bytes) - INDEX_BYTES, head_outside) + s.tokens * INDEX_BYTES
+    per_microbatch = (embedding * embedding_saved_bytes_per_microbatch(s)
+                      + head * LOSS_SAVED_BYTES_PER_MICROBATCH)
+    return _split(s, layout, inside, outside) + head * head_bytes + per_microbatch
 
 
-def recompute_working_bytes(s: StageShape) -> Array:
+def recompute_working_bytes(s: StageShape, layout: Layout | None = None) -> Array:
     """With checkpointing, one block's activations are rebuilt during backward."""
-    block = block_ops(s)
-    one_block = total(block, "saved_bytes") + total(block, "saved_bytes_if_trains")
-    return s.recompute * (s.n_backward_blocks > 0) * s.tokens * one_block
+    inside_bwd, outside_bwd = _block_saved(s, "saved_bytes")
+    inside_trains, outside_trains = _block_saved(s, "saved_bytes_if_trains")
+    one_block = _split(s, layout, inside_bwd + inside_trains, outside_bwd + outside_trains)
+    return s.recompute * (s.n_backward_blocks > 0) * one_block
 
 
 @dataclass(frozen=True)
@@ -90,23 +118,41 @@ class MemoryBreakdown:
 
 
 def peak_memory(s: StageShape, profile: CostProfile, n_gpus: Array | int = 1,
-                parallelism: str = "ddp", trainer: TrainerProfile | None = None) -> MemoryBreakdown:
-    """``s`` must carry ``trainer``'s per-op switches (``trainers.shape_fields``); default
-    trainer: the reference."""
+                parallelism: str = "ddp", trainer: TrainerProfile | None = None, layout: Layout | None = None,
+                micro_batches: Array | int | None = None) -> MemoryBreakdown:
+    """The worst GPU's peak. ``s`` must carry ``trainer``'s per-op switches
+    (``trainers.shape_fields``); default trainer: the reference. ``layout`` (default: data
+    parallelism over ``n_gpus``) splits the model; ``micro_batches`` (per replica a step)
+    bounds what a pipeline keeps in flight."""
     trainer = trainer or load_trainer()
-    params = parameter_counts(s)
+    layout = Layout.of(n_gpus) if layout is None else layout
+    ranks = [_rank_memory(rank.shape, profile, layout, parallelism, trainer, rank.embedding, rank.head,
+                          rank.in_flight) for rank in pipeline_ranks(s, layout, micro_batches)]
+    worst = ranks[0]
+    for other in ranks[1:]:
+        first = worst.peak_reserved >= other.peak_reserved
+        worst = MemoryBreakdown(**{f: np.where(first, getattr(worst, f), getattr(other, f))
+                                   for f in MemoryBreakdown.__dataclass_fields__})
+    return worst
+
+
+def _rank_memory(s: StageShape, profile: CostProfile, layout: Layout, parallelism: str, trainer: TrainerProfile,
+                 embedding, head, in_flight) -> MemoryBreakdown:
+    """One GPU of a pipeline rank holding ``s``'s blocks (and the embeddings, the head)."""
+    params: RankParameters = rank_parameter_counts(s, layout.tp, embedding, head)
     shard_w, shard_g, shard_o = SHARDED[parallelism]
-    n = np.asarray(n_gpus)
+    n = layout.dp
     weights = params.total * weight_bytes(trainer, s) / (n if shard_w else 1)
     gradients = params.trainable * gradient_bytes(trainer, s) / (n if shard_g else 1)
     optimizer = params.trainable * optimizer_bytes(trainer) / (n if shard_o else 1)
-    working = working_weight_bytes(trainer, s, shard_w)
-    activations = saved_activation_bytes(s).astype(float)
+    working = working_weight_bytes(trainer, s, shard_w, params)
+    activations = (in_flight * saved_activation_bytes(s, layout, embedding, head)).astype(float)
     # The logits' gradients live at the start of backward and are gone before the
     # first block's backward (checkpointed blocks re-run, ZeRO-3 gradients reduced):
     # the transients do not overlap.
-    transient = np.maximum(logits_transient_bytes(trainer, s, profile),
-                           recompute_working_bytes(s) + block_gradient_bytes(trainer, s, shard_w)).astype(float)
+    logits = head * logits_transient_bytes(trainer, s, profile) / layout.tp  # vocabulary-parallel
+    transient = np.maximum(logits, recompute_working_bytes(s, layout)
+                           + block_gradient_bytes(trainer, s, shard_w, params)).astype(float)
     allocated = weights + gradients + optimizer + working + activations + transient + profile.memory_overhead_bytes
     return MemoryBreakdown(
         weights=weights, gradients=gradients, optimizer=optimizer, working_weights=working, activations=activations,

@@ -109,19 +109,32 @@ class Op:
     recomputed: bool = True  # re-run by non-reentrant checkpointing in backward
     model_fwd_flops: Array | int | None = None  # model-FLOPs convention, if it differs
     model_bwd_flops: Array | int | None = None
+    # Tensor parallelism (Megatron; costsim/memory.py and timing.py apply it, the FLOP
+    # counters do not): every matmul's FLOPs split over the TP group. An op inside a
+    # tensor-parallel region (attention, the MLP activation, a row-parallel matmul's input,
+    # the vocabulary-parallel loss) has its saved activations and traffic split too; one
+    # outside (the norms, residual adds, a column-parallel matmul's input) keeps them whole
+    # on every TP rank, unless sequence parallelism splits them by tokens.
+    inside_tp: bool = False
+    replicated_params: Array | int = 0  # kept whole on every TP rank: norms, a row-parallel matmul's bias
 
 
 def linear(name: str, d_in, d_out, s: StageShape, *, bias: Array | bool, input_saved_elsewhere: bool = False,
-           recomputed: bool = True) -> Op:
+           recomputed: bool = True, row_parallel: bool = False) -> Op:
     """y = x W^T (+ b where ``bias``). Autograd saves x only when W needs a gradient;
     when x is already held by another op (attention's output), it costs nothing extra.
-    A bias adds parameters but no counted FLOPs (FlopCounterMode counts the matmul)."""
+    A bias adds parameters but no counted FLOPs (FlopCounterMode counts the matmul).
+    Under tensor parallelism a column-parallel matmul (the default) splits W's outputs and
+    takes the whole x; a ``row_parallel`` one splits W's inputs, so x is split too, and its
+    bias, added after the all-reduce, is whole on every rank."""
     flops = 2 * d_in * d_out
+    bias_params = np.asarray(bias) * d_out
     return Op(
         name, "matmul", fwd_flops=flops, bwd_input_flops=flops, bwd_weight_flops=flops,
-        params=d_in * d_out + np.asarray(bias) * d_out,
+        params=d_in * d_out + bias_params,
         saved_bytes_if_trains=0 if input_saved_elsewhere else s.compute_bytes * d_in,
         traffic_bytes=s.compute_bytes * (d_in + d_out), recomputed=recomputed,
+        inside_tp=row_parallel, replicated_params=bias_params if row_parallel else 0,
     )
 
 
@@ -131,8 +144,9 @@ def layer_norm(name: str, s: StageShape) -> Op:
     are taken as LayerNorm's, which the reference GPT measures (a fused RMSNorm keeps one
     statistic, 4 bytes a token less)."""
     d, r = s.d_model, s.residual_bytes
-    return Op(name, "memory", params=np.where(s.rms_norm, d, 2 * d),
-              saved_bytes=r * d + 2 * STAT_BYTES, traffic_bytes=r * 2 * d)
+    params = np.where(s.rms_norm, d, 2 * d)
+    return Op(name, "memory", params=params, saved_bytes=r * d + 2 * STAT_BYTES, traffic_bytes=r * 2 * d,
+              replicated_params=params)
 
 
 def attention(s: StageShape) -> Op:
@@ -148,7 +162,7 @@ def attention(s: StageShape) -> Op:
         fwd_flops=4 * t * d, bwd_input_flops=10 * t * d,
         saved_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width) + ~s.recompute_attention * STAT_BYTES * s.n_heads,
         traffic_bytes=s.compute_bytes * (2 * d + 2 * s.kv_width),
-        model_fwd_flops=4 * t * d, model_bwd_flops=8 * t * d,
+        model_fwd_flops=4 * t * d, model_bwd_flops=8 * t * d, inside_tp=True,
     )
 
 
@@ -156,7 +170,8 @@ def activation(s: StageShape) -> Op:
     """GELU saves its input; SwiGLU saves the gate/up buffer and silu(gate)."""
     f, c = s.d_ff, s.compute_bytes
     saved = np.where(s.swiglu, c * 3 * f, c * f)
-    return Op("mlp_activation", "memory", saved_bytes=saved, traffic_bytes=np.where(s.swiglu, 3 * c * f, 2 * c * f))
+    return Op("mlp_activation", "memory", saved_bytes=saved, traffic_bytes=np.where(s.swiglu, 3 * c * f, 2 * c * f),
+              inside_tp=True)
 
 
 def residual_add(name: str, s: StageShape) -> Op:
@@ -170,14 +185,14 @@ def block_ops(s: StageShape) -> list[Op]:
         layer_norm("ln_1", s),
         linear("attn.c_attn", d, d + 2 * s.kv_width, s, bias=s.bias | s.qkv_bias),
         attention(s),
-        linear("attn.c_proj", d, d, s, bias=s.bias, input_saved_elsewhere=True),
+        linear("attn.c_proj", d, d, s, bias=s.bias, input_saved_elsewhere=True, row_parallel=True),
         residual_add("residual_attn", s),
         layer_norm("ln_2", s),
         linear("mlp.c_fc", d, fc_out, s, bias=s.bias),
         activation(s),
         # Non-reentrant checkpointing stops recomputing once every saved tensor is
         # back; nothing after the MLP's output projection is saved, so it is not re-run.
-        linear("mlp.c_proj", f, d, s, bias=s.bias, recomputed=False),
+        linear("mlp.c_proj", f, d, s, bias=s.bias, recomputed=False, row_parallel=True),
         residual_add("residual_mlp", s),
     ]
 
@@ -195,6 +210,7 @@ def head_ops(s: StageShape) -> list[Op]:
         # fp32: logits (compute dtype) -> fp32 copy -> log_softmax -> nll, read and written;
         # fused: one read of the logits.
         traffic_bytes=np.where(fused, c * v, v * (2 * c + 3 * STAT_BYTES)),
+        inside_tp=True,  # vocabulary-parallel (the int64 targets are whole on every rank: costsim/memory.py)
     )
     return [layer_norm("ln_f", s), linear("lm_head", d_in=s.d_model, d_out=v, s=s, bias=False), loss]
 

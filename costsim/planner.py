@@ -35,6 +35,7 @@ from costsim.loss import (
 from costsim.memory import memory_use, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
+from costsim.parallel import Layout
 from costsim.profile import CostProfile
 from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
 from costsim.text import binary_bytes
@@ -381,7 +382,8 @@ class Planner:
     def _costs_of(self, shape: StageShape, batch: int):
         return estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
                              precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism,
-                             memory_limit_bytes=self.memory_limit)
+                             memory_limit_bytes=self.memory_limit,
+                             layout=Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node))
 
     def per_step_cost(self, costs) -> np.ndarray:
         """Budget units one optimizer step of each stage spends."""
@@ -440,7 +442,11 @@ class Planner:
         diffs = np.array([b - c for b, c in final]) if final else np.array([gap])
         q = (1 - profile.interval) / 2
         lo, hi = np.quantile(diffs, [q, 1 - q])
-        noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + profile.residual_std**2)
+        # what the model has shown it gets wrong about growth on held-out schedules, in
+        # nats, or scaled from its relative size where the growth parameters were carried
+        # to another law (and the law's own residual knows nothing of growth)
+        growth_error = max(profile.residual_std, profile.growth_rel_std * (candidate.loss - profile.params.E))
+        noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + growth_error**2)
         lower, upper = min(lo, gap) - noise, max(hi, gap) + noise
         verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"
         overlap = candidate.loss_lower <= baseline.loss_upper and baseline.loss_lower <= candidate.loss_upper

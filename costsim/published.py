@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import cache
 from importlib import resources
 
-from costsim.engine import estimate_many, stage_shape
+from costsim.engine import estimate_many, spec_layout, stage_shape
 from costsim.hardware import load_gpu
 from costsim.memory import fits_within, usable_memory_bytes
 from costsim.models import load_preset
@@ -131,7 +131,7 @@ def predict(spec: ScheduleSpec, trainer_profile: str | None = None) -> Predictio
     profile = profile_for(hw.gpu if isinstance(hw.gpu, str) else None, hw.calibration)
     costs = estimate_many(stage_shape(spec), batch_size=t.batch_size, gpu=gpu, profile=profile,
                           precision=t.precision, n_gpus=hw.n_gpus, parallelism=t.parallelism,
-                          trainer=load_trainer(t.trainer_profile))
+                          trainer=load_trainer(t.trainer_profile), layout=spec_layout(spec))
     reserved = float(costs.peak_memory_bytes[0])
     return Prediction(
         peak_reserved_gib=reserved / GIB, peak_allocated_gib=float(costs.peak_allocated_bytes[0]) / GIB,

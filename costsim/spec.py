@@ -31,6 +31,7 @@ from costsim.errors import Mistakes, SpecError, validation_message
 from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH_OPERATORS, WIDTH_OPERATORS, describe
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.lr import ConstantLR, LRSchedule
+from costsim.parallel import PIPELINE_SCHEDULES
 from costsim.trainers import REFERENCE, load_trainer
 
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -115,7 +116,19 @@ class TrainingSpec(StrictModel):
     precision: Literal["fp32", "bf16-mixed"] = "bf16-mixed"
     optimizer: Literal["adamw"] = "adamw"
     recompute: Literal["none", "full"] = "none"
-    parallelism: Literal["ddp", "zero1", "zero2", "zero3"] = "ddp"
+    parallelism: Literal["ddp", "zero1", "zero2", "zero3"] = Field(
+        "ddp", description="how the data-parallel GPUs share the training state (ZeRO shards over them only)")
+    tensor_parallel: _limited("tensor_parallel") = Field(
+        1, description="GPUs splitting each block (Megatron); must divide n_gpus, every stage's heads, key/value "
+        "heads and d_ff")
+    pipeline_parallel: _limited("pipeline_parallel") = Field(
+        1, description="pipeline ranks, each holding a run of blocks; at most every stage's layers")
+    sequence_parallel: bool = Field(False, description="Megatron sequence parallelism: activations outside the "
+                                    "tensor-parallel regions split by tokens over tensor_parallel")
+    pipeline_schedule: Literal[*PIPELINE_SCHEDULES] = Field(
+        "1f1b", description="1f1b, or interleaved (virtual_stages model chunks a pipeline rank)")
+    virtual_stages: _limited("virtual_stages") = Field(1, description="model chunks a pipeline rank holds under the "
+                                                       "interleaved schedule (2 or more); 1 under 1f1b")
     trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
                                  "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
     lr_schedule: LRSchedule = Field(default_factory=ConstantLR, description="constant | cosine | wsd (by kind)")
@@ -200,15 +213,68 @@ class ScheduleSpec(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ScheduleSpec:
-        if problems := [*self._batch_problems(), *self._stage_problems(), *self._magnitude_problems()]:
+        if problems := [*self._layout_problems(), *self._batch_problems(), *self._stage_problems(),
+                        *self._magnitude_problems()]:
             raise Mistakes(problems)
         return self
 
+    @property
+    def data_parallel(self) -> int:
+        """Data-parallel replicas: the GPUs over tensor_parallel x pipeline_parallel."""
+        t = self.training
+        return max(self.hardware.n_gpus // (t.tensor_parallel * t.pipeline_parallel), 1)
+
+    def _layout_problems(self) -> Iterator[str]:
+        """The parallel layout against the GPUs and every stage's shape; one line a problem."""
+        t, n_gpus = self.training, self.hardware.n_gpus
+        tp, pp, v = t.tensor_parallel, t.pipeline_parallel, t.virtual_stages
+        if n_gpus % (tp * pp):
+            yield (f"training.tensor_parallel x pipeline_parallel = {tp} x {pp} = {tp * pp} does not divide "
+                   f"hardware.n_gpus {n_gpus}; choose sizes whose product divides the GPU count")
+        if t.pipeline_schedule == "interleaved":
+            if pp == 1:
+                yield "training.pipeline_schedule: interleaved needs pipeline_parallel of 2 or more; use 1f1b"
+            if v < 2:
+                yield ("training.virtual_stages: the interleaved schedule needs 2 or more model chunks a pipeline "
+                       "rank; set virtual_stages, or use pipeline_schedule 1f1b")
+            elif not n_gpus % (tp * pp):
+                micro = t.batch_size // (t.micro_batch_size * self.data_parallel)
+                if micro % pp:
+                    yield (f"training.batch_size: the interleaved schedule needs the micro-batches a step on each "
+                           f"replica ({micro}) to be a multiple of pipeline_parallel {pp}; change batch_size or "
+                           "micro_batch_size")
+        elif v > 1:
+            yield (f"training.virtual_stages {v} applies to the interleaved schedule only; set pipeline_schedule: "
+                   "interleaved or virtual_stages: 1")
+        if t.sequence_parallel and tp > 1 and self.model.seq_len % tp:
+            yield (f"training.sequence_parallel splits the sequence over tensor_parallel {tp}, which does not divide "
+                   f"model.seq_len {self.model.seq_len}; change one of them")
+        if tp == 1 and pp == 1:
+            return
+        for i, stage in enumerate(self.stages):
+            d_model, n_heads, d_ff = self.stage_width(stage)
+            kv_heads = self.stage_kv_heads(stage)
+            for what, size in (("n_heads", n_heads), ("key/value heads", kv_heads), ("d_ff", d_ff)):
+                if size % tp:
+                    yield (f"stages[{i}]: tensor_parallel {tp} does not divide the stage's {what} {size}; choose a "
+                           "tensor_parallel that divides the heads, key/value heads and d_ff of every stage")
+                    break
+            if stage.layers < pp * v:
+                chunks = f"pipeline_parallel x virtual_stages = {pp * v}" if v > 1 else f"pipeline_parallel {pp}"
+                yield (f"stages[{i}]: {stage.layers} layers cannot fill {chunks} pipeline chunks; use fewer pipeline "
+                       "ranks or more layers in every stage")
+
     def _batch_problems(self) -> Iterator[str]:
         t = self.training
-        per_step = t.micro_batch_size * self.hardware.n_gpus
+        if self.hardware.n_gpus % (t.tensor_parallel * t.pipeline_parallel):
+            return  # no whole number of replicas: _layout_problems said so
+        if t.tensor_parallel == t.pipeline_parallel == 1:
+            per_step, what = t.micro_batch_size * self.hardware.n_gpus, "micro_batch_size x n_gpus"
+        else:
+            per_step = t.micro_batch_size * self.data_parallel
+            what = "micro_batch_size x data-parallel replicas (n_gpus / (tensor_parallel x pipeline_parallel))"
         if t.batch_size % per_step:
-            yield (f"training.batch_size {t.batch_size} is not a multiple of micro_batch_size x n_gpus = {per_step}; "
+            yield (f"training.batch_size {t.batch_size} is not a multiple of {what} = {per_step}; "
                    "choose a batch_size that gradient accumulation can reach")
 
     def _stage_problems(self) -> Iterator[str]:

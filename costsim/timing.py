@@ -10,6 +10,11 @@ kernels run one after another):
   the optimizer update): bytes moved over the achieved HBM bandwidth;
 - plus a fixed cost per kernel launch, which dominates small eager models.
 The efficiencies come from a ``CostProfile`` fitted to measured steps.
+
+Under a parallel layout this is one GPU's share (costsim/parallel.py): the matmul and
+attention FLOPs and the traffic inside the tensor-parallel regions split over tp, the
+rest split by tokens under sequence parallelism; a pipeline rank runs its own blocks and
+the head only where it holds it. The kernels are as many as without tensor parallelism.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import numpy as np
 from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES
 from costsim.flops import parameter_counts, selective_recompute
 from costsim.ops import StageShape, block_ops, head_ops
+from costsim.parallel import Layout
 from costsim.profile import CostProfile
 
 Array = np.ndarray
@@ -42,11 +48,13 @@ class KernelWork:
     kernels: Array
 
 
-def micro_batch_work(s: StageShape) -> KernelWork:
+def micro_batch_work(s: StageShape, layout: Layout | None = None, head: Array | bool = True) -> KernelWork:
+    """One GPU's work for a micro-batch: ``s``'s blocks (and the head where ``head``), split by
+    ``layout`` (default: one GPU holds the whole model)."""
     n_fwd, n_bwd, n_wgrad = s.layers, s.n_backward_blocks, s.n_trainable
     n_recompute = s.recompute * n_bwd
     n_selective = selective_recompute(s) * n_bwd  # the core attention alone, re-run in backward
-    mm_flops = mm_kernels = attn = mem = kernels = 0
+    mm_flops = mm_kernels = attn = mem = mem_outside = kernels = 0
     for op in block_ops(s):
         fwd_runs = n_fwd + (n_recompute if op.recomputed else 0) + (n_selective if op.kind == "attention" else 0)
         if op.kind == "matmul":
@@ -57,24 +65,34 @@ def micro_batch_work(s: StageShape) -> KernelWork:
         else:
             # backward of an elementwise op reads its saved input and the incoming
             # gradient and writes one: about twice the forward traffic.
-            mem = mem + np.asarray(op.traffic_bytes) * (fwd_runs + 2 * n_bwd)
+            traffic = np.asarray(op.traffic_bytes) * (fwd_runs + 2 * n_bwd)
+            if op.inside_tp:
+                mem = mem + traffic
+            else:
+                mem_outside = mem_outside + traffic
         kernels = kernels + fwd_runs + n_bwd + (n_wgrad if op.kind == "matmul" else 0)
     for op in head_ops(s):
         if op.kind == "matmul":
-            runs = 2 + s.head_trainable
+            runs = (2 + s.head_trainable) * head
             mm_flops = mm_flops + np.asarray(op.fwd_flops) * runs
             mm_kernels = mm_kernels + runs
             kernels = kernels + runs
         else:
-            mem = mem + np.asarray(op.traffic_bytes) * 3
-            kernels = kernels + 2
+            traffic = np.asarray(op.traffic_bytes) * 3 * head
+            if op.inside_tp:
+                mem = mem + traffic
+            else:
+                mem_outside = mem_outside + traffic
+            kernels = kernels + 2 * head
     t = s.tokens
-    return KernelWork(matmul_flops=t * mm_flops, matmul_kernels=mm_kernels, attention_flops=t * attn,
-                      memory_bytes=t * mem, kernels=kernels)
+    tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
+    return KernelWork(matmul_flops=t * mm_flops // tp, matmul_kernels=mm_kernels, attention_flops=t * attn // tp,
+                      memory_bytes=t * mem // tp + t // shards * mem_outside, kernels=kernels)
 
 
-def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, profile: CostProfile) -> Array:
-    w = micro_batch_work(s)
+def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, profile: CostProfile,
+                       layout: Layout | None = None, head: Array | bool = True) -> Array:
+    w = micro_batch_work(s, layout, head)
     matmul_flops = w.matmul_flops + w.matmul_kernels * profile.matmul_half_flops
     matmul = matmul_flops / (peak_flops_per_s * profile.matmul_efficiency)
     attention = w.attention_flops / (peak_flops_per_s * profile.attention_efficiency)
@@ -82,8 +100,11 @@ def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, p
     return matmul + attention + memory + w.kernels * profile.launch_overhead_s
 
 
-def optimizer_time_s(s: StageShape, bandwidth_bytes_per_s, profile: CostProfile, shard: Array | int = 1) -> Array:
-    trainable = parameter_counts(s).trainable / shard
+def optimizer_time_s(s: StageShape, bandwidth_bytes_per_s, profile: CostProfile, shard: Array | int = 1,
+                     trainable_params: Array | None = None) -> Array:
+    """AdamW over the trainable parameters (``trainable_params`` on one GPU; default the
+    model's), ``shard`` GPUs sharing the optimizer state."""
+    trainable = (parameter_counts(s).trainable if trainable_params is None else trainable_params) / shard
     return trainable * ADAMW_TRAFFIC_BYTES / (bandwidth_bytes_per_s * profile.bandwidth_efficiency) + (
         ADAMW_KERNELS * profile.launch_overhead_s
     )

@@ -8,7 +8,7 @@ them and a spec picks one with ``training.trainer_profile`` (default ``reference
 leaves every number as it was).
 
 Each switch's formula, per GPU: P parameters (P_t trainable), c bytes of the compute dtype
-(2 under bf16-mixed, 4 in fp32), n GPUs, and ZeRO's sharding (``memory.SHARDED``: a state
+(2 under bf16-mixed, 4 in fp32), n data-parallel GPUs, and ZeRO's sharding (``memory.SHARDED``: a state
 "/n" is divided by n only where the parallelism shards it).
 
 ``weights`` (fp32 | compute)
@@ -70,8 +70,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, MASTER_WEIGHT_BYTES, PARAM_BYTES
 from costsim.errors import SpecError, validation_message
-from costsim.flops import parameter_counts
-from costsim.ops import LOSS_KINDS, StageShape, block_ops, total
+from costsim.flops import RankParameters, rank_parameter_counts
+from costsim.ops import LOSS_KINDS, StageShape
 from costsim.profile import CostProfile
 
 Array = np.ndarray
@@ -178,28 +178,31 @@ def run_weight_bytes(trainer: TrainerProfile, s: StageShape) -> Array:
     return s.compute_bytes if trainer.runs_in_compute_dtype() else np.full_like(s.compute_bytes, PARAM_BYTES)
 
 
-def working_weight_bytes(trainer: TrainerProfile, s: StageShape, weights_sharded: bool) -> Array:
+def working_weight_bytes(trainer: TrainerProfile, s: StageShape, weights_sharded: bool,
+                         params: RankParameters | None = None) -> Array:
     """Weights (and, under ZeRO-3, the root's gradient) alive beside the persistent state
-    through forward and backward: ``cast_weights``' copy, or ZeRO-3's gathered set."""
-    params = parameter_counts(s)
+    through forward and backward: ``cast_weights``' copy, or ZeRO-3's gathered set. ``params``:
+    what one GPU holds (``flops.rank_parameter_counts``; default the whole model)."""
+    params = rank_parameter_counts(s) if params is None else params
     if not weights_sharded:
         copy = trainer.cast_weights & (s.compute_bytes < PARAM_BYTES)
         return np.where(copy, s.compute_bytes * params.total, 0).astype(float)
     if not trainer.gathered_blocks:
         return np.zeros(np.shape(s.layers))
-    block = total(block_ops(s), "params")
-    outside = params.total - s.layers * block
-    outside_trainable = params.trainable - s.n_trainable * block
-    gathered = np.minimum(trainer.gathered_blocks, s.layers) * block + outside
+    block = params.block
+    outside = params.total - params.blocks * block
+    outside_trainable = params.trainable - params.trainable_blocks * block
+    gathered = np.minimum(trainer.gathered_blocks, params.blocks) * block + outside
     return (run_weight_bytes(trainer, s) * gathered + s.compute_bytes * outside_trainable).astype(float)
 
 
-def block_gradient_bytes(trainer: TrainerProfile, s: StageShape, weights_sharded: bool) -> Array:
+def block_gradient_bytes(trainer: TrainerProfile, s: StageShape, weights_sharded: bool,
+                         params: RankParameters | None = None) -> Array:
     """ZeRO-3: one block's unsharded gradient and its reduce-scatter copy, while its backward runs."""
     if not (weights_sharded and trainer.gathered_blocks):
         return np.zeros(np.shape(s.layers))
-    block = total(block_ops(s), "params")
-    return ((s.compute_bytes + gradient_bytes(trainer, s)) * block * (s.n_trainable > 0)).astype(float)
+    params = rank_parameter_counts(s) if params is None else params
+    return ((s.compute_bytes + gradient_bytes(trainer, s)) * params.block * (params.trainable_blocks > 0)).astype(float)
 
 
 def logits_transient_bytes(trainer: TrainerProfile, s: StageShape, profile: CostProfile) -> Array:

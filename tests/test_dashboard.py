@@ -30,10 +30,10 @@ from costsim import estimate, load_gpu, load_profile, load_spec
 from costsim.calibration import MeasuredStep, relative_errors
 from costsim.dashboard import PAGES, dashboard_data, shown_pages, write_dashboard
 from costsim.dashboard.__main__ import main
+from costsim.dashboard.checks import check_data
 from costsim.dashboard.data import (
     Selection,
     calibration_data,
-    check_data,
     cost_data,
     loss_data,
     loss_predictions,

@@ -610,6 +610,22 @@ def test_paired_comparison_calls_an_identical_schedule_a_tie(tmp_path: Path) -> 
     assert same.gap == 0 and same.lower < 0 < same.upper and same.verdict == "tie"
 
 
+def test_growth_error_carried_to_a_transferred_law_widens_the_comparison(tmp_path: Path) -> None:
+    """The published law's own residual knows nothing of growth: the growth parameters'
+    held-out error, relative to the reducible loss, comes with them and widens the gap."""
+    planner_for = {}
+    for rel in (0.0, 0.05):
+        profile = load_loss_profile("chinchilla").model_copy(update={"growth_rel_std": rel, "residual_std": 0.0,
+                                                                     "seed_std": 0.0})
+        path = tmp_path / f"rel{rel}.json"
+        path.write_text(profile.model_dump_json())
+        planner_for[rel] = make_planner(Budget(flops=1e19), H100X8, loss_profile=str(path))
+    base = planner_for[0.0].best_full_training()
+    narrow, wide = (planner_for[rel].compare(base, base) for rel in (0.0, 0.05))
+    half_width = 1.6448536269514722 * 0.05 * (base.loss - planner_for[0.05].loss_profile.params.E)
+    assert wide.upper - wide.lower == pytest.approx(narrow.upper - narrow.lower + 2 * half_width, rel=1e-9)
+
+
 @pytest.mark.parametrize("flops", [1e18, 1e20])
 def test_same_budget_other_seeds_same_answer(flops: float) -> None:
     """Three seeds at the default trial count: the same recommendation class (grow or

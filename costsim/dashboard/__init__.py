@@ -6,13 +6,10 @@ into plotly figures and offline HTML pages. ``python -m costsim.dashboard --help
 is the command line.
 """
 
+from costsim.dashboard.checks import Check, CheckData, CheckOutcome, CheckPair, check_data
 from costsim.dashboard.data import (
     CalibrationData,
     CalibrationPoint,
-    Check,
-    CheckData,
-    CheckOutcome,
-    CheckPair,
     CostBreakdown,
     CostData,
     DashboardData,
@@ -32,7 +29,6 @@ from costsim.dashboard.data import (
     TimelineStage,
     Trial,
     calibration_data,
-    check_data,
     cost_data,
     dashboard_data,
     loss_data,

@@ -27,11 +27,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from costsim.dashboard.checks import Check, CheckData
 from costsim.dashboard.data import (
     CalibrationData,
     CalibrationPoint,
-    Check,
-    CheckData,
     CostData,
     DashboardData,
     LossData,

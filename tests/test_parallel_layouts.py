@@ -1,0 +1,363 @@
+"""Tensor, pipeline and data parallel layouts and the network model (issue #13, parts 1-2).
+
+The hand-worked model is tests/test_trainers.py's: 2 blocks, d=8, 2 heads, d_ff=32,
+vocabulary 16, one sequence of 4 tokens, everything trains, tied embeddings, learned
+positions, bf16-mixed (c=2), the reference trainer (fp32 weights, residual stream r=4).
+A block: matmul weights qkv 8x24=192, proj 64, fc 256, fc_out 256 = 768 (split by tp), two
+LayerNorms of 16 = 32 (whole on every TP rank). Outside the blocks: token embedding 16x8,
+positions 4x8 = 32, final norm 16.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from costsim import SpecError, estimate, load_spec, parse_spec
+from costsim.engine import estimate_many
+from costsim.flops import parameter_counts, rank_parameter_counts
+from costsim.hardware import GPUSpec, load_gpu
+from costsim.memory import peak_memory, saved_activation_bytes
+from costsim.ops import StageShape
+from costsim.parallel import (
+    Layout,
+    Link,
+    all_gather_bytes,
+    all_gather_s,
+    all_reduce_bytes,
+    all_reduce_s,
+    group_link,
+    pipeline_ranks,
+    send_s,
+    tensor_parallel_all_reduces,
+)
+from costsim.profile import CostProfile, load_profile
+
+BASE = dict(layers=2, d_model=8, n_heads=2, n_kv_heads=2, d_ff=32, vocab_size=16, seq_len=4, micro_batch_size=1,
+            n_trainable=2, train_embeddings=True, tied=True, swiglu=False, recompute=False, compute_bytes=2)
+MATMUL, NORMS = 768, 32  # a block's weights split by tp, and kept whole
+# no overhead, no reserve; the fp32 loss's calibrated transient: 7 bytes a logit
+PROFILE = CostProfile(name="test", device="", matmul_efficiency=1, matmul_half_flops=0, attention_efficiency=1,
+                      bandwidth_efficiency=1, launch_overhead_s=0, logits_transient_bytes=7.0, memory_overhead_bytes=0,
+                      reserve_fraction=0)
+EXAMPLES = Path(__file__).parent.parent / "examples"
+BEFORE = json.loads((Path(__file__).parent / "data" / "estimates_before_layouts.json").read_text())["estimates"]
+
+SPEC = {
+    "model": {"d_model": 256, "n_heads": 8, "n_kv_heads": 4, "d_ff": 1024, "vocab_size": 1000, "seq_len": 128},
+    "training": {"micro_batch_size": 2, "batch_size": 64},
+    "hardware": {"gpu": "h100-sxm", "n_gpus": 16},
+    "stages": [{"layers": 4, "tokens": 1e8}, {"layers": 8, "tokens": 1e8}],
+}
+
+
+def shape(**changes) -> StageShape:
+    return StageShape.of(**{**BASE, **changes})
+
+
+def spec_with(hardware: dict | None = None, **training):
+    data = copy.deepcopy(SPEC)
+    data["training"].update(training)
+    data["hardware"].update(hardware or {})
+    return data
+
+
+def refused(data) -> str:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    return str(caught.value)
+
+
+# --- layouts --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("tp,pp", [(1, 1), (2, 1), (4, 2), (1, 4), (4, 4), (2, 2)])
+def test_layouts_multiply_to_the_gpu_count(tp, pp):
+    result = estimate(parse_spec(spec_with(tensor_parallel=tp, pipeline_parallel=pp)))
+    for stage in result.stages:
+        assert (stage.tensor_parallel, stage.pipeline_parallel) == (tp, pp)
+        assert stage.tensor_parallel * stage.pipeline_parallel * stage.data_parallel == result.n_gpus == 16
+
+
+@pytest.mark.parametrize("changes,hardware,needles", [
+    ({"tensor_parallel": 3}, None, ["tensor_parallel x pipeline_parallel = 3 x 1 = 3 does not divide hardware.n_gpus",
+                                    "stages[0]: tensor_parallel 3 does not divide the stage's n_heads 8",
+                                    "stages[1]: tensor_parallel 3 does not divide the stage's n_heads 8"]),
+    ({"tensor_parallel": 4, "pipeline_parallel": 8}, None, ["= 32 does not divide hardware.n_gpus 16",
+                                                            "stages[0]: 4 layers cannot fill pipeline_parallel 8"]),
+    ({"tensor_parallel": 16}, None, ["stages[0]: tensor_parallel 16 does not divide the stage's n_heads 8",
+                                     "stages[1]: tensor_parallel 16"]),
+    ({"tensor_parallel": 8}, None, ["stages[0]: tensor_parallel 8 does not divide the stage's key/value heads 4",
+                                    "stages[1]: tensor_parallel 8 does not divide the stage's key/value heads 4"]),
+    ({"pipeline_parallel": 8}, None, ["stages[0]: 4 layers cannot fill pipeline_parallel 8 pipeline chunks"]),
+    ({"virtual_stages": 2}, None, ["training.virtual_stages 2 applies to the interleaved schedule only"]),
+    ({"pipeline_schedule": "interleaved", "pipeline_parallel": 2}, None, ["needs 2 or more model chunks"]),
+    ({"pipeline_schedule": "interleaved"}, None, ["interleaved needs pipeline_parallel of 2 or more",
+                                                  "needs 2 or more model chunks"]),
+    ({"pipeline_schedule": "interleaved", "pipeline_parallel": 2, "virtual_stages": 4}, None,
+     ["stages[0]: 4 layers cannot fill pipeline_parallel x virtual_stages = 8 pipeline chunks"]),
+    ({"pipeline_schedule": "interleaved", "pipeline_parallel": 4, "virtual_stages": 1}, None,
+     ["needs 2 or more model chunks"]),
+    ({"tensor_parallel": 2, "batch_size": 12}, None,
+     ["training.batch_size 12 is not a multiple of micro_batch_size x data-parallel replicas"]),
+    ({"tensor_parallel": 2, "sequence_parallel": True}, {"n_gpus": 2}, []),  # 128 tokens split in 2: fine
+    ({"tensor_parallel": 0}, None, ["training.tensor_parallel"]),
+])
+def test_invalid_layouts_are_one_line_each(changes, hardware, needles):
+    data = spec_with(hardware, **changes)
+    if not needles:
+        parse_spec(data)
+        return
+    message = refused(data)
+    lines = message.splitlines()
+    problems = lines[1:] if len(lines) > 1 else lines  # several: "N mistakes:" and one line each
+    assert len(problems) == len(needles), message
+    for needle in needles:
+        assert any(needle in line for line in problems), (needle, message)
+
+
+def test_interleaved_needs_whole_rounds_of_micro_batches():
+    data = spec_with({"n_gpus": 8}, pipeline_parallel=8, pipeline_schedule="interleaved", virtual_stages=2,
+                     batch_size=16)
+    data["stages"] = [{"layers": 16, "tokens": 1e8}]
+    parse_spec(data)  # 16 / (2 a micro-batch x 1 replica) = 8 micro-batches: one round of the pipeline
+    data["training"]["batch_size"] = 8
+    assert "micro-batches a step on each replica (4) to be a multiple of pipeline_parallel 8" in refused(data)
+
+
+def test_sequence_parallel_needs_the_sequence_to_split():
+    data = spec_with({"n_gpus": 8}, tensor_parallel=4, sequence_parallel=True)
+    data["model"]["seq_len"] = 130
+    assert "tensor_parallel 4, which does not divide model.seq_len 130" in refused(data)
+
+
+# --- memory -----------------------------------------------------------------------------
+
+
+def test_tensor_and_pipeline_split_the_blocks_weights_exactly():
+    """The blocks' matmul weights on one GPU are exactly 1/(tp x pp) of the model's; norms stay whole."""
+    s = shape(layers=4, n_trainable=4)
+    whole = rank_parameter_counts(s, 1, embedding=False, head=False)
+    assert int(whole.total) == 4 * (MATMUL + NORMS)
+    for tp, pp in [(2, 1), (1, 2), (2, 2), (4, 4)]:
+        layout = Layout.of(tp * pp, tp, pp)
+        first = pipeline_ranks(s, layout)[0].shape
+        mine = rank_parameter_counts(first, tp, embedding=False, head=False)
+        blocks = int(first.layers)
+        assert blocks == 4 // pp
+        assert int(mine.total) - blocks * NORMS == 4 * MATMUL // (tp * pp)
+
+
+def test_hand_worked_memory_under_tp2_pp2():
+    """tp=2, pp=2 on 4 GPUs, 4 micro-batches a step: one block on each rank.
+
+    Parameters a GPU: a block 768/2 + 32 = 416; the first rank adds its half of the token
+    embedding (8 x 8 = 64) and the positions (32): 512; the last the final norm (16) and its
+    copy of the tied embedding's half (64): 496. Fp32 weights and gradients, 8-byte AdamW.
+
+    Activations a token (bytes), Korthikanti-style: inside the TP regions attention's
+    qkv/output/lse 2(16+16)+8 = 72, the GELU input 64 and the MLP output projection's input
+    64 = 200, split by 2: 100; outside, two LayerNorm inputs 4x8+8 = 40 each and the qkv and
+    fc inputs 2x8 = 16 each = 112, whole. A block on 4 tokens: 4 x 212 = 848. The first rank
+    adds the embedding's indices 8 x (4 + 4) = 64, and holds min(pp, m) = 2 micro-batches:
+    2 x 912 = 1824. The last rank: 848 + final norm 4x40 + head input 4x16 + fp32
+    log-softmax 4x(4x16)/2 + targets 4x8 + nll's 4 = 1236, one micro-batch, and the logits'
+    transient 7 x 4 x 16 / 2 = 224."""
+    layout = Layout.of(4, tensor_parallel=2, pipeline_parallel=2)
+    first, last = pipeline_ranks(shape(), layout, micro_batches=4)
+    assert int(rank_parameter_counts(first.shape, 2, first.embedding, first.head).total) == 512
+    assert int(rank_parameter_counts(last.shape, 2, last.embedding, last.head).total) == 496
+    assert int(saved_activation_bytes(first.shape, layout, embedding=True, head=False)) == 912
+    assert int(saved_activation_bytes(last.shape, layout, embedding=False, head=True)) == 1236
+    assert (float(first.in_flight), float(last.in_flight)) == (2, 1)
+    memory = peak_memory(shape(), PROFILE, layout=layout, micro_batches=4)
+    first_peak = 512 * (4 + 4 + 8) + 1824
+    last_peak = 496 * (4 + 4 + 8) + 1236 + 224
+    assert first_peak > last_peak
+    assert float(memory.peak_allocated) == first_peak
+    assert (float(memory.weights), float(memory.optimizer), float(memory.activations)) == (4 * 512, 8 * 512, 1824)
+
+
+def test_sequence_parallel_splits_the_rest_of_the_activations():
+    """Per block a token: 312 bytes on one GPU, 100 + 112 under tp=2, (200 + 112)/2 under tp=2 with
+    sequence parallelism (Korthikanti et al. 2022: 34 -> 10 + 24/t -> 34/t)."""
+    s = shape(layers=1, n_trainable=1, train_embeddings=False)
+    blocks_only = dict(embedding=False, head=False)
+    assert int(saved_activation_bytes(s, None, **blocks_only)) == 4 * 312
+    assert int(saved_activation_bytes(s, Layout.of(2, 2), **blocks_only)) == 4 * (100 + 112)
+    assert int(saved_activation_bytes(s, Layout.of(2, 2, sequence_parallel=True), **blocks_only)) == 4 * 312 // 2
+
+
+def test_one_f_one_b_keeps_pp_micro_batches_on_the_first_rank():
+    s = shape(layers=8, n_trainable=8)
+    for pp, m, first in [(2, 8, 2), (4, 8, 4), (8, 8, 8), (8, 3, 3)]:
+        ranks = pipeline_ranks(s, Layout.of(pp, pipeline_parallel=pp), micro_batches=m)
+        assert float(ranks[0].in_flight) == first and float(ranks[1].in_flight) == 1
+    interleaved = pipeline_ranks(s, Layout.of(4, pipeline_parallel=4, virtual_stages=2), micro_batches=8)
+    assert float(interleaved[0].in_flight) == 4 + 3 / 2  # p(1 + (p-1)/(p v))
+    assert float(interleaved[1].in_flight) == (4 + 1) / 2
+
+
+def test_pipeline_ranks_hold_their_blocks_and_the_top_ones_train():
+    s = shape(layers=10, n_trainable=3, train_embeddings=False)
+    first, last = pipeline_ranks(s, Layout.of(4, pipeline_parallel=4))
+    assert (int(first.shape.layers), int(last.shape.layers)) == (3, 2)  # ceil and floor of 10/4
+    assert (int(first.shape.n_trainable), int(last.shape.n_trainable)) == (0, 2)
+    assert int(first.shape.n_backward_blocks) == 0  # nothing below the trainable blocks needs a gradient
+
+
+def test_zero_shards_over_the_data_parallel_group_only():
+    s = shape(layers=4, n_trainable=4)
+    plain = peak_memory(s, PROFILE, 8, "zero1")
+    layout = Layout.of(8, tensor_parallel=2)  # dp 4
+    split = peak_memory(s, PROFILE, parallelism="zero1", layout=layout)
+    params = rank_parameter_counts(s, 2)
+    assert float(split.optimizer) == int(params.trainable) * 8 / 4
+    assert float(plain.optimizer) == int(parameter_counts(s).trainable) * 8 / 8
+
+
+# --- the network --------------------------------------------------------------------------
+
+
+def test_ring_collectives_by_hand():
+    assert all_reduce_bytes(1000, 4) == 1500  # 2(n-1)/n B
+    assert all_gather_bytes(1000, 4) == 750  # (n-1)/n B
+    assert all_reduce_bytes(1000, 1) == all_gather_bytes(1000, 1) == 0
+    via = Link(np.asarray(100.0), np.asarray(1.0))
+    assert all_reduce_s(1000, 4, via) == 15 + 6  # 1500/100 + 2(n-1) steps of latency
+    assert all_gather_s(1000, 4, via) == 7.5 + 3
+    assert send_s(1000, via) == 10 + 1
+
+
+def test_tensor_parallel_all_reduces_a_micro_batch():
+    # 2 forward and 2 backward a block, 2 more when recomputed; the embedding's output and the head's input gradient
+    assert tensor_parallel_all_reduces(2, 2, False, True, True) == 10
+    assert tensor_parallel_all_reduces(2, 1, True, False, True) == 4 + 2 + 2 + 1
+    assert tensor_parallel_all_reduces(3, 0, False, True, False) == 7
+
+
+def test_a_data_parallel_group_crossing_nodes_uses_the_inter_node_link():
+    gpu = load_gpu("h100-sxm")
+    intra, inter = gpu.interconnect_bandwidth_bytes_per_s, gpu.inter_node_bandwidth_bytes_per_s
+    inside = Layout.of(8)
+    assert not inside.crosses_nodes("data")
+    assert float(group_link(gpu, inside, "data").bandwidth_bytes_per_s) == intra
+    assert float(group_link(gpu, inside, "data").latency_s) == gpu.interconnect_latency_s == 0
+    # tp 8 fills each node: the two replicas are one GPU a node, one network port each
+    across = Layout.of(16, tensor_parallel=8)
+    assert across.crosses_nodes("data") and not across.crosses_nodes("tensor")
+    assert float(group_link(gpu, across, "data").bandwidth_bytes_per_s) == inter
+    assert float(group_link(gpu, across, "data").latency_s) == gpu.inter_node_latency_s > 0
+    # tp 1: 8 GPUs of the group in a node share the node's 8 ports (NCCL's channels), up to NVLink
+    wide = Layout.of(16)
+    assert float(group_link(gpu, wide, "data").bandwidth_bytes_per_s) == min(intra, 8 * inter)
+    # gpus_per_node decides where a node ends
+    assert not Layout.of(16, tensor_parallel=8, gpus_per_node=16).crosses_nodes("data")
+    # Megatron's rank order: tensor innermost, then data, then pipeline; pipeline 2 x data 8 on 16 GPUs
+    # keeps each data-parallel group inside a node and sends between the pipeline's ranks across nodes
+    piped = Layout.of(16, pipeline_parallel=2)
+    assert not piped.crosses_nodes("data") and piped.crosses_nodes("pipeline")
+
+
+INLINE = dict(name="test", peak_bf16_flops_per_s=1e15, peak_tf32_flops_per_s=5e14, hbm_bandwidth_bytes_per_s=3e12,
+              memory_bytes=8e10, interconnect_bandwidth_bytes_per_s=1e11)
+
+
+def test_tensor_parallel_time_is_its_all_reduces():
+    """Only the interconnect differs: the step time differs by m micro-batches x 10 all-reduces of
+    one activation (tokens x d x c bytes) over 2 GPUs, 2(2-1)/2 of it each."""
+    s = shape(micro_batch_size=2)
+    layout = Layout.of(2, tensor_parallel=2)
+    profile = load_profile("h200")
+    times = [estimate_many(s, batch_size=8, gpu=GPUSpec(**{**INLINE, "interconnect_bandwidth_bytes_per_s": bw}),
+                           profile=profile, layout=layout).step_time_s for bw in (1e9, 2e9)]
+    m, activation = 8 // 2, 2 * 4 * 8 * 2
+    expected = m * 10 * activation * (1 / 1e9 - 1 / 2e9)
+    assert float(times[0] - times[1]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_data_parallel_across_nodes_is_slower_when_exposed():
+    """A model whose gradient reduction sticks out of the backward: crossing nodes costs more."""
+    s = shape(layers=2, d_model=1024, n_heads=8, n_kv_heads=8, d_ff=4096, vocab_size=50000, seq_len=16)
+    gpu = load_gpu("h100-sxm")
+    profile = load_profile("h200")
+    one_node = estimate_many(s, batch_size=16, gpu=gpu, profile=profile, layout=Layout.of(16, gpus_per_node=16))
+    two_nodes = estimate_many(s, batch_size=16, gpu=gpu, profile=profile, layout=Layout.of(16, gpus_per_node=8))
+    two_ports = estimate_many(s, batch_size=16, gpu=gpu, profile=profile, layout=Layout.of(16, gpus_per_node=2))
+    assert float(one_node.step_time_s) < float(two_nodes.step_time_s) < float(two_ports.step_time_s)
+
+
+def test_an_inline_gpu_without_a_network_keeps_its_interconnect():
+    gpu = GPUSpec(**INLINE)
+    assert gpu.inter_node_bandwidth_bytes_per_s is None and gpu.inter_node_latency_s == 0
+    assert float(group_link(gpu, Layout.of(64), "data").bandwidth_bytes_per_s) == 1e11
+
+
+def test_every_preset_names_its_network():
+    from costsim.hardware import gpu_preset_names
+
+    for name in gpu_preset_names():
+        gpu = load_gpu(name)
+        assert gpu.inter_node_bandwidth_bytes_per_s and gpu.inter_node_latency_s > 0, name
+        assert "inter_node_bandwidth_bytes_per_s" in gpu.source, name
+    assert load_gpu("h100-sxm").inter_node_bandwidth_bytes_per_s == load_gpu("h200").inter_node_bandwidth_bytes_per_s \
+        == 50e9  # 400 Gb/s InfiniBand a GPU
+
+
+def test_the_pipeline_bubble():
+    result = estimate(parse_spec(spec_with(pipeline_parallel=4)))  # 64 / (2 x 4) = 8 micro-batches a replica
+    assert [s.pipeline_bubble_fraction for s in result.stages] == [3 / 8, 3 / 8]
+    interleaved = estimate(parse_spec(spec_with(pipeline_parallel=2, pipeline_schedule="interleaved",
+                                                virtual_stages=2, batch_size=128)))  # 128 / (2 x 8) = 8
+    assert interleaved.stages[1].pipeline_bubble_fraction == 1 / (8 * 2)
+    assert estimate(parse_spec(SPEC)).stages[0].pipeline_bubble_fraction == 0
+
+
+def test_layouts_change_memory_and_time_as_they_should():
+    plain = estimate(parse_spec(SPEC))
+    tp = estimate(parse_spec(spec_with(tensor_parallel=4)))
+    tp_sp = estimate(parse_spec(spec_with(tensor_parallel=4, sequence_parallel=True)))
+    pp = estimate(parse_spec(spec_with(pipeline_parallel=4)))
+    for i in range(2):
+        assert tp.stages[i].peak_memory_bytes < plain.stages[i].peak_memory_bytes
+        assert tp_sp.stages[i].activation_bytes < tp.stages[i].activation_bytes
+        assert pp.stages[i].peak_memory_bytes < plain.stages[i].peak_memory_bytes
+        for other in (tp, pp):  # the same work, the same counted FLOPs a step
+            assert other.stages[i].flops_counted_per_step == plain.stages[i].flops_counted_per_step
+
+
+def test_the_vectorised_core_takes_layouts_as_arrays():
+    s = shape(layers=[4, 4, 4, 8], n_trainable=[4, 2, 4, 8], micro_batch_size=2)
+    layouts = dict(n_gpus=16, tensor_parallel=[1, 2, 2, 4], pipeline_parallel=[1, 2, 4, 2], sequence_parallel=True)
+    gpu, profile = load_gpu("h100-sxm"), load_profile("h200")
+    many = estimate_many(s, batch_size=64, gpu=gpu, profile=profile, layout=Layout.of(**layouts),
+                         parallelism="zero1")
+    for i in range(4):
+        one_shape = StageShape.of(**{**BASE, "layers": [4, 4, 4, 8][i], "n_trainable": [4, 2, 4, 8][i],
+                                     "micro_batch_size": 2})
+        one = estimate_many(one_shape, batch_size=64, gpu=gpu, profile=profile, parallelism="zero1",
+                            layout=Layout.of(16, layouts["tensor_parallel"][i], layouts["pipeline_parallel"][i],
+                                             sequence_parallel=True))
+        for field in ("step_time_s", "peak_memory_bytes", "activation_bytes", "pipeline_bubble_fraction"):
+            assert float(getattr(many, field)[i]) == pytest.approx(float(getattr(one, field)), rel=1e-12), field
+
+
+# --- defaults: bit for bit what costsim computed before layouts -------------------------------
+
+
+@pytest.mark.parametrize("key", sorted(BEFORE))
+def test_defaults_are_bit_identical_to_before(key):
+    name, parallelism, trainer = key.split("|")
+    spec = load_spec(EXAMPLES / name)
+    spec = spec.model_copy(update={"training": spec.training.model_copy(
+        update={"parallelism": parallelism, "trainer_profile": trainer})})
+    result = estimate(spec).model_dump()
+    want = BEFORE[key]
+    for stage, expected in zip(result["stages"], want["stages"], strict=True):
+        assert stage["tensor_parallel"] == stage["pipeline_parallel"] == 1
+        assert {k: stage[k] for k in expected} == expected
+    assert {k: result["total"][k] for k in want["total"]} == want["total"]
