@@ -113,6 +113,17 @@ class ExportResult:
     notes: list[str]
 
 
+def layout_notes(spec: ScheduleSpec) -> list[str]:
+    """Neither trainer's files hold a tensor/pipeline layout; the plan's is kept in the
+    manifest, and the user must set it in the trainer."""
+    t = spec.training
+    if t.tensor_parallel == 1 and t.pipeline_parallel == 1:
+        return []
+    return [f"The plan splits each model {t.tensor_parallel}-way by tensor and {t.pipeline_parallel}-way by "
+            "pipeline parallelism, which these files do not express: set it in your trainer (its memory and time "
+            "were costed with it)."]
+
+
 def export_plan(spec: ScheduleSpec, to: str, out: str | os.PathLike[str], force: bool = False) -> ExportResult:
     """Write ``spec`` as format ``to``'s files into folder ``out`` (created; an existing
     non-empty one only with ``force``)."""
@@ -124,7 +135,7 @@ def export_plan(spec: ScheduleSpec, to: str, out: str | os.PathLike[str], force:
         hint = f"; use --to {others[0]}" if others else "; no format costsim exports can"
         raise ExportError(f"{fmt.name} cannot express this plan: {'; '.join(problems)}{hint}")
     directory = _prepare(Path(out), force)
-    notes = rounding_notes(spec, stages) + fmt.notes(spec, stages)
+    notes = rounding_notes(spec, stages) + layout_notes(spec) + fmt.notes(spec, stages)
     files = fmt.files(spec, stages)
     files[README] = _readme(fmt, spec, stages, directory, notes)
     for name, text in files.items():
