@@ -26,6 +26,18 @@ def test_quick_check_trains_the_answer_and_gives_a_verdict(tmp_path: Path) -> No
         assert 1.0 < o["measured"][0] < 6.0  # a byte-level model that trained: below ln 256 = 5.55
     assert "verdict:" in done.stdout and (tmp_path / "out" / "check.html").stat().st_size > 0
 
+    # an interrupted or repeated check resumes: complete runs of the same specs are reused
+    from costsim.store import Store
+
+    count = "SELECT count(*) AS n FROM run_summary"
+    before = Store(tmp_path / "check.duckdb").query(count)[0]["n"]
+    again = subprocess.run([sys.executable, "-m", "studies.check_recommendation", "--quick", "--threads", "1",
+                            "--db", str(tmp_path / "check.duckdb"), "--out", str(tmp_path / "again")],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert Store(tmp_path / "check.duckdb").query(count)[0]["n"] == before
+    assert json.loads((tmp_path / "again" / "check.json").read_text())["outcomes"] == report["outcomes"]
+
 
 def test_bad_paths_fail_before_any_work(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", "--quick",
