@@ -16,6 +16,9 @@ seeds, and prints predicted against measured:
   **tie** (the search predicted a difference the runs cannot tell from noise), or
   **contradicted**.
 
+Runs train ``--jobs`` at a time; a complete run of the same spec already in ``--db`` is
+reused, so an interrupted check resumes where it stopped.
+
 Everything trained lands in ``--db``, and so does the report (table ``checks``, drawn by
 ``python -m costsim.dashboard --db`` on its check page); the report (markdown and JSON)
 and a plotly page of the curves also go to ``--out``. ``--refit`` fits the loss model again on the shipped
