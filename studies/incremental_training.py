@@ -216,7 +216,7 @@ def loss_at(curve: Curve, x: float, axis: str = "flops") -> float | None:
 
 def search_rows(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_trials: int = 300, gpu: str = "h100-sxm",
                 n_gpus: int = 8) -> list[dict]:
-    from costsim.planner import Budget
+    from costsim.planner import Budget, grows
     from costsim.search import run
 
     rows = []
@@ -230,11 +230,22 @@ def search_rows(budgets=(1e17, 1e18, 1e19, 1e20, 1e21), n_trials: int = 300, gpu
                      "baseline_loss": result.baseline.loss,
                      "paper_loss": result.paper.loss if result.paper else None,
                      "best_equal_budget": result.budget_for_equal_loss,
-                     "paper_equal_budget": result.budget_for_paper_loss})
+                     "paper_equal_budget": result.budget_for_paper_loss,
+                     "comparison": None if result.comparison is None else {
+                         "gap": result.comparison.gap, "lower": result.comparison.lower,
+                         "upper": result.comparison.upper, "verdict": result.comparison.verdict},
+                     "recommends": "growth" if grows(result.recommendation.spec) else "full training"})
     return rows
 
 
 # --- the report --------------------------------------------------------------------------
+
+def _comparison(c: dict | None) -> str:
+    """The search's paired comparison of its best growing schedule with full training."""
+    if c is None:
+        return "does not grow"
+    return f"{c['verdict']}: {c['gap']:+.3f} [{c['lower']:+.3f}, {c['upper']:+.3f}]"
+
 
 def _fmt(value, spec: str = ".3g") -> str:
     return "n/a" if value is None else "not reached" if value == "never" else format(value, spec)
@@ -283,7 +294,8 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
               "8 x H100 SXM, the default loss profile; 'x budget to match' is the budget full training "
               "needs to reach the same predicted loss (below 1: the schedule is worse than full training).", "",
               "| budget (FLOPs) | best schedule | stages | predicted loss | full training | study's S=4 | "
-              "best: x budget to match | study's: x budget to match |", "|---|---|---|---|---|---|---|---|"]
+              "best: x budget to match | study's: x budget to match | best growing vs full training "
+              "(gap, 90% interval) | recommends |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in search:
         def ratio(v, budget=r["budget"]):
             return "n/a" if v is None else f"{v / budget:.3f}"
@@ -291,7 +303,8 @@ def write_report(out: Path, preset_name: str, framework: list[dict], runs: dict,
         lines.append(f"| {r['budget']:.0e} | {r['best_shape']} | {r['best_stages']} | {r['best_loss']:.4f} "
                      f"[{r['best_interval'][0]:.4f}, {r['best_interval'][1]:.4f}] | {r['baseline_loss']:.4f} | "
                      f"{_fmt(r['paper_loss'], '.4f')} | {ratio(r['best_equal_budget'])} | "
-                     f"{ratio(r['paper_equal_budget'])} |")
+                     f"{ratio(r['paper_equal_budget'])} | {_comparison(r.get('comparison'))} | "
+                     f"{r.get('recommends', 'n/a')} |")
     lines += ["", "Figures: `dashboard/index.html` (schedules, loss against counted FLOPs and time with "
               "predictions, cost per stage, calibration)."]
     path = out / "report.md"
