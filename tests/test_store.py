@@ -211,7 +211,7 @@ def test_a_retried_append_with_its_own_record_ids_is_stored_once(tmp_path: Path)
 @pytest.mark.parametrize(
     ("table", "rows", "message"),
     [
-        ("stepz", [_step_row(0)], "unknown table 'stepz'; allowed: calibrations, cost_measurements,"),
+        ("stepz", [_step_row(0)], "unknown table 'stepz'; allowed: calibrations, checks, cost_measurements,"),
         ("steps", [{**_step_row(0), "loss": 1.0}], "unknown column 'loss' for table 'steps'; allowed: lr, record_id,"),
         ("steps", [{**_step_row(0), "lr": None}], "row 0 for table 'steps' lacks required column 'lr'"),
         ("steps", [{**_step_row(0), "step": "seven"}], "column 'step' of table 'steps' does not fit INTEGER:"),
