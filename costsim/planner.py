@@ -267,6 +267,7 @@ class Planner:
                  loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp",
                  memory_headroom: float = MEMORY_HEADROOM):
         self.budget, self.hardware, self.space = budget, hardware, space
+        self._grid_costs = None  # full-training costs of the space, computed on first use
         self.cost_profile, self.loss_profile = cost_profile, loss_profile
         self.gpu: GPUSpec = hardware.resolved_gpu()
         self.memory_limit = usable_memory_bytes(self.gpu.memory_bytes, memory_headroom, max_memory_bytes)
@@ -462,20 +463,41 @@ class Planner:
         vectorised. Constant LR, no warmup: the loss is the law at the ideal tokens its
         batch leaves (``full_training_loss``). Shapes that fit nowhere get +inf."""
         s = self.space
+        d, layers, per_batch = self._full_training_costs()
+        best_loss = np.full(len(d), np.inf)
+        best_batch = np.zeros(len(d), dtype=np.int64)
+        p = self.loss_profile.params
+        for batch_tokens, batch, chosen_cost, n_params in per_batch:
+            steps = np.floor((amount or self.budget.amount) / chosen_cost)
+            tokens = steps * batch * s.seq_len
+            with np.errstate(invalid="ignore"):
+                loss = np.where(steps >= max(1, s.min_steps),
+                                full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len,
+                                                   d / layers), np.inf)
+            better = loss < best_loss
+            best_loss = np.where(better, loss, best_loss)
+            best_batch = np.where(better, batch_tokens, best_batch)
+        return d, layers, best_batch, best_loss
+
+    def _full_training_costs(self) -> tuple[np.ndarray, np.ndarray, list[tuple[int, int, np.ndarray, np.ndarray]]]:
+        """Every full-training shape of the space and, per batch, its cost of a step at
+        the first micro-batch (then recompute) that fits, and its parameters. Computed
+        once: only the budget changes between calls, and the bisections for reference
+        points call the grid dozens of times."""
+        if self._grid_costs is not None:
+            return self._grid_costs
+        s = self.space
         d, layers = (a.ravel() for a in np.meshgrid(np.array(s.d_models), np.array(_depths(s))))
         keep = (d / layers >= s.aspect_ratio[0]) & (d / layers <= s.aspect_ratio[1])
         d, layers = d[keep], layers[keep]
         n_gpus = self.hardware.n_gpus
-        best_loss = np.full(len(d), np.inf)
-        best_batch = np.zeros(len(d), dtype=np.int64)
-        p = self.loss_profile.params
+        per_batch = []
         for batch_tokens in s.batch_tokens:
             batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
-            per_gpu = batch // n_gpus
-            micros = divisors(per_gpu)
             chosen_cost = np.full(len(d), np.inf)
+            n_params = np.zeros(len(d))
             for recompute in (False, True):
-                for micro in micros:
+                for micro in divisors(batch // n_gpus):
                     if np.all(np.isfinite(chosen_cost)):
                         break
                     heads = s.n_heads(d)
@@ -487,16 +509,9 @@ class Planner:
                     fits = costs.fits_in_memory & np.isinf(chosen_cost)
                     chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
                     n_params = costs.params_non_embedding
-            steps = np.floor((amount or self.budget.amount) / chosen_cost)
-            tokens = steps * batch * s.seq_len
-            with np.errstate(invalid="ignore"):
-                loss = np.where(steps >= max(1, s.min_steps),
-                                full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len,
-                                                   d / layers), np.inf)
-            better = loss < best_loss
-            best_loss = np.where(better, loss, best_loss)
-            best_batch = np.where(better, batch_tokens, best_batch)
-        return d, layers, best_batch, best_loss
+            per_batch.append((batch_tokens, batch, chosen_cost, n_params))
+        self._grid_costs = (d, layers, per_batch)
+        return self._grid_costs
 
     def best_full_training(self) -> Evaluation:
         """The compute-optimal full-size model at this budget."""
