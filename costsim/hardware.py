@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from costsim.errors import SpecError, validation_message
+from costsim.shipped import shipped_names, shipped_text
 
 
 class GPUSpec(BaseModel):
@@ -37,20 +37,16 @@ class GPUSpec(BaseModel):
         return self.peak_bf16_flops_per_s if precision == "bf16-mixed" else self.peak_tf32_flops_per_s
 
 
-def _gpu_dir():
-    return resources.files("costsim") / "data" / "gpus"
-
-
 @cache
 def gpu_preset_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".json") for p in _gpu_dir().iterdir() if p.name.endswith(".json")))
+    return shipped_names("gpus")
 
 
 @cache
 def load_gpu(name: str) -> GPUSpec:
     if name not in gpu_preset_names():
         raise KeyError(f"unknown GPU {name!r}; presets: {', '.join(gpu_preset_names())}")
-    return GPUSpec.model_validate(json.loads((_gpu_dir() / f"{name}.json").read_text()))
+    return GPUSpec.model_validate(json.loads(shipped_text("gpus", name)))
 
 
 def gpu_from_name_or_file(text: str) -> str | GPUSpec:

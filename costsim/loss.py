@@ -51,7 +51,6 @@ import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import ClassVar
 
@@ -61,6 +60,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from costsim.errors import SpecError
 from costsim.growth import JUMP_OPERATORS
 from costsim.lr import lr_at
+from costsim.shipped import shipped_names, shipped_text
 from costsim.spec import ScheduleSpec
 
 MAX_LR_POINTS = 4096
@@ -557,13 +557,9 @@ def predict_curve(spec: ScheduleSpec, profile: LossProfile | None = None, steps:
 
 # --- profiles ---------------------------------------------------------------------------
 
-def _profile_dir():
-    return resources.files("costsim") / "data" / "loss"
-
-
 @cache
 def loss_profile_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".json") for p in _profile_dir().iterdir() if p.name.endswith(".json")))
+    return shipped_names("loss")
 
 
 DEFAULT_LOSS_PROFILE = "chinchilla"
@@ -572,7 +568,7 @@ DEFAULT_LOSS_PROFILE = "chinchilla"
 @cache
 def load_loss_profile(name_or_path: str = DEFAULT_LOSS_PROFILE) -> LossProfile:
     if name_or_path in loss_profile_names():
-        text = (_profile_dir() / f"{name_or_path}.json").read_text()
+        text = shipped_text("loss", name_or_path)
     elif Path(name_or_path).is_file():
         text = Path(name_or_path).read_text()
     else:

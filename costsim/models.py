@@ -22,13 +22,13 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from costsim.constants import LIMITS
 from costsim.errors import SpecError, validation_message
+from costsim.shipped import shipped_names, shipped_text
 from costsim.spec import ModelSpec
 
 # --- the families ------------------------------------------------------------------
@@ -269,20 +269,16 @@ def from_hf_config(config: Mapping | str | Path, overrides: Mapping | None = Non
 # --- presets -------------------------------------------------------------------------
 
 
-def _models_dir():
-    return resources.files("costsim") / "data" / "models"
-
-
 @cache
 def preset_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".json") for p in _models_dir().iterdir() if p.name.endswith(".json")))
+    return shipped_names("models")
 
 
 def preset_config(name: object) -> dict:
     """A preset's config.json contents (a fresh copy: callers may change it)."""
     if not isinstance(name, str) or name not in preset_names():
         raise SpecError(f"unknown model preset {_show(name)}; presets: {', '.join(preset_names())}")
-    return json.loads((_models_dir() / f"{name}.json").read_text())
+    return json.loads(shipped_text("models", name))
 
 
 def load_preset(name: str, overrides: Mapping | None = None) -> ExternalModel:

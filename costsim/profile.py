@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import json
 from functools import cache
-from importlib import resources
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from costsim.errors import SpecError
+from costsim.shipped import shipped_names, shipped_text
 
 
 class CostProfile(BaseModel):
@@ -36,20 +36,16 @@ class CostProfile(BaseModel):
     holdout_report: dict = Field(default_factory=dict)
 
 
-def _profile_dir():
-    return resources.files("costsim") / "data" / "profiles"
-
-
 @cache
 def profile_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".json") for p in _profile_dir().iterdir() if p.name.endswith(".json")))
+    return shipped_names("profiles")
 
 
 @cache
 def load_profile(name_or_path: str) -> CostProfile:
     """A shipped profile by name, or a profile JSON file by path."""
     if name_or_path in profile_names():
-        text = (_profile_dir() / f"{name_or_path}.json").read_text()
+        text = shipped_text("profiles", name_or_path)
     elif Path(name_or_path).is_file():
         text = Path(name_or_path).read_text()
     else:

@@ -61,7 +61,6 @@ block keeps its input (r * d a token) and one block's activations are rebuilt at
 from __future__ import annotations
 
 from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Literal
 
@@ -73,6 +72,7 @@ from costsim.errors import SpecError, validation_message
 from costsim.flops import RankParameters, rank_parameter_counts
 from costsim.ops import LOSS_KINDS, StageShape
 from costsim.profile import CostProfile
+from costsim.shipped import shipped_names, shipped_text
 
 Array = np.ndarray
 
@@ -112,13 +112,9 @@ class TrainerProfile(BaseModel):
 # --- loading -------------------------------------------------------------------------
 
 
-def _trainer_dir():
-    return resources.files("costsim") / "data" / "trainers"
-
-
 @cache
 def trainer_names() -> tuple[str, ...]:
-    return tuple(sorted(p.name.removesuffix(".json") for p in _trainer_dir().iterdir() if p.name.endswith(".json")))
+    return shipped_names("trainers")
 
 
 def unknown_trainer_message(name: object) -> str:
@@ -134,7 +130,7 @@ def is_trainer(name: str) -> bool:
 def load_trainer(name_or_path: str = REFERENCE) -> TrainerProfile:
     """A shipped trainer profile by name, or one in a .json file of the same keys."""
     if name_or_path in trainer_names():
-        text, where = (_trainer_dir() / f"{name_or_path}.json").read_text(), name_or_path
+        text, where = shipped_text("trainers", name_or_path), name_or_path
     elif is_trainer(name_or_path):
         text, where = Path(name_or_path).read_text(), name_or_path
     else:
