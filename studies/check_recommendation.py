@@ -48,8 +48,8 @@ from costsim.heldout import compare_curves
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.paths import output_file
 from costsim.planner import Budget, Evaluation, SearchSpace, grows
-from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
-from studies.runner import train_spec
+from costsim.spec import HardwareSpec, ScheduleSpec
+from studies.runner import complete_run, train_spec
 
 EVALS = 30
 DEFAULT_OUT = "results/check"
@@ -104,29 +104,12 @@ def train_one(spec: ScheduleSpec, seed: int, db: Path, workdir: Path, threads: i
     steps = sum(round(st.tokens / (spec.training.batch_size * spec.model.seq_len)) for st in spec.stages)
     seeded = spec.model_copy(update={"name": f"check {label} seed{seed}",
                                      "training": spec.training.model_copy(update={"seed": seed})})
-    if (done := stored_run(db, seeded)) is not None:
+    if (done := complete_run(db, seeded)) is not None:
         return done  # an interrupted check resumes: a complete run of this very spec is not trained again
     micro = seeded.training.micro_batch_size
     summary = train_spec(seeded, db, workdir, threads=threads, device=device, eval_every=max(1, steps // EVALS),
                          eval_batches=max(1, 16 * 32 // micro), label=f"{label} seed {seed}")
     return summary["run_id"]
-
-
-def stored_run(db: Path, spec: ScheduleSpec) -> str | None:
-    """The newest complete run in ``db`` of exactly ``spec`` (same name, same settings), if any."""
-    if not db.exists():
-        return None
-    from costsim.store import Store
-
-    rows = Store(db).query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' ORDER BY run_id DESC")
-    for row in rows:
-        try:
-            stored = parse_spec(json.loads(row["spec_json"]))
-        except (CostsimError, ValueError):
-            continue  # a run of a spec this version cannot read is not this spec
-        if stored == spec:
-            return row["run_id"]
-    return None
 
 
 def train_all(jobs: list[tuple[str, ScheduleSpec]], seeds: int, db: Path, workdir: Path, threads: int, device: str,

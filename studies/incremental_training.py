@@ -25,7 +25,6 @@ for about ten minutes on one H100/H200.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
@@ -42,7 +41,7 @@ from costsim.loss import predict_curve
 from costsim.ops import block_ops, head_ops, total
 from costsim.paper import continual_tokens, full_training, paper_incremental, study_cost_ratio
 from costsim.spec import HardwareSpec, ModelSpec, ScheduleSpec, TrainingSpec
-from studies.runner import train_spec
+from studies.runner import complete_run, train_spec
 
 
 @dataclass(frozen=True)
@@ -144,14 +143,9 @@ def train_all(specs: dict[str, ScheduleSpec], preset: Preset, db: Path, jobs: in
         return dict(f.result() for f in futures)
 
 
-def stored_runs(store, specs: dict[str, ScheduleSpec]) -> dict[str, str]:
+def stored_runs(db: Path, specs: dict[str, ScheduleSpec]) -> dict[str, str]:
     """The newest complete run of each spec (matched by its full spec) in the store."""
-    rows = store.query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' ORDER BY started_at")
-    found = {}
-    for key, spec in specs.items():
-        for row in rows:
-            if json.loads(row["spec_json"]) == json.loads(spec.model_dump_json()):
-                found[key] = row["run_id"]
+    found = {key: run_id for key, spec in specs.items() if (run_id := complete_run(db, spec)) is not None}
     missing = sorted(set(specs) - set(found))
     if missing:
         raise CostsimError(f"--reuse: no complete run of {', '.join(missing)} with this preset in the store; "
@@ -346,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     from costsim.store import Store
 
     store = Store(db)
-    run_ids = stored_runs(store, specs) if args.reuse else train_all(specs, preset, db.resolve(), args.jobs)
+    run_ids = stored_runs(db.resolve(), specs) if args.reuse else train_all(specs, preset, db.resolve(), args.jobs)
     curves = {key: measured_curve(store, rid) for key, rid in run_ids.items()}
     base = curves["baseline"]
     target = float(base.loss[-1])

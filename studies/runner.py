@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from costsim.errors import CostsimError
-from costsim.spec import ScheduleSpec
+from costsim.spec import ScheduleSpec, parse_spec
 
 
 def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: int = 1, device: str = "cpu",
@@ -36,3 +36,24 @@ def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: i
         last = (result.stderr.strip().splitlines() or ["failed with no message"])[-1]
         raise CostsimError(f"training {label or body.get('name') or path.name} failed: {last}")
     return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def complete_run(db: Path, spec: ScheduleSpec) -> str | None:
+    """The newest complete run in ``db`` of exactly ``spec``, if any. Specs are compared
+    parsed, not as stored text, so a run stored before a field with a default existed
+    still matches the same spec today."""
+    if not db.exists():
+        return None
+    from costsim.store import Store
+
+    rows = Store(db).query("SELECT run_id, spec_json FROM run_summary WHERE status = 'complete' "
+                           "ORDER BY started_at DESC, run_id DESC")
+    for row in rows:
+        try:
+            stored = parse_spec(json.loads(row["spec_json"]))
+        except (CostsimError, ValueError):
+            continue  # a run of a spec this version cannot read is not this spec
+        if stored == spec:
+            return row["run_id"]
+    return None
+
