@@ -137,18 +137,25 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
     return float(np.expm1(seed_std / slope))
 
 
-VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope"}
+VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens"}
+VARIANT_SETS = {"delay": {"startup_form": "delay"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
-    """``STRUCTURE[/N][/flat]``: /N holds the law's shape term at 0 (capacity in N alone),
-    /flat holds the lags' size slope at 0 (one lag at every size)."""
+    """``STRUCTURE[/N][/flat][/nostartup][/delay]``: /N holds the law's shape term at 0 (capacity
+    in N alone), /flat holds the lags' size slope at 0 (one lag at every size), /nostartup
+    holds the from-scratch start-up delay at 0."""
     structure, *flags = variant.split("/")
-    unknown = [f for f in flags if f not in VARIANT_HOLDS]
+    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
     if structure not in STRUCTURES or unknown:
-        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat], STRUCTURE one of "
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/delay], STRUCTURE one of "
                          f"{', '.join(STRUCTURES)}")
-    return structure, tuple(VARIANT_HOLDS[f] for f in flags)
+    return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
+
+
+def variant_sets(variant: str) -> dict:
+    """/delay: the start-up as a token delay instead of a capacity ramp."""
+    return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
 
 
 def evaluate(variant: str, data: str | None) -> dict:
@@ -157,7 +164,9 @@ def evaluate(variant: str, data: str | None) -> dict:
     noise, _ = seed_noise(runs)
     start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure,
                                                                         "shape_exponent": 0.0,
-                                                                        "lag_size_slope": 0.0})
+                                                                        "lag_size_slope": 0.0,
+                                                                        "startup_tokens": 0.0,
+                                                                        **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
     return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],

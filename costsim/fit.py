@@ -36,6 +36,7 @@ from costsim.spec import ScheduleSpec
 PRIOR_WEIGHT = 0.02
 JUMP_PRIOR = 0.1
 DEFAULT_STRUCTURE = "fading"
+STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,8 @@ COMMON = (
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
     Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
     Coordinate("noise_tokens", math.log(1e-3), math.log(1e7), log=True, law=True),
+    Coordinate("startup_tokens", math.log(1e-3), math.log(1e12), log=True, prior=1e4, regularised=True, law=True),
+    Coordinate("startup_depth_exponent", 0.0, 3.0, prior=1.0, regularised=True, law=True),
     Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
     Coordinate("reset_jump", 0.0, 2.0, regularised=True),
     *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),
@@ -154,6 +157,8 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     aspects = [plan.aspect for run in runs for plan in run.plans if plan.aspect > 0]
     if aspects:  # the shape effect is known only over the shapes fitted on
         start = start.model_copy(update={"aspect_range": (min(aspects), max(aspects))})
+    if start.startup_tokens <= 0 and "startup_tokens" not in hold:
+        start = start.model_copy(update={"startup_tokens": STARTUP_START})  # from 0 no gradient would move it
     start = to_params(np.clip(to_vector(start, structure), *_bounds(coords)), structure, start)
     free = np.array([c.field not in hold for c in coords])
     full = [r for r in runs if r.is_full_training]

@@ -52,7 +52,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -101,6 +101,12 @@ class LossParams(BaseModel):
                                   "lag(N) = lags[op] + slope * ln(N / lag_reference_params), so growth can help "
                                   "small models (lag < 0: faster than from scratch) and cost large ones")
     lag_reference_params: float = Field(1e6, gt=0, description="non-embedding parameters at which lags are quoted")
+    startup_tokens: float = Field(0.0, ge=0, description="start-up time of a one-layer model from scratch, in "
+                                  "ideal tokens (0: none); see startup_capacity and startup_lost")
+    startup_depth_exponent: float = Field(1.0, ge=0, description="the start-up scales as layers ** this")
+    startup_form: Literal["capacity", "delay"] = Field(
+        "capacity", description="'capacity': the parameters that count grow from one block's share to all of them "
+        "as 1 - exp(-D/T); 'delay': tokens count at 1 - exp(-D/T)")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -151,6 +157,7 @@ class StagePlan:
     batch_tokens: float = 0.0  # tokens per optimizer step (0: no batch effect)
     steps: int = 0  # optimizer steps (0: one per lr entry)
     aspect: float = 0.0  # d_model / layers (0: unknown, the capacity is N alone)
+    layers: int = 0  # blocks (0: unknown, no start-up delay)
 
     @property
     def n_steps(self) -> int:
@@ -184,6 +191,32 @@ def equivalent_tokens(p: LossParams, n_params: float, loss_minus_e: float) -> fl
     if data_part <= 0:
         return math.inf  # already at (or below) this size's limit
     return max((p.B / data_part) ** (1 / p.beta) - p.d0, 0.0)
+
+
+def startup_scale(p: LossParams, layers) -> np.ndarray:
+    """Ideal tokens of a from-scratch model's start-up, at its depth (0: none)."""
+    layers = np.asarray(layers, dtype=float)
+    return np.where(layers > 0, p.startup_tokens * np.power(np.maximum(layers, 1.0), p.startup_depth_exponent), 0.0)
+
+
+def startup_lost(p: LossParams, layers, ideal) -> np.ndarray:
+    """Ideal tokens a model trained from scratch has lost after ``ideal`` of them: its
+    tokens count at 1 - exp(-ideal / T) with T = startup_tokens * layers^exponent, so
+    a deep model starts slower than a shallow one of the same size (the real baselines
+    do: d96 with 6 layers tracks d96 with 3 for the first ~3M tokens). Growth is what
+    escapes it: a grown model inherits trained blocks and continues at its loss."""
+    scale = startup_scale(p, layers)
+    ideal = np.asarray(ideal, dtype=float)
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, scale * -np.expm1(-ideal / safe), 0.0)
+
+
+def startup_capacity(p: LossParams, layers, ideal) -> np.ndarray:
+    """Share of its parameters a from-scratch model uses after ``ideal`` tokens ('capacity'
+    start-up): one block's share at first, all of them as 1 - exp(-ideal / T)."""
+    layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
+    scale = np.maximum(startup_scale(p, layers), 1e-9)
+    return 1 - (1 - 1 / layers) * np.exp(-np.asarray(ideal, dtype=float) / scale)
 
 
 def batch_efficiency(p: LossParams, batch_tokens, loss):
@@ -336,6 +369,21 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+def _after_startup(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray:
+    """A stage's ideal tokens less what a 'delay' start-up loses over them (``scratch``:
+    ideal tokens before the stage while the model has not grown; None after growth)."""
+    if scratch is None or p.startup_tokens <= 0 or plan.layers <= 0 or p.startup_form != "delay":
+        return ideal
+    return ideal - (startup_lost(p, plan.layers, scratch + ideal) - startup_lost(p, plan.layers, scratch))
+
+
+def _startup_share(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray | float:
+    """Share of a from-scratch model's parameters a 'capacity' start-up lets count."""
+    if scratch is None or p.startup_tokens <= 0 or plan.layers <= 0 or p.startup_form != "capacity":
+        return 1.0
+    return startup_capacity(p, plan.layers, scratch + ideal)
+
+
 def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16,
                at_tokens: np.ndarray | None = None, after_boundary: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -348,6 +396,7 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
     state: GrowthState | None = None
     end_n_eff, end_d, end_since = 0.0, 0.0, 0.0
     done = 0.0
+    scratch = 0.0  # ideal tokens since the start while the model has not grown (None after)
     previous: StagePlan | None = None
     last = len(plans) - 1
     for index, plan in enumerate(plans):
@@ -367,6 +416,7 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
                 bump += p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
+                scratch = None
                 state = structure.grown(p, state, n_cap, plan.operator, current, end_since)
             else:
                 state = structure.continued(p, state, current, end_since)
@@ -381,7 +431,9 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
             ideal = np.empty(slices)
             before = 0.0
             for a, b in _chunks(slices):
-                n_eff, d = structure.along(p, state, np.array([before]))
+                at = np.array([before])
+                n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, at))
+                n_eff = _startup_share(p, plan, scratch, at) * n_eff
                 loss_now = p.E + float(reducible(p, n_eff[0], d[0]))
                 ideal[a:b] = before + np.cumsum(base[a:b]) * batch_efficiency(p, plan.batch_tokens, loss_now)
                 before = float(ideal[b - 1])
@@ -389,7 +441,8 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
             ideal = np.cumsum(base)
         # slice k ends after k+1 slices; index -1 is the stage's start, before any step
         ideal = np.concatenate([[0.0], ideal])
-        n_eff, d = structure.along(p, state, ideal)
+        n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, ideal))
+        n_eff = _startup_share(p, plan, scratch, ideal) * n_eff
         decay = np.concatenate([[0.0], np.where(np.arange(slices) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)])
         if at_tokens is None:
             picks = np.unique(np.linspace(slices - 1, 0, min(points_per_stage, slices)).round().astype(int))
@@ -410,31 +463,43 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
         loss_out.append(loss)
         stage_out.append(np.full(len(picks), index))
         end_n_eff, end_d, end_since = float(n_eff[-1]), float(d[-1]), state.since + float(ideal[-1])
+        if scratch is not None:
+            scratch += float(ideal[-1])
         done += plan.tokens
         previous = plan
     return np.concatenate(tokens_out), np.concatenate(loss_out), np.concatenate(stage_out)
 
 
-def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0) -> np.ndarray:
+def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0, layers=0) -> np.ndarray:
     """Final loss of full training at constant LR, vectorised over shapes: the law at the
-    ideal tokens the batch efficiency leaves (the same chunks as ``trajectory``)."""
-    n_params, tokens, batch_tokens, aspect = np.broadcast_arrays(
-        *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect)))
+    ideal tokens the batch efficiency and the start-up leave (the same chunks as
+    ``trajectory``)."""
+    n_params, tokens, batch_tokens, aspect, layers = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect, layers)))
     n_params = capacity(p, n_params, aspect)
     noise = noise_factor(p, batch_tokens)
+
+    def started(ideal):
+        return ideal - startup_lost(p, layers, ideal) if p.startup_tokens > 0 and p.startup_form == "delay" else ideal
+
+    def used(ideal):
+        if p.startup_tokens > 0 and p.startup_form == "capacity":
+            return np.where(layers > 0, n_params * startup_capacity(p, layers, ideal), n_params)
+        return n_params
+
     if p.bcrit <= 0:
-        return p.E + reducible(p, n_params, tokens) * noise
+        return p.E + reducible(p, used(tokens), started(tokens)) * noise
     steps = np.maximum(np.round(tokens / np.maximum(batch_tokens, 1.0)), 1.0)
     ideal = np.zeros_like(tokens)
     start = np.zeros_like(tokens)
     for k in range(1, 64):
         end = np.minimum(steps, float(_chunk_end(k)) if k < MAX_BATCH_CHUNKS else steps)
-        loss_now = p.E + reducible(p, n_params, ideal)
+        loss_now = p.E + reducible(p, used(ideal), started(ideal))
         ideal = ideal + (end - start) * batch_tokens * batch_efficiency(p, batch_tokens, loss_now)
         start = end
         if np.all(start >= steps):
             break
-    return p.E + reducible(p, n_params, ideal) * noise
+    return p.E + reducible(p, used(ideal), started(ideal)) * noise
 
 
 def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[StagePlan]:
@@ -469,6 +534,7 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
             batch_tokens=batch_tokens,
             steps=n,
             aspect=spec.stage_width(stage)[0] / stage.layers,
+            layers=stage.layers,
         ))
         start += n
     return plans

@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from costsim.constants import COMPUTE_BYTES, LIMITS, MEMORY_HEADROOM, SECONDS_PER_HOUR
-from costsim.engine import divisors, estimate_many, stage_shape
+from costsim.engine import divisors, estimate_many, spec_layout, stage_shape
 from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
@@ -265,8 +265,9 @@ class Planner:
 
     def __init__(self, budget: Budget, hardware: HardwareSpec, space: SearchSpace, cost_profile: CostProfile,
                  loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp",
-                 memory_headroom: float = MEMORY_HEADROOM):
+                 memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True):
         self.budget, self.hardware, self.space = budget, hardware, space
+        self.layout_search = layout_search  # choose tensor x pipeline parallel sizes (else data parallel only)
         self._grid_costs = None  # full-training costs of the space, computed on first use
         self.cost_profile, self.loss_profile = cost_profile, loss_profile
         self.gpu: GPUSpec = hardware.resolved_gpu()
@@ -337,9 +338,29 @@ class Planner:
         except SpecError as exc:  # a shape the spec refuses (heads that do not divide, ...)
             return Candidate(None, {"spec": 1.0}, f"the spec refuses this shape: {str(exc).splitlines()[0]}")
 
+    def layouts(self, widths: list[tuple[int, int, int]], min_layers: int) -> tuple[np.ndarray, np.ndarray]:
+        """The (tensor, pipeline) parallel sizes a schedule may run in: tensor parallelism
+        inside a node, dividing every stage's heads and d_ff; pipeline parallelism over
+        what is left, no deeper than the shallowest stage. Data parallelism takes the rest
+        of the GPUs. Without layout search, data parallelism alone."""
+        n_gpus = self.hardware.n_gpus
+        pairs = [(1, 1)]
+        if self.layout_search and n_gpus > 1:
+            pairs = [(tp, pp) for tp in divisors(n_gpus) if tp <= self.hardware.gpus_per_node
+                     and not any(size % tp for width in widths for size in width)
+                     for pp in divisors(n_gpus // tp) if pp <= min_layers]
+        tp, pp = np.array(pairs).T
+        return tp, pp
+
+    def _layout(self, tp, pp) -> Layout:
+        # sequence parallelism wherever tensor parallelism splits the sequence evenly (Megatron's practice)
+        return Layout.of(self.hardware.n_gpus, tp, pp, sequence_parallel=(tp > 1) & (self.space.seq_len % tp == 0),
+                         gpus_per_node=self.hardware.gpus_per_node)
+
     def _fit_and_spend(self, model: dict, stages: list[dict], batch: int) -> Candidate:
-        """Pick the largest micro-batch that fits every stage (recompute only if none
-        does without), then spend the budget."""
+        """Pick the layout and micro-batch that fit every stage (recompute only if none
+        does without): of every layout, its largest micro-batch that fits; of those, the
+        one whose step costs least of the budget, then the fastest. Then spend the budget."""
         n_gpus = self.hardware.n_gpus
         per_gpu = batch // n_gpus
         weights = np.array([st["_weight"] for st in stages])
@@ -352,39 +373,51 @@ class Planner:
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
         micros = np.array(divisors(per_gpu))
         shape = stage_shape(probe)
+        tp, pp = self.layouts([probe.stage_width(st) for st in probe.stages], min(st.layers for st in probe.stages))
+        layout = self._layout(tp[:, None, None], pp[:, None, None])
         for recompute in (False, True):
-            # every (micro-batch, stage) pair in one vectorised call
-            grid = StageShape.of(**{**{f: getattr(shape, f)[None, :] for f in STAGE_FIELDS},
-                                    "micro_batch_size": micros[:, None], "recompute": recompute})
-            costs = self._costs_of(grid, batch)
-            fits = np.all(costs.fits_in_memory, axis=1)
-            # params do not depend on the micro-batch; the schedule's are its last stage's
-            params = {"params_total": int(costs.params_total[0, -1]),
-                      "params_non_embedding": int(costs.params_non_embedding[0, -1])}
+            # every (layout, micro-batch, stage) triple in one vectorised call
+            grid = StageShape.of(**{**{f: getattr(shape, f)[None, None, :] for f in STAGE_FIELDS},
+                                    "micro_batch_size": micros[None, :, None], "recompute": recompute})
+            costs = self._costs_of(grid, batch, layout)
+            fits = np.all(costs.fits_in_memory, axis=2)
+            # params do not depend on the micro-batch or layout; the schedule's are its last stage's
+            params = {"params_total": int(costs.params_total[0, 0, -1]),
+                      "params_non_embedding": int(costs.params_non_embedding[0, 0, -1])}
             if fits.any():
-                row = int(np.argmax(fits))
+                rows = np.argmax(fits, axis=1)  # each layout's largest micro-batch that fits
+                options = np.flatnonzero(fits.any(axis=1))
+                full = (len(tp), len(micros), len(stages))
+                per_step = np.broadcast_to(self.per_step_cost(costs), full)
+                step_time = np.broadcast_to(costs.step_time_s, full)
+                spend = [float(np.dot(weights, per_step[i, rows[i]])) for i in options]
+                speed = [float(np.dot(weights, step_time[i, rows[i]])) for i in options]
+                best = options[min(range(len(options)), key=lambda k: (spend[k], speed[k]))]
+                row = int(rows[best])
                 chosen = {**training, "micro_batch_size": int(micros[row]),
                           "recompute": "full" if recompute else "none"}
-                peak = float(costs.peak_memory_bytes[row].max())
-                per_step = self.per_step_cost(costs)[row]
-                return self._spend(model, chosen, hardware, stages, weights, per_step,
+                if tp[best] > 1 or pp[best] > 1:
+                    chosen.update(tensor_parallel=int(tp[best]), pipeline_parallel=int(pp[best]),
+                                  sequence_parallel=bool(tp[best] > 1 and self.space.seq_len % tp[best] == 0))
+                peak = float(np.broadcast_to(costs.peak_memory_bytes, full)[best, row].max())
+                return self._spend(model, chosen, hardware, stages, weights, per_step[best, row],
                                    memory=float(memory_use(peak, self.memory_limit)) - 1, peak_memory_bytes=peak,
                                    **params)
-        # the last row tried is the most frugal: one sequence a micro-batch, recomputed
-        peak = float(costs.peak_memory_bytes[-1].max())
+        # the last micro-batch tried is the most frugal: one sequence, recomputed; of the layouts, the leanest
+        peak = float(np.atleast_3d(costs.peak_memory_bytes)[:, -1].max(axis=-1).min())
         return Candidate(None, {"spec": 0.0, "memory": float(memory_use(peak, self.memory_limit)) - 1},
                          f"does not fit in memory: even one sequence a micro-batch with recompute peaks at "
-                         f"{binary_bytes(peak)} per GPU, above the {binary_bytes(self.memory_limit)} usable",
-                         peak_memory_bytes=peak, **params)
+                         f"{binary_bytes(peak)} per GPU{' in every parallel layout' if len(tp) > 1 else ''}, above "
+                         f"the {binary_bytes(self.memory_limit)} usable", peak_memory_bytes=peak, **params)
 
     def _costs(self, spec: ScheduleSpec):
-        return self._costs_of(stage_shape(spec), spec.training.batch_size)
+        return self._costs_of(stage_shape(spec), spec.training.batch_size, spec_layout(spec))
 
-    def _costs_of(self, shape: StageShape, batch: int):
+    def _costs_of(self, shape: StageShape, batch: int, layout: Layout | None = None):
+        layout = layout or Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node)
         return estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
                              precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism,
-                             memory_limit_bytes=self.memory_limit,
-                             layout=Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node))
+                             memory_limit_bytes=self.memory_limit, layout=layout)
 
     def per_step_cost(self, costs) -> np.ndarray:
         """Budget units one optimizer step of each stage spends."""
@@ -473,7 +506,7 @@ class Planner:
             with np.errstate(invalid="ignore"):
                 loss = np.where(steps >= max(1, s.min_steps),
                                 full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len,
-                                                   d / layers), np.inf)
+                                                   d / layers, layers), np.inf)
             better = loss < best_loss
             best_loss = np.where(better, loss, best_loss)
             best_batch = np.where(better, batch_tokens, best_batch)
@@ -491,25 +524,32 @@ class Planner:
         keep = (d / layers >= s.aspect_ratio[0]) & (d / layers <= s.aspect_ratio[1])
         d, layers = d[keep], layers[keep]
         n_gpus = self.hardware.n_gpus
+        heads = s.n_heads(d)
+        # every layout the GPUs allow (rows) against every shape (columns); a layout a shape
+        # cannot take (heads or d_ff it does not divide, more pipeline ranks than blocks) is out
+        tp, pp = (x[:, None] for x in self.layouts([], max(layers)))
+        layout = self._layout(tp, pp)
+        allowed = (heads % tp == 0) & ((4 * d) % tp == 0) & (pp <= layers)
         per_batch = []
         for batch_tokens in s.batch_tokens:
             batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
-            chosen_cost = np.full(len(d), np.inf)
+            chosen_cost = np.where(allowed, np.inf, np.nan)  # nan: not a candidate
             n_params = np.zeros(len(d))
             for recompute in (False, True):
                 for micro in divisors(batch // n_gpus):
-                    if np.all(np.isfinite(chosen_cost)):
+                    if not np.isinf(chosen_cost).any():
                         break
-                    heads = s.n_heads(d)
                     shape = StageShape.of(layers=layers, d_model=d, n_heads=heads, n_kv_heads=heads, d_ff=4 * d,
                                           vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=micro,
                                           n_trainable=layers, train_embeddings=True, tied=True, swiglu=False,
                                           recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision])
-                    costs = self._costs_of(shape, batch)
+                    costs = self._costs_of(shape, batch, layout)
                     fits = costs.fits_in_memory & np.isinf(chosen_cost)
                     chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
-                    n_params = costs.params_non_embedding
-            per_batch.append((batch_tokens, batch, chosen_cost, n_params))
+                    n_params = np.broadcast_to(costs.params_non_embedding, chosen_cost.shape)[0]
+            # the cheapest layout of each shape (+inf where none fits)
+            per_batch.append((batch_tokens, batch, np.nanmin(np.where(np.isnan(chosen_cost), np.inf, chosen_cost),
+                                                             axis=0), n_params))
         self._grid_costs = (d, layers, per_batch)
         return self._grid_costs
 

@@ -204,7 +204,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
         timeout: float | None = None, seed: int = 0, n_jobs: int = 1, objectives: tuple[str, ...] = ("loss",),
         storage: str | None = None, study_name: str | None = None, max_memory_gb: float | None = None,
         loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False,
-        memory_headroom: float = MEMORY_HEADROOM) -> SearchResult:
+        memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True) -> SearchResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -214,7 +214,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
     planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), profile,
                       max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30,
-                      memory_headroom=memory_headroom)
+                      memory_headroom=memory_headroom, layout_search=layout_search)
     sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)))
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler, study_name=name,
@@ -380,7 +380,13 @@ def _parser() -> argparse.ArgumentParser:
     hardware.add_argument("--gpu", default="h100-sxm", metavar="PRESET_OR_FILE",
                           help=f"GPU preset ({', '.join(gpu_preset_names())}) or a GPU .json file with the keys of "
                           "costsim/data/gpus/*.json")
-    hardware.add_argument("--n-gpus", type=int, default=8, help="data-parallel GPUs")
+    hardware.add_argument("--n-gpus", type=int, default=8, help="GPUs (split into tensor, pipeline and data "
+                          "parallel groups by the layout search)")
+    hardware.add_argument("--gpus-per-node", type=int, default=8, help="GPUs sharing a node's fast interconnect "
+                          "(tensor parallelism stays inside one)")
+    hardware.add_argument("--layout", choices=("search", "dp"), default="search", help="search: choose tensor x "
+                          "pipeline x data parallel sizes per schedule (the fastest that fits); dp: data "
+                          "parallelism only")
     hardware.add_argument("--price-per-gpu-hour", type=float, help="USD (default: the preset's indicative price)")
     hardware.add_argument("--memory-headroom", type=float, default=MEMORY_HEADROOM,
                           help="share of each GPU's memory a schedule may fill; the rest is margin for what the "
@@ -426,7 +432,7 @@ def _check(args: argparse.Namespace) -> tuple[str, ...]:
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     if not set(objectives) <= set(OBJECTIVES) or len(set(objectives)) != len(objectives):
         raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
-    for flag in ("n_trials", "n_jobs", "n_gpus", "max_stages", "seq_len", "vocab_size", "min_steps"):
+    for flag in ("n_trials", "n_jobs", "n_gpus", "gpus_per_node", "max_stages", "seq_len", "vocab_size", "min_steps"):
         if getattr(args, flag) < 1:
             raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
     if args.seed < 0 or args.seed >= 2**32:
@@ -473,7 +479,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         budget = Budget(**budget_values)
         hardware = HardwareSpec(gpu=gpu_from_name_or_file(args.gpu), n_gpus=args.n_gpus,
-                                price_per_gpu_hour=args.price_per_gpu_hour, calibration=args.calibration)
+                                gpus_per_node=args.gpus_per_node, price_per_gpu_hour=args.price_per_gpu_hour,
+                                calibration=args.calibration)
     except ValidationError as exc:
         raise SpecError(one_line(exc)) from None
     except ValueError as exc:
@@ -494,7 +501,8 @@ def main(argv: list[str] | None = None) -> int:
     result = run(budget, hardware, space=space, n_trials=args.n_trials, timeout=args.timeout, seed=args.seed,
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
-                 progress=not args.no_progress and sys.stderr.isatty(), memory_headroom=args.memory_headroom)
+                 progress=not args.no_progress and sys.stderr.isatty(), memory_headroom=args.memory_headroom,
+                 layout_search=args.layout == "search")
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} finished trials (study '{result.study_name}')")
     print(_hardware_line(hardware, args))

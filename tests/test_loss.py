@@ -34,9 +34,10 @@ PARAMS = LossParams(E=1.2, A=30.0, alpha=0.3, B=60.0, beta=0.3, d0=1e4, anneal=0
 ALL = [PARAMS.model_copy(update={"structure": name}) for name in STRUCTURES]
 
 
-def plan(n_params, tokens, steps=50, share=1.0, operator="none", reset=False, lr=None, batch=0.0):
+def plan(n_params, tokens, steps=50, share=1.0, operator="none", reset=False, lr=None, batch=0.0, layers=0):
     return StagePlan(n_params=n_params, tokens=tokens, trainable_share=share, operator=operator,
-                     reset_optimizer=reset, lr=np.ones(steps) if lr is None else np.asarray(lr), batch_tokens=batch)
+                     reset_optimizer=reset, lr=np.ones(steps) if lr is None else np.asarray(lr), batch_tokens=batch,
+                     layers=layers)
 
 
 @settings(max_examples=100, deadline=None)
@@ -153,6 +154,57 @@ def test_intervals_contain_the_point_prediction_and_full_training_has_width(jitt
     assert np.all(full.upper - full.lower >= 2 * 1.64 * 0.01)
 
 
+STARTUP_FORMS = ["capacity", "delay"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.floats(1e4, 1e9), steps=st.integers(1, 3000), batch=st.floats(1e2, 1e6), layers=st.integers(1, 48),
+       startup=st.floats(1e3, 1e9), exponent=st.floats(0, 3), form=st.sampled_from(STARTUP_FORMS),
+       bcrit=st.sampled_from([0.0, 1e5]))
+def test_with_a_start_up_the_planners_full_training_loss_is_the_trajectorys(n, steps, batch, layers, startup,
+                                                                             exponent, form, bcrit):
+    """The search's vectorised full-training loss and the trajectory are one formula."""
+    p = PARAMS.model_copy(update={"bcrit": bcrit, "anneal": 0.0, "startup_tokens": startup,
+                                  "startup_depth_exponent": exponent, "startup_form": form})
+    tokens = steps * batch
+    _, loss, _ = trajectory(p, [plan(n, tokens, steps=steps, batch=batch, layers=layers)], points_per_stage=1)
+    assert loss[-1] == pytest.approx(float(full_training_loss(p, n, tokens, batch, layers=layers)), rel=1e-9)
+    # a start-up only ever slows learning, and an unknown depth has none
+    assert loss[-1] >= float(full_training_loss(p.model_copy(update={"startup_tokens": 0.0}), n, tokens, batch)) - 1e-12
+    assert float(full_training_loss(p, n, tokens, batch, layers=0)) == pytest.approx(
+        float(full_training_loss(p.model_copy(update={"startup_tokens": 0.0}), n, tokens, batch)), rel=1e-12)
+
+
+@pytest.mark.parametrize("form", STARTUP_FORMS)
+def test_a_deeper_model_starts_slower_and_catches_up_with_the_law(form):
+    p = PARAMS.model_copy(update={"startup_tokens": 1e4, "startup_depth_exponent": 2.0, "startup_form": form})
+    n = 4e6
+    early, late = 2e5, 1e10
+
+    def final(layers, tokens):
+        return trajectory(p, [plan(n, tokens, steps=200, layers=layers)], points_per_stage=1)[1][-1]
+
+    assert final(8, early) > final(2, early) + 0.01
+    law = p.E + float(reducible(p, n, late))
+    assert final(8, late) == pytest.approx(law, abs=1e-3)
+    assert final(2, late) == pytest.approx(law, abs=1e-3)
+
+
+@pytest.mark.parametrize("form", STARTUP_FORMS)
+def test_growth_escapes_the_start_up_of_the_deep_model(form):
+    """Growing from a shallow model skips part of the deep model's slow start: with a
+    function-preserving operator and no lag, growth then ends ahead of full training at
+    the same tokens; without a start-up it cannot be (it is the law at fewer tokens)."""
+    p = PARAMS.model_copy(update={"startup_tokens": 1e6, "startup_depth_exponent": 2.0, "startup_form": form,
+                                  "lags": {}, "bumps": {}, "structure": "equivalent"})
+    n = 4e6
+    grown = [plan(n / 2, 1e7, steps=100, layers=4), plan(n, 3e7, steps=300, operator="identity", layers=8)]
+    full = [plan(n, 4e7, steps=400, layers=8)]
+    assert trajectory(p, grown, points_per_stage=1)[1][-1] < trajectory(p, full, points_per_stage=1)[1][-1]
+    plain = p.model_copy(update={"startup_tokens": 0.0})
+    assert trajectory(plain, grown, points_per_stage=1)[1][-1] > trajectory(plain, full, points_per_stage=1)[1][-1]
+
+
 def test_equivalent_tokens_invert_the_law():
     d = equivalent_tokens(PARAMS, 4e6, float(reducible(PARAMS, 4e6, 3e7)))
     assert d == pytest.approx(3e7, rel=1e-9)
@@ -216,7 +268,7 @@ def test_fit_recovers_known_parameters():
 def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
     # chosen or read off the data, not fitted
-    fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params"}
+    fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
@@ -226,7 +278,7 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name in ("structure", "aspect_range"):
+        if name in ("structure", "aspect_range", "startup_form"):
             assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
