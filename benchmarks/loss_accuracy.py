@@ -137,19 +137,21 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
     return float(np.expm1(seed_std / slope))
 
 
-VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens"}
+VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
+                 "linear": "startup_depth_exponent"}
 VARIANT_SETS = {"delay": {"startup_form": "delay"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
-    """``STRUCTURE[/N][/flat][/nostartup][/delay]``: /N holds the law's shape term at 0 (capacity
-    in N alone), /flat holds the lags' size slope at 0 (one lag at every size), /nostartup
-    holds the from-scratch start-up delay at 0."""
+    """``STRUCTURE[/N][/flat][/nostartup][/linear][/delay]``: /N holds the law's shape term
+    at 0 (capacity in N alone), /flat holds the lags' size slope at 0 (one lag at every
+    size), /nostartup holds the from-scratch start-up at 0, /linear holds its depth
+    exponent at 1."""
     structure, *flags = variant.split("/")
     unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
     if structure not in STRUCTURES or unknown:
-        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/delay], STRUCTURE one of "
-                         f"{', '.join(STRUCTURES)}")
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/linear][/delay], "
+                         f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
 
 
@@ -166,6 +168,7 @@ def evaluate(variant: str, data: str | None) -> dict:
                                                                         "shape_exponent": 0.0,
                                                                         "lag_size_slope": 0.0,
                                                                         "startup_tokens": 0.0,
+                                                                        "startup_depth_exponent": 1.0,
                                                                         **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)

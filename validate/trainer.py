@@ -2,10 +2,12 @@
 
 At each stage boundary the model grows by the stage's operators, the train policy is
 applied, and the optimizer is kept (new blocks join it), or replaced when the stage
-asks for it or when widening changes every tensor's shape. Once per stage, one extra
-micro-batch runs in eager mode under FlopCounterMode and the saved-activation counter
-(its gradients are discarded), so the measured counted FLOPs sit next to costsim's
-prediction. Every step's loss, every evaluation and every growth event go to the store.
+asks for it or when widening changes every tensor's shape. Under torchrun a run trains
+data parallel: DDP, or FSDP2 (``fully_shard``) when ``training.parallelism`` is zero3.
+Once per stage, one extra micro-batch runs in eager mode under FlopCounterMode and the
+saved-activation counter (its gradients are discarded), so the measured counted FLOPs
+sit next to costsim's prediction. Every step's loss, every evaluation and every growth
+event go to the store.
 """
 
 from __future__ import annotations
@@ -140,8 +142,8 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
     t = spec.training
     if t.tensor_parallel > 1 or t.pipeline_parallel > 1:
         raise CostsimError(f"training.tensor_parallel {t.tensor_parallel} x pipeline_parallel {t.pipeline_parallel}: "
-                           "validate trains data parallel only (DDP under torchrun); set both to 1 to train this "
-                           "schedule")
+                           "validate trains data parallel only (under torchrun: DDP, or FSDP2 for parallelism "
+                           "zero3); set both to 1 to train this schedule")
     if differs := [f"{k}: {getattr(m, k)}" for k, v in REFERENCE_GPT_BUILDS.items() if getattr(m, k) != v]:
         raise CostsimError(f"the model has {', '.join(differs)}, which the reference GPT does not build "
                            f"({', '.join(f'{k}: {v}' for k, v in REFERENCE_GPT_BUILDS.items())}); costsim estimates "
@@ -174,6 +176,59 @@ def add_new_parameters(optimizer: torch.optim.Optimizer, model: GPT, spec: Sched
     known = {id(p) for group in optimizer.param_groups for p in group["params"]}
     for group in _param_groups([p for p in model.parameters() if id(p) not in known], spec):
         optimizer.add_param_group(group)
+
+
+def optimizer_group_names(model: GPT, optimizer: torch.optim.Optimizer) -> list[list[str]]:
+    """Each optimizer group's parameters by name: what survives rebuilding the model."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[names[id(p)] for p in group["params"]] for group in optimizer.param_groups]
+
+
+def full_training_state(model: GPT, optimizer: torch.optim.Optimizer) -> dict:
+    """The model and its optimizer as one process holds them: what a checkpoint stores
+    and ``Trainer._restore`` rebuilds. A plain model's tensors are returned as they are;
+    an FSDP2 model's shards are gathered, so under FSDP every rank must call this."""
+    gathered: dict[int, torch.Tensor] = {}  # tied weights appear twice in a state dict: gather them once
+    optimizer_state = optimizer.state_dict()
+    return {
+        "shape": model.shape.__dict__, "final_n_layers": model.final_n_layers,
+        "trainable": [p.requires_grad for p in model.parameters()],
+        "model": {name: _gather(tensor, gathered) for name, tensor in model.state_dict().items()},
+        "optimizer": {"param_groups": optimizer_state["param_groups"],
+                      "state": {index: {key: _gather(value, gathered) for key, value in state.items()}
+                                for index, state in optimizer_state["state"].items()}},
+        "optimizer_groups": optimizer_group_names(model, optimizer),
+    }
+
+
+def _gather(tensor: torch.Tensor, gathered: dict[int, torch.Tensor]) -> torch.Tensor:
+    """A sharded DTensor's full value, on the CPU: tensor by tensor, so the device never
+    holds more than one gathered tensor beside its shards."""
+    from torch.distributed.tensor import DTensor
+
+    if not isinstance(tensor, DTensor):
+        return tensor
+    if id(tensor) not in gathered:
+        gathered[id(tensor)] = tensor.full_tensor().cpu()
+    return gathered[id(tensor)]
+
+
+def _shard_like(value: torch.Tensor, param: torch.Tensor) -> torch.Tensor:
+    """Optimizer state for a sharded parameter, sharded as the parameter is (AdamW's
+    moments have its shape; its step count is a scalar and stays whole). Every rank
+    holds the same full value, so each takes its own shard without communicating, as
+    ``fully_shard`` does with the weights."""
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(param, DTensor) or value.shape != param.shape:
+        return value
+    return distribute_tensor(value.to(param.device), param.device_mesh, param.placements, src_data_rank=None)
+
+
+def _is_sharded(model: torch.nn.Module) -> bool:
+    from torch.distributed.fsdp import FSDPModule
+
+    return isinstance(model, FSDPModule)
 
 
 def available_host_memory_bytes() -> int | None:
@@ -243,6 +298,8 @@ class Trainer:
         t = spec.training
         self.world = int(os.environ.get("WORLD_SIZE", "1"))
         self.rank = int(os.environ.get("RANK", "0"))
+        # FSDP2 for zero3; zero1 and zero2 train as DDP (their sharding only saves memory)
+        self.fully_sharded = self.world > 1 and t.parallelism == "zero3"
         if self.world > 1:
             self._init_distributed()
         self.accumulation = t.batch_size // (t.micro_batch_size * self.world)
@@ -274,6 +331,10 @@ class Trainer:
             torch.cuda.set_device(self.device)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+        if self.fully_sharded:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            self.mesh = init_device_mesh(self.device.type, (self.world,))
 
     # --- predictions -------------------------------------------------------------------
 
@@ -285,8 +346,10 @@ class Trainer:
         spec = self.spec
         if self.precision != spec.training.precision:  # predict what runs: a CPU trains a bf16 spec in fp32
             spec = spec.model_copy(update={"training": spec.training.model_copy(update={"precision": self.precision})})
+        # and the parallelism that runs: zero1 and zero2 train as DDP here, so they are predicted as DDP
         return estimate_many(stage_shape(spec), batch_size=spec.training.batch_size, gpu=gpu,
-                             profile=profile, precision=self.precision, n_gpus=self.world)
+                             profile=profile, precision=self.precision, n_gpus=self.world,
+                             parallelism="zero3" if self.fully_sharded else "ddp")
 
     def _check_memory(self) -> None:
         """Refuse a schedule whose predicted peak does not fit this device, saying by how
@@ -313,15 +376,14 @@ class Trainer:
     # --- checkpoints ---------------------------------------------------------------------
 
     def save_checkpoint(self) -> None:
+        """The full state, as one process holds it, whatever the parallelism: a run
+        resumes under DDP, FSDP or in one process alike."""
+        training = full_training_state(self.model, self.optimizer)  # under FSDP a collective: every rank gathers
         if self.rank:
             return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
-            "spec": self.spec.model_dump(mode="json"), "shape": self.model.shape.__dict__,
-            "final_n_layers": self.model.final_n_layers,
-            "trainable": [p.requires_grad for p in self.model.parameters()],
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "optimizer_groups": self._optimizer_group_names(),
+            "spec": self.spec.model_dump(mode="json"), **training,
             "state": self.state.__dict__, "generator": self.generator.get_state(),
             "torch_rng": torch.get_rng_state(), "steps": self.steps,
         }
@@ -329,31 +391,46 @@ class Trainer:
         torch.save(payload, temp)
         os.replace(temp, self.checkpoint_path)
 
-    def _optimizer_group_names(self) -> list[list[str]]:
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        return [[names[id(p)] for p in group["params"]] for group in self.optimizer.param_groups]
-
     def load_checkpoint(self) -> None:
         payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        self.model = GPT(GPTShape(**payload["shape"]), final_n_layers=payload["final_n_layers"]).to(self.device)
-        self.model.load_state_dict(payload["model"])
-        for flag, p in zip(payload["trainable"], self.model.parameters()):
-            p.requires_grad_(flag)
-        # rebuild the optimizer's groups (which grow with the model) as they were, by name
-        by_name = dict(self.model.named_parameters())
-        groups = [{**{k: v for k, v in saved.items() if k != "params"}, "params": [by_name[n] for n in names]}
-                  for saved, names in zip(payload["optimizer"]["param_groups"], payload["optimizer_groups"])]
-        self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda")
-        self.optimizer.load_state_dict(payload["optimizer"])
+        self._restore(payload)
         self.state = RunState(**payload["state"])
         self.generator.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
         self.steps = payload["steps"]
 
+    def _restore(self, training: dict) -> None:
+        """A plain model and optimizer from ``full_training_state``'s dict."""
+        # building a model draws initial weights that are overwritten at once; drawing them
+        # from the global RNG would change every later draw from it (new blocks' weights)
+        with torch.random.fork_rng(devices=[]):
+            self.model = GPT(GPTShape(**training["shape"]), final_n_layers=training["final_n_layers"])
+        self.model.to(self.device)
+        self.model.load_state_dict(training["model"])
+        for flag, p in zip(training["trainable"], self.model.parameters()):
+            p.requires_grad_(flag)
+        self._rebuild_optimizer(training["optimizer"], training["optimizer_groups"])
+
+    def _rebuild_optimizer(self, saved: dict, group_names: list[list[str]]) -> None:
+        """The optimizer over the model's current parameters with the saved groups (which
+        grow with the model) matched by name, and the saved state sharded as each
+        parameter is."""
+        by_name = dict(self.model.named_parameters())
+        groups = [{**{k: v for k, v in group.items() if k != "params"}, "params": [by_name[n] for n in names]}
+                  for group, names in zip(saved["param_groups"], group_names)]
+        self.optimizer = torch.optim.AdamW(groups, fused=self.device.type == "cuda")
+        params = [p for group in groups for p in group["params"]]  # the order state_dict numbers them in
+        state = {index: {key: _shard_like(value, params[index]) for key, value in entry.items()}
+                 for index, entry in saved["state"].items()}
+        self.optimizer.load_state_dict({"param_groups": saved["param_groups"], "state": state})
+
     # --- stages --------------------------------------------------------------------------
 
     def _enter_stage(self, index: int, fresh: bool) -> None:
-        """Grow, freeze and set up the optimizer for stage ``index`` (``fresh``: not resumed)."""
+        """Grow, freeze and set up the optimizer for stage ``index`` (``fresh``: not resumed),
+        on the plain model; ``_distribute`` then shards or wraps it for the stage."""
+        if self.fully_sharded and _is_sharded(self.model):
+            self._unshard()
         stage = self.spec.stages[index]
         if fresh and index > 0:
             depth_op, width_op = self.spec.growth_operators(index)
@@ -373,11 +450,45 @@ class Trainer:
         self.model.checkpoint_blocks(self.spec.training.recompute == "full")
         if fresh:
             add_new_parameters(self.optimizer, self.model, self.spec)
-        self.forward = self._compiled_forward()
+
+    # FSDP2 across growth: the model is sharded for a stage's training only. At a boundary
+    # the shards (weights and AdamW state) are gathered into a plain model and optimizer,
+    # which grow and freeze by the very code one process runs, and are then sharded
+    # again. Growing a sharded model in place would need every operator, the width
+    # tiling included, rewritten for DTensors, and fully_shard has no inverse to apply
+    # before a module changes; a round trip through the full state costs a gather per
+    # stage and keeps the growth exactly the single-process growth.
+
+    def _unshard(self) -> None:
+        self._restore(full_training_state(self.model, self.optimizer))
+
+    def _shard(self) -> None:
+        """FSDP2 over the plain model: one group per block, because a stage freezes whole
+        blocks and a group's parameters should agree on requires_grad; the final norm (always
+        trained) and an untied head (trained) in groups of their own, so that the root keeps
+        the embeddings only (frozen or trained together; a tied head is the token embedding)."""
+        from torch.distributed.fsdp import fully_shard
+
+        saved = self.optimizer.state_dict()
+        group_names = optimizer_group_names(self.model, self.optimizer)
+        groups = [*self.model.blocks, self.model.ln_f]
+        if not self.model.shape.tied_embeddings:
+            groups.append(self.model.lm_head)
+        for module in groups:
+            fully_shard(module, mesh=self.mesh)
+        fully_shard(self.model, mesh=self.mesh)
+        self._rebuild_optimizer(saved, group_names)  # fully_shard replaced every parameter
+        self._event("fully_shard", f"{len(groups) + 1} FSDP2 groups over {self.world} ranks")
+
+    def _distribute(self):
+        """The module a stage trains through: the sharded model, or the model under DDP."""
+        if self.fully_sharded:
+            self._shard()
+        return self._compiled_forward()
 
     def _compiled_forward(self):
         module = self.model
-        if self.world > 1:
+        if self.world > 1 and not self.fully_sharded:
             from torch.nn.parallel import DistributedDataParallel
 
             device_ids = [self.device.index] if self.device.type == "cuda" else None
@@ -420,7 +531,8 @@ class Trainer:
         total = torch.zeros((), device=self.device)
         for micro in range(self.accumulation):
             x, y = self._next_batch()
-            # gradients are all-reduced once per step, on the last micro-batch
+            # DDP all-reduces gradients once per step, on the last micro-batch; FSDP has no
+            # no_sync and reduce-scatters every micro-batch, keeping gradients sharded as zero3 does
             sync = micro == self.accumulation - 1 or not hasattr(self.forward, "no_sync")
             with self.autocast, contextlib.nullcontext() if sync else self.forward.no_sync():
                 _, loss = self.forward(x, y)
@@ -546,7 +658,10 @@ class Trainer:
             if not resuming_this:
                 self.state.step_in_stage = 0
                 self.state.stage_step_times = []
+            # measured before sharding: the saved-activation counter tells weights by the parameters'
+            # storage, and FSDP's gathered weights are other storage, freed after use (it fails on them)
             flops_per_micro, saved_bytes = self._measure_stage()
+            self.forward = self._distribute()
             flops_per_step = flops_per_micro * self.accumulation * self.world
             if self.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(self.device)
