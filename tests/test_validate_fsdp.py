@@ -93,3 +93,12 @@ def test_zero3_trains_sharded_and_matches_ddp_across_growth(tmp_path):
     assert all(type(t) is torch.Tensor for t in saved["model"].values())
     torch.testing.assert_close(saved["model"], expected["model"], check_device=False)
     torch.testing.assert_close(saved["optimizer"]["state"], expected["optimizer"]["state"], check_device=False)
+
+
+def test_a_checkpoint_keeps_every_ranks_place_in_its_batches(tmp_path):
+    """Each rank draws its own batches; a checkpoint that kept rank 0's generator only
+    would have every rank draw rank 0's batches after a resume."""
+    _, run_id = train_under_torchrun(tmp_path, "ddp")
+    saved = checkpoint(tmp_path, "ddp", run_id)
+    first, second = saved["generators"]
+    assert torch.equal(first, saved["generator"]) and not torch.equal(first, second)

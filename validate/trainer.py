@@ -379,23 +379,39 @@ class Trainer:
         """The full state, as one process holds it, whatever the parallelism: a run
         resumes under DDP, FSDP or in one process alike."""
         training = full_training_state(self.model, self.optimizer)  # under FSDP a collective: every rank gathers
+        generators = self._every_ranks_generator()  # each rank draws its own batches: keep every rank's place
         if self.rank:
             return
         self.checkpoint_path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "spec": self.spec.model_dump(mode="json"), **training,
-            "state": self.state.__dict__, "generator": self.generator.get_state(),
+            "state": self.state.__dict__, "generator": self.generator.get_state(), "generators": generators,
             "torch_rng": torch.get_rng_state(), "steps": self.steps,
         }
         temp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(payload, temp)
         os.replace(temp, self.checkpoint_path)
 
+    def _every_ranks_generator(self) -> list[torch.Tensor]:
+        """Every rank's batch generator state (rank order); a collective under torchrun."""
+        if self.world == 1:
+            return [self.generator.get_state()]
+        import torch.distributed as dist
+
+        states: list = [None] * self.world
+        dist.all_gather_object(states, self.generator.get_state())
+        return states
+
     def load_checkpoint(self) -> None:
         payload = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         self._restore(payload)
         self.state = RunState(**payload["state"])
-        self.generator.set_state(payload["generator"])
+        # checkpoints from before every rank's was kept hold rank 0's only, which every rank then takes
+        generators = payload.get("generators") or [payload["generator"]] * self.world
+        if len(generators) != self.world:
+            raise CostsimError(f"the checkpoint was written by {len(generators)} processes and this run has "
+                               f"{self.world}; resume with the same torchrun --nproc-per-node")
+        self.generator.set_state(generators[self.rank])
         torch.set_rng_state(payload["torch_rng"])
         self.steps = payload["steps"]
 
