@@ -9,15 +9,53 @@ prediction of the same runs is printed beside it. Nothing here is fitted to thes
 the time and memory calibration is the shipped one for the card (``generic`` for the
 H100), each trainer switch follows its formula (costsim/trainers.py).
 
+Sources with tensor and pipeline parallelism (``LAYOUT_SOURCES``: NeMo / Megatron-core runs)
+publish step times, no memory: per run it prints the layout, predicted against measured
+step time and tokens/s per GPU, and where costsim's predicted step goes, each term as a share
+of the measured step: the exposed tensor-parallel collectives, the pipeline sends, the
+pipeline bubble and the data-parallel traffic the backward does not hide (the rest is the
+compute roofline and the optimizer). Then the peak memory under the source's trainer profile
+and whether it fits the card it ran on, and per source and per model the median and worst
+error. Rows with context parallelism, which costsim does not model, are counted, not costed.
+
 Run: python benchmarks/published_scale.py
 """
 
 from __future__ import annotations
 
 import statistics
+from collections import Counter
+from dataclasses import dataclass
 
-from costsim.published import SOURCES, PublishedRun, load_source, predict, published_runs
+import numpy as np
+
+from costsim.engine import spec_layout, stage_shape
+from costsim.flops import micro_batch_flops, rank_parameter_counts
+from costsim.memory import SHARDED
+from costsim.parallel import (
+    communication_bytes_per_gpu,
+    data_parallel_steps,
+    exposed_communication_s,
+    group_link,
+    pipeline_ranks,
+    pipeline_send_s,
+    tensor_parallel_all_reduces,
+    tensor_parallel_s,
+)
+from costsim.profile import profile_for
+from costsim.published import (
+    LAYOUT_SOURCES,
+    SOURCES,
+    PublishedRun,
+    load_source,
+    predict,
+    published_runs,
+    skipped_runs,
+)
+from costsim.spec import ScheduleSpec
 from costsim.text import table
+from costsim.timing import micro_batch_time_s, optimizer_time_s
+from costsim.trainers import gradient_bytes, load_trainer, run_weight_bytes
 
 
 def _yes(flag: bool) -> str:
@@ -102,6 +140,124 @@ def _bracketed(runs: list[PublishedRun]) -> list[str]:
     return lines
 
 
+@dataclass(frozen=True)
+class StepTerms:
+    """Where costsim's step goes (seconds a step, on the pipeline rank whose micro-batch is
+    slowest): the micro-batches' compute, their exposed tensor-parallel collectives and pipeline
+    sends, the bubble (the (p-1)/v micro-batch slots the pipeline fills and drains), the
+    optimizer, the exposed data-parallel traffic."""
+
+    compute: float
+    tensor: float
+    pipeline: float
+    bubble: float
+    optimizer: float
+    data: float
+
+    @property
+    def step(self) -> float:
+        return self.compute + self.tensor + self.pipeline + self.bubble + self.optimizer + self.data
+
+
+def step_terms(spec: ScheduleSpec) -> StepTerms:
+    """``costsim.engine.estimate_many``'s step of a one-stage spec, term by term (main checks
+    that they add up to the engine's step)."""
+    shape, layout = stage_shape(spec), spec_layout(spec)
+    t, hw = spec.training, spec.hardware
+    gpu = hw.resolved_gpu()
+    profile = profile_for(hw.gpu if isinstance(hw.gpu, str) else None, hw.calibration)
+    trainer = load_trainer(t.trainer_profile)
+    peak = gpu.peak_flops_per_s(t.precision)
+    micro = t.batch_size // t.micro_batch_size // spec.data_parallel  # per replica a step
+    flops = micro_batch_flops(shape)
+    backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
+    activation = shape.tokens * shape.d_model
+    dp_link = group_link(gpu, layout, "data")
+    shard = layout.dp if SHARDED[t.parallelism][2] else 1
+    stages, optimizer, exposed = [], [], []
+    for rank in pipeline_ranks(shape, layout, micro):
+        s = rank.shape
+        own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
+        compute = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
+        reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
+        tensor = tensor_parallel_s(reduces, activation * s.compute_bytes, layout, gpu)
+        pipeline = pipeline_send_s(activation * s.residual_bytes, layout, gpu)
+        stages.append((float(np.ravel(compute + tensor + pipeline)[0]),
+                       *(float(np.ravel(x)[0]) for x in (compute, tensor, pipeline))))
+        optimizer.append(float(np.ravel(optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard,
+                                                         own.trainable))[0]))
+        comm = communication_bytes_per_gpu(own.trainable, own.total, layout.dp, t.parallelism,
+                                           gather_bytes=run_weight_bytes(trainer, s),
+                                           reduce_bytes=gradient_bytes(trainer, s))
+        exposed.append(float(np.ravel(exposed_communication_s(
+            comm, dp_link.bandwidth_bytes_per_s, backward_share * compute,
+            data_parallel_steps(layout.dp, t.parallelism) * dp_link.latency_s))[0]))
+    stage, compute, tensor, pipeline = max(stages)
+    fill = float(np.ravel((layout.pp - 1) / layout.v)[0])
+    return StepTerms(compute=micro * compute, tensor=micro * tensor, pipeline=micro * pipeline, bubble=fill * stage,
+                     optimizer=max(optimizer), data=max(exposed) if spec.data_parallel > 1 else 0.0)
+
+
+def _median_worst(errors: list[tuple[float, str]]) -> str:
+    worst, where = max(errors, key=lambda e: abs(e[0]))
+    return f"median |error| {statistics.median(abs(e) for e, _ in errors):.1%}, worst {worst:+.1%} ({where})"
+
+
+def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
+    """A source of tensor / pipeline parallel runs that publishes step times (no memory)."""
+    rows = [("run", "dp", "m", "step", "measured", "tok/s/GPU", "published", "error", "TP", "PP send", "bubble",
+             "DP", "peak", "fits card", "fits 90%")]
+    errors, step_errors, by_model = [], [], {}
+    fits = {"card": 0, "90%": 0}
+    shares, hidden = {"TP": [], "PP send": [], "bubble": [], "DP": []}, {}
+    mismatch = 0.0
+    for run in runs:
+        [spec] = run.specs.values()
+        own, terms = predict(spec), step_terms(spec)
+        measured_step = run.run["step_time_s"]
+        predicted_step = spec.training.batch_size * spec.model.seq_len / own.tokens_per_s_per_gpu / spec.hardware.n_gpus
+        mismatch = max(mismatch, abs(terms.step / predicted_step - 1))
+        error = own.tokens_per_s_per_gpu / run.measured_tokens_per_s_per_gpu - 1
+        errors.append((error, run.label))
+        step_errors.append((predicted_step / measured_step - 1, run.label))
+        by_model.setdefault(run.run["model"], []).append((error, run.label))
+        fits["card"] += own.fits_card
+        fits["90%"] += own.fits_headroom
+        share = {"TP": terms.tensor, "PP send": terms.pipeline, "bubble": terms.bubble, "DP": terms.data}
+        for k, v in share.items():
+            shares[k].append(v / measured_step)
+        # the step with every transfer hidden (the recipes overlap them): compute, bubble, optimizer
+        alone = terms.compute + terms.bubble + terms.optimizer
+        hidden.setdefault(run.run["model"], []).append(alone / measured_step - 1)
+        rows.append((run.label, str(spec.data_parallel), str(spec.training.batch_size // spec.training.micro_batch_size
+                                                              // spec.data_parallel),
+                     f"{predicted_step:.2f}", f"{measured_step:.2f}", f"{own.tokens_per_s_per_gpu:,.0f}",
+                     f"{run.measured_tokens_per_s_per_gpu:,.0f}", f"{error:+.1%}",
+                     *(f"{v / measured_step:.1%}" for v in share.values()),
+                     f"{own.peak_reserved_gib:.1f}", _yes(own.fits_card), _yes(own.fits_headroom)))
+    n = len(runs)
+    skipped = Counter(r["model"] for r in skipped_runs(name))
+    lines = [*table(rows, left=(0,)), "",
+             "  step: seconds a step, predicted and measured; TP, PP send, bubble, DP: those terms of the predicted "
+             "step as a share of the measured step (costsim/parallel.py; all exposed)",
+             f"  every run ran on a {card_gib:g} GiB card (no memory published): predicted to fit the card "
+             f"{fits['card']}/{n}, under costsim's 90% rule {fits['90%']}/{n}",
+             f"  tokens/s per GPU: {_median_worst(errors)}, n={n}",
+             f"  step time: {_median_worst(step_errors)}, n={n}"]
+    lines += [f"    {model}: {_median_worst(errs)}, n={len(errs)}" for model, errs in by_model.items()]
+    lines.append("  median share of the measured step: " + ", ".join(
+        f"{k} {statistics.median(v):.1%}" for k, v in shares.items()))
+    lines.append("  step with every transfer hidden (compute, bubble, optimizer) against the measured step, median: "
+                 + ", ".join(f"{model} {statistics.median(v):+.1%}" for model, v in hidden.items()))
+    if skipped:
+        lines.append(f"  skipped {sum(skipped.values())} published rows with context parallelism (CP > 1), which "
+                     "costsim does not model: " + ", ".join(f"{m} x{k}" for m, k in skipped.items()))
+    if mismatch > 1e-6:
+        lines.append(f"  WARNING: the terms add up to the engine's step only within {mismatch:.1%}: "
+                     "step_terms no longer follows costsim.engine.estimate_many")
+    return lines
+
+
 def main() -> None:
     runs = published_runs()
     for name in SOURCES:
@@ -116,6 +272,16 @@ def main() -> None:
         else:
             lines = _fit_only(mine, source["gpu"]["memory_gib"])
         print("\n".join(lines))
+        print()
+    for name in LAYOUT_SOURCES:
+        source = load_source(name)
+        mine = published_runs((name,))
+        src = source["source"]
+        used = sorted({r.run["table"] for r in mine})
+        print(f"== {source['name']}")
+        print(f"   {src['repo']} @ {src['commit'][:7]}: {', '.join(used)}; trainer profile "
+              f"'{source['trainer_profile']}', {source['parallelism']}, {source['gpus_per_node']} GPUs a node")
+        print("\n".join(_layouts(name, mine, source["gpu"]["memory_gib"])))
         print()
 
 

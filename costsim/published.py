@@ -4,6 +4,12 @@ The runs are data (``costsim/data/measurements/<source>.json``), each file namin
 figures come from and what every field means. ``published_runs`` turns every run into the
 spec a user would write for it (with the source's trainer profile); ``predict`` costs it
 the way ``costsim.estimate`` does. ``benchmarks/published_scale.py`` prints the comparison.
+
+``SOURCES`` are data-parallel (FSDP) runs; ``LAYOUT_SOURCES`` are runs with tensor and
+pipeline parallelism, each row naming its layout (``tensor_parallel``, ``pipeline_parallel``,
+``virtual_stages``, ``sequence_parallel``, ``context_parallel``). costsim does not model
+context parallelism: rows with ``context_parallel`` above 1 stay in the file as published and
+are left out here (``skipped_runs``).
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from costsim.trainers import load_trainer
 
 GIB = 2**30
 SOURCES = ("llm_foundry_mpt_h100", "torchtitan_llama3_h100")
+LAYOUT_SOURCES = ("nemo_dgxc_h100",)  # with tensor / pipeline parallelism
 STEPS = 10  # a spec needs tokens; costs are per step, so any whole number of steps will do
 
 
@@ -39,7 +46,13 @@ class PublishedRun:
 
     @property
     def measured_tokens_per_s_per_gpu(self) -> float | None:
-        return self.run.get("tokens_per_s_per_gpu")
+        """As published, or from a published step time: seq_len x global batch / step time / GPUs."""
+        if "tokens_per_s_per_gpu" in self.run:
+            return self.run["tokens_per_s_per_gpu"]
+        if "step_time_s" in self.run:
+            r = self.run
+            return r["seq_len"] * r["global_batch_size"] / r["step_time_s"] / r["n_gpus"]
+        return None
 
 
 @dataclass(frozen=True)
@@ -68,15 +81,20 @@ def _gpu(described: dict) -> str | dict:
     return {**preset.model_dump(), **changes, "name": f"{preset.name} as {described['memory_gib']} GiB"}
 
 
-def _spec(source: dict, model: dict, layers: int, run: dict, recompute: str, gpu: str | dict) -> ScheduleSpec:
+def _spec(source: dict, model: dict, layers: int, run: dict, recompute: str, gpu: str | dict,
+          layout: dict | None = None) -> ScheduleSpec:
+    """``layout``: the run's training.tensor_parallel, pipeline_parallel, ... (none: data parallel only)."""
     tokens = STEPS * run["global_batch_size"] * run["seq_len"]
+    hardware = {"gpu": gpu, "n_gpus": run["n_gpus"]}
+    if "gpus_per_node" in source:
+        hardware["gpus_per_node"] = source["gpus_per_node"]
     return parse_spec({
         "name": f"{source['name']}: {run.get('model', '')} T{run['seq_len']} x{run['n_gpus']}",
         "model": model,
         "training": {"micro_batch_size": run["micro_batch_size"], "batch_size": run["global_batch_size"],
                      "precision": "bf16-mixed", "recompute": recompute, "parallelism": source["parallelism"],
-                     "trainer_profile": source["trainer_profile"]},
-        "hardware": {"gpu": gpu, "n_gpus": run["n_gpus"]},
+                     "trainer_profile": source["trainer_profile"], **(layout or {})},
+        "hardware": hardware,
         "stages": [{"layers": layers, "tokens": tokens}],
     })
 
@@ -109,10 +127,47 @@ def _torchtitan(source: dict, gpu: str | dict) -> list[PublishedRun]:
     return out
 
 
-_BUILDERS = {"llm_foundry_mpt_h100": _llm_foundry, "torchtitan_llama3_h100": _torchtitan}
+def run_layout(run: dict) -> dict:
+    """A row's parallel layout as the spec's training fields."""
+    v = run.get("virtual_stages", 1)
+    return {"tensor_parallel": run["tensor_parallel"], "pipeline_parallel": run["pipeline_parallel"],
+            "sequence_parallel": run.get("sequence_parallel", False), "virtual_stages": v,
+            "pipeline_schedule": "interleaved" if v > 1 else "1f1b"}
+
+
+def skipped_runs(name: str) -> list[dict]:
+    """A layout source's rows costsim cannot cost: context parallelism (CP > 1)."""
+    return [run for run in load_source(name)["runs"] if run.get("context_parallel", 1) > 1]
+
+
+def _layouts(name: str):
+    def build(source: dict, gpu: str | dict) -> list[PublishedRun]:
+        out = []
+        for run in source["runs"]:
+            if run.get("context_parallel", 1) > 1:
+                continue
+            shape = source["models"][run["model"]]
+            model = {k: v for k, v in shape.items() if k not in ("layers", "note")} | {"seq_len": run["seq_len"]}
+            layers = run.get("layers", shape["layers"])
+            # selective (core-attention) recompute runs as none: the profile's recompute_attention is off
+            recompute = "full" if run.get("activation_checkpointing") == "full" else "none"
+            layout = run_layout(run)
+            v = layout["virtual_stages"]
+            label = (f"{run['model']} x{run['n_gpus']} tp{layout['tensor_parallel']} pp{layout['pipeline_parallel']}"
+                     f"{f' v{v}' if v > 1 else ''} mb{run['micro_batch_size']} gbs{run['global_batch_size']}")
+            out.append(PublishedRun(name, label, run, {recompute: _spec(source, model, layers, run, recompute, gpu,
+                                                                         layout)}))
+        return out
+    return build
+
+
+_BUILDERS = {"llm_foundry_mpt_h100": _llm_foundry, "torchtitan_llama3_h100": _torchtitan,
+             **{name: _layouts(name) for name in LAYOUT_SOURCES}}
 
 
 def published_runs(sources: tuple[str, ...] = SOURCES) -> list[PublishedRun]:
+    """Every costable run of ``sources`` (default the data-parallel ones; ``LAYOUT_SOURCES``
+    for tensor / pipeline parallelism)."""
     runs = []
     for name in sources:
         source = load_source(name)
