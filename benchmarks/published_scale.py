@@ -12,9 +12,10 @@ H100), each trainer switch follows its formula (costsim/trainers.py).
 Sources with tensor and pipeline parallelism (``LAYOUT_SOURCES``: NeMo / Megatron-core runs)
 publish step times, no memory: per run it prints the layout, predicted against measured
 step time and tokens/s per GPU, and where costsim's predicted step goes, each term as a share
-of the measured step: the exposed tensor-parallel collectives, the pipeline sends, the
-pipeline bubble and the data-parallel traffic the backward does not hide (the rest is the
-compute roofline and the optimizer). Then the peak memory under the source's trainer profile
+of the measured step: the tensor-parallel collectives, the pipeline sends and the
+data-parallel traffic as far as the source's trainer profile leaves them exposed (its
+overlap switches, costsim/trainers.py), and the pipeline bubble (the rest is the compute
+roofline and the optimizer). Then the peak memory under the source's trainer profile
 and whether it fits the card it ran on, and per source and per model the median and worst
 error. Rows with context parallelism, which costsim does not model, are counted, not costed.
 
@@ -29,19 +30,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costsim.engine import spec_layout, stage_shape
+from costsim.engine import communication_terms, spec_layout, stage_shape
 from costsim.flops import micro_batch_flops, rank_parameter_counts
 from costsim.memory import SHARDED
-from costsim.parallel import (
-    communication_bytes_per_gpu,
-    data_parallel_steps,
-    exposed_communication_s,
-    group_link,
-    pipeline_ranks,
-    pipeline_send_s,
-    tensor_parallel_all_reduces,
-    tensor_parallel_s,
-)
+from costsim.parallel import group_link, pipeline_ranks
 from costsim.profile import profile_for
 from costsim.published import (
     LAYOUT_SOURCES,
@@ -55,7 +47,7 @@ from costsim.published import (
 from costsim.spec import ScheduleSpec
 from costsim.text import table
 from costsim.timing import micro_batch_time_s, optimizer_time_s
-from costsim.trainers import gradient_bytes, load_trainer, run_weight_bytes
+from costsim.trainers import load_trainer
 
 
 def _yes(flag: bool) -> str:
@@ -161,7 +153,8 @@ class StepTerms:
 
 def step_terms(spec: ScheduleSpec) -> StepTerms:
     """``costsim.engine.estimate_many``'s step of a one-stage spec, term by term (main checks
-    that they add up to the engine's step)."""
+    that they add up to the engine's step). The exposed transfers come from the engine's own
+    ``communication_terms``, so they follow the trainer profile's overlaps (costsim/parallel.py)."""
     shape, layout = stage_shape(spec), spec_layout(spec)
     t, hw = spec.training, spec.hardware
     gpu = hw.resolved_gpu()
@@ -171,7 +164,6 @@ def step_terms(spec: ScheduleSpec) -> StepTerms:
     micro = t.batch_size // t.micro_batch_size // spec.data_parallel  # per replica a step
     flops = micro_batch_flops(shape)
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
-    activation = shape.tokens * shape.d_model
     dp_link = group_link(gpu, layout, "data")
     shard = layout.dp if SHARDED[t.parallelism][2] else 1
     stages, optimizer, exposed = [], [], []
@@ -179,19 +171,13 @@ def step_terms(spec: ScheduleSpec) -> StepTerms:
         s = rank.shape
         own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
         compute = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
-        reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
-        tensor = tensor_parallel_s(reduces, activation * s.compute_bytes, layout, gpu)
-        pipeline = pipeline_send_s(activation * s.residual_bytes, layout, gpu)
+        tensor, pipeline, data = communication_terms(s, rank, own, compute, backward_share, trainer, profile, gpu,
+                                                     peak, layout, t.parallelism, dp_link)
         stages.append((float(np.ravel(compute + tensor + pipeline)[0]),
                        *(float(np.ravel(x)[0]) for x in (compute, tensor, pipeline))))
         optimizer.append(float(np.ravel(optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard,
                                                          own.trainable))[0]))
-        comm = communication_bytes_per_gpu(own.trainable, own.total, layout.dp, t.parallelism,
-                                           gather_bytes=run_weight_bytes(trainer, s),
-                                           reduce_bytes=gradient_bytes(trainer, s))
-        exposed.append(float(np.ravel(exposed_communication_s(
-            comm, dp_link.bandwidth_bytes_per_s, backward_share * compute,
-            data_parallel_steps(layout.dp, t.parallelism) * dp_link.latency_s))[0]))
+        exposed.append(float(np.ravel(data)[0]))
     stage, compute, tensor, pipeline = max(stages)
     fill = float(np.ravel((layout.pp - 1) / layout.v)[0])
     return StepTerms(compute=micro * compute, tensor=micro * tensor, pipeline=micro * pipeline, bubble=fill * stage,
@@ -239,7 +225,8 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
     skipped = Counter(r["model"] for r in skipped_runs(name))
     lines = [*table(rows, left=(0,)), "",
              "  step: seconds a step, predicted and measured; TP, PP send, bubble, DP: those terms of the predicted "
-             "step as a share of the measured step (costsim/parallel.py; all exposed)",
+             "step as a share of the measured step (costsim/parallel.py; what the trainer profile's overlaps "
+             "leave exposed)",
              f"  every run ran on a {card_gib:g} GiB card (no memory published): predicted to fit the card "
              f"{fits['card']}/{n}, under costsim's 90% rule {fits['90%']}/{n}",
              f"  tokens/s per GPU: {_median_worst(errors)}, n={n}",

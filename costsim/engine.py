@@ -16,25 +16,32 @@ import numpy as np
 from pydantic import BaseModel
 
 from costsim.constants import COMPUTE_BYTES
-from costsim.flops import micro_batch_flops, parameter_counts, rank_parameter_counts, study_units_per_token
+from costsim.flops import (
+    RankParameters,
+    micro_batch_flops,
+    parameter_counts,
+    rank_parameter_counts,
+    study_units_per_token,
+)
 from costsim.hardware import GPUSpec
 from costsim.memory import SHARDED, fits_within, peak_memory, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.parallel import (
     Layout,
-    communication_bytes_per_gpu,
-    data_parallel_steps,
-    exposed_communication_s,
+    Link,
+    PipelineRank,
+    data_parallel_s,
     group_link,
     pipeline_ranks,
     pipeline_send_s,
     tensor_parallel_all_reduces,
+    tensor_parallel_overlapped_s,
     tensor_parallel_s,
 )
 from costsim.profile import CostProfile, profile_for
 from costsim.spec import ScheduleSpec
-from costsim.timing import micro_batch_time_s, optimizer_time_s
-from costsim.trainers import TrainerProfile, gradient_bytes, load_trainer, run_weight_bytes, shape_fields
+from costsim.timing import block_gemm_s, micro_batch_time_s, optimizer_time_s
+from costsim.trainers import TrainerProfile, grad_sync_bytes, load_trainer, run_weight_bytes, shape_fields
 
 Array = np.ndarray
 
@@ -70,7 +77,8 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     A step: each pipeline rank runs m micro-batches (m = batch / micro-batch / dp), each its
     compute plus the exposed tensor-parallel all-reduces and pipeline sends; the pipeline
     takes (m + (p-1)/v) times its slowest rank's micro-batch; then the slowest rank's
-    optimizer update and the data-parallel traffic that the last backward does not hide."""
+    optimizer update and the data-parallel traffic that the last backward does not hide.
+    What counts as exposed follows ``trainer``'s overlap switches (``communication_terms``)."""
     trainer = trainer or load_trainer()
     layout = Layout.of(n_gpus) if layout is None else layout
     batch_size = np.asarray(batch_size)
@@ -82,21 +90,15 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
     shard_optimizer = layout.dp if SHARDED[parallelism][2] else 1
     dp_link = group_link(gpu, layout, "data")
-    activation = shape.tokens * shape.d_model  # elements of one micro-batch's activation
     per_rank = []
     for rank in pipeline_ranks(shape, layout, accumulation):
         s = rank.shape
         own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
         micro_time = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
-        all_reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
-        stage_time = (micro_time + tensor_parallel_s(all_reduces, activation * s.compute_bytes, layout, gpu)
-                      + pipeline_send_s(activation * s.residual_bytes, layout, gpu))
+        tensor, pipeline, exposed = communication_terms(s, rank, own, micro_time, backward_share, trainer, profile,
+                                                        gpu, peak, layout, parallelism, dp_link)
+        stage_time = micro_time + tensor + pipeline
         optimizer = optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer, own.trainable)
-        comm = communication_bytes_per_gpu(own.trainable, own.total, layout.dp, parallelism,
-                                           gather_bytes=run_weight_bytes(trainer, s),
-                                           reduce_bytes=gradient_bytes(trainer, s))
-        exposed = exposed_communication_s(comm, dp_link.bandwidth_bytes_per_s, backward_share * micro_time,
-                                          data_parallel_steps(layout.dp, parallelism) * dp_link.latency_s)
         per_rank.append((stage_time, optimizer, exposed))
     stage_time, optimizer, exposed = (functools.reduce(np.maximum, parts) for parts in zip(*per_rank))
     compute_time = (accumulation + (layout.pp - 1) / layout.v) * stage_time + optimizer
@@ -118,6 +120,37 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         params_non_embedding=params.non_embedding,
         pipeline_bubble_fraction=layout.bubble_fraction(accumulation) * np.ones(np.shape(stage_time)),
     )
+
+
+def communication_terms(s: StageShape, rank: PipelineRank, own: RankParameters, micro_time: Array,
+                        backward_share: Array, trainer: TrainerProfile, profile: CostProfile, gpu: GPUSpec,
+                        peak_flops_per_s, layout: Layout, parallelism: str,
+                        dp_link: Link) -> tuple[Array, Array, Array]:
+    """A pipeline rank's exposed communication: per micro-batch its tensor-parallel collectives
+    and pipeline sends, per step its data-parallel traffic, each hidden as far as ``trainer``
+    overlaps it (costsim/parallel.py). ``micro_time``: the rank's compute for a micro-batch,
+    ``backward_share`` of it the backward; ``peak_flops_per_s``: the matmul peak. The
+    switches are Python-level, so a profile that overlaps nothing runs exactly the formulas
+    (and the cost) of before."""
+    activation = s.tokens * s.d_model  # elements of one micro-batch's activation
+    backward = backward_share * micro_time
+    forward = micro_time - backward if trainer.overlap_p2p_comm or trainer.overlap_param_sync else None
+    all_reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
+    if trainer.tp_comm_overlap:
+        passes = s.layers + s.n_backward_blocks * (1 + s.recompute)
+        gemms = block_gemm_s(s, peak_flops_per_s, profile, layout)
+        tensor = tensor_parallel_overlapped_s(passes, gemms, all_reduces, activation * s.compute_bytes, layout, gpu)
+    else:
+        tensor = tensor_parallel_s(all_reduces, activation * s.compute_bytes, layout, gpu)
+    if trainer.overlap_p2p_comm:
+        pipeline = pipeline_send_s(activation * s.residual_bytes, layout, gpu, forward, backward)
+    else:
+        pipeline = pipeline_send_s(activation * s.residual_bytes, layout, gpu)
+    data = data_parallel_s(own.trainable, own.total, layout, parallelism, dp_link, backward, forward,
+                           gather_bytes=run_weight_bytes(trainer, s), reduce_bytes=grad_sync_bytes(trainer, s),
+                           param_bytes=run_weight_bytes(trainer, s) if trainer.overlap_param_sync else None,
+                           overlap_grad_sync=trainer.overlap_grad_sync)
+    return tensor, pipeline, data
 
 
 # --- typed results -----------------------------------------------------------------

@@ -175,7 +175,7 @@ class LossCurve:
 
 def capacity(p: LossParams, n_params, aspect=0.0):
     """The parameter count the law's capacity term sees: N, scaled by the model's shape."""
-    if p.shape_exponent == 0:
+    if not np.any(p.shape_exponent):
         return n_params
     aspect = np.clip(np.asarray(aspect, dtype=float), *p.aspect_range)
     return n_params * np.where(aspect > 0, aspect, 1.0) ** p.shape_exponent
@@ -191,6 +191,14 @@ def equivalent_tokens(p: LossParams, n_params: float, loss_minus_e: float) -> fl
     if data_part <= 0:
         return math.inf  # already at (or below) this size's limit
     return max((p.B / data_part) ** (1 / p.beta) - p.d0, 0.0)
+
+
+def equivalent_tokens_array(p, n_params, loss_minus_e):
+    """``equivalent_tokens`` elementwise (for a stack of fits, ``FitStack``)."""
+    data_part = loss_minus_e - p.A / np.power(n_params, p.alpha)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
+    return np.where(data_part > 0, d, np.inf)
 
 
 def startup_scale(p: LossParams, layers) -> np.ndarray:
@@ -214,27 +222,30 @@ def startup_lost(p: LossParams, layers, ideal) -> np.ndarray:
 def startup_capacity(p: LossParams, layers, ideal) -> np.ndarray:
     """Share of its parameters a from-scratch model uses after ``ideal`` tokens ('capacity'
     start-up): one block's share at first, all of them as 1 - exp(-ideal / T)."""
+    scale = startup_scale(p, layers)
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
-    scale = np.maximum(startup_scale(p, layers), 1e-9)
-    return 1 - (1 - 1 / layers) * np.exp(-np.asarray(ideal, dtype=float) / scale)
+    share = 1 - (1 - 1 / layers) * np.exp(-np.asarray(ideal, dtype=float) / np.where(scale > 0, scale, 1.0))
+    return np.where(scale > 0, share, 1.0)
 
 
 def batch_efficiency(p: LossParams, batch_tokens, loss):
     """Share of a step's tokens that make progress at this batch and loss."""
-    if p.bcrit <= 0:
+    if not np.any(p.bcrit > 0):
         return np.ones_like(np.asarray(loss, dtype=float))
-    critical = p.bcrit * np.power(np.maximum(loss, 1e-3), -p.bcrit_exponent)
-    return (1 + p.batch_reference_tokens / critical) / (1 + np.asarray(batch_tokens) / critical)
+    critical = np.maximum(p.bcrit * np.power(np.maximum(loss, 1e-3), -p.bcrit_exponent), 1e-300)
+    efficiency = (1 + p.batch_reference_tokens / critical) / (1 + np.asarray(batch_tokens) / critical)
+    return np.where(p.bcrit > 0, efficiency, 1.0)
 
 
 def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0):
     """How much gradient noise lifts the reducible loss at this batch and LR (relative to
     the batch a published law was measured at): small steps at a high LR settle higher,
     and decaying the LR removes it."""
-    if p.noise_tokens <= 0:
+    if not np.any(p.noise_tokens > 0):
         return np.ones_like(np.asarray(batch_tokens, dtype=float) * lr_factor)
     batch_tokens = np.maximum(np.asarray(batch_tokens, dtype=float), 1.0)
-    reference = 1 + p.noise_tokens / p.batch_reference_tokens if p.batch_reference_tokens > 0 else 1.0
+    known = np.asarray(p.batch_reference_tokens) > 0
+    reference = np.where(known, 1 + p.noise_tokens / np.where(known, p.batch_reference_tokens, 1.0), 1.0)
     return (1 + p.noise_tokens * np.asarray(lr_factor) / batch_tokens) / reference
 
 
@@ -271,16 +282,16 @@ class GrowthStructure(ABC):
         """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``)."""
         share = 1 - state.n_params / n_new
         remaining = self.remaining(p, state, end_since)
-        lag = min(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
-        d = equivalent_tokens(p, n_new, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
+        lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
+        d = equivalent_tokens_array(p, n_new, loss_minus_e)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
         return state.lag
 
     def continued(self, p: LossParams, state: GrowthState, loss_minus_e: float, end_since: float) -> GrowthState:
         """State at a boundary without growth (the loss may have jumped)."""
-        return replace(state, d=equivalent_tokens(p, state.n_params, loss_minus_e), since=end_since)
+        return replace(state, d=equivalent_tokens_array(p, state.n_params, loss_minus_e), since=end_since)
 
 
 class Equivalent(GrowthStructure):
@@ -288,7 +299,7 @@ class Equivalent(GrowthStructure):
     summary = "the grown model learns like a from-scratch model of its size at the same loss"
 
     def along(self, p, state, s):
-        return np.full_like(s, state.n_params), state.d + s
+        return np.zeros_like(s) + state.n_params, state.d + s
 
 
 class Fading(GrowthStructure):
@@ -300,10 +311,10 @@ class Fading(GrowthStructure):
     def along(self, p, state, s):
         scale = p.lag_tokens * state.d_growth
         lost = state.lag * scale * (np.exp(-state.since / scale) - np.exp(-(state.since + s) / scale))
-        return np.full_like(s, state.n_params), state.d + s - lost
+        return np.zeros_like(s) + state.n_params, state.d + s - lost
 
     def remaining(self, p, state, since):
-        return state.lag * math.exp(-since / (p.lag_tokens * state.d_growth))
+        return state.lag * np.exp(-since / (p.lag_tokens * state.d_growth))
 
 
 class Multiplier(GrowthStructure):
@@ -314,7 +325,7 @@ class Multiplier(GrowthStructure):
     max_lag = 0.95
 
     def along(self, p, state, s):
-        return np.full_like(s, state.n_params), state.d + s * (1 - state.lag)
+        return np.zeros_like(s) + state.n_params, state.d + s * (1 - state.lag)
 
 
 class GrowInto(GrowthStructure):
@@ -331,19 +342,19 @@ class GrowInto(GrowthStructure):
         return self._n_eff(p, state, state.since + s), state.d + s
 
     def remaining(self, p, state, since):
-        return state.lag * math.exp(-since / (p.lag_tokens * state.d_growth))
+        return state.lag * np.exp(-since / (p.lag_tokens * state.d_growth))
 
     def grown(self, p, state, n_new, operator, loss_minus_e, end_since):
         old_gap = self.remaining(p, state, end_since) * state.n_params  # parameters not yet contributing
         gap = p.lag(operator, n_new) * (n_new - state.n_params) + old_gap
-        lag = min(gap / n_new, 0.999)
+        lag = np.minimum(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag)
-        d = equivalent_tokens(p, n_eff, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=max(d + p.d0, 1.0), since=0.0)
+        d = equivalent_tokens_array(p, n_eff, loss_minus_e)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
     def continued(self, p, state, loss_minus_e, end_since):
-        n_eff = float(self._n_eff(p, state, end_since))
-        return replace(state, d=equivalent_tokens(p, n_eff, loss_minus_e), since=end_since)
+        n_eff = self._n_eff(p, state, end_since)
+        return replace(state, d=equivalent_tokens_array(p, n_eff, loss_minus_e), since=end_since)
 
 
 STRUCTURES: dict[str, GrowthStructure] = {s.name: s for s in (Equivalent(), Fading(), Multiplier(), GrowInto())}
@@ -369,51 +380,87 @@ def _chunks(n: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(edges[:-1], edges[1:]) if b > a]
 
 
+class FitStack:
+    """Several fits of one growth structure at once (a profile's point fit and its
+    bootstrap samples): every number of ``LossParams`` a column with one row per fit, so
+    one ``trajectory`` follows them all (an interval costs one pass, not one per fit)."""
+
+    def __init__(self, fits: list[LossParams]):
+        first = fits[0]
+        if any(f.structure != first.structure or f.startup_form != first.startup_form for f in fits):
+            raise ValueError("a FitStack holds fits of one structure and start-up form")
+        self.fits, self.size = fits, len(fits)
+        self.structure, self.startup_form = first.structure, first.startup_form
+        for name in LossParams.model_fields:
+            if isinstance(getattr(first, name), float | int):
+                setattr(self, name, self._column([getattr(f, name) for f in fits]))
+        self.aspect_range = tuple(self._column([f.aspect_range[i] for f in fits]) for i in (0, 1))
+
+    @staticmethod
+    def _column(values) -> np.ndarray:
+        return np.asarray(values, dtype=float).reshape(-1, 1)
+
+    def bump(self, event: str) -> np.ndarray:
+        return self._column([f.bump(event) for f in self.fits])
+
+    def jump(self, operator: str) -> np.ndarray:
+        return self._column([f.jump(operator) for f in self.fits])
+
+    def lag(self, operator: str, n_params=None) -> np.ndarray:
+        if n_params is None:
+            return self._column([f.lag(operator) for f in self.fits])
+        sizes = np.broadcast_to(n_params, (self.size, 1))[:, 0]
+        return self._column([f.lag(operator, float(n)) for f, n in zip(self.fits, sizes)])
+
+
 def _after_startup(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray:
     """A stage's ideal tokens less what a 'delay' start-up loses over them (``scratch``:
     ideal tokens before the stage while the model has not grown; None after growth)."""
-    if scratch is None or p.startup_tokens <= 0 or plan.layers <= 0 or p.startup_form != "delay":
+    if scratch is None or not np.any(p.startup_tokens > 0) or plan.layers <= 0 or p.startup_form != "delay":
         return ideal
     return ideal - (startup_lost(p, plan.layers, scratch + ideal) - startup_lost(p, plan.layers, scratch))
 
 
 def _startup_share(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray | float:
     """Share of a from-scratch model's parameters a 'capacity' start-up lets count."""
-    if scratch is None or p.startup_tokens <= 0 or plan.layers <= 0 or p.startup_form != "capacity":
+    if scratch is None or not np.any(p.startup_tokens > 0) or plan.layers <= 0 or p.startup_form != "capacity":
         return 1.0
     return startup_capacity(p, plan.layers, scratch + ideal)
 
 
-def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16,
+def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stage: int = 16,
                at_tokens: np.ndarray | None = None, after_boundary: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(tokens, loss, stage index) along a schedule, at ``points_per_stage`` points per
     stage (always including its last step) or at the cumulative token counts ``at_tokens``.
     With ``after_boundary``, a point exactly at a stage boundary is the next stage's start
-    (grown, before its first step), as a trainer that evaluates on entering a stage sees it."""
+    (grown, before its first step), as a trainer that evaluates on entering a stage sees it.
+    For a ``FitStack`` the loss has one row per fit (every fit at the same points)."""
     structure = structure_of(p)
+    rows = p.size if isinstance(p, FitStack) else 1
     tokens_out, loss_out, stage_out = [], [], []
     state: GrowthState | None = None
-    end_n_eff, end_d, end_since = 0.0, 0.0, 0.0
+    column = np.zeros((rows, 1))  # numbers carried between stages: one per fit
+    end_n_eff, end_d, end_since = column, column, column
     done = 0.0
-    scratch = 0.0  # ideal tokens since the start while the model has not grown (None after)
+    scratch = column  # ideal tokens since the start while the model has not grown (None after)
     previous: StagePlan | None = None
     last = len(plans) - 1
     for index, plan in enumerate(plans):
-        bump = 0.0
-        n_cap = float(capacity(p, plan.n_params, plan.aspect))
+        bump = column
+        n_cap = capacity(p, plan.n_params, plan.aspect)
         if state is None:
             state = GrowthState(n_params=n_cap, d=0.0)
         else:
-            current = float(reducible(p, end_n_eff, end_d))
+            current = reducible(p, end_n_eff, end_d)
             grows = plan.n_params != previous.n_params
             share = 1 - previous.n_params / plan.n_params
             if grows:
-                current *= 1 + p.jump(plan.operator) * share
-                bump += p.bump(plan.operator) * share
+                current = current * (1 + p.jump(plan.operator) * share)
+                bump = bump + p.bump(plan.operator) * share
             if plan.reset_optimizer:
-                current *= 1 + p.reset_jump
-                bump += p.bump("reset")
+                current = current * (1 + p.reset_jump)
+                bump = bump + p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
                 scratch = None
@@ -421,28 +468,26 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
             else:
                 state = structure.continued(p, state, current, end_since)
                 if plan.trainable_share > previous.trainable_share:
-                    bump += p.bump("unfreeze")
-            bump *= current
+                    bump = bump + p.bump("unfreeze")
+            bump = bump * current
         slices = len(plan.lr)
         steps_per_slice = plan.n_steps / slices
         per_slice = plan.tokens / slices
-        base = plan.lr * per_slice * plan.trainable_share ** p.frozen_exponent
-        if p.bcrit > 0 and plan.batch_tokens > 0:
-            ideal = np.empty(slices)
-            before = 0.0
+        base = np.broadcast_to(plan.lr * per_slice * plan.trainable_share ** p.frozen_exponent, (rows, slices))
+        if np.any(p.bcrit > 0) and plan.batch_tokens > 0:
+            ideal = np.empty((rows, slices))
+            before = column
             for a, b in _chunks(slices):
-                at = np.array([before])
-                n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, at))
-                n_eff = _startup_share(p, plan, scratch, at) * n_eff
-                loss_now = p.E + float(reducible(p, n_eff[0], d[0]))
-                ideal[a:b] = before + np.cumsum(base[a:b]) * batch_efficiency(p, plan.batch_tokens, loss_now)
-                before = float(ideal[b - 1])
+                n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, before))
+                n_eff = _startup_share(p, plan, scratch, before) * n_eff
+                loss_now = p.E + reducible(p, n_eff, d)
+                ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
+                                                                                            loss_now)
+                before = ideal[:, b - 1:b]
         else:
-            ideal = np.cumsum(base)
+            ideal = np.cumsum(base, axis=1)
         # slice k ends after k+1 slices; index -1 is the stage's start, before any step
-        ideal = np.concatenate([[0.0], ideal])
-        n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, ideal))
-        n_eff = _startup_share(p, plan, scratch, ideal) * n_eff
+        ideal = np.concatenate([column, ideal], axis=1)
         decay = np.concatenate([[0.0], np.where(np.arange(slices) >= np.argmax(plan.lr), 1 - plan.lr, 0.0)])
         if at_tokens is None:
             picks = np.unique(np.linspace(slices - 1, 0, min(points_per_stage, slices)).round().astype(int))
@@ -454,20 +499,25 @@ def trajectory(p: LossParams, plans: list[StagePlan], points_per_stage: int = 16
             inside = start_ok & end_ok
             local = at_tokens[inside] - done
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
-        loss = p.E + reducible(p, n_eff[picks + 1], d[picks + 1]) * (1 - p.anneal * decay[picks + 1])
-        if p.noise_tokens > 0 and plan.batch_tokens > 0:
+        # the model is evaluated where it is read: at the picked points and the stage's end
+        wanted = np.concatenate([picks + 1, [slices]])
+        n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, ideal[:, wanted]))
+        n_eff = _startup_share(p, plan, scratch, ideal[:, wanted]) * n_eff
+        loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
+        if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
             loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)])
-        if bump:
+        if np.any(bump):
             loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.transient_steps)
         tokens_out.append(done + (picks + 1) * per_slice)
         loss_out.append(loss)
         stage_out.append(np.full(len(picks), index))
-        end_n_eff, end_d, end_since = float(n_eff[-1]), float(d[-1]), state.since + float(ideal[-1])
+        end_n_eff, end_d, end_since = n_eff[:, -1:], d[:, -1:], state.since + ideal[:, -1:]
         if scratch is not None:
-            scratch += float(ideal[-1])
+            scratch = scratch + ideal[:, -1:]
         done += plan.tokens
         previous = plan
-    return np.concatenate(tokens_out), np.concatenate(loss_out), np.concatenate(stage_out)
+    loss = np.concatenate(loss_out, axis=1)
+    return np.concatenate(tokens_out), loss if isinstance(p, FitStack) else loss[0], np.concatenate(stage_out)
 
 
 def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0, layers=0) -> np.ndarray:
@@ -556,20 +606,33 @@ def z_score(interval: float) -> float:
     return float(norm.ppf(0.5 + interval / 2))
 
 
+_STACKS: dict[int, tuple[LossProfile, FitStack]] = {}
+
+
+def fit_stack(profile: LossProfile) -> FitStack:
+    """The profile's point fit (row 0) and bootstrap samples as one ``FitStack``, built
+    once per profile (a search predicts with one profile thousands of times)."""
+    cached = _STACKS.get(id(profile))
+    if cached is None or cached[0] is not profile:
+        if len(_STACKS) > 64:
+            _STACKS.clear()
+        cached = _STACKS[id(profile)] = (profile, FitStack([profile.params, *profile.samples]))
+    return cached[1]
+
+
 def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int = 16,
             at_tokens: np.ndarray | None = None, after_boundary: bool = False) -> LossCurve:
     """Point prediction with a prediction interval: the bootstrap spread of the fit (law
     and growth parameters) plus the held-out error, the seed noise and any stated law
     uncertainty, added as independent normal parts."""
     p = profile.params
-    tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
     if profile.samples:
-        where = tokens if at_tokens is None else at_tokens
-        sampled = np.stack([trajectory(s, plans, at_tokens=where, after_boundary=after_boundary)[1]
-                            for s in profile.samples])
+        tokens, every, stage = trajectory(fit_stack(profile), plans, points_per_stage, at_tokens, after_boundary)
+        loss, sampled = every[0], every[1:]
         q = (1 - profile.interval) / 2
         lo, hi = np.quantile(sampled, [q, 1 - q], axis=0)
     else:
+        tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
         lo = hi = loss
     spread = np.sqrt(profile.residual_std**2 + profile.seed_std**2 + (profile.law_rel_std * (loss - p.E))**2)
     noise = z_score(profile.interval) * spread

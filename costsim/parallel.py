@@ -29,6 +29,17 @@ What each parallelism sends (the callers in costsim/engine.py add them to the st
 - data parallel: the gradient reduction (and ZeRO-3's weight gathers) of each pipeline
   rank's share over the DP group, overlapped with the backward of the last micro-batch as
   DDP does; only what sticks out is added to the step.
+
+A trainer profile (costsim/trainers.py) may overlap more, each transfer then exposed only
+past the compute that hides it, max(0, comm - compute), never simply zero:
+- ``tp_comm_overlap`` (with sequence parallelism): each of a block's all-gathers and
+  reduce-scatters is pipelined with the GEMM beside it (Transformer Engine userbuffers);
+  a block pass (forward, backward, recomputed forward) pairs one of them with each of the
+  block's four matmuls: exposed = sum over them of max(0, collective - GEMM).
+- ``overlap_param_sync`` (zero1/zero2): the gradients are reduce-scattered behind the last
+  micro-batch's backward and the updated weights all-gathered behind the first
+  micro-batch's forward, each window on its own.
+- ``overlap_p2p_comm`` (interleaved): each send behind the next model chunk's compute.
 """
 
 from __future__ import annotations
@@ -230,9 +241,64 @@ def tensor_parallel_s(all_reduces, activation_bytes, layout: Layout, gpu) -> Arr
     return all_reduces * all_reduce_s(activation_bytes, layout.tp, group_link(gpu, layout, "tensor"))
 
 
-def pipeline_send_s(activation_bytes, layout: Layout, gpu) -> Array:
+def tensor_parallel_overlapped_s(block_passes, gemm_s, all_reduces, activation_bytes, layout: Layout, gpu) -> Array:
+    """Exposed tensor-parallel time of one micro-batch when each collective of a block is
+    pipelined with the GEMM beside it (``tp_comm_overlap``: Transformer Engine userbuffers).
+
+    Under sequence parallelism a block pass (``block_passes``: forward, backward and
+    recomputed-forward passes of the micro-batch's blocks) runs four half all-reduces of one
+    activation, each beside one of the block's matmuls: forward, the all-gathers before the
+    QKV and FC1 GEMMs and the reduce-scatters after the output and FC2 GEMMs; backward, the
+    same four beside the output and FC2 input-gradient GEMMs and the QKV and FC1
+    weight-gradient GEMMs, each of its forward GEMM's FLOPs. ``gemm_s``: one GEMM of each of
+    the block's matmuls, one GPU's share of a micro-batch. A collective costs only what its
+    GEMM cannot hide, max(0, collective - GEMM). The rest of ``all_reduces`` (the
+    embedding's output and the head's input gradient, which no userbuffer GEMM covers)
+    stays exposed. Without sequence parallelism the overlap does not apply (NeMo turns it
+    off): every all-reduce is exposed, as ``tensor_parallel_s``."""
+    via = group_link(gpu, layout, "tensor")
+    half = all_gather_s(activation_bytes, layout.tp, via)
+    per_pass = sum(np.maximum(half - g, 0.0) for g in gemm_s)
+    plain = all_reduce_s(activation_bytes, layout.tp, via)
+    outside = all_reduces - 2 * block_passes  # the block's two all-reduces a pass are the four halves above
+    return np.where(layout.sp, block_passes * per_pass + outside * plain, all_reduces * plain)
+
+
+def pipeline_send_s(activation_bytes, layout: Layout, gpu, forward_s=None, backward_s=None) -> Array:
     """Exposed pipeline time of one micro-batch on a rank: the activation sent forward and its
-    gradient sent back, at each of the v chunk boundaries (none without a pipeline)."""
+    gradient sent back, at each of the v chunk boundaries (none without a pipeline).
+
+    ``forward_s``, ``backward_s`` (``overlap_p2p_comm``): the micro-batch's forward and
+    backward compute on the rank. Under the interleaved schedule an activation's send then
+    runs beside the next chunk's backward and a gradient's beside the next chunk's forward,
+    each exposed only past that chunk's time (1/v of the pass); plain 1F1B waits on each."""
     sends = 2 * layout.v * (layout.pp > 1)
     one = send_s(activation_bytes / layout.sequence_shards, link(gpu, layout.crosses_nodes("pipeline")))
-    return sends * one
+    if forward_s is None:
+        return sends * one
+    hidden = (np.maximum(one - backward_s / layout.v, 0.0) + np.maximum(one - forward_s / layout.v, 0.0)) / 2
+    return sends * np.where(layout.v > 1, hidden, one)
+
+
+def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str, via: Link, backward_s,
+                    forward_s=None, gather_bytes=PARAM_BYTES, reduce_bytes=GRAD_BYTES, param_bytes=None,
+                    overlap_grad_sync=True) -> Array:
+    """Exposed data-parallel time of a step on a pipeline rank (its parameters over the DP group).
+
+    By default the gradient reduction (``communication_bytes_per_gpu``) is hidden behind the
+    last micro-batch's backward (``backward_s``; none without ``overlap_grad_sync``).
+    ``param_bytes`` with ``forward_s`` (``overlap_param_sync``; zero1 and zero2 only): a
+    distributed optimizer's traffic is two collectives with two windows, the gradients'
+    reduce-scatter (``reduce_bytes`` a parameter) behind the last backward, and the updated
+    weights' all-gather (``param_bytes`` a parameter, the dtype the model runs on) behind
+    the first micro-batch's forward."""
+    window = backward_s if overlap_grad_sync else 0.0
+    n = layout.dp
+    if param_bytes is None or parallelism not in ("zero1", "zero2"):
+        comm = communication_bytes_per_gpu(trainable_params, total_params, n, parallelism, gather_bytes=gather_bytes,
+                                           reduce_bytes=reduce_bytes)
+        return exposed_communication_s(comm, via.bandwidth_bytes_per_s, window,
+                                       data_parallel_steps(n, parallelism) * via.latency_s)
+    reduce = all_gather_s(trainable_params * reduce_bytes, n, via)
+    gather = all_gather_s(trainable_params * param_bytes, n, via)
+    return np.maximum(reduce - window, 0.0) + np.maximum(gather - forward_s, 0.0)

@@ -25,6 +25,7 @@ from costsim.hardware import GPUSpec
 from costsim.loss import (
     LossProfile,
     capacity,
+    fit_stack,
     full_training_loss,
     predict,
     reducible,
@@ -471,9 +472,12 @@ class Planner:
         plans_c = stage_plans(candidate.spec, _steps(candidate.spec))
         plans_b = stage_plans(baseline.spec, _steps(baseline.spec))
         gap = baseline.loss - candidate.loss
-        final = [(trajectory(s, plans_b, points_per_stage=1)[1][-1], trajectory(s, plans_c, points_per_stage=1)[1][-1])
-                 for s in profile.samples]
-        diffs = np.array([b - c for b, c in final]) if final else np.array([gap])
+        if profile.samples:
+            stack = fit_stack(profile)  # row 0 is the point fit, the rest its bootstrap samples
+            diffs = (trajectory(stack, plans_b, points_per_stage=1)[1][1:, -1]
+                     - trajectory(stack, plans_c, points_per_stage=1)[1][1:, -1])
+        else:
+            diffs = np.array([gap])
         q = (1 - profile.interval) / 2
         lo, hi = np.quantile(diffs, [q, 1 - q])
         # what the model has shown it gets wrong about growth on held-out schedules, in

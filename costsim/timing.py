@@ -100,6 +100,17 @@ def micro_batch_time_s(s: StageShape, peak_flops_per_s, bandwidth_bytes_per_s, p
     return matmul + attention + memory + w.kernels * profile.launch_overhead_s
 
 
+def block_gemm_s(s: StageShape, peak_flops_per_s, profile: CostProfile, layout: Layout | None = None) -> list[Array]:
+    """One GEMM of each of a block's matmuls (its forward; each backward GEMM has the same
+    FLOPs) on one GPU for a micro-batch, at the rate ``micro_batch_time_s`` gives matmuls:
+    the GEMMs that can hide the tensor-parallel collectives beside them
+    (``parallel.tensor_parallel_overlapped_s``)."""
+    tp = 1 if layout is None else layout.tp
+    rate = peak_flops_per_s * profile.matmul_efficiency
+    return [(s.tokens * np.asarray(op.fwd_flops) // tp + profile.matmul_half_flops) / rate
+            for op in block_ops(s) if op.kind == "matmul"]
+
+
 def optimizer_time_s(s: StageShape, bandwidth_bytes_per_s, profile: CostProfile, shard: Array | int = 1,
                      trainable_params: Array | None = None) -> Array:
     """AdamW over the trainable parameters (``trainable_params`` on one GPU; default the

@@ -56,6 +56,47 @@ the residual dtype (follows from the two above, no switch)
 
 Per-block activation checkpointing is ``training.recompute: full`` under every profile: a
 block keeps its input (r * d a token) and one block's activations are rebuilt at a time.
+
+``optimizer_state`` (fp32 | bf16)
+    The dtype of AdamW's moments, and of the master copy with them (Apex's
+    DistributedFusedAdam ``dtype``, which NeMo's ``optim.dtype`` sets): s = 4 or 2 bytes,
+    optimizer = P_t * s * (2 + master) / n. fp32 everywhere else.
+
+What a trainer overlaps (time only; costsim/parallel.py has each formula). Every profile
+before these switches counted the tensor-parallel collectives and the pipeline sends as
+exposed and hid the data-parallel reduction behind the last micro-batch's backward; the
+defaults below keep exactly that.
+
+``tp_comm_overlap`` (only under sequence parallelism; NeMo switches it off without)
+    Transformer Engine's userbuffers (NeMo's ``ub_tp_comm_overlap``) split each of a
+    block's all-gathers and reduce-scatters into chunks and run them on the copy engines
+    (or a few SMs) while the GEMM beside it (forward: the QKV, output, FC1 and FC2 GEMMs;
+    backward: the matching input- or weight-gradient GEMM) computes the chunks already
+    there. A collective then costs only what its GEMM cannot cover: max(0, comm - GEMM)
+    each, not zero: a small GEMM (narrow model, few tokens, wide TP) leaves most of its
+    collective exposed. The embedding's output and the head's input gradient stay exposed.
+``overlap_grad_sync`` (default on: what every profile has done)
+    Gradients are reduced bucket by bucket as the backward produces them, so the last
+    micro-batch's backward hides the reduction; off, all of it follows the backward.
+``overlap_param_sync`` (a sharded optimizer with whole weights: zero1, zero2)
+    The distributed optimizer updates its shard, then all-gathers the updated parameters in
+    the dtype the model runs on (NeMo: ``param_sync_dtype`` = the model's bf16); with the
+    switch, bucket by bucket as the next step's first forward reaches them, so that forward
+    hides the gather. The step's data-parallel traffic is then a reduce-scatter of the
+    gradients (hidden by the last backward) and an all-gather of the weights (hidden by the
+    first forward), each exposed only past its window. Off, it is the all-reduce of the
+    gradients it always was.
+``grad_sync_dtype`` (gradients | fp32 | compute)
+    The dtype gradients cross the network in (Apex's ``grad_sync_dtype``; Megatron-core's
+    ``grad_reduce_in_fp32``); default that of the stored gradients. bf16 halves the bytes
+    of an fp32 reduction.
+``overlap_p2p_comm`` (the interleaved schedule only, as Megatron's)
+    The schedule posts each pipeline send and receive asynchronously and waits only when
+    the data is needed: in 1F1B's steady state a chunk's forward output travels while the
+    rank runs the next chunk's backward, and a backward's input gradient while it runs the
+    next forward. Each send is exposed only past that chunk's time: with v chunks, a
+    micro-batch's v activation sends cost max(0, send - backward / v) each and its v
+    gradient sends max(0, send - forward / v).
 """
 
 from __future__ import annotations
@@ -67,7 +108,13 @@ from typing import Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, MASTER_WEIGHT_BYTES, PARAM_BYTES
+from costsim.constants import (
+    ADAMW_STATE_BYTES,
+    BYTES_PER_ELEMENT,
+    GRAD_BYTES,
+    MASTER_WEIGHT_BYTES,
+    PARAM_BYTES,
+)
 from costsim.errors import SpecError, validation_message
 from costsim.flops import RankParameters, rank_parameter_counts
 from costsim.ops import LOSS_KINDS, StageShape
@@ -94,6 +141,20 @@ class TrainerProfile(BaseModel):
     gathered_blocks: int = Field(0, ge=0, le=64, description="ZeRO-3: blocks unsharded at once (0: not counted)")
     loss: Literal[*LOSS_KINDS] = "fp32"
     recompute_attention: bool = Field(False, description="selective recompute of the core attention")
+    optimizer_state: Literal["fp32", "bf16"] = Field("fp32", description="dtype of AdamW's moments and of the "
+                                                     "master copy kept with them")
+    # what the trainer overlaps with compute (time only; costsim/parallel.py)
+    tp_comm_overlap: bool = Field(False, description="under sequence parallelism, each tensor-parallel all-gather / "
+                                  "reduce-scatter pipelined with the GEMM beside it (Transformer Engine userbuffers): "
+                                  "exposed only past that GEMM's time")
+    overlap_grad_sync: bool = Field(True, description="gradient reduction overlapped with the last micro-batch's "
+                                    "backward")
+    overlap_param_sync: bool = Field(False, description="zero1/zero2: the updated parameters all-gathered (in the "
+                                     "dtype the model runs on) during the next step's first forward")
+    grad_sync_dtype: Literal["gradients", "fp32", "compute"] = Field(
+        "gradients", description="dtype of the data-parallel gradient reduction (default: the stored gradients')")
+    overlap_p2p_comm: bool = Field(False, description="interleaved pipeline: each send overlapped with the next "
+                                   "model chunk's compute")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainerProfile:
@@ -162,10 +223,19 @@ def gradient_bytes(trainer: TrainerProfile, s: StageShape) -> Array:
     return s.compute_bytes if trainer.gradients == "compute" else np.full_like(s.compute_bytes, GRAD_BYTES)
 
 
+def grad_sync_bytes(trainer: TrainerProfile, s: StageShape) -> Array:
+    """Bytes a gradient as the data-parallel reduction sends it (``grad_sync_dtype``)."""
+    if trainer.grad_sync_dtype == "gradients":
+        return gradient_bytes(trainer, s)
+    return s.compute_bytes if trainer.grad_sync_dtype == "compute" else np.full_like(s.compute_bytes, GRAD_BYTES)
+
+
 def optimizer_bytes(trainer: TrainerProfile) -> int:
     """Bytes a trainable parameter the optimizer keeps on the GPU."""
     if trainer.offload_optimizer:
         return 0
+    if trainer.optimizer_state == "bf16":  # the moments and the master copy in bf16
+        return BYTES_PER_ELEMENT["bf16"] * (2 + trainer.master_weights)
     return ADAMW_STATE_BYTES + (MASTER_WEIGHT_BYTES if trainer.master_weights else 0)
 
 

@@ -28,9 +28,10 @@ from costsim.spec import HardwareSpec
 LOSS = "chinchilla-published"
 H100X8 = HardwareSpec(gpu="h100-sxm", n_gpus=8)
 BUDGET = Budget(flops=1e18)
-# At 1e18 FLOPs with a 16 GiB cap the default space holds all three kinds of infeasible
-# candidate: shapes outside the aspect ratio, models that do not fit, and models the
-# budget cannot give 250 steps.
+# At 1e18 FLOPs with a 16 GiB cap, data parallel only (--layout dp; the layout search would
+# split the big models over the 8 GPUs until they fit), the default space holds all three
+# kinds of infeasible candidate: shapes outside the aspect ratio, models that do not fit,
+# and models the budget cannot give 250 steps.
 CAP_GB = 16.0
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -40,7 +41,8 @@ def cli_planner() -> Planner:
     """The planner the CLI builds for ``BUDGET`` on ``H100X8`` under the cap."""
     profile = load_loss_profile(LOSS)
     space = SearchSpace.for_budget(approximate_flops(BUDGET, H100X8), profile=profile, n_gpus=H100X8.n_gpus)
-    return Planner(BUDGET, H100X8, space, profile_for("h100-sxm", None), profile, max_memory_bytes=CAP_GB * 2**30)
+    return Planner(BUDGET, H100X8, space, profile_for("h100-sxm", None), profile, max_memory_bytes=CAP_GB * 2**30,
+                   layout_search=False)
 
 
 def one_of_each_kind(planner: Planner) -> dict[str, dict]:
@@ -77,7 +79,7 @@ def cli_study(tmp_path_factory: pytest.TempPathFactory) -> dict:
     done = subprocess.run(
         [sys.executable, "-m", "costsim.search", "--budget", "1e18", "--max-memory-gb", str(CAP_GB), "--n-trials",
          "12", "--seed", "0", "--loss-profile", LOSS, "--storage", str(log), "--study-name", "s", "--db", "",
-         "--out", str(tmp / "best.yaml"), "--no-progress"],
+         "--out", str(tmp / "best.yaml"), "--no-progress", "--layout", "dp"],
         capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, done.stderr[-2000:]
     storage = search.make_storage(str(log))
@@ -143,7 +145,7 @@ def test_the_studys_best_is_feasible_and_is_what_the_search_printed(cli_study: d
 def test_a_pareto_study_names_its_metrics_and_keeps_infeasible_trials_off_the_front(tmp_path: Path) -> None:
     storage = str(tmp_path / "pareto.log")
     result = search.run(BUDGET, H100X8, n_trials=12, seed=0, objectives=("loss", "time"), storage=storage,
-                        study_name="p", max_memory_gb=CAP_GB, loss_profile=LOSS)
+                        study_name="p", max_memory_gb=CAP_GB, loss_profile=LOSS, layout_search=False)
     study = optuna.load_study(study_name="p", storage=search.make_storage(storage))
     assert study.metric_names == ["loss", "time_s"]
     assert study.best_trials and not any(broken(t) for t in study.best_trials)

@@ -30,12 +30,18 @@ from costsim.parallel import (
     all_gather_s,
     all_reduce_bytes,
     all_reduce_s,
+    data_parallel_s,
     group_link,
     pipeline_ranks,
+    pipeline_send_s,
     send_s,
     tensor_parallel_all_reduces,
+    tensor_parallel_overlapped_s,
+    tensor_parallel_s,
 )
 from costsim.profile import CostProfile, load_profile
+from costsim.timing import block_gemm_s
+from costsim.trainers import TrainerProfile, grad_sync_bytes, load_trainer, shape_fields
 
 BASE = dict(layers=2, d_model=8, n_heads=2, n_kv_heads=2, d_ff=32, vocab_size=16, seq_len=4, micro_batch_size=1,
             n_trainable=2, train_embeddings=True, tied=True, swiglu=False, recompute=False, compute_bytes=2)
@@ -361,3 +367,132 @@ def test_defaults_are_bit_identical_to_before(key):
         assert stage["tensor_parallel"] == stage["pipeline_parallel"] == 1
         assert {k: stage[k] for k in expected} == expected
     assert {k: result["total"][k] for k in want["total"]} == want["total"]
+
+
+# --- what a trainer overlaps (costsim/trainers.py: tp_comm_overlap, overlap_param_sync, ...) ---------
+
+# GEMMs at 1 GFLOP/s (the generic test PROFILE: efficiency 1, no half-rate size), NVLink-only nodes
+SLOW = dict(INLINE, peak_bf16_flops_per_s=1e9, peak_tf32_flops_per_s=1e9)
+
+
+def test_block_gemms_by_hand():
+    """One sequence of 4 tokens split by tp=2: per GPU qkv 4 x 2x8x24 / 2 = 768 FLOPs, the attention
+    output 4 x 2x8x8 / 2 = 256, FC1 and FC2 4 x 2x8x32 / 2 = 1024 each; at 1 GFLOP/s, nanoseconds."""
+    gemms = block_gemm_s(shape(), 1e9, PROFILE, Layout.of(2, 2, sequence_parallel=True))
+    assert [round(g * 1e9, 9) for g in gemms] == [768, 256, 1024, 1024]
+
+
+@pytest.mark.parametrize("bandwidth,plain_us,overlapped_us", [
+    # 32 us a half all-reduce (32 of the 64-byte activation's bytes at 1 MB/s): far longer than any GEMM.
+    # Plain: 10 all-reduces of 64 us. Overlapped: 4 block passes (2 forward, 2 backward) x (4 x 32 us less
+    # the GEMMs' 768 + 256 + 1024 + 1024 ns) + the embedding's and the head's all-reduces, 2 x 64 us.
+    (1e6, 640, 4 * (128 - 3.072) + 128),
+    # 512 ns a half: only the 256 ns attention-output GEMM is shorter, 256 ns exposed a pass
+    (6.25e7, 10 * 1.024, 4 * 0.256 + 2 * 1.024),
+    # 250 ns a half: every GEMM hides its collective; the embedding's and head's stay, 2 x 500 ns
+    (1.28e8, 10 * 0.5, 2 * 0.5),
+])
+def test_tensor_parallel_overlap_exposes_what_the_gemm_cannot_hide(bandwidth, plain_us, overlapped_us):
+    gpu = GPUSpec(**{**SLOW, "interconnect_bandwidth_bytes_per_s": bandwidth})
+    layout = Layout.of(2, 2, sequence_parallel=True)
+    s = shape()
+    all_reduces = tensor_parallel_all_reduces(2, 2, False, True, True)
+    activation = 4 * 8 * 2  # tokens x d x c
+    gemms = block_gemm_s(s, 1e9, PROFILE, layout)
+    plain = tensor_parallel_s(all_reduces, activation, layout, gpu)
+    overlapped = tensor_parallel_overlapped_s(4, gemms, all_reduces, activation, layout, gpu)
+    assert float(plain) * 1e6 == pytest.approx(plain_us, rel=1e-12)
+    assert float(overlapped) * 1e6 == pytest.approx(overlapped_us, rel=1e-12)
+    # without sequence parallelism the userbuffer overlap does not apply: all exposed, as before
+    no_sp = Layout.of(2, 2)
+    assert float(tensor_parallel_overlapped_s(4, gemms, all_reduces, activation, no_sp, gpu)) == pytest.approx(
+        float(tensor_parallel_s(all_reduces, activation, no_sp, gpu)), rel=1e-12)
+
+    # end to end: the step differs by m micro-batches x the exposed difference (tp 2 on 2 GPUs: no DP)
+    overlap = TrainerProfile(name="overlap", tp_comm_overlap=True)
+    steps = [float(estimate_many(s, batch_size=4, gpu=gpu, profile=PROFILE, layout=layout, trainer=t).step_time_s)
+             for t in (load_trainer("reference"), overlap)]
+    assert (steps[0] - steps[1]) * 1e6 == pytest.approx(4 * (plain_us - overlapped_us), rel=1e-9)
+
+
+def test_a_recomputed_block_pass_overlaps_too():
+    """Full recompute adds a forward pass a block: 6 passes, and the same 2 outside collectives."""
+    gpu = GPUSpec(**{**SLOW, "interconnect_bandwidth_bytes_per_s": 6.25e7})
+    layout = Layout.of(2, 2, sequence_parallel=True)
+    all_reduces = tensor_parallel_all_reduces(2, 2, True, True, True)
+    assert all_reduces == 14
+    gemms = block_gemm_s(shape(recompute=True), 1e9, PROFILE, layout)
+    assert float(tensor_parallel_overlapped_s(6, gemms, all_reduces, 64, layout, gpu)) * 1e6 == pytest.approx(
+        6 * 0.256 + 2 * 1.024, rel=1e-12)
+
+
+VIA = Link(np.asarray(100.0), np.asarray(0.0))  # 100 bytes/s, no latency
+
+
+def test_bf16_gradient_sync_halves_the_data_parallel_bytes():
+    s = shape()
+    fp32, bf16 = TrainerProfile(name="a"), TrainerProfile(name="b", grad_sync_dtype="compute")
+    assert int(grad_sync_bytes(fp32, s)) == 4 and int(grad_sync_bytes(bf16, s)) == 2
+    # bf16 gradients reduce in bf16 unless told otherwise; an fp32 reduction of them is 4 bytes again
+    assert int(grad_sync_bytes(TrainerProfile(name="c", gradients="compute"), s)) == 2
+    assert int(grad_sync_bytes(TrainerProfile(name="d", gradients="compute", grad_sync_dtype="fp32"), s)) == 4
+    layout = Layout.of(4)  # dp 4: an all-reduce sends 2 x 3/4 of the buffer
+    for parallelism in ("ddp", "zero1", "zero3"):
+        times = [data_parallel_s(1000, 1000, layout, parallelism, VIA, 0.0, reduce_bytes=b) for b in (4, 2)]
+        if parallelism == "zero3":  # two fp32 weight gathers (2 x 3/4 x 4000 B) and the reduce-scatter
+            assert (float(times[0]), float(times[1])) == (60 + 30, 60 + 15)
+        else:  # 2 x 3/4 x 1000 x 4 bytes = 6000 at 100 B/s, and half of it
+            assert (float(times[0]), float(times[1])) == (60, 30)
+
+
+def test_the_parameter_all_gather_overlaps_the_first_forward():
+    """zero1 on 4 replicas, 1000 trainable parameters: fp32 gradients reduce-scattered (3/4 x 4000 B:
+    30 s at 100 B/s) behind the last backward, bf16 weights all-gathered (3/4 x 2000 B: 15 s) behind the
+    first forward; each window hides its own collective only."""
+    layout = Layout.of(4)
+
+    def exposed(backward, forward, **kw):
+        return float(data_parallel_s(1000, 1000, layout, "zero1", VIA, backward, forward, reduce_bytes=4, **kw))
+
+    assert exposed(20.0, 10.0, param_bytes=2) == (30 - 20) + (15 - 10)
+    assert exposed(20.0, 20.0, param_bytes=2) == 10 + 0
+    assert exposed(40.0, 20.0, param_bytes=2) == 0
+    assert exposed(20.0, 10.0, param_bytes=2, overlap_grad_sync=False) == 30 + 5
+    # without overlap_param_sync: the all-reduce of the gradients (60 s) behind the last backward, as before
+    assert exposed(20.0, 10.0) == 60 - 20
+    assert exposed(20.0, 10.0, overlap_grad_sync=False) == 60
+    # a ring step's latency counts once a step of each collective: 3 steps each over 4 GPUs
+    slow = Link(np.asarray(100.0), np.asarray(1.0))
+    assert float(data_parallel_s(1000, 1000, layout, "zero1", slow, 20.0, 10.0, reduce_bytes=4,
+                                 param_bytes=2)) == (33 - 20) + (18 - 10)
+    # data parallelism without a sharded optimizer has no parameter all-gather to overlap
+    assert float(data_parallel_s(1000, 1000, layout, "ddp", VIA, 20.0, 10.0, reduce_bytes=4, param_bytes=2)) == 40
+
+
+def test_pipeline_sends_overlap_the_next_chunk():
+    """100-byte activations at 1 MB/s: 100 us a send, 2 v sends a micro-batch. With overlap_p2p_comm an
+    activation's send hides behind the next chunk's backward (backward / v) and a gradient's behind the
+    next chunk's forward (forward / v); plain 1F1B (v = 1) waits on every send."""
+    gpu = GPUSpec(**{**INLINE, "interconnect_bandwidth_bytes_per_s": 1e6})
+    interleaved = Layout.of(4, pipeline_parallel=2, virtual_stages=2)
+    assert float(pipeline_send_s(100, interleaved, gpu)) * 1e6 == pytest.approx(400)
+    assert float(pipeline_send_s(100, interleaved, gpu, 300e-6, 600e-6)) == 0  # 150 and 300 us chunks
+    # 50 us forward chunks leave 50 us of each of the 2 gradient sends; 100 us backward chunks hide the rest
+    assert float(pipeline_send_s(100, interleaved, gpu, 100e-6, 200e-6)) * 1e6 == pytest.approx(2 * 50)
+    plain = Layout.of(4, pipeline_parallel=2)
+    assert float(pipeline_send_s(100, plain, gpu, 300e-6, 600e-6)) * 1e6 == pytest.approx(200)
+
+
+def test_the_nemo_profile_hides_what_the_megatron_profile_exposes():
+    """A TP 4 x PP 2 (interleaved) x DP 2 layout across nodes: the same memory switches but for bf16
+    gradients; NeMo's overlaps only take time away, never add it."""
+    s = StageShape.of(**{**BASE, "layers": 8, "n_trainable": 8, "d_model": 1024, "n_heads": 16, "n_kv_heads": 16,
+                         "d_ff": 4096, "vocab_size": 32000, "seq_len": 2048, "micro_batch_size": 1},
+                      **shape_fields(load_trainer("megatron"), 2))
+    layout = Layout.of(16, tensor_parallel=4, pipeline_parallel=2, sequence_parallel=True, virtual_stages=2,
+                       gpus_per_node=8)
+    gpu, profile = load_gpu("h100-sxm"), load_profile("generic")
+    costs = {name: estimate_many(s, batch_size=16, gpu=gpu, profile=profile, layout=layout, parallelism="zero1",
+                                 trainer=load_trainer(name)) for name in ("megatron", "nemo")}
+    assert float(costs["nemo"].step_time_s) < float(costs["megatron"].step_time_s)
+    assert float(costs["nemo"].peak_memory_bytes) < float(costs["megatron"].peak_memory_bytes)  # bf16 gradients

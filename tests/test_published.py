@@ -18,10 +18,13 @@ RUNS = published_runs((SOURCE,))
 NOMINAL_PARAMS = {"gpt3-175b": 175e9, "nemotron4-15b": 15e9, "nemotron4-340b": 340e9}
 
 # Measured when the source was added (the megatron profile, the shipped generic H100 calibration):
-# median |tokens/s per GPU error| 18.1% over the 18 rows (costsim under-predicts every row: it
-# counts the tensor-parallel, pipeline and data-parallel transfers as exposed, which the recipes
-# overlap). The bound leaves a few points of margin.
-MEDIAN_ERROR_BOUND = 0.22
+# median |tokens/s per GPU error| 18.1% over the 18 rows, costsim under-predicting every row: it
+# counted the tensor-parallel, pipeline and data-parallel transfers the recipes overlap as exposed.
+# Under the nemo profile (userbuffer TP overlap, bf16 gradient reduce-scatter behind the last
+# backward and parameter all-gather behind the first forward, pipeline sends behind the next chunk;
+# nothing fitted) it was measured at 6.1% (worst -12.6%, Nemotron-4 15B on 16 GPUs, whose compute
+# roofline alone is 11.7% slower than its measured step). The bound leaves about two points of margin.
+MEDIAN_ERROR_BOUND = 0.08
 
 
 def test_the_source_is_a_layout_source_with_its_rows():
@@ -51,7 +54,7 @@ def test_row_builds_the_spec_of_its_layout(run):
     assert (t.tensor_parallel, t.pipeline_parallel, t.virtual_stages, t.sequence_parallel) == (
         row["tensor_parallel"], row["pipeline_parallel"], row["virtual_stages"], row["sequence_parallel"])
     assert t.pipeline_schedule == ("interleaved" if row["virtual_stages"] > 1 else "1f1b")
-    assert t.trainer_profile == "megatron" and t.parallelism == "zero1" and t.precision == "bf16-mixed"
+    assert t.trainer_profile == "nemo" and t.parallelism == "zero1" and t.precision == "bf16-mixed"
     assert hw.n_gpus == row["n_gpus"] and hw.gpus_per_node == 8 and spec.model.seq_len == row["seq_len"]
     assert hw.resolved_gpu().memory_bytes == 80 * 2**30
     # the layout multiplies out to the GPUs, and the batch to micro-batches on every replica

@@ -429,7 +429,7 @@ def check_distributed(storage: str, study_name: str, workdir: Path, n_workers: i
     single = search.run(budget, H100X8, n_trials=n_trials, storage=storage, study_name=study_name,
                         loss_profile=LOSS)
     assert len(single.trials) == len(trials)
-    expected = planner.evaluate(planner.build(**best.params))
+    expected = planner.evaluate(planner.build(**search.candidate_params(best.params, planner.space)))
     assert single.best[0].spec == expected.spec
     assert single.best[0].loss == expected.loss == best.value
 

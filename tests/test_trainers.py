@@ -275,3 +275,68 @@ def test_bf16_weights_on_the_real_counter():
                               swiglu=mlp == "swiglu", recompute=recompute, compute_bytes=2, **shape_fields(trainer, 2))
             norms = 1 if recompute else 2 * 2 + 1  # the final norm; with every block's two when not checkpointed
             assert measured == int(saved_activation_bytes(s)) - 4 * norms * 32, (recompute, mlp)
+
+
+# --- the nemo profile and the switches it adds ------------------------------------------------
+
+OVERLAP_DEFAULTS = dict(optimizer_state="fp32", tp_comm_overlap=False, overlap_grad_sync=True,
+                        overlap_param_sync=False, grad_sync_dtype="gradients", overlap_p2p_comm=False)
+
+
+def test_the_nemo_profile_loads_with_the_recipes_switches():
+    nemo = load_trainer("nemo")
+    assert "nemo" in trainer_names()
+    assert (nemo.tp_comm_overlap, nemo.overlap_grad_sync, nemo.overlap_param_sync, nemo.overlap_p2p_comm) == (
+        True, True, True, True)
+    assert (nemo.grad_sync_dtype, nemo.gradients, nemo.optimizer_state) == ("compute", "compute", "fp32")
+    # megatron's memory model otherwise: bf16 weights, fp32 main weights, the in-place fp32 loss
+    megatron = load_trainer("megatron")
+    for switch in ("weights", "master_weights", "loss", "cast_weights", "recompute_attention"):
+        assert getattr(nemo, switch) == getattr(megatron, switch), switch
+    for key in ("ub_tp_comm_overlap", "overlap_grad_sync", "overlap_param_sync", "grad_sync_dtype",
+                "overlap_p2p_comm", "dgxc-benchmarking"):
+        assert key in nemo.source, key
+
+
+def test_every_other_shipped_profile_keeps_the_new_switches_at_their_defaults():
+    """The defaults are what costsim computed before the switches existed (the bit-identical tests
+    hold the old numbers of the reference; these profiles' numbers follow from the same formulas)."""
+    for name in trainer_names():
+        if name != "nemo":
+            trainer = load_trainer(name)
+            assert {k: getattr(trainer, k) for k in OVERLAP_DEFAULTS} == OVERLAP_DEFAULTS, name
+
+
+@pytest.mark.parametrize("switches,needle", [
+    ({"grad_sync_dtype": "fp16"}, "grad_sync_dtype"),
+    ({"optimizer_state": "fp8"}, "optimizer_state"),
+    ({"tp_comm_overlap": "sometimes"}, "tp_comm_overlap"),
+    ({"overlap_p2p": True}, "overlap_p2p"),
+])
+def test_bad_overlap_switches_are_refused(switches, needle, tmp_path):
+    with pytest.raises(ValueError, match=needle):
+        profile(**switches)
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"name": "bad", **switches}))
+    with pytest.raises(SpecError) as caught:
+        load_trainer(str(bad))
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_a_bf16_optimizer_state():
+    """Apex DistributedFusedAdam with dtype bf16 (NeMo's Nemotron-4 340B recipe): two bf16 moments,
+    4 bytes a parameter; with a master copy kept in that dtype, 6. The fp32 defaults stay 8 and 12."""
+    bf16 = profile(weights="compute", optimizer_state="bf16")
+    assert float(memory(bf16).optimizer) == 4 * P
+    assert float(memory(profile(weights="compute", master_weights=True, optimizer_state="bf16")).optimizer) == 6 * P
+    assert float(memory(profile(weights="compute")).optimizer) == 8 * P
+    assert float(memory(profile(weights="compute", master_weights=True)).optimizer) == 12 * P
+    assert float(memory(bf16, "zero1", 4).optimizer) == 4 * P / 4  # sharded as any optimizer state
+
+
+def test_the_overlap_switches_change_time_not_memory():
+    base = profile(weights="compute", master_weights=True)
+    overlapped = profile(weights="compute", master_weights=True, tp_comm_overlap=True, overlap_param_sync=True,
+                         overlap_p2p_comm=True, grad_sync_dtype="compute")
+    assert float(memory(base).peak_allocated) == float(memory(overlapped).peak_allocated)
+    assert shape_fields(base, 2) == shape_fields(overlapped, 2)
