@@ -293,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
                         "alone): the shipped profile does, see docs/loss-model.md")
     parser.add_argument("--flat-lags", action="store_true", help="hold the lags' size slope at 0 (one lag "
                         "at every size)")
+    parser.add_argument("--linear-startup", action="store_true", help="hold the from-scratch start-up's depth "
+                        "exponent at 1 (start-up time proportional to depth): the shipped profile does")
+    parser.add_argument("--no-startup", action="store_true", help="no from-scratch start-up term (as before it "
+                        "existed)")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
@@ -309,8 +313,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params
-    hold = (("shape_exponent",) if args.no_shape else ()) + (("lag_size_slope",) if args.flat_lags else ())
+    hold = (("shape_exponent",) if args.no_shape else ()) + (("lag_size_slope",) if args.flat_lags else ()) \
+        + (("startup_tokens",) if args.no_startup else ())
     start = start.model_copy(update={k: 0.0 for k in hold})
+    if args.linear_startup:
+        hold += ("startup_depth_exponent",)
+        start = start.model_copy(update={"startup_depth_exponent": 1.0})
     residual, report = args.residual_std, {}
     if residual is not None and not residual >= 0:
         raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")
