@@ -306,7 +306,12 @@ class Fading(GrowthStructure):
     name = "fading"
     summary = "after growth tokens count at 1 - lag*exp(-s/(lag_tokens*D_g)): a deficit that fades"
     fitted = ("lags", "lag_tokens")
-    lag_bounds = (-2.0, 4.0)  # per share of new parameters; the deficit itself is capped at max_lag
+    # per share of new parameters; the deficit itself is capped at max_lag. Never below 0: a
+    # grown model does not learn faster than a from-scratch model of its size at the same
+    # loss. Lags below 0 were how fits without the start-up term explained the deep
+    # baselines' slow start; with it only stack_copy went negative, to the bound, and the
+    # search then chained stacking steps into predicted gains that training refuted
+    lag_bounds = (0.0, 4.0)
 
     def along(self, p, state, s):
         scale = p.lag_tokens * state.d_growth
