@@ -185,16 +185,9 @@ def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
     return p.A / np.power(n_params, p.alpha) + p.B / np.power(np.maximum(tokens + p.d0, 1.0), p.beta)
 
 
-def equivalent_tokens(p: LossParams, n_params: float, loss_minus_e: float) -> float:
-    """Tokens at which a model of ``n_params`` from scratch has reducible loss ``loss_minus_e``."""
-    data_part = loss_minus_e - p.A / n_params**p.alpha
-    if data_part <= 0:
-        return math.inf  # already at (or below) this size's limit
-    return max((p.B / data_part) ** (1 / p.beta) - p.d0, 0.0)
-
-
-def equivalent_tokens_array(p, n_params, loss_minus_e):
-    """``equivalent_tokens`` elementwise (for a stack of fits, ``FitStack``)."""
+def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
+    """Tokens at which a model of ``n_params`` from scratch has reducible loss
+    ``loss_minus_e`` (inf: at or below that size's limit), elementwise over fits and sizes."""
     data_part = loss_minus_e - p.A / np.power(n_params, p.alpha)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
@@ -283,7 +276,7 @@ class GrowthStructure(ABC):
         share = 1 - state.n_params / n_new
         remaining = self.remaining(p, state, end_since)
         lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
-        d = equivalent_tokens_array(p, n_new, loss_minus_e)
+        d = equivalent_tokens(p, n_new, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
@@ -291,7 +284,7 @@ class GrowthStructure(ABC):
 
     def continued(self, p: LossParams, state: GrowthState, loss_minus_e: float, end_since: float) -> GrowthState:
         """State at a boundary without growth (the loss may have jumped)."""
-        return replace(state, d=equivalent_tokens_array(p, state.n_params, loss_minus_e), since=end_since)
+        return replace(state, d=equivalent_tokens(p, state.n_params, loss_minus_e), since=end_since)
 
 
 class Equivalent(GrowthStructure):
@@ -354,12 +347,12 @@ class GrowInto(GrowthStructure):
         gap = p.lag(operator, n_new) * (n_new - state.n_params) + old_gap
         lag = np.minimum(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag)
-        d = equivalent_tokens_array(p, n_eff, loss_minus_e)
+        d = equivalent_tokens(p, n_eff, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
     def continued(self, p, state, loss_minus_e, end_since):
         n_eff = self._n_eff(p, state, end_since)
-        return replace(state, d=equivalent_tokens_array(p, n_eff, loss_minus_e), since=end_since)
+        return replace(state, d=equivalent_tokens(p, n_eff, loss_minus_e), since=end_since)
 
 
 STRUCTURES: dict[str, GrowthStructure] = {s.name: s for s in (Equivalent(), Fading(), Multiplier(), GrowInto())}
@@ -418,19 +411,20 @@ class FitStack:
         return self._column([f.lag(operator, float(n)) for f, n in zip(self.fits, sizes)])
 
 
-def _after_startup(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray:
-    """A stage's ideal tokens less what a 'delay' start-up loses over them (``scratch``:
-    ideal tokens before the stage while the model has not grown; None after growth)."""
-    if scratch is None or not np.any(p.startup_tokens > 0) or plan.layers <= 0 or p.startup_form != "delay":
+def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray) -> np.ndarray:
+    """Ideal tokens less what a 'delay' start-up loses over them (``scratch``: ideal tokens
+    before them while the model has not grown; None after growth; a depth of 0: unknown,
+    no start-up). Trajectories and the planner's full-training grid both go through here."""
+    if scratch is None or not np.any(p.startup_tokens > 0) or p.startup_form != "delay":
         return ideal
-    return ideal - (startup_lost(p, plan.layers, scratch + ideal) - startup_lost(p, plan.layers, scratch))
+    return ideal - (startup_lost(p, layers, scratch + ideal) - startup_lost(p, layers, scratch))
 
 
-def _startup_share(p: LossParams, plan: StagePlan, scratch: float | None, ideal: np.ndarray) -> np.ndarray | float:
+def _startup_share(p: LossParams, layers, scratch, ideal: np.ndarray) -> np.ndarray | float:
     """Share of a from-scratch model's parameters a 'capacity' start-up lets count."""
-    if scratch is None or not np.any(p.startup_tokens > 0) or plan.layers <= 0 or p.startup_form != "capacity":
+    if scratch is None or not np.any(p.startup_tokens > 0) or p.startup_form != "capacity":
         return 1.0
-    return startup_capacity(p, plan.layers, scratch + ideal)
+    return startup_capacity(p, layers, scratch + ideal)
 
 
 def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stage: int = 16,
@@ -483,8 +477,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             ideal = np.empty((rows, slices))
             before = column
             for a, b in _chunks(slices):
-                n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, before))
-                n_eff = _startup_share(p, plan, scratch, before) * n_eff
+                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before))
+                n_eff = _startup_share(p, plan.layers, scratch, before) * n_eff
                 loss_now = p.E + reducible(p, n_eff, d)
                 ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
                                                                                             loss_now)
@@ -506,8 +500,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
         # the model is evaluated where it is read: at the picked points and the stage's end
         wanted = np.concatenate([picks + 1, [slices]])
-        n_eff, d = structure.along(p, state, _after_startup(p, plan, scratch, ideal[:, wanted]))
-        n_eff = _startup_share(p, plan, scratch, ideal[:, wanted]) * n_eff
+        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted]))
+        n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted]) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
             loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)])
@@ -534,13 +528,11 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     n_params = capacity(p, n_params, aspect)
     noise = noise_factor(p, batch_tokens)
 
-    def started(ideal):
-        return ideal - startup_lost(p, layers, ideal) if p.startup_tokens > 0 and p.startup_form == "delay" else ideal
+    def started(ideal):  # from scratch: nothing before these tokens
+        return _after_startup(p, layers, 0.0, ideal)
 
     def used(ideal):
-        if p.startup_tokens > 0 and p.startup_form == "capacity":
-            return np.where(layers > 0, n_params * startup_capacity(p, layers, ideal), n_params)
-        return n_params
+        return n_params * _startup_share(p, layers, 0.0, ideal)
 
     if p.bcrit <= 0:
         return p.E + reducible(p, used(tokens), started(tokens)) * noise
