@@ -13,7 +13,9 @@ the targets: sign right wherever the measured ratio differs from 1 by more than 
 noise, ratio error <= 0.15, crossover within 1.5x, coverage 80-95%.
 
 Run: python benchmarks/loss_accuracy.py [--structures fading/N,fading/N/flat] [--jobs 2] [--json out.json]
-(/N: the law in N alone, no shape term; /flat: one lag at every size.) About 30 minutes on 2 cores.
+(/N: the law in N alone, no shape term; /flat: one lag at every size; /linear: the start-up's depth
+exponent held at 1; /nostartup: no start-up; /delay: the token-delay start-up. The shipped profile is
+fading/N/flat/linear.) About 30 minutes a structure on one core.
 """
 
 from __future__ import annotations
