@@ -140,8 +140,8 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
 
 
 VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
-                 "linear": "startup_depth_exponent"}
-VARIANT_SETS = {"delay": {"startup_form": "delay"}}
+                 "linear": "startup_depth_exponent", "k1": "startup_shape"}
+VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -171,6 +171,8 @@ def evaluate(variant: str, data: str | None) -> dict:
                                                                         "lag_size_slope": 0.0,
                                                                         "startup_tokens": 0.0,
                                                                         "startup_depth_exponent": 1.0,
+                                                                        "startup_shape": 1.0,
+                                                                        "startup_growth": "escape",
                                                                         **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)

@@ -37,6 +37,10 @@ PRIOR_WEIGHT = 0.02
 JUMP_PRIOR = 0.1
 DEFAULT_STRUCTURE = "fading"
 STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
+# the start-up's fit is not convex in (time, shape): from a short time and a steep shape
+# least squares stops at a step at the very start. The law's pass starts from each of
+# these (ideal tokens per layer, shape) and keeps the best on full training.
+STARTUP_STARTS = ((1e4, 1.0), (1e5, 1.0), (1e6, 1.0), (1e5, 3.0), (1e6, 3.0))
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ COMMON = (
     Coordinate("noise_tokens", math.log(1e-3), math.log(1e7), log=True, law=True),
     Coordinate("startup_tokens", math.log(1e-3), math.log(1e12), log=True, prior=1e4, regularised=True, law=True),
     Coordinate("startup_depth_exponent", 0.0, 3.0, prior=1.0, regularised=True, law=True),
+    Coordinate("startup_shape", 0.25, 6.0, prior=1.0, regularised=True, law=True),
     Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
     Coordinate("reset_jump", 0.0, 2.0, regularised=True),
     *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),
@@ -159,11 +164,20 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
         start = start.model_copy(update={"aspect_range": (min(aspects), max(aspects))})
     if start.startup_tokens <= 0 and "startup_tokens" not in hold:
         start = start.model_copy(update={"startup_tokens": STARTUP_START})  # from 0 no gradient would move it
-    start = to_params(np.clip(to_vector(start, structure), *_bounds(coords)), structure, start)
     free = np.array([c.field not in hold for c in coords])
     full = [r for r in runs if r.is_full_training]
+    starts = [start]
+    if full and "startup_tokens" not in hold and start.startup_form == "capacity":
+        shape_free = "startup_shape" not in hold
+        starts = [start.model_copy(update={"startup_tokens": t, **({"startup_shape": k} if shape_free else {})})
+                  for t, k in STARTUP_STARTS if shape_free or k == 1.0]
+    starts = [to_params(np.clip(to_vector(s, structure), *_bounds(coords)), structure, s) for s in starts]
     if full:
-        start = _solve(full, start, structure, free & np.array([c.law for c in coords]), max_nfev)
+        law = free & np.array([c.law for c in coords])
+        fits = [_solve(full, s, structure, law, max_nfev) for s in starts]
+        start = min(fits, key=lambda p: float(np.mean(np.concatenate(run_residuals(p, full)) ** 2)))
+    else:
+        start = starts[0]
     best = _solve(runs, start, structure, free, max_nfev)
     residual = np.concatenate(run_residuals(best, runs))
     return best, float(np.sqrt(np.mean(residual**2)))

@@ -19,13 +19,18 @@ class GrowthOperator:
     grows: Literal["depth", "width"]
     preserves_function: bool  # the grown model computes exactly what the smaller one did
     summary: str
+    # adds freshly initialised blocks: the loss model's start-up counts them as not yet in
+    # use (copies of trained blocks, and every block of a widened model, stay in use)
+    fresh_blocks: bool = False
 
 
 OPERATORS: dict[str, GrowthOperator] = {op.name: op for op in (
-    GrowthOperator("random_top", "depth", False, "fresh blocks on top, initialised as at the start (the study's)"),
+    GrowthOperator("random_top", "depth", False, "fresh blocks on top, initialised as at the start (the study's)",
+                    fresh_blocks=True),
     GrowthOperator("stack_copy", "depth", False, "copies of the trained blocks on top, bottom first"),
     GrowthOperator("stack_middle", "depth", False, "copies of the middle blocks, inserted in the middle"),
-    GrowthOperator("identity", "depth", True, "fresh blocks on top whose output projections start at zero"),
+    GrowthOperator("identity", "depth", True, "fresh blocks on top whose output projections start at zero",
+                    fresh_blocks=True),
     GrowthOperator("widen_preserving", "width", True,
                    "every width grows by one integer factor, each hidden vector becomes copies of itself"),
     GrowthOperator("widen_random", "width", False, "the old weights fill the leading slices of a fresh wider model"),

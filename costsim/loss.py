@@ -58,7 +58,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from costsim.errors import SpecError
-from costsim.growth import JUMP_OPERATORS
+from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.lr import lr_at
 from costsim.shipped import shipped_names, shipped_text
 from costsim.spec import ScheduleSpec
@@ -104,9 +104,15 @@ class LossParams(BaseModel):
     startup_tokens: float = Field(0.0, ge=0, description="start-up time of a one-layer model from scratch, in "
                                   "ideal tokens (0: none); see startup_capacity and startup_lost")
     startup_depth_exponent: float = Field(1.0, ge=0, description="the start-up scales as layers ** this")
+    startup_shape: float = Field(1.0, gt=0, description="'capacity' start-up's shape k: the unused share decays as "
+                                 "exp(-(D/T)^k); 1 is exponential, above 1 the deeper blocks join late and fast")
     startup_form: Literal["capacity", "delay"] = Field(
         "capacity", description="'capacity': the parameters that count grow from one block's share to all of them "
         "as 1 - exp(-D/T); 'delay': tokens count at 1 - exp(-D/T)")
+    startup_growth: Literal["escape", "inherit"] = Field(
+        "escape", description="what growth does to a 'capacity' start-up: 'escape' ends it (the grown model uses "
+        "all its parameters at once); 'inherit' continues it from the share in use, where fresh blocks start "
+        "unused and copied or widened ones are as much in use as the blocks they came from")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -214,10 +220,14 @@ def startup_lost(p: LossParams, layers, ideal) -> np.ndarray:
 
 def startup_capacity(p: LossParams, layers, ideal) -> np.ndarray:
     """Share of its parameters a from-scratch model uses after ``ideal`` tokens ('capacity'
-    start-up): one block's share at first, all of them as 1 - exp(-ideal / T)."""
+    start-up): one block's share at first, all of them as 1 - exp(-(ideal / T)^k). With
+    k > 1 the unused share stays near (1 - 1/layers) for a while and then falls fast: in
+    the corpus d48 with 4 layers is no better than with 2 halfway through its run and
+    clearly better at its end, which an exponential (k = 1) cannot follow."""
     scale = startup_scale(p, layers)
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
-    share = 1 - (1 - 1 / layers) * np.exp(-np.asarray(ideal, dtype=float) / np.where(scale > 0, scale, 1.0))
+    elapsed = np.asarray(ideal, dtype=float) / np.where(scale > 0, scale, 1.0)
+    share = 1 - (1 - 1 / layers) * np.exp(-np.power(np.maximum(elapsed, 0.0), p.startup_shape))
     return np.where(scale > 0, share, 1.0)
 
 
@@ -271,20 +281,22 @@ class GrowthStructure(ABC):
     max_lag: ClassVar[float] = 0.99  # a deficit never stops learning altogether
 
     def grown(self, p: LossParams, state: GrowthState, n_new: float, operator: str, loss_minus_e: float,
-              end_since: float) -> GrowthState:
-        """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``)."""
+              end_since: float, in_use=1.0) -> GrowthState:
+        """State after growing to ``n_new`` (its loss, jumps included, is ``loss_minus_e``;
+        ``in_use``: the share of its parameters a start-up lets count at that point)."""
         share = 1 - state.n_params / n_new
         remaining = self.remaining(p, state, end_since)
         lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
-        d = equivalent_tokens(p, n_new, loss_minus_e)
+        d = equivalent_tokens(p, n_new * in_use, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
         return state.lag
 
-    def continued(self, p: LossParams, state: GrowthState, loss_minus_e: float, end_since: float) -> GrowthState:
+    def continued(self, p: LossParams, state: GrowthState, loss_minus_e: float, end_since: float,
+                  in_use=1.0) -> GrowthState:
         """State at a boundary without growth (the loss may have jumped)."""
-        return replace(state, d=equivalent_tokens(p, state.n_params, loss_minus_e), since=end_since)
+        return replace(state, d=equivalent_tokens(p, state.n_params * in_use, loss_minus_e), since=end_since)
 
 
 class Equivalent(GrowthStructure):
@@ -342,16 +354,16 @@ class GrowInto(GrowthStructure):
     def remaining(self, p, state, since):
         return state.lag * np.exp(-since / (p.lag_tokens * state.d_growth))
 
-    def grown(self, p, state, n_new, operator, loss_minus_e, end_since):
+    def grown(self, p, state, n_new, operator, loss_minus_e, end_since, in_use=1.0):
         old_gap = self.remaining(p, state, end_since) * state.n_params  # parameters not yet contributing
         gap = p.lag(operator, n_new) * (n_new - state.n_params) + old_gap
         lag = np.minimum(gap / n_new, 0.999)
-        n_eff = n_new * (1 - lag)
+        n_eff = n_new * (1 - lag) * in_use
         d = equivalent_tokens(p, n_eff, loss_minus_e)
         return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
 
-    def continued(self, p, state, loss_minus_e, end_since):
-        n_eff = self._n_eff(p, state, end_since)
+    def continued(self, p, state, loss_minus_e, end_since, in_use=1.0):
+        n_eff = self._n_eff(p, state, end_since) * in_use
         return replace(state, d=equivalent_tokens(p, n_eff, loss_minus_e), since=end_since)
 
 
@@ -385,10 +397,11 @@ class FitStack:
 
     def __init__(self, fits: list[LossParams]):
         first = fits[0]
-        if any(f.structure != first.structure or f.startup_form != first.startup_form for f in fits):
+        kinds = ("structure", "startup_form", "startup_growth")
+        if any(getattr(f, k) != getattr(first, k) for f in fits for k in kinds):
             raise ValueError("a FitStack holds fits of one structure and start-up form")
         self.fits, self.size = fits, len(fits)
-        self.structure, self.startup_form = first.structure, first.startup_form
+        self.structure, self.startup_form, self.startup_growth = (getattr(first, k) for k in kinds)
         for name in LossParams.model_fields:
             if isinstance(getattr(first, name), float | int):
                 setattr(self, name, self._column([getattr(f, name) for f in fits]))
@@ -427,6 +440,24 @@ def _startup_share(p: LossParams, layers, scratch, ideal: np.ndarray) -> np.ndar
     return startup_capacity(p, layers, scratch + ideal)
 
 
+def _startup_after_growth(p: LossParams, old: StagePlan, new: StagePlan, age):
+    """The grown model's start-up age (ideal tokens), or None when growth ends the start-up.
+    With ``startup_growth: inherit`` the grown model continues a from-scratch model's
+    start-up at its new depth from the age at which that model had as much of itself
+    unused: its fresh blocks are unused, copied and widened blocks as much in use as
+    those they came from. A grown model therefore skips the part of the start-up its
+    trained blocks have done, and no more."""
+    if age is None or p.startup_growth != "inherit" or p.startup_form != "capacity" or new.layers <= 0 \
+            or not np.any(p.startup_tokens > 0):
+        return None
+    in_use = startup_capacity(p, old.layers, age)  # share of the old model's parameters
+    fresh = OPERATORS[new.operator].fresh_blocks if new.operator in OPERATORS else False
+    unused = 1 - in_use * (old.n_params / new.n_params if fresh else 1.0)
+    at_start = 1 - 1 / max(new.layers, 1)  # a from-scratch model's unused share before any token
+    elapsed = np.log(np.maximum(at_start / np.maximum(unused, 1e-12), 1.0))  # (age / T)^k
+    return startup_scale(p, new.layers) * np.power(elapsed, 1 / p.startup_shape)
+
+
 def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stage: int = 16,
                at_tokens: np.ndarray | None = None, after_boundary: bool = False
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -462,10 +493,12 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
                 bump = bump + p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
-                scratch = None
-                state = structure.grown(p, state, n_cap, plan.operator, current, end_since)
+                scratch = _startup_after_growth(p, previous, plan, scratch)
+                state = structure.grown(p, state, n_cap, plan.operator, current, end_since,
+                                        _startup_share(p, plan.layers, scratch, column))
             else:
-                state = structure.continued(p, state, current, end_since)
+                state = structure.continued(p, state, current, end_since,
+                                            _startup_share(p, plan.layers, scratch, column))
                 if plan.trainable_share > previous.trainable_share:
                     bump = bump + p.bump("unfreeze")
             bump = bump * current

@@ -268,7 +268,8 @@ def test_fit_recovers_known_parameters():
 def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
     # chosen or read off the data, not fitted
-    fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form"}
+    fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form",
+             "startup_growth"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
@@ -278,7 +279,7 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name in ("structure", "aspect_range", "startup_form"):
+        if name in ("structure", "aspect_range", "startup_form", "startup_growth"):
             assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
