@@ -14,8 +14,9 @@ noise, ratio error <= 0.15, crossover within 1.5x, coverage 80-95%.
 
 Run: python benchmarks/loss_accuracy.py [--structures fading/N,fading/N/flat] [--jobs 2] [--json out.json]
 (/N: the law in N alone, no shape term; /flat: one lag at every size; /linear: the start-up's depth
-exponent held at 1; /nostartup: no start-up; /delay: the token-delay start-up. The shipped profile is
-fading/N/flat/linear.) About 30 minutes a structure on one core.
+exponent held at 1; /k1: its shape held at 1 (exponential); /inherit: growth continues the start-up
+from the share in use instead of ending it; /nostartup: no start-up; /delay: the token-delay start-up.
+The shipped profile's variant is named in docs/loss-model.md.) About 30 minutes a structure on one core.
 """
 
 from __future__ import annotations
@@ -145,20 +146,22 @@ VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth"
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
-    """``STRUCTURE[/N][/flat][/nostartup][/linear][/delay]``: /N holds the law's shape term
-    at 0 (capacity in N alone), /flat holds the lags' size slope at 0 (one lag at every
-    size), /nostartup holds the from-scratch start-up at 0, /linear holds its depth
-    exponent at 1."""
+    """``STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/delay][/inherit]``: /N holds the
+    law's shape term at 0 (capacity in N alone), /flat holds the lags' size slope at 0
+    (one lag at every size), /nostartup holds the from-scratch start-up at 0, /linear
+    holds its depth exponent at 1, /k1 its shape at 1."""
     structure, *flags = variant.split("/")
     unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
     if structure not in STRUCTURES or unknown:
-        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/linear][/delay], "
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/delay]"
+                         "[/inherit], "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
 
 
 def variant_sets(variant: str) -> dict:
-    """/delay: the start-up as a token delay instead of a capacity ramp."""
+    """/delay: the start-up as a token delay instead of a capacity ramp; /inherit: growth
+    continues the start-up from the share in use."""
     return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
 
 

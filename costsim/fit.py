@@ -311,6 +311,11 @@ def main(argv: list[str] | None = None) -> int:
                         "exponent at 1 (start-up time proportional to depth): the shipped profile does")
     parser.add_argument("--no-startup", action="store_true", help="no from-scratch start-up term (as before it "
                         "existed)")
+    parser.add_argument("--exponential-startup", action="store_true", help="hold the start-up's shape at 1 "
+                        "(exponential, as before the shape was fitted)")
+    parser.add_argument("--startup-growth", choices=("escape", "inherit"), default=None,
+                        help="what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the "
+                        "share in use (default: the shipped profile's)")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
@@ -333,6 +338,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.linear_startup:
         hold += ("startup_depth_exponent",)
         start = start.model_copy(update={"startup_depth_exponent": 1.0})
+    if args.exponential_startup:
+        hold += ("startup_shape",)
+        start = start.model_copy(update={"startup_shape": 1.0})
+    if args.startup_growth:
+        start = start.model_copy(update={"startup_growth": args.startup_growth})
     residual, report = args.residual_std, {}
     if residual is not None and not residual >= 0:
         raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")

@@ -21,6 +21,7 @@ from costsim.loss import (
     full_training_loss,
     predict,
     reducible,
+    startup_capacity,
     trajectory,
 )
 from costsim.paper import full_training
@@ -160,12 +161,13 @@ STARTUP_FORMS = ["capacity", "delay"]
 @settings(max_examples=60, deadline=None)
 @given(n=st.floats(1e4, 1e9), steps=st.integers(1, 3000), batch=st.floats(1e2, 1e6), layers=st.integers(1, 48),
        startup=st.floats(1e3, 1e9), exponent=st.floats(0, 3), form=st.sampled_from(STARTUP_FORMS),
-       bcrit=st.sampled_from([0.0, 1e5]))
+       bcrit=st.sampled_from([0.0, 1e5]), shape=st.floats(0.5, 4.0))
 def test_with_a_start_up_the_planners_full_training_loss_is_the_trajectorys(n, steps, batch, layers, startup,
-                                                                             exponent, form, bcrit):
+                                                                             exponent, form, bcrit, shape):
     """The search's vectorised full-training loss and the trajectory are one formula."""
     p = PARAMS.model_copy(update={"bcrit": bcrit, "anneal": 0.0, "startup_tokens": startup,
-                                  "startup_depth_exponent": exponent, "startup_form": form})
+                                  "startup_depth_exponent": exponent, "startup_form": form,
+                                  "startup_shape": shape})
     tokens = steps * batch
     _, loss, _ = trajectory(p, [plan(n, tokens, steps=steps, batch=batch, layers=layers)], points_per_stage=1)
     assert loss[-1] == pytest.approx(float(full_training_loss(p, n, tokens, batch, layers=layers)), rel=1e-9)
@@ -203,6 +205,66 @@ def test_growth_escapes_the_start_up_of_the_deep_model(form):
     assert trajectory(p, grown, points_per_stage=1)[1][-1] < trajectory(p, full, points_per_stage=1)[1][-1]
     plain = p.model_copy(update={"startup_tokens": 0.0})
     assert trajectory(plain, grown, points_per_stage=1)[1][-1] > trajectory(plain, full, points_per_stage=1)[1][-1]
+
+
+@settings(max_examples=60, deadline=None)
+@given(layers=st.integers(2, 48), elapsed=st.floats(1e-3, 20.0), shape=st.floats(1.05, 6.0))
+def test_a_steeper_start_up_keeps_blocks_unused_longer_then_catches_up(layers, elapsed, shape):
+    """Shape k > 1: less in use than the exponential before the start-up time, more after,
+    the same at it; from one block's share to all of them either way."""
+    p = PARAMS.model_copy(update={"startup_tokens": 1e5, "startup_depth_exponent": 1.0})
+    scale = 1e5 * layers
+    steep = startup_capacity(p.model_copy(update={"startup_shape": shape}), layers, elapsed * scale)
+    plain = startup_capacity(p, layers, elapsed * scale)
+    assert 1 / layers - 1e-12 <= steep <= 1.0 and 1 / layers - 1e-12 <= plain <= 1.0
+    if elapsed < 1:
+        assert steep <= plain + 1e-12
+    else:
+        assert steep >= plain - 1e-12
+    assert startup_capacity(p.model_copy(update={"startup_shape": shape}), layers, scale) == pytest.approx(
+        startup_capacity(p, layers, scale), rel=1e-12)
+
+
+INHERIT = PARAMS.model_copy(update={"startup_tokens": 2e5, "startup_shape": 2.0, "startup_growth": "inherit",
+                                    "lags": {}, "bumps": {}, "jumps": {}, "reset_jump": 0.0, "anneal": 0.0})
+
+
+@settings(max_examples=40, deadline=None)
+@given(first=st.floats(1e4, 1e7), second=st.floats(1e4, 1e7), layers=st.integers(1, 24),
+       growth=st.sampled_from(["escape", "inherit"]), structure=st.sampled_from(list(STRUCTURES)))
+def test_a_boundary_without_growth_leaves_a_start_up_curve_unchanged(first, second, layers, growth, structure):
+    """Splitting full training into two stages changes nothing while the start-up runs:
+    the equivalent tokens are re-solved on the parameters in use, not on all of them."""
+    p = INHERIT.model_copy(update={"startup_growth": growth, "structure": structure})
+    n = 1e6
+    one = trajectory(p, [plan(n, first + second, steps=100, layers=layers)], points_per_stage=1)[1][-1]
+    two = trajectory(p, [plan(n, first, steps=50, layers=layers), plan(n, second, steps=50, layers=layers)],
+                     points_per_stage=1)[1][-1]
+    assert two == pytest.approx(one, rel=1e-9)
+
+
+@pytest.mark.parametrize("operator", ["identity", "stack_copy", "widen_preserving"])
+def test_inherited_start_up_keeps_the_loss_and_the_parameters_in_use_at_growth(operator):
+    """With startup_growth 'inherit' and no jump, the grown model starts exactly where the
+    small one ended (a preserving operator at zero tokens changes nothing), and fresh
+    blocks add nothing in use while copies keep the share in use."""
+    from costsim.loss import _startup_after_growth
+
+    n, layers = 1e6, 4
+    new_layers = layers if operator.startswith("widen") else 2 * layers
+    small = plan(n, 3e5, steps=60, layers=layers)
+    grown = plan(n * (4 if operator.startswith("widen") else 2), 1e-3, steps=1, operator=operator, layers=new_layers)
+    end = trajectory(INHERIT, [small], points_per_stage=1)[1][-1]
+    _, loss, stage = trajectory(INHERIT.model_copy(update={"structure": "equivalent"}), [small, grown],
+                                points_per_stage=1)
+    assert loss[-1] == pytest.approx(end, rel=1e-6)
+    age = _startup_after_growth(INHERIT, small, grown, np.array([[3e5]]))
+    before = startup_capacity(INHERIT, layers, 3e5)
+    after = float(startup_capacity(INHERIT, new_layers, age)[0, 0])
+    if OPERATORS[operator].fresh_blocks:
+        assert after * grown.n_params == pytest.approx(before * small.n_params, rel=1e-9)
+    else:
+        assert after == pytest.approx(before, rel=1e-9)
 
 
 def test_equivalent_tokens_invert_the_law():
