@@ -80,6 +80,7 @@ COMMON = (
     Coordinate("startup_tokens", math.log(1e-3), math.log(1e12), log=True, prior=1e4, regularised=True, law=True),
     Coordinate("startup_depth_exponent", 0.0, 3.0, prior=1.0, regularised=True, law=True),
     Coordinate("startup_shape", 0.25, 6.0, prior=1.0, regularised=True, law=True),
+    Coordinate("startup_width_exponent", -3.0, 3.0, prior=0.0, regularised=True, law=True),
     Coordinate("frozen_exponent", 0.0, 4.0, regularised=True),
     Coordinate("reset_jump", 0.0, 2.0, regularised=True),
     *(Coordinate(f"jumps.{op}", 0.0, 5.0, prior=JUMP_PRIOR, regularised=True) for op in JUMP_OPERATORS),

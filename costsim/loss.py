@@ -104,6 +104,8 @@ class LossParams(BaseModel):
     startup_tokens: float = Field(0.0, ge=0, description="start-up time of a one-layer model from scratch, in "
                                   "ideal tokens (0: none); see startup_capacity and startup_lost")
     startup_depth_exponent: float = Field(1.0, ge=0, description="the start-up scales as layers ** this")
+    startup_width_exponent: float = Field(0.0, description="the start-up scales as (d_model / 64) ** this: at "
+                                          "one learning rate a wider model's blocks move sooner (0: width-free)")
     startup_shape: float = Field(1.0, gt=0, description="'capacity' start-up's shape k: the unused share decays as "
                                  "exp(-(D/T)^k); 1 is exponential, above 1 the deeper blocks join late and fast")
     startup_form: Literal["capacity", "delay"] = Field(
@@ -200,31 +202,36 @@ def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
     return np.where(data_part > 0, d, np.inf)
 
 
-def startup_scale(p: LossParams, layers) -> np.ndarray:
-    """Ideal tokens of a from-scratch model's start-up, at its depth (0: none)."""
+def startup_scale(p: LossParams, layers, aspect=0.0) -> np.ndarray:
+    """Ideal tokens of a from-scratch model's start-up, at its depth and width (0: none;
+    an unknown width, ``aspect`` 0, counts as the reference width)."""
     layers = np.asarray(layers, dtype=float)
-    return np.where(layers > 0, p.startup_tokens * np.power(np.maximum(layers, 1.0), p.startup_depth_exponent), 0.0)
+    width = np.asarray(aspect, dtype=float) * layers
+    width_factor = np.power(np.where(width > 0, width, STARTUP_WIDTH_REFERENCE) / STARTUP_WIDTH_REFERENCE,
+                            p.startup_width_exponent)
+    return np.where(layers > 0, p.startup_tokens * np.power(np.maximum(layers, 1.0), p.startup_depth_exponent)
+                    * width_factor, 0.0)
 
 
-def startup_lost(p: LossParams, layers, ideal) -> np.ndarray:
+def startup_lost(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
     """Ideal tokens a model trained from scratch has lost after ``ideal`` of them: its
     tokens count at 1 - exp(-ideal / T) with T = startup_tokens * layers^exponent, so
     a deep model starts slower than a shallow one of the same size (the real baselines
     do: d96 with 6 layers tracks d96 with 3 for the first ~3M tokens). Growth is what
     escapes it: a grown model inherits trained blocks and continues at its loss."""
-    scale = startup_scale(p, layers)
+    scale = startup_scale(p, layers, aspect)
     ideal = np.asarray(ideal, dtype=float)
     safe = np.where(scale > 0, scale, 1.0)
     return np.where(scale > 0, scale * -np.expm1(-ideal / safe), 0.0)
 
 
-def startup_capacity(p: LossParams, layers, ideal) -> np.ndarray:
+def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
     """Share of its parameters a from-scratch model uses after ``ideal`` tokens ('capacity'
     start-up): one block's share at first, all of them as 1 - exp(-(ideal / T)^k). With
     k > 1 the unused share stays near (1 - 1/layers) for a while and then falls fast: in
     the corpus d48 with 4 layers is no better than with 2 halfway through its run and
     clearly better at its end, which an exponential (k = 1) cannot follow."""
-    scale = startup_scale(p, layers)
+    scale = startup_scale(p, layers, aspect)
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
     elapsed = np.asarray(ideal, dtype=float) / np.where(scale > 0, scale, 1.0)
     share = 1 - (1 - 1 / layers) * np.exp(-np.power(np.maximum(elapsed, 0.0), p.startup_shape))
@@ -250,6 +257,9 @@ def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0):
     known = np.asarray(p.batch_reference_tokens) > 0
     reference = np.where(known, 1 + p.noise_tokens / np.where(known, p.batch_reference_tokens, 1.0), 1.0)
     return (1 + p.noise_tokens * np.asarray(lr_factor) / batch_tokens) / reference
+
+
+STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which startup_tokens is quoted
 
 
 # --- growth structures ------------------------------------------------------------------
@@ -424,20 +434,20 @@ class FitStack:
         return self._column([f.lag(operator, float(n)) for f, n in zip(self.fits, sizes)])
 
 
-def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray) -> np.ndarray:
+def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0) -> np.ndarray:
     """Ideal tokens less what a 'delay' start-up loses over them (``scratch``: ideal tokens
     before them while the model has not grown; None after growth; a depth of 0: unknown,
     no start-up). Trajectories and the planner's full-training grid both go through here."""
     if scratch is None or not np.any(p.startup_tokens > 0) or p.startup_form != "delay":
         return ideal
-    return ideal - (startup_lost(p, layers, scratch + ideal) - startup_lost(p, layers, scratch))
+    return ideal - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
 
 
-def _startup_share(p: LossParams, layers, scratch, ideal: np.ndarray) -> np.ndarray | float:
+def _startup_share(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0) -> np.ndarray | float:
     """Share of a from-scratch model's parameters a 'capacity' start-up lets count."""
     if scratch is None or not np.any(p.startup_tokens > 0) or p.startup_form != "capacity":
         return 1.0
-    return startup_capacity(p, layers, scratch + ideal)
+    return startup_capacity(p, layers, scratch + ideal, aspect)
 
 
 def _startup_after_growth(p: LossParams, old: StagePlan, new: StagePlan, age):
@@ -450,12 +460,12 @@ def _startup_after_growth(p: LossParams, old: StagePlan, new: StagePlan, age):
     if age is None or p.startup_growth != "inherit" or p.startup_form != "capacity" or new.layers <= 0 \
             or not np.any(p.startup_tokens > 0):
         return None
-    in_use = startup_capacity(p, old.layers, age)  # share of the old model's parameters
+    in_use = startup_capacity(p, old.layers, age, old.aspect)  # share of the old model's parameters
     fresh = OPERATORS[new.operator].fresh_blocks if new.operator in OPERATORS else False
     unused = 1 - in_use * (old.n_params / new.n_params if fresh else 1.0)
     at_start = 1 - 1 / max(new.layers, 1)  # a from-scratch model's unused share before any token
     elapsed = np.log(np.maximum(at_start / np.maximum(unused, 1e-12), 1.0))  # (age / T)^k
-    return startup_scale(p, new.layers) * np.power(elapsed, 1 / p.startup_shape)
+    return startup_scale(p, new.layers, new.aspect) * np.power(elapsed, 1 / p.startup_shape)
 
 
 def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stage: int = 16,
@@ -495,10 +505,10 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             if grows:
                 scratch = _startup_after_growth(p, previous, plan, scratch)
                 state = structure.grown(p, state, n_cap, plan.operator, current, end_since,
-                                        _startup_share(p, plan.layers, scratch, column))
+                                        _startup_share(p, plan.layers, scratch, column, plan.aspect))
             else:
                 state = structure.continued(p, state, current, end_since,
-                                            _startup_share(p, plan.layers, scratch, column))
+                                            _startup_share(p, plan.layers, scratch, column, plan.aspect))
                 if plan.trainable_share > previous.trainable_share:
                     bump = bump + p.bump("unfreeze")
             bump = bump * current
@@ -510,8 +520,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             ideal = np.empty((rows, slices))
             before = column
             for a, b in _chunks(slices):
-                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before))
-                n_eff = _startup_share(p, plan.layers, scratch, before) * n_eff
+                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect))
+                n_eff = _startup_share(p, plan.layers, scratch, before, plan.aspect) * n_eff
                 loss_now = p.E + reducible(p, n_eff, d)
                 ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
                                                                                             loss_now)
@@ -533,8 +543,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
         # the model is evaluated where it is read: at the picked points and the stage's end
         wanted = np.concatenate([picks + 1, [slices]])
-        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted]))
-        n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted]) * n_eff
+        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect))
+        n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted], plan.aspect) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
             loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)])
@@ -562,10 +572,10 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     noise = noise_factor(p, batch_tokens)
 
     def started(ideal):  # from scratch: nothing before these tokens
-        return _after_startup(p, layers, 0.0, ideal)
+        return _after_startup(p, layers, 0.0, ideal, aspect)
 
     def used(ideal):
-        return n_params * _startup_share(p, layers, 0.0, ideal)
+        return n_params * _startup_share(p, layers, 0.0, ideal, aspect)
 
     if p.bcrit <= 0:
         return p.E + reducible(p, used(tokens), started(tokens)) * noise
