@@ -314,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                         "existed)")
     parser.add_argument("--exponential-startup", action="store_true", help="hold the start-up's shape at 1 "
                         "(exponential, as before the shape was fitted)")
+    parser.add_argument("--width-free-startup", action="store_true", help="hold the start-up's width exponent "
+                        "at 0 (start-up time independent of d_model)")
     parser.add_argument("--startup-growth", choices=("escape", "inherit"), default=None,
                         help="what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the "
                         "share in use (default: the shipped profile's)")
@@ -342,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.exponential_startup:
         hold += ("startup_shape",)
         start = start.model_copy(update={"startup_shape": 1.0})
+    if args.width_free_startup:
+        hold += ("startup_width_exponent",)
+        start = start.model_copy(update={"startup_width_exponent": 0.0})
     if args.startup_growth:
         start = start.model_copy(update={"startup_growth": args.startup_growth})
     residual, report = args.residual_std, {}

@@ -66,6 +66,7 @@ from costsim.spec import ScheduleSpec
 MAX_LR_POINTS = 4096
 BATCH_CHUNK_GROWTH = 4  # batch efficiency is re-evaluated at steps 0, 3, 15, 63, ... of a stage
 MAX_BATCH_CHUNKS = 8
+STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted
 
 
 class LossParams(BaseModel):
@@ -257,9 +258,6 @@ def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0):
     known = np.asarray(p.batch_reference_tokens) > 0
     reference = np.where(known, 1 + p.noise_tokens / np.where(known, p.batch_reference_tokens, 1.0), 1.0)
     return (1 + p.noise_tokens * np.asarray(lr_factor) / batch_tokens) / reference
-
-
-STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which startup_tokens is quoted
 
 
 # --- growth structures ------------------------------------------------------------------
