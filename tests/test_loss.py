@@ -35,10 +35,11 @@ PARAMS = LossParams(E=1.2, A=30.0, alpha=0.3, B=60.0, beta=0.3, d0=1e4, anneal=0
 ALL = [PARAMS.model_copy(update={"structure": name}) for name in STRUCTURES]
 
 
-def plan(n_params, tokens, steps=50, share=1.0, operator="none", reset=False, lr=None, batch=0.0, layers=0):
+def plan(n_params, tokens, steps=50, share=1.0, operator="none", reset=False, lr=None, batch=0.0, layers=0,
+         aspect=0.0):
     return StagePlan(n_params=n_params, tokens=tokens, trainable_share=share, operator=operator,
                      reset_optimizer=reset, lr=np.ones(steps) if lr is None else np.asarray(lr), batch_tokens=batch,
-                     layers=layers)
+                     layers=layers, aspect=aspect)
 
 
 @settings(max_examples=100, deadline=None)
@@ -161,16 +162,20 @@ STARTUP_FORMS = ["capacity", "delay"]
 @settings(max_examples=60, deadline=None)
 @given(n=st.floats(1e4, 1e9), steps=st.integers(1, 3000), batch=st.floats(1e2, 1e6), layers=st.integers(1, 48),
        startup=st.floats(1e3, 1e9), exponent=st.floats(0, 3), form=st.sampled_from(STARTUP_FORMS),
-       bcrit=st.sampled_from([0.0, 1e5]), shape=st.floats(0.5, 4.0))
+       bcrit=st.sampled_from([0.0, 1e5]), shape=st.floats(0.5, 4.0), width=st.floats(-1.0, 1.0),
+       aspect=st.sampled_from([0.0, 4.0, 64.0]))
 def test_with_a_start_up_the_planners_full_training_loss_is_the_trajectorys(n, steps, batch, layers, startup,
-                                                                             exponent, form, bcrit, shape):
+                                                                             exponent, form, bcrit, shape, width,
+                                                                             aspect):
     """The search's vectorised full-training loss and the trajectory are one formula."""
     p = PARAMS.model_copy(update={"bcrit": bcrit, "anneal": 0.0, "startup_tokens": startup,
                                   "startup_depth_exponent": exponent, "startup_form": form,
-                                  "startup_shape": shape})
+                                  "startup_shape": shape, "startup_width_exponent": width})
     tokens = steps * batch
-    _, loss, _ = trajectory(p, [plan(n, tokens, steps=steps, batch=batch, layers=layers)], points_per_stage=1)
-    assert loss[-1] == pytest.approx(float(full_training_loss(p, n, tokens, batch, layers=layers)), rel=1e-9)
+    _, loss, _ = trajectory(p, [plan(n, tokens, steps=steps, batch=batch, layers=layers, aspect=aspect)],
+                            points_per_stage=1)
+    assert loss[-1] == pytest.approx(float(full_training_loss(p, n, tokens, batch, aspect=aspect, layers=layers)),
+                                     rel=1e-9)
     # a start-up only ever slows learning, and an unknown depth has none
     assert loss[-1] >= float(full_training_loss(p.model_copy(update={"startup_tokens": 0.0}), n, tokens, batch)) - 1e-12
     assert float(full_training_loss(p, n, tokens, batch, layers=0)) == pytest.approx(
@@ -223,6 +228,20 @@ def test_a_steeper_start_up_keeps_blocks_unused_longer_then_catches_up(layers, e
         assert steep >= plain - 1e-12
     assert startup_capacity(p.model_copy(update={"startup_shape": shape}), layers, scale) == pytest.approx(
         startup_capacity(p, layers, scale), rel=1e-12)
+
+
+@settings(max_examples=40, deadline=None)
+@given(layers=st.integers(2, 24), narrow=st.floats(8.0, 512.0), factor=st.floats(1.1, 8.0),
+       exponent=st.floats(-2.0, -0.05), ideal=st.floats(1e3, 1e8))
+def test_with_a_negative_width_exponent_a_wider_model_starts_up_sooner(layers, narrow, factor, exponent, ideal):
+    """Same depth, same tokens: the wider model has at least as much of itself in use;
+    an unknown width (aspect 0) is the reference width, 64."""
+    p = PARAMS.model_copy(update={"startup_tokens": 1e5, "startup_width_exponent": exponent, "startup_shape": 2.0})
+    thin = startup_capacity(p, layers, ideal, narrow / layers)
+    wide = startup_capacity(p, layers, ideal, narrow * factor / layers)
+    assert wide >= thin - 1e-12
+    assert startup_capacity(p, layers, ideal, 0.0) == pytest.approx(startup_capacity(p, layers, ideal, 64.0 / layers),
+                                                                     rel=1e-12)
 
 
 INHERIT = PARAMS.model_copy(update={"startup_tokens": 2e5, "startup_shape": 2.0, "startup_growth": "inherit",
