@@ -30,11 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from costsim.engine import communication_terms, spec_layout, stage_shape
-from costsim.flops import micro_batch_flops, rank_parameter_counts
-from costsim.memory import SHARDED
-from costsim.parallel import group_link, pipeline_ranks
-from costsim.profile import profile_for
+from costsim.engine import spec_costs
 from costsim.published import (
     LAYOUT_SOURCES,
     SOURCES,
@@ -46,8 +42,6 @@ from costsim.published import (
 )
 from costsim.spec import ScheduleSpec
 from costsim.text import table
-from costsim.timing import micro_batch_time_s, optimizer_time_s
-from costsim.trainers import load_trainer
 
 
 def _yes(flag: bool) -> str:
@@ -152,36 +146,10 @@ class StepTerms:
 
 
 def step_terms(spec: ScheduleSpec) -> StepTerms:
-    """``costsim.engine.estimate_many``'s step of a one-stage spec, term by term (main checks
-    that they add up to the engine's step). The exposed transfers come from the engine's own
-    ``communication_terms``, so they follow the trainer profile's overlaps (costsim/parallel.py)."""
-    shape, layout = stage_shape(spec), spec_layout(spec)
-    t, hw = spec.training, spec.hardware
-    gpu = hw.resolved_gpu()
-    profile = profile_for(hw.gpu if isinstance(hw.gpu, str) else None, hw.calibration)
-    trainer = load_trainer(t.trainer_profile)
-    peak = gpu.peak_flops_per_s(t.precision)
-    micro = t.batch_size // t.micro_batch_size // spec.data_parallel  # per replica a step
-    flops = micro_batch_flops(shape)
-    backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
-    dp_link = group_link(gpu, layout, "data")
-    shard = layout.dp if SHARDED[t.parallelism][2] else 1
-    stages, optimizer, exposed = [], [], []
-    for rank in pipeline_ranks(shape, layout, micro):
-        s = rank.shape
-        own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
-        compute = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
-        tensor, pipeline, data = communication_terms(s, rank, own, compute, backward_share, trainer, profile, gpu,
-                                                     peak, layout, t.parallelism, dp_link)
-        stages.append((float(np.ravel(compute + tensor + pipeline)[0]),
-                       *(float(np.ravel(x)[0]) for x in (compute, tensor, pipeline))))
-        optimizer.append(float(np.ravel(optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard,
-                                                         own.trainable))[0]))
-        exposed.append(float(np.ravel(data)[0]))
-    stage, compute, tensor, pipeline = max(stages)
-    fill = float(np.ravel((layout.pp - 1) / layout.v)[0])
-    return StepTerms(compute=micro * compute, tensor=micro * tensor, pipeline=micro * pipeline, bubble=fill * stage,
-                     optimizer=max(optimizer), data=max(exposed) if spec.data_parallel > 1 else 0.0)
+    """The engine's step of a one-stage spec, term by term (``StageCosts``' step parts)."""
+    costs = spec_costs(spec)
+    return StepTerms(*(float(np.ravel(getattr(costs, f"step_{name}_s"))[0])
+                       for name in ("compute", "tensor", "pipeline", "bubble", "optimizer", "data")))
 
 
 def _median_worst(errors: list[tuple[float, str]]) -> str:
@@ -241,7 +209,7 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
                      "costsim does not model: " + ", ".join(f"{m} x{k}" for m, k in skipped.items()))
     if mismatch > 1e-6:
         lines.append(f"  WARNING: the terms add up to the engine's step only within {mismatch:.1%}: "
-                     "step_terms no longer follows costsim.engine.estimate_many")
+                     "costsim.engine.estimate_many's step terms no longer add up to its step")
     return lines
 
 

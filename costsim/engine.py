@@ -7,7 +7,6 @@ the same core, and wraps the result in typed models.
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from fractions import Fraction
@@ -62,6 +61,16 @@ class StageCosts:
     params_trainable: Array
     params_non_embedding: Array
     pipeline_bubble_fraction: Array  # (p - 1) / (m v): the pipeline's idle time over its ideal
+    # where the step goes (seconds; they add up to step_time_s), on the pipeline rank whose
+    # micro-batch is slowest: its micro-batches' compute, their exposed tensor-parallel
+    # collectives and pipeline sends, the bubble, the slowest optimizer update, the exposed
+    # data-parallel traffic
+    step_compute_s: Array
+    step_tensor_s: Array
+    step_pipeline_s: Array
+    step_bubble_s: Array
+    step_optimizer_s: Array
+    step_data_s: Array
 
 
 def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostProfile, precision: str = "bf16-mixed",
@@ -90,18 +99,26 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
     shard_optimizer = layout.dp if SHARDED[parallelism][2] else 1
     dp_link = group_link(gpu, layout, "data")
-    per_rank = []
+    slowest = None  # (micro-batch time, its compute, tensor, pipeline parts) of the slowest rank
+    optimizer = exposed = 0.0
     for rank in pipeline_ranks(shape, layout, accumulation):
         s = rank.shape
         own = rank_parameter_counts(s, layout.tp, rank.embedding, rank.head)
         micro_time = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
-        tensor, pipeline, exposed = communication_terms(s, rank, own, micro_time, backward_share, trainer, profile,
-                                                        gpu, peak, layout, parallelism, dp_link)
-        stage_time = micro_time + tensor + pipeline
-        optimizer = optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile, shard_optimizer, own.trainable)
-        per_rank.append((stage_time, optimizer, exposed))
-    stage_time, optimizer, exposed = (functools.reduce(np.maximum, parts) for parts in zip(*per_rank))
-    compute_time = (accumulation + (layout.pp - 1) / layout.v) * stage_time + optimizer
+        tensor, pipeline, data = communication_terms(s, rank, own, micro_time, backward_share, trainer, profile,
+                                                     gpu, peak, layout, parallelism, dp_link)
+        parts = (micro_time + tensor + pipeline, micro_time, tensor, pipeline)
+        if slowest is None:
+            slowest = parts
+        else:
+            slower = parts[0] > slowest[0]
+            slowest = tuple(np.where(slower, new, old) for new, old in zip(parts, slowest))
+        optimizer = np.maximum(optimizer, optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile,
+                                                           shard_optimizer, own.trainable))
+        exposed = np.maximum(exposed, data)
+    stage_time, micro_compute, micro_tensor, micro_pipeline = slowest
+    fill = (layout.pp - 1) / layout.v
+    data_time = np.where(layout.dp > 1, exposed, 0.0)
     memory = peak_memory(shape, profile, parallelism=parallelism, trainer=trainer, layout=layout,
                          micro_batches=accumulation)
     limit = usable_memory_bytes(gpu.memory_bytes) if memory_limit_bytes is None else memory_limit_bytes
@@ -110,7 +127,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         flops_counted_per_step=micro_per_step * flops.counted.astype(float),
         flops_model_per_step=micro_per_step * flops.model,
         flops_model_causal_per_step=micro_per_step * flops.model_causal,
-        step_time_s=compute_time + np.where(layout.dp > 1, exposed, 0.0),
+        step_time_s=(accumulation + fill) * stage_time + optimizer + data_time,
         peak_memory_bytes=memory.peak_reserved,
         peak_allocated_bytes=memory.peak_allocated,
         activation_bytes=memory.activations,
@@ -119,6 +136,12 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         params_trainable=params.trainable,
         params_non_embedding=params.non_embedding,
         pipeline_bubble_fraction=layout.bubble_fraction(accumulation) * np.ones(np.shape(stage_time)),
+        step_compute_s=accumulation * micro_compute,
+        step_tensor_s=accumulation * micro_tensor,
+        step_pipeline_s=accumulation * micro_pipeline,
+        step_bubble_s=fill * stage_time,
+        step_optimizer_s=optimizer * np.ones(np.shape(stage_time)),
+        step_data_s=data_time * np.ones(np.shape(stage_time)),
     )
 
 
@@ -273,6 +296,12 @@ def spec_layout(spec: ScheduleSpec) -> Layout:
     return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=t.tensor_parallel, pipeline_parallel=t.pipeline_parallel,
                      sequence_parallel=t.sequence_parallel, virtual_stages=t.virtual_stages,
                      gpus_per_node=hw.gpus_per_node)
+
+
+def spec_costs(spec: ScheduleSpec) -> StageCosts:
+    """Every stage's per-step costs, term by term, under the spec's GPU calibration."""
+    hw = spec.hardware
+    return _costs(spec, profile_for(hw.gpu if isinstance(hw.gpu, str) else None, hw.calibration))
 
 
 def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, recompute=None) -> StageCosts:

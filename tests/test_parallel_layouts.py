@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from costsim import SpecError, estimate, load_spec, parse_spec
-from costsim.engine import estimate_many
+from costsim.engine import estimate_many, spec_costs
 from costsim.flops import parameter_counts, rank_parameter_counts
 from costsim.hardware import GPUSpec, load_gpu
 from costsim.memory import peak_memory, saved_activation_bytes
@@ -348,8 +348,24 @@ def test_the_vectorised_core_takes_layouts_as_arrays():
         one = estimate_many(one_shape, batch_size=64, gpu=gpu, profile=profile, parallelism="zero1",
                             layout=Layout.of(16, layouts["tensor_parallel"][i], layouts["pipeline_parallel"][i],
                                              sequence_parallel=True))
-        for field in ("step_time_s", "peak_memory_bytes", "activation_bytes", "pipeline_bubble_fraction"):
+        for field in ("step_time_s", "peak_memory_bytes", "activation_bytes", "pipeline_bubble_fraction",
+                      "step_compute_s", "step_tensor_s", "step_bubble_s", "step_data_s"):
             assert float(getattr(many, field)[i]) == pytest.approx(float(getattr(one, field)), rel=1e-12), field
+
+
+@pytest.mark.parametrize("trainer", ["reference", "megatron", "nemo"])
+@pytest.mark.parametrize("tp,pp,parallelism", [(1, 1, "ddp"), (2, 2, "zero1"), (4, 2, "zero3"), (1, 4, "zero2")])
+def test_the_step_terms_add_up_to_the_step(tp, pp, parallelism, trainer):
+    """StageCosts says where a step goes: compute, exposed tensor and pipeline transfers,
+    bubble, optimizer, exposed data-parallel traffic, which sum to the step time."""
+    spec = parse_spec(spec_with(tensor_parallel=tp, pipeline_parallel=pp, parallelism=parallelism,
+                                trainer_profile=trainer))
+    costs = spec_costs(spec)
+    parts = sum(getattr(costs, f"step_{name}_s") for name in ("compute", "tensor", "pipeline", "bubble", "optimizer",
+                                                               "data"))
+    np.testing.assert_allclose(parts, costs.step_time_s, rtol=1e-12)
+    assert np.all(costs.step_compute_s > 0)
+    assert np.all((costs.step_tensor_s > 0) == (tp > 1)) and np.all((costs.step_bubble_s > 0) == (pp > 1))
 
 
 # --- defaults: bit for bit what costsim computed before layouts -------------------------------
