@@ -67,49 +67,54 @@ TRIAL_ATTRS = ("time_s", "cost_usd", "peak_memory_bytes", "params_total", "param
 
 
 def suggest(trial, space: SearchSpace) -> dict:
-    """The candidate's parameters, drawn from the trial (the growth ones only when
-    n_stages > 1). Every range is fixed, none depends on another parameter, so TPE's
-    grouped multivariate mode draws the core parameters jointly in one go and the growth
-    ones in another (``sampler``): each separate draw re-reads every earlier trial, and
-    drawing the growth parameters one by one had made sampling most of a 1000-trial search."""
+    """The candidate's parameters, drawn from the trial. The search space is static: when
+    growth is possible every trial draws the growth parameters too, and a one-stage
+    candidate ignores them. Every range is fixed, so multivariate TPE draws all of them
+    jointly in one go (``sampler``). A conditional space had to be split into groups,
+    and Optuna recomputes that split and re-reads every earlier trial once per group each
+    trial: most of a 1000-trial search's sampling time."""
     params = {
         "d_model": trial.suggest_categorical("d_model", list(space.d_models)),
         "layers": trial.suggest_int("layers", space.min_layers, space.max_layers),
         "n_stages": trial.suggest_int("n_stages", 1, space.max_stages),
         "batch_tokens": trial.suggest_categorical("batch_tokens", list(space.batch_tokens)),
     }
-    if params["n_stages"] > 1:
-        n_stages = params["n_stages"]
-        # the share of the stages that run at half width, drawn as a fraction: a range that
-        # depended on n_stages would put it in a group of its own
+    if space.max_stages > 1:
+        # the share of the stages that run at half width, drawn as a fraction: its range
+        # does not depend on n_stages
         width_share = trial.suggest_float("width_share", 0.0, 1.0) if space.width_growth else 0.0
-        params.update(
+        growth = dict(
             first_fraction=trial.suggest_float("first_fraction", 0.1, 0.9),
             grow_share=trial.suggest_float("grow_share", 0.05, 0.9),
             freeze_share=trial.suggest_float("freeze_share", 0.0, 0.5),
             operator=trial.suggest_categorical("operator", list(space.operators)),
-            width_stages=min(n_stages - 1, int(width_share * n_stages)),
         )
+        if params["n_stages"] > 1:
+            params.update(growth, width_stages=min(params["n_stages"] - 1, int(width_share * params["n_stages"])))
     return params
 
 
 def sampler(seed: int, n_trials: int):
-    """TPE, multivariate within each group of parameters that appear together."""
+    """TPE, multivariate over the whole (static) search space."""
     import warnings
 
     import optuna
 
-    with warnings.catch_warnings():  # `group` is marked experimental; its behaviour is what we rely on
+    with warnings.catch_warnings():  # `multivariate` is marked experimental; its behaviour is what we rely on
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(50, max(10, n_trials // 10)),
-                                          multivariate=True, group=True)
+                                          multivariate=True)
 
 
 def candidate_params(trial_params: dict, space: SearchSpace) -> dict:
-    """What ``suggest`` made of a finished trial's parameters (the planner's arguments)."""
+    """What ``suggest`` made of a finished trial's parameters (the planner's arguments). A
+    one-stage trial stored before the space was static has no growth parameters; it
+    ignores them, so any in-range value stands in."""
     from optuna.trial import FixedTrial
 
-    return suggest(FixedTrial(trial_params), space)
+    unused = {"width_share": 0.0, "first_fraction": 0.5, "grow_share": 0.5, "freeze_share": 0.0,
+              "operator": space.operators[0]}
+    return suggest(FixedTrial({**unused, **trial_params}), space)
 
 
 def objective(trial, planner: Planner, objectives: tuple[str, ...] = ("loss",)):
