@@ -96,7 +96,8 @@ def test_every_infeasible_kind_is_a_named_constraint_with_a_reason(cli_study: di
     where Optuna keeps named constraints, and a one-line reason."""
     study = cli_study["study"]
     for kind, params in cli_study["kinds"].items():
-        [trial] = [t for t in study.trials if t.params == params]
+        # the space is static: a queued trial also draws the growth parameters it leaves out
+        [trial] = [t for t in study.trials if {k: t.params.get(k) for k in params} == params]
         assert trial.state == TrialState.COMPLETE
         assert broken(trial) == [kind], trial.constraints
         assert trial.system_attrs[f"constraints:{kind}"] == trial.constraints[kind] > 0
