@@ -33,7 +33,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import RunData, load_runs
-from costsim.fit import seed_noise
+from costsim.fit import HELD_VALUES, holding, seed_noise
 from costsim.heldout import CurveComparison, RunScore, cross_validate, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -170,15 +170,9 @@ def evaluate(variant: str, data: str | None) -> dict:
     structure, hold = variant_holds(variant)
     runs = load_runs(data)
     noise, _ = seed_noise(runs)
-    start = load_loss_profile("stdlib-bytes").params.model_copy(update={"structure": structure,
-                                                                        "shape_exponent": 0.0,
-                                                                        "lag_size_slope": 0.0,
-                                                                        "startup_tokens": 0.0,
-                                                                        "startup_depth_exponent": 1.0,
-                                                                        "startup_shape": 1.0,
-                                                                        "startup_width_exponent": 0.0,
-                                                                        "startup_growth": "escape",
-                                                                        **variant_sets(variant)})
+    # every variant starts from the same point: each optional term at its held value
+    start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
+        update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
     sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
     return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],

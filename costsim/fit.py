@@ -41,6 +41,16 @@ STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
 # least squares stops at a step at the very start. The law's pass starts from each of
 # these (ideal tokens per layer, shape) and keeps the best on full training.
 STARTUP_STARTS = ((1e4, 1.0), (1e5, 1.0), (1e6, 1.0), (1e5, 3.0), (1e6, 3.0))
+# the value a term takes when a fit holds it: the one that switches it off (or makes it
+# what it was before it was fitted). The fit CLI's --no-shape ... --width-free-startup and
+# the benchmark's variants hold these.
+HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
+               "startup_shape": 1.0, "startup_width_exponent": 0.0}
+
+
+def holding(start: LossParams, fields: tuple[str, ...]) -> LossParams:
+    """``start`` with ``fields`` at their held values (``HELD_VALUES``)."""
+    return start.model_copy(update={field: HELD_VALUES[field] for field in fields})
 
 
 @dataclass(frozen=True)
@@ -335,18 +345,11 @@ def main(argv: list[str] | None = None) -> int:
     runs = load_runs(args.data, args.holdout_marker)
     start = load_loss_profile("stdlib-bytes").params if any(r.spec.model.vocab_size == 256 for r in runs) \
         else load_loss_profile("chinchilla-published").params
-    hold = (("shape_exponent",) if args.no_shape else ()) + (("lag_size_slope",) if args.flat_lags else ()) \
-        + (("startup_tokens",) if args.no_startup else ())
-    start = start.model_copy(update={k: 0.0 for k in hold})
-    if args.linear_startup:
-        hold += ("startup_depth_exponent",)
-        start = start.model_copy(update={"startup_depth_exponent": 1.0})
-    if args.exponential_startup:
-        hold += ("startup_shape",)
-        start = start.model_copy(update={"startup_shape": 1.0})
-    if args.width_free_startup:
-        hold += ("startup_width_exponent",)
-        start = start.model_copy(update={"startup_width_exponent": 0.0})
+    flags = {"no_shape": "shape_exponent", "flat_lags": "lag_size_slope", "no_startup": "startup_tokens",
+             "linear_startup": "startup_depth_exponent", "exponential_startup": "startup_shape",
+             "width_free_startup": "startup_width_exponent"}
+    hold = tuple(field for flag, field in flags.items() if getattr(args, flag))
+    start = holding(start, hold)
     if args.startup_growth:
         start = start.model_copy(update={"startup_growth": args.startup_growth})
     residual, report = args.residual_std, {}

@@ -559,8 +559,8 @@ class Planner:
                     chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
                     n_params = np.broadcast_to(costs.params_non_embedding, chosen_cost.shape)[0]
             # the cheapest layout of each shape (+inf where none fits)
-            per_batch.append((batch_tokens, batch, np.min(np.where(np.isnan(chosen_cost), np.inf, chosen_cost),
-                                                             axis=0), n_params))
+            cheapest = np.min(np.where(np.isnan(chosen_cost), np.inf, chosen_cost), axis=0)
+            per_batch.append((batch_tokens, batch, cheapest, n_params))
         self._grid_costs = (d, layers, per_batch)
         return self._grid_costs
 
