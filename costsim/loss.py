@@ -215,8 +215,9 @@ def startup_scale(p: LossParams, layers, aspect=0.0) -> np.ndarray:
 
 
 def startup_lost(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
-    """Ideal tokens a model trained from scratch has lost after ``ideal`` of them: its
-    tokens count at 1 - exp(-ideal / T) with T = startup_tokens * layers^exponent, so
+    """Ideal tokens a model trained from scratch has lost after ``ideal`` of them ('delay'
+    start-up, always exponential: ``startup_shape`` is the 'capacity' form's): its tokens
+    count at 1 - exp(-ideal / T) with T = ``startup_scale`` (depth and width), so
     a deep model starts slower than a shallow one of the same size (the real baselines
     do: d96 with 6 layers tracks d96 with 3 for the first ~3M tokens). Growth is what
     escapes it: a grown model inherits trained blocks and continues at its loss."""
