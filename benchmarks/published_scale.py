@@ -204,6 +204,10 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
         f"{k} {statistics.median(v):.1%}" for k, v in shares.items()))
     lines.append("  step with every transfer hidden (compute, bubble, optimizer) against the measured step, median: "
                  + ", ".join(f"{model} {statistics.median(v):+.1%}" for model, v in hidden.items()))
+    exposed = [(predict(spec, "megatron").tokens_per_s_per_gpu / run.measured_tokens_per_s_per_gpu - 1, run.label)
+               for run in runs for spec in run.specs.values()]
+    lines.append(f"  tokens/s per GPU under the megatron profile (every transfer exposed, the recipes' model "
+                 f"switches not applied): {_median_worst(exposed)}")
     if skipped:
         lines.append(f"  skipped {sum(skipped.values())} published rows with context parallelism (CP > 1), which "
                      "costsim does not model: " + ", ".join(f"{m} x{k}" for m, k in skipped.items()))

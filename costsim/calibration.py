@@ -154,7 +154,9 @@ def _fit_memory(cases: list[MeasuredStep], gpu: GPUSpec) -> dict[str, float]:
     x, _ = nnls(columns / measured[:, None], (measured - known) / measured)
     reserved = np.array([c.peak_reserved_bytes for c in cases])
     predicted_alloc = known + columns @ x
-    reserve = float(np.median(reserved / predicted_alloc) - 1)
+    # the reserve is on the bytes that come and go (memory.reserved_bytes), not the persistent state
+    churning = predicted_alloc - (no_transient.weights + no_transient.gradients + no_transient.optimizer)
+    reserve = float(np.median((reserved - predicted_alloc) / churning))
     return {"logits_transient_bytes": float(x[0]), "memory_overhead_bytes": float(x[1]),
             "reserve_fraction": max(reserve, 0.0)}
 

@@ -263,7 +263,7 @@ def stage_shape(spec: ScheduleSpec, micro_batch_size=None, recompute=None) -> St
         qkv_bias=m.qkv_bias,
         rms_norm=m.norm == "rmsnorm",
         learned_positions=m.positions == "learned",
-        **shape_fields(load_trainer(t.trainer_profile), COMPUTE_BYTES[t.precision]),
+        **shape_fields(t.trainer(), COMPUTE_BYTES[t.precision]),
     )
 
 
@@ -309,7 +309,7 @@ def _costs(spec: ScheduleSpec, profile: CostProfile, micro_batch_size=None, reco
     return estimate_many(
         stage_shape(spec, micro_batch_size, recompute), batch_size=spec.training.batch_size, gpu=hw.resolved_gpu(),
         profile=profile, precision=spec.training.precision, n_gpus=hw.n_gpus, parallelism=spec.training.parallelism,
-        trainer=load_trainer(spec.training.trainer_profile), layout=spec_layout(spec),
+        trainer=spec.training.trainer(), layout=spec_layout(spec),
     )
 
 

@@ -25,7 +25,6 @@ from costsim.memory import fits_within, usable_memory_bytes
 from costsim.models import load_preset
 from costsim.profile import profile_for
 from costsim.spec import ScheduleSpec, parse_spec
-from costsim.trainers import load_trainer
 
 GIB = 2**30
 SOURCES = ("llm_foundry_mpt_h100", "torchtitan_llama3_h100")
@@ -82,8 +81,9 @@ def _gpu(described: dict) -> str | dict:
 
 
 def _spec(source: dict, model: dict, layers: int, run: dict, recompute: str, gpu: str | dict,
-          layout: dict | None = None) -> ScheduleSpec:
-    """``layout``: the run's training.tensor_parallel, pipeline_parallel, ... (none: data parallel only)."""
+          layout: dict | None = None, trainer_overrides: dict | None = None) -> ScheduleSpec:
+    """``layout``: the run's training.tensor_parallel, pipeline_parallel, ... (none: data parallel only);
+    ``trainer_overrides``: where a model's recipe differs from the source's trainer profile."""
     tokens = STEPS * run["global_batch_size"] * run["seq_len"]
     hardware = {"gpu": gpu, "n_gpus": run["n_gpus"]}
     if "gpus_per_node" in source:
@@ -93,7 +93,8 @@ def _spec(source: dict, model: dict, layers: int, run: dict, recompute: str, gpu
         "model": model,
         "training": {"micro_batch_size": run["micro_batch_size"], "batch_size": run["global_batch_size"],
                      "precision": "bf16-mixed", "recompute": recompute, "parallelism": source["parallelism"],
-                     "trainer_profile": source["trainer_profile"], **(layout or {})},
+                     "trainer_profile": source["trainer_profile"], "trainer_overrides": trainer_overrides or {},
+                     **(layout or {})},
         "hardware": hardware,
         "stages": [{"layers": layers, "tokens": tokens}],
     })
@@ -147,16 +148,17 @@ def _layouts(name: str):
             if run.get("context_parallel", 1) > 1:
                 continue
             shape = source["models"][run["model"]]
-            model = {k: v for k, v in shape.items() if k not in ("layers", "note")} | {"seq_len": run["seq_len"]}
+            model = ({k: v for k, v in shape.items() if k not in ("layers", "note", "trainer_overrides")}
+                     | {"seq_len": run["seq_len"]})
             layers = run.get("layers", shape["layers"])
-            # selective (core-attention) recompute runs as none: the profile's recompute_attention is off
+            # selective (core-attention) recompute: none here, recompute_attention in the trainer_overrides
             recompute = "full" if run.get("activation_checkpointing") == "full" else "none"
             layout = run_layout(run)
             v = layout["virtual_stages"]
             label = (f"{run['model']} x{run['n_gpus']} tp{layout['tensor_parallel']} pp{layout['pipeline_parallel']}"
                      f"{f' v{v}' if v > 1 else ''} mb{run['micro_batch_size']} gbs{run['global_batch_size']}")
             out.append(PublishedRun(name, label, run, {recompute: _spec(source, model, layers, run, recompute, gpu,
-                                                                         layout)}))
+                                                                         layout, shape.get("trainer_overrides"))}))
         return out
     return build
 
@@ -180,13 +182,13 @@ def predict(spec: ScheduleSpec, trainer_profile: str | None = None) -> Predictio
     profile or ``trainer_profile`` (to compare profiles on the same run)."""
     if trainer_profile is not None:
         spec = spec.model_copy(update={"training": spec.training.model_copy(
-            update={"trainer_profile": trainer_profile})})
+            update={"trainer_profile": trainer_profile, "trainer_overrides": {}})})
     hw, t = spec.hardware, spec.training
     gpu = hw.resolved_gpu()
     profile = profile_for(hw.gpu if isinstance(hw.gpu, str) else None, hw.calibration)
     costs = estimate_many(stage_shape(spec), batch_size=t.batch_size, gpu=gpu, profile=profile,
                           precision=t.precision, n_gpus=hw.n_gpus, parallelism=t.parallelism,
-                          trainer=load_trainer(t.trainer_profile), layout=spec_layout(spec))
+                          trainer=t.trainer(), layout=spec_layout(spec))
     reserved = float(costs.peak_memory_bytes[0])
     return Prediction(
         peak_reserved_gib=reserved / GIB, peak_allocated_gib=float(costs.peak_allocated_bytes[0]) / GIB,

@@ -20,6 +20,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictInt,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -32,7 +34,7 @@ from costsim.growth import DEFAULT_DEPTH_OPERATOR, DEFAULT_WIDTH_OPERATOR, DEPTH
 from costsim.hardware import GPUSpec, gpu_preset_names, load_gpu
 from costsim.lr import ConstantLR, LRSchedule
 from costsim.parallel import PIPELINE_SCHEDULES
-from costsim.trainers import REFERENCE, load_trainer
+from costsim.trainers import REFERENCE, TrainerProfile, load_trainer, with_overrides
 
 PositiveInt = Annotated[int, Field(gt=0)]
 PositiveFloat = Annotated[float, Field(gt=0)]
@@ -131,6 +133,9 @@ class TrainingSpec(StrictModel):
                                                        "interleaved schedule (2 or more); 1 under 1f1b")
     trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
                                  "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
+    trainer_overrides: dict[str, StrictBool | StrictInt | str] = Field(
+        default_factory=dict, description="switches of trainer_profile set otherwise, e.g. {optimizer_state: bf16, "
+        "master_weights: false} (costsim/trainers.py lists them)")
     lr_schedule: LRSchedule = Field(default_factory=ConstantLR, description="constant | cosine | wsd (by kind)")
     lr_reset_per_stage: bool = Field(False, description="restart the schedule (and warmup) at every stage")
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay on >=2-D weights")
@@ -148,6 +153,18 @@ class TrainingSpec(StrictModel):
         except SpecError as exc:  # unknown, or a file that is not a profile: one line naming the choices
             raise ValueError(str(exc)) from None
         return name
+
+    @model_validator(mode="after")
+    def _valid_overrides(self) -> TrainingSpec:
+        try:
+            self.trainer()
+        except SpecError as exc:
+            raise ValueError(str(exc)) from None
+        return self
+
+    def trainer(self) -> TrainerProfile:
+        """The trainer profile this training runs under, overrides applied."""
+        return with_overrides(self.trainer_profile, self.trainer_overrides)
 
 
 class HardwareSpec(StrictModel):

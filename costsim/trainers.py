@@ -202,6 +202,32 @@ def load_trainer(name_or_path: str = REFERENCE) -> TrainerProfile:
         raise SpecError(f"trainer profile {where}: {validation_message(exc, TrainerProfile)}") from None
 
 
+# What a spec's ``training.trainer_overrides`` may set: every switch, not the profile's name
+# or its provenance.
+SWITCHES = tuple(f for f in TrainerProfile.model_fields if f not in ("name", "description", "source"))
+
+
+def with_overrides(name_or_path: str, overrides: dict[str, object]) -> TrainerProfile:
+    """A trainer profile with some switches set otherwise (a recipe that differs from the
+    profile in one or two settings: NeMo's Nemotron-4 340B keeps its Adam state in bf16)."""
+    return _overridden(name_or_path, tuple(sorted(overrides.items())))
+
+
+@cache
+def _overridden(name_or_path: str, overrides: tuple[tuple[str, object], ...]) -> TrainerProfile:
+    base = load_trainer(name_or_path)
+    if not overrides:
+        return base
+    unknown = [key for key, _ in overrides if key not in SWITCHES]
+    if unknown:
+        raise SpecError(f"trainer_overrides: unknown switch {unknown[0]!r}; use one of {', '.join(SWITCHES)}")
+    fields = base.model_dump() | dict(overrides) | {"name": f"{base.name} (overridden: {dict(overrides)})"}
+    try:
+        return TrainerProfile.model_validate(fields)
+    except ValidationError as exc:
+        raise SpecError(f"trainer_overrides on {base.name}: {validation_message(exc, TrainerProfile)}") from None
+
+
 # --- what each switch changes ------------------------------------------------------------
 
 

@@ -379,10 +379,17 @@ def test_defaults_are_bit_identical_to_before(key):
         update={"parallelism": parallelism, "trainer_profile": trainer})})
     result = estimate(spec).model_dump()
     want = BEFORE[key]
+    # The reserved peak (peak_memory_bytes) has changed since on purpose: the allocator's reserve
+    # is now on the bytes that come and go, not on the persistent state (memory.reserved_bytes).
+    # Everything it is computed from, peak_allocated_bytes included, is still as it was.
+    changed = {"peak_memory_bytes"}
     for stage, expected in zip(result["stages"], want["stages"], strict=True):
         assert stage["tensor_parallel"] == stage["pipeline_parallel"] == 1
-        assert {k: stage[k] for k in expected} == expected
-    assert {k: result["total"][k] for k in want["total"]} == want["total"]
+        assert {k: stage[k] for k in expected if k not in changed} == {k: v for k, v in expected.items()
+                                                                       if k not in changed}
+        assert stage["peak_memory_bytes"] > stage["peak_allocated_bytes"]
+    assert ({k: result["total"][k] for k in want["total"] if k not in changed}
+            == {k: v for k, v in want["total"].items() if k not in changed})
 
 
 # --- what a trainer overlaps (costsim/trainers.py: tp_comm_overlap, overlap_param_sync, ...) ---------

@@ -80,3 +80,15 @@ def test_median_throughput_error_stays_within_the_measured_bound():
     errors = [abs(predict(spec).tokens_per_s_per_gpu / run.measured_tokens_per_s_per_gpu - 1)
               for run in RUNS for spec in run.specs.values()]
     assert statistics.median(errors) < MEDIAN_ERROR_BOUND
+
+
+def test_every_nemo_run_fits_the_card_under_its_recipes_trainer():
+    """Every row of the NeMo tables ran on an 80 GB H100; the 340B's recipe keeps Adam's state in
+    bf16 (its trainer_overrides), without which its 128-GPU row (data parallel 2) would not fit."""
+    runs = [run for run in published_runs(LAYOUT_SOURCES) if run.source == "nemo_dgxc_h100"]
+    assert len(runs) == 18
+    assert all(predict(spec).fits_card for run in runs for spec in run.specs.values())
+    smallest = next(run for run in runs if run.label.startswith("nemotron4-340b x128"))
+    spec = next(iter(smallest.specs.values()))
+    plain = spec.model_copy(update={"training": spec.training.model_copy(update={"trainer_overrides": {}})})
+    assert not predict(plain).fits_card

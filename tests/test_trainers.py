@@ -340,3 +340,53 @@ def test_the_overlap_switches_change_time_not_memory():
                          overlap_p2p_comm=True, grad_sync_dtype="compute")
     assert float(memory(base).peak_allocated) == float(memory(overlapped).peak_allocated)
     assert shape_fields(base, 2) == shape_fields(overlapped, 2)
+
+
+# --- training.trainer_overrides: a recipe that differs from its profile in a switch or two ------
+
+
+def test_overrides_set_a_profiles_switches():
+    """NeMo's Nemotron-4 340B recipe: the nemo profile with a bf16 Adam state and no master copy.
+    Optimizer bytes per GPU go from 12 to 4 a parameter (sharded over data parallel as before)."""
+    nemo = spec_with(trainer_profile="nemo", parallelism="zero1")
+    overridden = spec_with(trainer_profile="nemo", parallelism="zero1",
+                           trainer_overrides={"optimizer_state": "bf16", "master_weights": False})
+    trainer = parse_spec(overridden).training.trainer()
+    assert trainer.optimizer_state == "bf16" and not trainer.master_weights and trainer.tp_comm_overlap  # rest kept
+    spec = parse_spec(overridden)
+    shape = stage_shape(spec)
+    params = float(parameter_counts(shape).trainable[0])
+    before = peak_memory(stage_shape(parse_spec(nemo)), PROFILE, 4, "zero1", load_trainer("nemo"))
+    after = peak_memory(shape, PROFILE, 4, "zero1", trainer)
+    assert float(before.optimizer[0]) == 12 * params / 4 and float(after.optimizer[0]) == 4 * params / 4
+    assert float(after.weights[0]) == float(before.weights[0])
+    assert estimate(spec).total.peak_memory_bytes < estimate(parse_spec(nemo)).total.peak_memory_bytes
+    assert parse_spec(spec_with(trainer_profile="nemo")).training.trainer() is load_trainer("nemo")  # none: as named
+
+
+@pytest.mark.parametrize("overrides,needles", [
+    ({"optimiser_state": "bf16"}, ["unknown switch 'optimiser_state'", "optimizer_state"]),
+    ({"master_weights": True}, ["master_weights needs weights: compute"]),  # fsdp keeps fp32 weights
+    ({"loss": "fast"}, ["loss"]),
+    ({"name": "mine"}, ["unknown switch 'name'"]),
+])
+def test_bad_overrides_are_one_line(overrides, needles):
+    with pytest.raises(SpecError) as caught:
+        parse_spec(spec_with(trainer_profile="fsdp", trainer_overrides=overrides))
+    message = str(caught.value)
+    assert "\n" not in message and "trainer_overrides" in message
+    for needle in needles:
+        assert needle in message
+
+
+@pytest.mark.parametrize("parallelism,n_gpus", [("ddp", 1), ("zero3", 4)])
+def test_the_allocator_reserve_is_on_the_bytes_that_come_and_go(parallelism, n_gpus):
+    """Weights, gradients and optimizer state are allocated once at their size: the reserve
+    (a share, here 20%) is on activations, transients, gathered weights and workspaces only."""
+    reserving = PROFILE.model_copy(update={"reserve_fraction": 0.2, "memory_overhead_bytes": 1000.0})
+    fsdp = load_trainer("fsdp")
+    m = peak_memory(shape(fsdp), reserving, n_gpus, parallelism, fsdp)
+    persistent = m.weights + m.gradients + m.optimizer
+    churning = m.working_weights + m.activations + m.transient + 1000.0
+    np.testing.assert_allclose(m.peak_allocated, persistent + churning, rtol=1e-12)
+    np.testing.assert_allclose(m.peak_reserved - m.peak_allocated, 0.2 * churning, rtol=1e-12)
