@@ -153,12 +153,14 @@ def _fit_memory(cases: list[MeasuredStep], gpu: GPUSpec) -> dict[str, float]:
     columns = np.stack([logits, np.ones(len(cases))], axis=1)
     x, _ = nnls(columns / measured[:, None], (measured - known) / measured)
     reserved = np.array([c.peak_reserved_bytes for c in cases])
-    predicted_alloc = known + columns @ x
-    # the reserve is on the bytes that come and go (memory.reserved_bytes), not the persistent state
-    churning = predicted_alloc - (no_transient.weights + no_transient.gradients + no_transient.optimizer)
-    reserve = float(np.median((reserved - predicted_alloc) / churning))
+    allocating = zero.model_copy(update={"logits_transient_bytes": float(x[0]), "memory_overhead_bytes": float(x[1])})
+    predicted = peak_memory(s, allocating)
+    # the reserve (memory.reserved_bytes): a share of the transients plus a constant, fitted
+    # in relative terms as the allocation itself
+    reserve_columns = np.stack([predicted.transient, np.ones(len(cases))], axis=1)
+    r, _ = nnls(reserve_columns / reserved[:, None], (reserved - predicted.peak_allocated) / reserved)
     return {"logits_transient_bytes": float(x[0]), "memory_overhead_bytes": float(x[1]),
-            "reserve_fraction": max(reserve, 0.0)}
+            "reserve_fraction": float(r[0]), "reserve_bytes": float(r[1])}
 
 
 def relative_errors(cases: list[MeasuredStep], profile: CostProfile, gpu: GPUSpec) -> dict[str, list[float]]:

@@ -31,8 +31,10 @@ class CostProfile(BaseModel):
     logits_transient_bytes: float = Field(
         ge=0, description="bytes per logit element alive at the backward peak, beyond saved ones")
     memory_overhead_bytes: float = Field(ge=0, description="workspaces and fragments not in the op model")
-    reserve_fraction: float = Field(ge=0, description="allocator reserve, a share of the bytes that come and go "
-                                    "each step (memory.reserved_bytes), on top of allocated")
+    reserve_fraction: float = Field(ge=0, description="allocator reserve on top of allocated: this share of the "
+                                    "step's one-off transients (memory.reserved_bytes)")
+    reserve_bytes: float = Field(0.0, ge=0, description="allocator reserve on top of allocated: these bytes of "
+                                 "cached blocks whatever the model (memory.reserved_bytes)")
     fitted_on: str = ""
     holdout_report: dict = Field(default_factory=dict)
 

@@ -380,13 +380,11 @@ def test_bad_overrides_are_one_line(overrides, needles):
 
 
 @pytest.mark.parametrize("parallelism,n_gpus", [("ddp", 1), ("zero3", 4)])
-def test_the_allocator_reserve_is_on_the_bytes_that_come_and_go(parallelism, n_gpus):
-    """Weights, gradients and optimizer state are allocated once at their size: the reserve
-    (a share, here 20%) is on activations, transients, gathered weights and workspaces only."""
-    reserving = PROFILE.model_copy(update={"reserve_fraction": 0.2, "memory_overhead_bytes": 1000.0})
+def test_the_allocator_reserve_is_a_share_of_the_transients_and_a_constant(parallelism, n_gpus):
+    """Weights, gradients, optimizer state and activations reuse their cached blocks: the
+    reserve (here 20% and 1000 bytes) is on the step's one-off transients only."""
+    reserving = PROFILE.model_copy(update={"reserve_fraction": 0.2, "reserve_bytes": 1000.0})
     fsdp = load_trainer("fsdp")
     m = peak_memory(shape(fsdp), reserving, n_gpus, parallelism, fsdp)
-    persistent = m.weights + m.gradients + m.optimizer
-    churning = m.working_weights + m.activations + m.transient + 1000.0
-    np.testing.assert_allclose(m.peak_allocated, persistent + churning, rtol=1e-12)
-    np.testing.assert_allclose(m.peak_reserved - m.peak_allocated, 0.2 * churning, rtol=1e-12)
+    assert float(m.transient) > 0
+    np.testing.assert_allclose(m.peak_reserved - m.peak_allocated, 0.2 * m.transient + 1000.0, rtol=1e-12)
