@@ -293,7 +293,10 @@ def study_units(spec: ScheduleSpec) -> Fraction:
 def spec_layout(spec: ScheduleSpec) -> Layout:
     """The spec's parallel layout (costsim/parallel.py)."""
     t, hw = spec.training, spec.hardware
-    return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=t.tensor_parallel, pipeline_parallel=t.pipeline_parallel,
+    tp, pp = spec.stage_parallel(0)
+    if spec.per_stage_layouts:  # one entry a stage, broadcasting with the stage shape's
+        tp, pp = (list(sizes) for sizes in zip(*(spec.stage_parallel(i) for i in range(len(spec.stages)))))
+    return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=tp, pipeline_parallel=pp,
                      sequence_parallel=t.sequence_parallel, virtual_stages=t.virtual_stages,
                      gpus_per_node=hw.gpus_per_node)
 
@@ -324,7 +327,8 @@ def _fit_suggestions(spec: ScheduleSpec, profile: CostProfile, fits: Array) -> l
     recompute if possible, else with it."""
     if fits.all():
         return [None] * len(fits)
-    per_replica = spec.training.batch_size // spec.data_parallel
+    # a micro-batch every stage's replicas can split the batch into
+    per_replica = math.gcd(*(spec.training.batch_size // spec.stage_data_parallel(i) for i in range(len(fits))))
     candidates = divisors(per_replica)
     suggestions: list[str | None] = [None] * len(fits)
     for recompute in (False, True):
@@ -371,8 +375,9 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
             peak_allocated_bytes=float(costs.peak_allocated_bytes[i]),
             activation_bytes=float(costs.activation_bytes[i]),
             fits_in_memory=bool(costs.fits_in_memory[i]), fit_suggestion=suggestions[i],
-            tensor_parallel=spec.training.tensor_parallel, pipeline_parallel=spec.training.pipeline_parallel,
-            data_parallel=spec.data_parallel, pipeline_bubble_fraction=float(costs.pipeline_bubble_fraction[i]),
+            tensor_parallel=spec.stage_parallel(i)[0], pipeline_parallel=spec.stage_parallel(i)[1],
+            data_parallel=spec.stage_data_parallel(i),
+            pipeline_bubble_fraction=float(costs.pipeline_bubble_fraction[i]),
         ))
     total = TotalEstimate(
         tokens=sum(s.tokens for s in stages),

@@ -51,8 +51,10 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
                  binary_bytes(t.peak_memory_bytes), "yes" if t.fits_in_memory else "NO"))
     lines = table(rows, left=(1, 4), rule_before_last=True)
     first = result.stages[0]
+    layouts = {(s.tensor_parallel, s.pipeline_parallel, s.data_parallel) for s in result.stages}
     layout = (f" (tensor {first.tensor_parallel} x pipeline {first.pipeline_parallel} x data {first.data_parallel})"
-              if first.tensor_parallel * first.pipeline_parallel > 1 else "")
+              if len(layouts) == 1 and first.tensor_parallel * first.pipeline_parallel > 1 else
+              " (a layout a stage)" if len(layouts) > 1 else "")
     title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}{layout}, {result.precision}, "
              f"{result.parallelism}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
@@ -60,7 +62,10 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     final = result.stages[-1]
     params = (f"parameters (final stage): {final.params_total:,} total, {final.params_non_embedding:,} "
               f"non-embedding, {final.params_trainable:,} trainable")
-    notes = [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages if not s.fits_in_memory]
+    notes = [f"  stage {s.index}: tensor {s.tensor_parallel} x pipeline {s.pipeline_parallel} x data "
+             f"{s.data_parallel}" for s in result.stages if len(layouts) > 1]
+    notes += [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages
+              if not s.fits_in_memory]
     notes += [f"  stage {s.index}: {s.tokens:g} tokens is not a whole number of {tokens_per_step}-token steps; "
               f"costed as {s.steps} step{'s' if s.steps > 1 else ''} ({s.steps * tokens_per_step:g} tokens)"
               for s in result.stages if s.tokens % tokens_per_step]

@@ -366,9 +366,11 @@ class Planner:
                          gpus_per_node=self.hardware.gpus_per_node)
 
     def _fit_and_spend(self, model: dict, stages: list[dict], batch: int) -> Candidate:
-        """Pick the layout and micro-batch that fit every stage (recompute only if none
-        does without): of every layout, its largest micro-batch that fits; of those, the
-        one whose step costs least of the budget, then the fastest. Then spend the budget."""
+        """Pick the micro-batch and each stage's layout (recompute only if nothing fits
+        without): a stage runs in the layout whose step costs least of the budget, then the
+        fastest, of those it fits in at that micro-batch; of the micro-batches every stage
+        fits at, the one whose schedule costs least, then the fastest, then the largest.
+        A growing model may so change its layout as it grows. Then spend the budget."""
         n_gpus = self.hardware.n_gpus
         per_gpu = batch // n_gpus
         weights = np.array([st["_weight"] for st in stages])
@@ -381,38 +383,50 @@ class Planner:
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
         micros = np.array(divisors(per_gpu))
         shape = stage_shape(probe)
-        tp, pp = self.layouts([probe.stage_width(st) for st in probe.stages], min(st.layers for st in probe.stages))
+        tp, pp = self.layouts([], max(st.layers for st in probe.stages))
+        # a layout a stage cannot take: heads or d_ff it does not divide, more pipeline ranks than blocks
+        takes = np.array([[not any(size % t for size in (*probe.stage_width(st), probe.stage_kv_heads(st)))
+                           and p <= st.layers for st in probe.stages] for t, p in zip(tp, pp)])
         layout = self._layout(tp[:, None, None], pp[:, None, None])
+        full = (len(tp), len(micros), len(stages))
         for recompute in (False, True):
             # every (layout, micro-batch, stage) triple in one vectorised call
             grid = StageShape.of(**{**{f: getattr(shape, f)[None, None, :] for f in STAGE_FIELDS},
                                     "micro_batch_size": micros[None, :, None], "recompute": recompute})
             costs = self._costs_of(grid, batch, layout)
-            fits = np.all(costs.fits_in_memory, axis=2)
+            fits = np.broadcast_to(costs.fits_in_memory, full) & takes[:, None, :]
             # params do not depend on the micro-batch or layout; the schedule's are its last stage's
-            params = {"params_total": int(costs.params_total[0, 0, -1]),
-                      "params_non_embedding": int(costs.params_non_embedding[0, 0, -1])}
-            if fits.any():
-                rows = np.argmax(fits, axis=1)  # each layout's largest micro-batch that fits
-                options = np.flatnonzero(fits.any(axis=1))
-                full = (len(tp), len(micros), len(stages))
-                per_step = np.broadcast_to(self.per_step_cost(costs), full)
-                step_time = np.broadcast_to(costs.step_time_s, full)
-                spend = [float(np.dot(weights, per_step[i, rows[i]])) for i in options]
-                speed = [float(np.dot(weights, step_time[i, rows[i]])) for i in options]
-                best = options[min(range(len(options)), key=lambda k: (spend[k], speed[k]))]
-                row = int(rows[best])
-                chosen = {**training, "micro_batch_size": int(micros[row]),
-                          "recompute": "full" if recompute else "none"}
-                if tp[best] > 1 or pp[best] > 1:
-                    chosen.update(tensor_parallel=int(tp[best]), pipeline_parallel=int(pp[best]),
-                                  sequence_parallel=bool(tp[best] > 1 and self.space.seq_len % tp[best] == 0))
-                peak = float(np.broadcast_to(costs.peak_memory_bytes, full)[best, row].max())
-                return self._spend(model, chosen, hardware, stages, weights, per_step[best, row],
-                                   memory=float(memory_use(peak, self.memory_limit)) - 1, peak_memory_bytes=peak,
-                                   **params)
-        # the last micro-batch tried is the most frugal: one sequence, recomputed; of the layouts, the leanest
-        peak = float(np.atleast_3d(costs.peak_memory_bytes)[:, -1].max(axis=-1).min())
+            params = {"params_total": int(np.broadcast_to(costs.params_total, full)[0, 0, -1]),
+                      "params_non_embedding": int(np.broadcast_to(costs.params_non_embedding, full)[0, 0, -1])}
+            if not fits.any(axis=0).all(axis=-1).any():
+                continue
+            per_step = np.where(fits, np.broadcast_to(self.per_step_cost(costs), full), np.inf)
+            step_time = np.where(fits, np.broadcast_to(costs.step_time_s, full), np.inf)
+            # each (micro-batch, stage)'s layout: least spend, then fastest
+            cheapest = per_step.min(axis=0)
+            best = np.argmin(np.where(per_step <= cheapest * (1 + 1e-12), step_time, np.inf), axis=0)
+            pick = np.take_along_axis
+            spend = (pick(per_step, best[None], axis=0)[0] * weights).sum(axis=-1)
+            speed = (pick(step_time, best[None], axis=0)[0] * weights).sum(axis=-1)
+            row = min(np.flatnonzero(np.isfinite(spend)), key=lambda m: (spend[m], speed[m], m))
+            chosen = {**training, "micro_batch_size": int(micros[row]), "recompute": "full" if recompute else "none"}
+            sizes = [(int(tp[b]), int(pp[b])) for b in best[row]]
+            if len(set(sizes)) == 1 and sizes[0] != (1, 1):
+                chosen.update(tensor_parallel=sizes[0][0], pipeline_parallel=sizes[0][1])
+            elif len(set(sizes)) > 1:
+                stages = [{**st, "tensor_parallel": t, "pipeline_parallel": p} for st, (t, p) in zip(stages, sizes)]
+            split = [t for t, _ in sizes if t > 1]
+            if split:
+                chosen["sequence_parallel"] = all(self.space.seq_len % t == 0 for t in split)
+            peaks = np.broadcast_to(costs.peak_memory_bytes, full)
+            peak = float(max(peaks[b, row, i] for i, b in enumerate(best[row])))
+            per_stage = pick(per_step, best[None], axis=0)[0][row]
+            return self._spend(model, chosen, hardware, stages, weights, per_stage,
+                               memory=float(memory_use(peak, self.memory_limit)) - 1, peak_memory_bytes=peak,
+                               **params)
+        # the last micro-batch tried is the most frugal: one sequence, recomputed; each stage in its leanest layout
+        peaks = np.where(takes[:, None, :], np.broadcast_to(costs.peak_memory_bytes, full), np.inf)
+        peak = float(peaks[:, -1].min(axis=0).max())
         return Candidate(None, {"spec": 0.0, "memory": float(memory_use(peak, self.memory_limit)) - 1},
                          f"does not fit in memory: even one sequence a micro-batch with recompute peaks at "
                          f"{binary_bytes(peak)} per GPU{' in every parallel layout' if len(tp) > 1 else ''}, above "

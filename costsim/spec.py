@@ -211,6 +211,10 @@ class StageSpec(StrictModel):
     n_heads: _limited("n_heads") | None = None
     d_ff: _limited("d_ff") | None = None
     reset_optimizer: bool = Field(False, description="start a fresh optimizer at this stage")
+    tensor_parallel: _limited("tensor_parallel") | None = Field(
+        None, description="this stage's tensor-parallel size; default training.tensor_parallel")
+    pipeline_parallel: _limited("pipeline_parallel") | None = Field(
+        None, description="this stage's pipeline ranks; default training.pipeline_parallel")
     name: str | None = None
 
     @field_validator("train")
@@ -235,64 +239,100 @@ class ScheduleSpec(StrictModel):
             raise Mistakes(problems)
         return self
 
+    def stage_parallel(self, index: int) -> tuple[int, int]:
+        """(tensor, pipeline) parallel sizes of stage ``index``: its own, else training's."""
+        stage, t = self.stages[index], self.training
+        return stage.tensor_parallel or t.tensor_parallel, stage.pipeline_parallel or t.pipeline_parallel
+
+    def stage_data_parallel(self, index: int) -> int:
+        """Data-parallel replicas of stage ``index``: the GPUs over its tensor x pipeline size."""
+        tp, pp = self.stage_parallel(index)
+        return max(self.hardware.n_gpus // (tp * pp), 1)
+
     @property
     def data_parallel(self) -> int:
-        """Data-parallel replicas: the GPUs over tensor_parallel x pipeline_parallel."""
-        t = self.training
-        return max(self.hardware.n_gpus // (t.tensor_parallel * t.pipeline_parallel), 1)
+        """Data-parallel replicas of the first stage (of every stage when the layout is one)."""
+        return self.stage_data_parallel(0)
+
+    @property
+    def per_stage_layouts(self) -> bool:
+        """Whether stages run in different (tensor, pipeline) layouts."""
+        return len({self.stage_parallel(i) for i in range(len(self.stages))}) > 1
+
+    def _layout_field(self, index: int, name: str) -> str:
+        """Where stage ``index``'s ``name`` (tensor_parallel or pipeline_parallel) was set."""
+        return f"stages[{index}].{name}" if getattr(self.stages[index], name) is not None else f"training.{name}"
 
     def _layout_problems(self) -> Iterator[str]:
-        """The parallel layout against the GPUs and every stage's shape; one line a problem."""
-        t, n_gpus = self.training, self.hardware.n_gpus
-        tp, pp, v = t.tensor_parallel, t.pipeline_parallel, t.virtual_stages
-        if n_gpus % (tp * pp):
-            yield (f"training.tensor_parallel x pipeline_parallel = {tp} x {pp} = {tp * pp} does not divide "
-                   f"hardware.n_gpus {n_gpus}; choose sizes whose product divides the GPU count")
-        if t.pipeline_schedule == "interleaved":
-            if pp == 1:
-                yield "training.pipeline_schedule: interleaved needs pipeline_parallel of 2 or more; use 1f1b"
-            if v < 2:
-                yield ("training.virtual_stages: the interleaved schedule needs 2 or more model chunks a pipeline "
-                       "rank; set virtual_stages, or use pipeline_schedule 1f1b")
-            elif not n_gpus % (tp * pp):
-                micro = t.batch_size // (t.micro_batch_size * self.data_parallel)
-                if micro % pp:
-                    yield (f"training.batch_size: the interleaved schedule needs the micro-batches a step on each "
-                           f"replica ({micro}) to be a multiple of pipeline_parallel {pp}; change batch_size or "
-                           "micro_batch_size")
-        elif v > 1:
+        """The parallel layout of every stage against the GPUs and the stage's shape; one line
+        a problem (a layout shared by several stages is checked, and named, once)."""
+        t, n_gpus, v = self.training, self.hardware.n_gpus, self.training.virtual_stages
+        seen: set[tuple[int, int]] = set()
+        for i in range(len(self.stages)):
+            tp, pp = self.stage_parallel(i)
+            if (tp, pp) in seen:
+                continue
+            seen.add((tp, pp))
+            tp_field, pp_field = self._layout_field(i, "tensor_parallel"), self._layout_field(i, "pipeline_parallel")
+            if n_gpus % (tp * pp):
+                yield (f"{tp_field} x {pp_field.rsplit('.', 1)[-1]} = {tp} x {pp} = {tp * pp} does not divide "
+                       f"hardware.n_gpus {n_gpus}; choose sizes whose product divides the GPU count")
+            if t.pipeline_schedule == "interleaved":
+                if pp == 1:
+                    yield (f"training.pipeline_schedule: interleaved needs pipeline_parallel of 2 or more"
+                           f"{'' if pp_field.startswith('training') else f' ({pp_field} is 1)'}; use 1f1b")
+                elif v >= 2 and not n_gpus % (tp * pp):
+                    micro = t.batch_size // (t.micro_batch_size * self.stage_data_parallel(i))
+                    if micro % pp:
+                        yield (f"training.batch_size: the interleaved schedule needs the micro-batches a step on "
+                               f"each replica ({micro}) to be a multiple of pipeline_parallel {pp}; change "
+                               "batch_size or micro_batch_size")
+            if t.sequence_parallel and tp > 1 and self.model.seq_len % tp:
+                yield (f"training.sequence_parallel splits the sequence over {tp_field} {tp}, which does not "
+                       f"divide model.seq_len {self.model.seq_len}; change one of them")
+        if t.pipeline_schedule == "interleaved" and v < 2:
+            yield ("training.virtual_stages: the interleaved schedule needs 2 or more model chunks a pipeline "
+                   "rank; set virtual_stages, or use pipeline_schedule 1f1b")
+        elif t.pipeline_schedule != "interleaved" and v > 1:
             yield (f"training.virtual_stages {v} applies to the interleaved schedule only; set pipeline_schedule: "
                    "interleaved or virtual_stages: 1")
-        if t.sequence_parallel and tp > 1 and self.model.seq_len % tp:
-            yield (f"training.sequence_parallel splits the sequence over tensor_parallel {tp}, which does not divide "
-                   f"model.seq_len {self.model.seq_len}; change one of them")
-        if tp == 1 and pp == 1:
-            return
         for i, stage in enumerate(self.stages):
+            tp, pp = self.stage_parallel(i)
+            if tp == 1 and pp == 1:
+                continue
             d_model, n_heads, d_ff = self.stage_width(stage)
             kv_heads = self.stage_kv_heads(stage)
+            own = stage.tensor_parallel is not None
             for what, size in (("n_heads", n_heads), ("key/value heads", kv_heads), ("d_ff", d_ff)):
                 if size % tp:
                     yield (f"stages[{i}]: tensor_parallel {tp} does not divide the stage's {what} {size}; choose a "
-                           "tensor_parallel that divides the heads, key/value heads and d_ff of every stage")
+                           + ("stages[i].tensor_parallel that divides this stage's heads, key/value heads and d_ff"
+                              if own else "tensor_parallel that divides the heads, key/value heads and d_ff of "
+                              "every stage"))
                     break
             if stage.layers < pp * v:
                 chunks = f"pipeline_parallel x virtual_stages = {pp * v}" if v > 1 else f"pipeline_parallel {pp}"
                 yield (f"stages[{i}]: {stage.layers} layers cannot fill {chunks} pipeline chunks; use fewer pipeline "
-                       "ranks or more layers in every stage")
+                       "ranks or more layers in " + ("this stage" if stage.pipeline_parallel else "every stage"))
 
     def _batch_problems(self) -> Iterator[str]:
         t = self.training
-        if self.hardware.n_gpus % (t.tensor_parallel * t.pipeline_parallel):
-            return  # no whole number of replicas: _layout_problems said so
-        if t.tensor_parallel == t.pipeline_parallel == 1:
-            per_step, what = t.micro_batch_size * self.hardware.n_gpus, "micro_batch_size x n_gpus"
-        else:
-            per_step = t.micro_batch_size * self.data_parallel
-            what = "micro_batch_size x data-parallel replicas (n_gpus / (tensor_parallel x pipeline_parallel))"
-        if t.batch_size % per_step:
-            yield (f"training.batch_size {t.batch_size} is not a multiple of {what} = {per_step}; "
-                   "choose a batch_size that gradient accumulation can reach")
+        seen: set[int] = set()
+        for i in range(len(self.stages)):
+            tp, pp = self.stage_parallel(i)
+            if self.hardware.n_gpus % (tp * pp):
+                continue  # no whole number of replicas: _layout_problems said so
+            if tp == pp == 1:
+                per_step, what = t.micro_batch_size * self.hardware.n_gpus, "micro_batch_size x n_gpus"
+            else:
+                per_step = t.micro_batch_size * self.stage_data_parallel(i)
+                what = "micro_batch_size x data-parallel replicas (n_gpus / (tensor_parallel x pipeline_parallel))"
+                if self.per_stage_layouts:
+                    what = f"stages[{i}]'s {what}"
+            if t.batch_size % per_step and per_step not in seen:
+                seen.add(per_step)
+                yield (f"training.batch_size {t.batch_size} is not a multiple of {what} = {per_step}; "
+                       "choose a batch_size that gradient accumulation can reach")
 
     def _stage_problems(self) -> Iterator[str]:
         """Each stage against the model and the stage before it; every problem, not the first."""

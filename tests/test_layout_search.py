@@ -4,6 +4,8 @@ of them; the search therefore plans models no single GPU holds."""
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -54,30 +56,70 @@ def test_a_model_one_gpu_cannot_hold_gets_a_model_parallel_layout_that_fits():
     assert all(s.fits_in_memory for s in costs.stages)
 
 
-def test_the_chosen_layout_is_the_fastest_that_fits():
-    """Against brute force: every layout offered, written as a spec at its largest fitting
-    micro-batch and estimated on its own, is no faster than the one chosen."""
-    p = planner(16)
-    shape = dict(layers=48, d_model=8192, n_stages=2, first_fraction=0.5, batch_tokens=2**20)
+def _with_layouts(spec, layouts, micro):
+    """``spec`` with stage i in ``layouts[i]`` = (tensor, pipeline) and ``micro`` sequences a micro-batch."""
+    stages = [st.model_copy(update={"tensor_parallel": t, "pipeline_parallel": q})
+              for st, (t, q) in zip(spec.stages, layouts)]
+    training = spec.training.model_copy(update={"tensor_parallel": 1, "pipeline_parallel": 1,
+                                                "micro_batch_size": micro,
+                                                "sequence_parallel": any(t > 1 for t, _ in layouts)})
+    return spec.model_validate({**spec.model_dump(), "training": training.model_dump(),
+                                "stages": [st.model_dump() for st in stages]})
+
+
+def _time(spec, steps):
+    costs = estimate(spec)
+    if not all(s.fits_in_memory for s in costs.stages):
+        return None
+    return sum(s.step_time_s * n for s, n in zip(costs.stages, steps))
+
+
+@pytest.mark.parametrize("n_gpus,shape", [
+    (16, dict(layers=48, d_model=8192, n_stages=2, first_fraction=0.5, batch_tokens=2**20)),
+    (64, dict(layers=80, d_model=8192, n_stages=2, first_fraction=0.1, batch_tokens=2**20)),
+])
+def test_the_chosen_layouts_are_the_fastest_that_fit(n_gpus, shape):
+    """Against brute force: every assignment of the offered layouts to the stages, written as
+    a spec at each micro-batch and estimated on its own, is no faster than the one chosen;
+    so is every single layout for the whole schedule (what the search did before layouts
+    could differ by stage)."""
+    p = planner(n_gpus)
     chosen = p.attempt(**shape).spec
     assert chosen is not None
-    best = sum(s.step_time_s * n for s, n in zip(estimate(chosen).stages, _steps(chosen)))
-    tp, pp = p.layouts([chosen.stage_width(st) for st in chosen.stages], min(st.layers for st in chosen.stages))
-    tried = 0
-    for t, q in zip(tp.tolist(), pp.tolist()):
-        for micro in (8, 4, 2, 1):
-            for recompute in ("none",) if chosen.training.recompute == "none" else ("full",):
-                training = chosen.training.model_copy(update={
-                    "tensor_parallel": t, "pipeline_parallel": q, "micro_batch_size": micro,
-                    "recompute": recompute, "sequence_parallel": t > 1})
-                other = chosen.model_copy(update={"training": training})
-                costs = estimate(other)
-                if all(s.fits_in_memory for s in costs.stages):
-                    tried += 1
-                    time = sum(s.step_time_s * n for s, n in zip(costs.stages, _steps(chosen)))
-                    assert time >= best * (1 - 1e-9)
-                    break
-    assert tried >= 2  # more than one layout was a real alternative
+    steps = _steps(chosen)
+    best = _time(chosen, steps)
+    assert best is not None
+    tp, pp = p.layouts([], max(st.layers for st in chosen.stages))
+    offered = list(zip(tp.tolist(), pp.tolist()))
+    per_gpu = chosen.training.batch_size // n_gpus
+    micros = [m for m in (8, 4, 2, 1) if per_gpu % m == 0]
+    tried = uniform = 0
+    for layouts in itertools.product(offered, repeat=len(chosen.stages)):
+        for micro in micros:
+            try:
+                other = _with_layouts(chosen, layouts, micro)
+            except ValueError:  # a stage the layout does not suit (heads, depth): the spec refuses it
+                continue
+            time = _time(other, steps)
+            if time is not None:
+                tried += 1
+                uniform += len(set(layouts)) == 1
+                assert time >= best * (1 - 1e-9), (layouts, micro)
+    assert uniform >= 2 and tried > uniform  # single layouts and mixed ones were real alternatives
+
+
+def test_a_growing_model_changes_its_layout_as_it_grows():
+    """80 layers of d 8192 on 64 H100s, grown from 8: the first stage needs no pipeline (its
+    8 blocks fit with little model parallelism), the last does; the spec written says so
+    per stage and estimates as fitting."""
+    spec = planner(64).attempt(layers=80, d_model=8192, n_stages=2, first_fraction=0.1, batch_tokens=2**20).spec
+    assert spec is not None
+    first, last = spec.stage_parallel(0), spec.stage_parallel(1)
+    assert first != last and first[1] < last[1]
+    result = estimate(spec)
+    assert [(s.tensor_parallel, s.pipeline_parallel) for s in result.stages] == [first, last]
+    assert all(s.tensor_parallel * s.pipeline_parallel * s.data_parallel == 64 for s in result.stages)
+    assert all(s.fits_in_memory for s in result.stages)
 
 
 def test_one_gpu_plans_exactly_as_before():

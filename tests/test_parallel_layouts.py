@@ -19,6 +19,7 @@ import pytest
 
 from costsim import SpecError, estimate, load_spec, parse_spec
 from costsim.engine import estimate_many, spec_costs
+from costsim.estimate import render_table
 from costsim.flops import parameter_counts, rank_parameter_counts
 from costsim.hardware import GPUSpec, load_gpu
 from costsim.memory import peak_memory, saved_activation_bytes
@@ -366,6 +367,63 @@ def test_the_step_terms_add_up_to_the_step(tp, pp, parallelism, trainer):
     np.testing.assert_allclose(parts, costs.step_time_s, rtol=1e-12)
     assert np.all(costs.step_compute_s > 0)
     assert np.all((costs.step_tensor_s > 0) == (tp > 1)) and np.all((costs.step_bubble_s > 0) == (pp > 1))
+
+
+# --- per-stage layouts: a growing model may change its split as it grows ---------------------
+
+
+def staged(first: dict, second: dict, **training) -> dict:
+    data = spec_with(**training)
+    data["stages"][0].update(first)
+    data["stages"][1].update(second)
+    return data
+
+
+def test_each_stage_costs_what_it_costs_alone_in_its_layout():
+    """Stage 0 data parallel, stage 1 split 2 x 2: each stage's step, memory and layout are
+    those of the whole schedule run in that stage's layout."""
+    mixed = estimate(parse_spec(staged({}, {"tensor_parallel": 2, "pipeline_parallel": 2}, sequence_parallel=True)))
+    alone = [estimate(parse_spec(spec_with(sequence_parallel=True))),
+             estimate(parse_spec(spec_with(tensor_parallel=2, pipeline_parallel=2, sequence_parallel=True)))]
+    for i in range(2):
+        got, want = mixed.stages[i], alone[i].stages[i]
+        assert (got.tensor_parallel, got.pipeline_parallel, got.data_parallel) == (
+            want.tensor_parallel, want.pipeline_parallel, want.data_parallel)
+        for field in ("step_time_s", "peak_memory_bytes", "activation_bytes", "pipeline_bubble_fraction",
+                      "flops_counted_per_step"):
+            assert getattr(got, field) == pytest.approx(getattr(want, field), rel=1e-12), field
+    assert [(s.tensor_parallel, s.pipeline_parallel, s.data_parallel) for s in mixed.stages] == [(1, 1, 16), (2, 2, 4)]
+
+
+def test_a_stage_layout_overrides_trainings_and_the_same_everywhere_is_one_layout():
+    uniform = parse_spec(staged({"tensor_parallel": 2}, {"tensor_parallel": 2}))
+    assert not uniform.per_stage_layouts and uniform.stage_parallel(1) == (2, 1)
+    assert estimate(uniform).model_dump()["stages"] == estimate(parse_spec(spec_with(tensor_parallel=2))).model_dump()[
+        "stages"]
+    partly = parse_spec(staged({}, {"pipeline_parallel": 4}, tensor_parallel=2))
+    assert partly.per_stage_layouts and [partly.stage_parallel(i) for i in range(2)] == [(2, 1), (2, 4)]
+
+
+@pytest.mark.parametrize("first,second,needles", [
+    ({}, {"tensor_parallel": 3}, ["stages[1].tensor_parallel x pipeline_parallel = 3 x 1 = 3 does not divide "
+                                  "hardware.n_gpus 16"]),
+    ({}, {"tensor_parallel": 16}, ["stages[1]: tensor_parallel 16 does not divide the stage's n_heads 8",
+                                   "stages[i].tensor_parallel that divides this stage's"]),
+    ({"pipeline_parallel": 8}, {}, ["stages[0]: 4 layers cannot fill pipeline_parallel 8", "in this stage"]),
+])
+def test_a_stages_bad_layout_is_one_line_naming_the_stage(first, second, needles):
+    message = refused(staged(first, second))
+    for needle in needles:
+        assert needle in message
+    mistakes = [line for line in message.splitlines() if not line.endswith("mistakes:")]
+    assert mistakes and all("stages[" in line for line in mistakes)  # each names the stage
+
+
+def test_the_estimate_says_each_stages_layout():
+    spec = parse_spec(staged({}, {"tensor_parallel": 2, "pipeline_parallel": 2}))
+    text = render_table(estimate(spec), spec.training.batch_size * spec.model.seq_len)
+    assert "(a layout a stage)" in text.splitlines()[0]
+    assert "stage 0: tensor 1 x pipeline 1 x data 16" in text and "stage 1: tensor 2 x pipeline 2 x data 4" in text
 
 
 # --- defaults: bit for bit what costsim computed before layouts -------------------------------

@@ -139,11 +139,14 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
         raise CostsimError(f"training.trainer_profile is {spec.training.trainer_profile!r}: validate trains costsim's "
                            "own trainer, whose memory the 'reference' profile describes; set trainer_profile: "
                            "reference to train this schedule")
-    t = spec.training
-    if t.tensor_parallel > 1 or t.pipeline_parallel > 1:
-        raise CostsimError(f"training.tensor_parallel {t.tensor_parallel} x pipeline_parallel {t.pipeline_parallel}: "
-                           "validate trains data parallel only (under torchrun: DDP, or FSDP2 for parallelism "
-                           "zero3); set both to 1 to train this schedule")
+    for i in range(len(spec.stages)):
+        tp, pp = spec.stage_parallel(i)
+        if tp > 1 or pp > 1:
+            stage = spec.stages[i]
+            where = f"stages[{i}]" if stage.tensor_parallel or stage.pipeline_parallel else "training"
+            raise CostsimError(f"{where}.tensor_parallel {tp} x pipeline_parallel {pp}: validate trains data "
+                               "parallel only (under torchrun: DDP, or FSDP2 for parallelism zero3); set both to 1 "
+                               "to train this schedule")
     if differs := [f"{k}: {getattr(m, k)}" for k, v in REFERENCE_GPT_BUILDS.items() if getattr(m, k) != v]:
         raise CostsimError(f"the model has {', '.join(differs)}, which the reference GPT does not build "
                            f"({', '.join(f'{k}: {v}' for k, v in REFERENCE_GPT_BUILDS.items())}); costsim estimates "

@@ -116,12 +116,16 @@ class ExportResult:
 def layout_notes(spec: ScheduleSpec) -> list[str]:
     """Neither trainer's files hold a tensor/pipeline layout; the plan's is kept in the
     manifest, and the user must set it in the trainer."""
-    t = spec.training
-    if t.tensor_parallel == 1 and t.pipeline_parallel == 1:
+    layouts = [spec.stage_parallel(i) for i in range(len(spec.stages))]
+    if all(layout == (1, 1) for layout in layouts):
         return []
-    return [f"The plan splits each model {t.tensor_parallel}-way by tensor and {t.pipeline_parallel}-way by "
-            "pipeline parallelism, which these files do not express: set it in your trainer (its memory and time "
-            "were costed with it)."]
+    if len(set(layouts)) == 1:
+        (tp, pp), = set(layouts)
+        return [f"The plan splits each model {tp}-way by tensor and {pp}-way by pipeline parallelism, which these "
+                "files do not express: set it in your trainer (its memory and time were costed with it)."]
+    per_stage = ", ".join(f"stage {i}: {tp} x {pp}" for i, (tp, pp) in enumerate(layouts))
+    return [f"The plan changes its tensor x pipeline split from stage to stage ({per_stage}), which these files do "
+            "not express: set each stage's in your trainer (its memory and time were costed with them)."]
 
 
 def export_plan(spec: ScheduleSpec, to: str, out: str | os.PathLike[str], force: bool = False) -> ExportResult:
