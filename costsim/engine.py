@@ -97,8 +97,10 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     params = parameter_counts(shape)
     peak = gpu.peak_flops_per_s(precision)
     backward_share = 1 - flops.forward / np.maximum(flops.counted, 1)
-    shard_optimizer = layout.dp if SHARDED[parallelism][2] else 1
+    shard_optimizer = layout.shard if SHARDED[parallelism][2] else 1
     dp_link = group_link(gpu, layout, "data")
+    if parallelism != "ddp" and layout.hybrid:  # ZeRO inside a shard group, its shards all-reduced across groups
+        dp_link = (group_link(gpu, layout, "shard"), group_link(gpu, layout, "replica"))
     slowest = None  # (micro-batch time, its compute, tensor, pipeline parts) of the slowest rank
     optimizer = exposed = 0.0
     for rank in pipeline_ranks(shape, layout, accumulation):
@@ -148,7 +150,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
 def communication_terms(s: StageShape, rank: PipelineRank, own: RankParameters, micro_time: Array,
                         backward_share: Array, trainer: TrainerProfile, profile: CostProfile, gpu: GPUSpec,
                         peak_flops_per_s, layout: Layout, parallelism: str,
-                        dp_link: Link) -> tuple[Array, Array, Array]:
+                        dp_link: Link | tuple[Link, Link]) -> tuple[Array, Array, Array]:
     """A pipeline rank's exposed communication: per micro-batch its tensor-parallel collectives
     and pipeline sends, per step its data-parallel traffic, each hidden as far as ``trainer``
     overlaps it (costsim/parallel.py). ``micro_time``: the rank's compute for a micro-batch,
@@ -214,6 +216,7 @@ class StageEstimate(BaseModel):
     tensor_parallel: int
     pipeline_parallel: int
     data_parallel: int
+    shard_group: int  # the data-parallel GPUs ZeRO shards over: data_parallel, or a hybrid shard group
     pipeline_bubble_fraction: float
 
 
@@ -298,7 +301,7 @@ def spec_layout(spec: ScheduleSpec) -> Layout:
         tp, pp = (list(sizes) for sizes in zip(*(spec.stage_parallel(i) for i in range(len(spec.stages)))))
     return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=tp, pipeline_parallel=pp,
                      sequence_parallel=t.sequence_parallel, virtual_stages=t.virtual_stages,
-                     gpus_per_node=hw.gpus_per_node)
+                     gpus_per_node=hw.gpus_per_node, shard_group=t.shard_group)
 
 
 def spec_costs(spec: ScheduleSpec) -> StageCosts:
@@ -377,6 +380,7 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
             fits_in_memory=bool(costs.fits_in_memory[i]), fit_suggestion=suggestions[i],
             tensor_parallel=spec.stage_parallel(i)[0], pipeline_parallel=spec.stage_parallel(i)[1],
             data_parallel=spec.stage_data_parallel(i),
+            shard_group=spec.training.shard_group or spec.stage_data_parallel(i),
             pipeline_bubble_fraction=float(costs.pipeline_bubble_fraction[i]),
         ))
     total = TotalEstimate(

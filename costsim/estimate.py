@@ -55,8 +55,10 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     layout = (f" (tensor {first.tensor_parallel} x pipeline {first.pipeline_parallel} x data {first.data_parallel})"
               if len(layouts) == 1 and first.tensor_parallel * first.pipeline_parallel > 1 else
               " (a layout a stage)" if len(layouts) > 1 else "")
+    hybrid = (f" (hybrid: sharded over {first.shard_group}, {first.data_parallel // first.shard_group} replicas)"
+              if first.shard_group < first.data_parallel else "")
     title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}{layout}, {result.precision}, "
-             f"{result.parallelism}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
+             f"{result.parallelism}{hybrid}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
                f"{t.study_units:.4g} c (study units)")
     final = result.stages[-1]

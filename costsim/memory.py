@@ -141,7 +141,7 @@ def _rank_memory(s: StageShape, profile: CostProfile, layout: Layout, parallelis
     """One GPU of a pipeline rank holding ``s``'s blocks (and the embeddings, the head)."""
     params: RankParameters = rank_parameter_counts(s, layout.tp, embedding, head)
     shard_w, shard_g, shard_o = SHARDED[parallelism]
-    n = layout.dp
+    n = layout.shard  # dp, or a hybrid shard group
     weights = params.total * weight_bytes(trainer, s) / (n if shard_w else 1)
     gradients = params.trainable * gradient_bytes(trainer, s) / (n if shard_g else 1)
     optimizer = params.trainable * optimizer_bytes(trainer) / (n if shard_o else 1)

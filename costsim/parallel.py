@@ -61,7 +61,9 @@ class Layout:
     """How the GPUs are split (numpy arrays that broadcast with a ``StageShape``'s):
     ``tp`` tensor-parallel GPUs, ``pp`` pipeline ranks, ``dp`` data-parallel replicas,
     ``sp`` sequence parallelism, ``v`` virtual stages (model chunks) per pipeline rank
-    (1: plain 1F1B), ``gpus_per_node`` the node's size."""
+    (1: plain 1F1B), ``gpus_per_node`` the node's size, ``shard`` the data-parallel GPUs
+    ZeRO / FSDP shards its states over (``dp``: full shard; fewer: hybrid sharding, the
+    shards replicated over ``dp / shard`` groups, as FSDP's HYBRID_SHARD and HSDP)."""
 
     tp: Array
     pp: Array
@@ -69,15 +71,29 @@ class Layout:
     sp: Array
     v: Array
     gpus_per_node: Array
+    shard: Array
 
     @classmethod
     def of(cls, n_gpus=1, tensor_parallel=1, pipeline_parallel=1, sequence_parallel=False, virtual_stages=1,
-           gpus_per_node=8) -> Layout:
+           gpus_per_node=8, shard_group=None) -> Layout:
         """The layout of ``n_gpus``; the data-parallel size is what tp x pp leaves, which
-        must divide ``n_gpus`` (the spec checks)."""
+        must divide ``n_gpus`` (the spec checks); ``shard_group`` (default: all of dp) must
+        divide dp."""
         tp, pp, n = (np.asarray(x, dtype=np.int64) for x in (tensor_parallel, pipeline_parallel, n_gpus))
-        return cls(tp=tp, pp=pp, dp=n // (tp * pp), sp=np.asarray(sequence_parallel, dtype=bool) & (tp > 1),
-                   v=np.asarray(virtual_stages, dtype=np.int64), gpus_per_node=np.asarray(gpus_per_node))
+        dp = n // (tp * pp)
+        shard = dp if shard_group is None else np.minimum(np.asarray(shard_group, dtype=np.int64), dp)
+        return cls(tp=tp, pp=pp, dp=dp, sp=np.asarray(sequence_parallel, dtype=bool) & (tp > 1),
+                   v=np.asarray(virtual_stages, dtype=np.int64), gpus_per_node=np.asarray(gpus_per_node),
+                   shard=np.broadcast_to(shard, np.broadcast(dp, shard).shape))
+
+    @property
+    def replicas(self) -> Array:
+        """Copies of each shard under hybrid sharding (1: full shard)."""
+        return self.dp // self.shard
+
+    @property
+    def hybrid(self) -> bool:
+        return bool(np.any(self.shard < self.dp))
 
     @property
     def n_gpus(self) -> Array:
@@ -90,10 +106,13 @@ class Layout:
         return np.where(self.sp, self.tp, 1)
 
     def _size_stride(self, group: str) -> tuple[Array, Array]:
-        return {"tensor": (self.tp, 1), "data": (self.dp, self.tp), "pipeline": (self.pp, self.tp * self.dp)}[group]
+        # tensor innermost, then data (a hybrid shard group: consecutive data ranks), then pipeline
+        return {"tensor": (self.tp, 1), "data": (self.dp, self.tp), "pipeline": (self.pp, self.tp * self.dp),
+                "shard": (self.shard, self.tp), "replica": (self.replicas, self.tp * self.shard)}[group]
 
     def crosses_nodes(self, group: str) -> Array:
-        """Whether the ``tensor``, ``data`` or ``pipeline`` group spans more than a node."""
+        """Whether the ``tensor``, ``data``, ``pipeline``, ``shard`` or ``replica`` group spans
+        more than a node."""
         size, stride = self._size_stride(group)
         return size * stride > self.gpus_per_node
 
@@ -171,7 +190,7 @@ def link(gpu, crosses_nodes, nics=1) -> Link:
 
 
 def group_link(gpu, layout: Layout, group: str) -> Link:
-    """The link the ring collectives of a ``tensor`` or ``data`` group run on."""
+    """The link the ring collectives of a ``tensor``, ``data``, ``shard`` or ``replica`` group run on."""
     return link(gpu, layout.crosses_nodes(group), layout.members_per_node(group))
 
 
@@ -280,7 +299,8 @@ def pipeline_send_s(activation_bytes, layout: Layout, gpu, forward_s=None, backw
     return sends * np.where(layout.v > 1, hidden, one)
 
 
-def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str, via: Link, backward_s,
+def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str, via: Link | tuple[Link, Link],
+                    backward_s,
                     forward_s=None, gather_bytes=PARAM_BYTES, reduce_bytes=GRAD_BYTES, param_bytes=None,
                     overlap_grad_sync=True) -> Array:
     """Exposed data-parallel time of a step on a pipeline rank (its parameters over the DP group).
@@ -294,6 +314,9 @@ def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism:
     the first micro-batch's forward."""
     window = backward_s if overlap_grad_sync else 0.0
     n = layout.dp
+    if parallelism != "ddp" and layout.hybrid:
+        return hybrid_data_parallel_s(trainable_params, total_params, layout, parallelism, via, backward_s,
+                                      forward_s, gather_bytes, reduce_bytes, param_bytes, window)
     if param_bytes is None or parallelism not in ("zero1", "zero2"):
         comm = communication_bytes_per_gpu(trainable_params, total_params, n, parallelism, gather_bytes=gather_bytes,
                                            reduce_bytes=reduce_bytes)
@@ -302,3 +325,24 @@ def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism:
     reduce = all_gather_s(trainable_params * reduce_bytes, n, via)
     gather = all_gather_s(trainable_params * param_bytes, n, via)
     return np.maximum(reduce - window, 0.0) + np.maximum(gather - forward_s, 0.0)
+
+
+def hybrid_data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str, via: tuple[Link, Link],
+                           backward_s, forward_s, gather_bytes, reduce_bytes, param_bytes, window) -> Array:
+    """``data_parallel_s`` under hybrid sharding: ZeRO's collectives run inside a shard group
+    of ``layout.shard`` GPUs (``via[0]``), and each GPU's reduced gradient shard is then
+    all-reduced over the ``layout.replicas`` copies of that shard (``via[1]``), 1/shard of the
+    gradients. ZeRO-3 gathers the weights twice and reduce-scatters the gradients in its
+    group; ZeRO-1/2 reduce-scatter the gradients and all-gather the updated weights in it
+    (with ``param_bytes`` and ``forward_s``, behind the next forward). What the window (the
+    last backward) does not hide is exposed."""
+    inside, across = via
+    k = layout.shard
+    reduce = (all_gather_s(trainable_params * reduce_bytes, k, inside)
+              + all_reduce_s(trainable_params * reduce_bytes / k, layout.replicas, across))
+    if parallelism == "zero3":
+        return np.maximum(2 * all_gather_s(total_params * gather_bytes, k, inside) + reduce - window, 0.0)
+    if param_bytes is None or forward_s is None:
+        return np.maximum(reduce + all_gather_s(trainable_params * reduce_bytes, k, inside) - window, 0.0)
+    return np.maximum(reduce - window, 0.0) + np.maximum(all_gather_s(trainable_params * param_bytes, k, inside)
+                                                         - forward_s, 0.0)

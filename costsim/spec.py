@@ -131,6 +131,9 @@ class TrainingSpec(StrictModel):
         "1f1b", description="1f1b, or interleaved (virtual_stages model chunks a pipeline rank)")
     virtual_stages: _limited("virtual_stages") = Field(1, description="model chunks a pipeline rank holds under the "
                                                        "interleaved schedule (2 or more); 1 under 1f1b")
+    shard_group: _limited("n_gpus") | None = Field(
+        None, description="hybrid sharding (FSDP HYBRID_SHARD, HSDP): ZeRO shards its states over this many "
+        "data-parallel GPUs and replicates the shards over the rest; default all of them (full shard)")
     trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
                                  "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
     trainer_overrides: dict[str, StrictBool | StrictInt | str] = Field(
@@ -274,8 +277,10 @@ class ScheduleSpec(StrictModel):
                 continue
             seen.add((tp, pp))
             tp_field, pp_field = self._layout_field(i, "tensor_parallel"), self._layout_field(i, "pipeline_parallel")
+            own = not (tp_field.startswith("training") and pp_field.startswith("training"))
+            where = f"stages[{i}]" if own else "training"
             if n_gpus % (tp * pp):
-                yield (f"{tp_field} x {pp_field.rsplit('.', 1)[-1]} = {tp} x {pp} = {tp * pp} does not divide "
+                yield (f"{where}.tensor_parallel x pipeline_parallel = {tp} x {pp} = {tp * pp} does not divide "
                        f"hardware.n_gpus {n_gpus}; choose sizes whose product divides the GPU count")
             if t.pipeline_schedule == "interleaved":
                 if pp == 1:
@@ -290,6 +295,16 @@ class ScheduleSpec(StrictModel):
             if t.sequence_parallel and tp > 1 and self.model.seq_len % tp:
                 yield (f"training.sequence_parallel splits the sequence over {tp_field} {tp}, which does not "
                        f"divide model.seq_len {self.model.seq_len}; change one of them")
+        if t.shard_group is not None:
+            if t.parallelism == "ddp":
+                yield ("training.shard_group: DDP shards nothing; use parallelism zero1, zero2 or zero3 to shard "
+                       "over a group, or drop shard_group")
+            for i in sorted({self.stage_data_parallel(i): i for i in range(len(self.stages))}.values()):
+                dp = self.stage_data_parallel(i)
+                if dp % t.shard_group:
+                    where = f"stages[{i}]'s " if self.per_stage_layouts else ""
+                    yield (f"training.shard_group {t.shard_group} does not divide {where}data-parallel GPUs {dp}; "
+                           "choose a group size that divides them (often the GPUs of a node)")
         if t.pipeline_schedule == "interleaved" and v < 2:
             yield ("training.virtual_stages: the interleaved schedule needs 2 or more model chunks a pipeline "
                    "rank; set virtual_stages, or use pipeline_schedule 1f1b")

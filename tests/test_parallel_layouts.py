@@ -426,6 +426,89 @@ def test_the_estimate_says_each_stages_layout():
     assert "stage 0: tensor 1 x pipeline 1 x data 16" in text and "stage 1: tensor 2 x pipeline 2 x data 4" in text
 
 
+# --- hybrid sharding: ZeRO inside a group, the shards replicated across groups ---------------
+
+
+def test_hybrid_sharding_divides_the_states_by_the_group():
+    """zero3 on 16 GPUs sharded in groups of 4 keeps what full sharding over 4 keeps: weights,
+    gradients and optimizer state / 4 (here 1776 parameters: 4, 4 and 8 bytes each)."""
+    hybrid = peak_memory(shape(), PROFILE, parallelism="zero3", layout=Layout.of(16, shard_group=4))
+    over4 = peak_memory(shape(), PROFILE, parallelism="zero3", layout=Layout.of(4))
+    over16 = peak_memory(shape(), PROFILE, parallelism="zero3", layout=Layout.of(16))
+    for state, per_param in (("weights", 4), ("gradients", 4), ("optimizer", 8)):
+        assert float(getattr(hybrid, state)) == float(getattr(over4, state)) == 1776 * per_param / 4
+        assert float(getattr(over16, state)) == 1776 * per_param / 16
+    assert float(hybrid.peak_allocated) == float(over4.peak_allocated)
+
+
+def test_hybrid_groups_and_their_links():
+    """Two nodes of 8, data parallel 16 sharded in groups of 8: a shard group is one node's
+    GPUs (its collectives on NVLink), a replica group pairs the same GPU of the two nodes
+    (across the network, one port each)."""
+    layout = Layout.of(16, shard_group=8, gpus_per_node=8)
+    assert (int(layout.shard), int(layout.replicas)) == (8, 2) and layout.hybrid
+    assert not layout.crosses_nodes("shard") and layout.crosses_nodes("replica")
+    assert int(layout.members_per_node("replica")) == 1
+    full = Layout.of(16, gpus_per_node=8)
+    assert (int(full.shard), int(full.replicas)) == (16, 1) and not full.hybrid and full.crosses_nodes("data")
+
+
+def test_hybrid_collectives_by_hand():
+    """1000 parameters, gathered in bf16 (2 bytes), reduced in fp32 (4), dp 16 in groups of 4:
+    inside a group 100 GB/s and 1 us a ring step, across groups 10 GB/s and 5 us.
+    zero3: two all-gathers of 2000 bytes (3/4 x 2000 / 1e11 + 3 x 1e-6 = 3.015e-6 s each), a
+    reduce-scatter of 4000 (3/4 x 4000 / 1e11 + 3e-6 = 3.03e-6), then an all-reduce of the
+    1000-byte shard over the 4 replicas (2 x 3/4 x 1000 / 1e10 + 6 x 5e-6 = 3.015e-5):
+    3.921e-5 s, none of it hidden without a window. zero1 (no parameter sync overlap): the
+    reduce-scatter, the all-reduce across, and an all-gather of the updated 4000 bytes:
+    3.03e-6 + 3.015e-5 + 3.03e-6 = 3.621e-5."""
+    layout = Layout.of(16, shard_group=4)
+    inside, across = Link(np.asarray(1e11), np.asarray(1e-6)), Link(np.asarray(1e10), np.asarray(5e-6))
+    zero3 = data_parallel_s(1000, 1000, layout, "zero3", (inside, across), 0.0, gather_bytes=2, reduce_bytes=4)
+    assert float(zero3) == pytest.approx(3.921e-5, rel=1e-12)
+    zero1 = data_parallel_s(1000, 1000, layout, "zero1", (inside, across), 0.0, gather_bytes=2, reduce_bytes=4)
+    assert float(zero1) == pytest.approx(3.621e-5, rel=1e-12)
+    hidden = data_parallel_s(1000, 1000, layout, "zero3", (inside, across), 1e-5, gather_bytes=2, reduce_bytes=4)
+    assert float(hidden) == pytest.approx(3.921e-5 - 1e-5, rel=1e-12)
+
+
+def test_hybrid_sharding_trades_memory_for_network_time():
+    """zero3 over two nodes: sharding inside each node keeps more per GPU and moves the weight
+    gathers onto NVLink, at the price of an all-reduce of the gradient shards across nodes
+    on one network port a GPU. On a 100 Gb/s-a-GPU network that is the better trade (less
+    data-parallel time exposed); on the preset's 400 Gb/s, whose eight ports a node the
+    full-shard ring uses together, it is not. A group of all the data-parallel GPUs is full
+    sharding, bit for bit."""
+    def wide(inter_node_gbit=400, **training):  # weight gathers the backward cannot hide
+        data = spec_with(parallelism="zero3", micro_batch_size=1, batch_size=16, **training)
+        data["model"] = {"d_model": 4096, "n_heads": 32, "d_ff": 16384, "vocab_size": 32000, "seq_len": 512}
+        data["hardware"]["gpu"] = {**load_gpu("h100-sxm").model_dump(),
+                                   "inter_node_bandwidth_bytes_per_s": inter_node_gbit * 1e9 / 8}
+        return parse_spec(data)
+
+    for gbit, hybrid_wins in ((100, True), (400, False)):
+        full, hybrid = spec_costs(wide(gbit)), spec_costs(wide(gbit, shard_group=8))
+        assert np.all(hybrid.peak_allocated_bytes > full.peak_allocated_bytes)
+        assert np.all(full.step_data_s > 0)
+        assert np.all((hybrid.step_data_s < full.step_data_s) == hybrid_wins), gbit
+    full, same = spec_costs(wide()), spec_costs(wide(shard_group=16))
+    for field in ("step_time_s", "peak_memory_bytes", "step_data_s"):
+        np.testing.assert_array_equal(getattr(same, field), getattr(full, field))
+    result = estimate(wide(shard_group=8))
+    assert [s.shard_group for s in result.stages] == [8, 8] and [s.data_parallel for s in result.stages] == [16, 16]
+    assert "(hybrid: sharded over 8, 2 replicas)" in render_table(result, 16 * 512).splitlines()[0]
+
+
+@pytest.mark.parametrize("training,needle", [
+    ({"shard_group": 8}, "training.shard_group: DDP shards nothing"),
+    ({"shard_group": 3, "parallelism": "zero3"}, "training.shard_group 3 does not divide data-parallel GPUs 16"),
+    ({"shard_group": 8, "parallelism": "zero2", "tensor_parallel": 4}, "does not divide data-parallel GPUs 4"),
+])
+def test_a_bad_shard_group_is_one_line(training, needle):
+    message = refused(spec_with(**training))
+    assert needle in message and "\n" not in message
+
+
 # --- defaults: bit for bit what costsim computed before layouts -------------------------------
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from costsim.errors import CostsimError
 from costsim.growth import DEPTH_OPERATORS, OPERATORS, WIDTH_OPERATORS
 from costsim.loss import predict_curve
 from costsim.paper import paper_incremental
@@ -378,3 +379,24 @@ def test_the_memory_check_honours_the_address_space_limit():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert 0 < int(done.stdout) <= 2**30
+
+
+@pytest.mark.parametrize("training,stage,needle", [
+    ({"parallelism": "zero3", "shard_group": 1}, {}, "training.shard_group 1: validate trains full sharding only"),
+    ({}, {"tensor_parallel": 1, "pipeline_parallel": 1}, None),
+    ({}, {"pipeline_parallel": 2}, "stages[0].tensor_parallel 1 x pipeline_parallel 2: validate trains data parallel"),
+])
+def test_validate_refuses_layouts_it_cannot_train_in_one_line(training, stage, needle):
+    from validate.trainer import gpt_shape
+
+    data = {"model": {"d_model": 32, "n_heads": 2, "vocab_size": 256, "seq_len": 16},
+            "training": {"micro_batch_size": 2, "batch_size": 4, **training},
+            "hardware": {"gpu": "h200", "n_gpus": 2},
+            "stages": [{"layers": 2, "tokens": 1e3, **stage}]}
+    spec = parse_spec(data)
+    if needle is None:
+        assert gpt_shape(spec, 0).n_layers == 2
+        return
+    with pytest.raises(CostsimError) as caught:
+        gpt_shape(spec, 0)
+    assert needle in str(caught.value) and "\n" not in str(caught.value)
