@@ -25,7 +25,6 @@ Run: python benchmarks/published_scale.py
 from __future__ import annotations
 
 import statistics
-from collections import Counter
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,7 +37,6 @@ from costsim.published import (
     load_source,
     predict,
     published_runs,
-    skipped_runs,
 )
 from costsim.spec import ScheduleSpec
 from costsim.text import table
@@ -136,20 +134,21 @@ class StepTerms:
     compute: float
     tensor: float
     pipeline: float
+    context: float
     bubble: float
     optimizer: float
     data: float
 
     @property
     def step(self) -> float:
-        return self.compute + self.tensor + self.pipeline + self.bubble + self.optimizer + self.data
+        return self.compute + self.tensor + self.pipeline + self.context + self.bubble + self.optimizer + self.data
 
 
 def step_terms(spec: ScheduleSpec) -> StepTerms:
     """The engine's step of a one-stage spec, term by term (``StageCosts``' step parts)."""
     costs = spec_costs(spec)
     return StepTerms(*(float(np.ravel(getattr(costs, f"step_{name}_s"))[0])
-                       for name in ("compute", "tensor", "pipeline", "bubble", "optimizer", "data")))
+                       for name in ("compute", "tensor", "pipeline", "context", "bubble", "optimizer", "data")))
 
 
 def _median_worst(errors: list[tuple[float, str]]) -> str:
@@ -159,11 +158,11 @@ def _median_worst(errors: list[tuple[float, str]]) -> str:
 
 def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
     """A source of tensor / pipeline parallel runs that publishes step times (no memory)."""
-    rows = [("run", "dp", "m", "step", "measured", "tok/s/GPU", "published", "error", "TP", "PP send", "bubble",
-             "DP", "peak", "fits card", "fits 90%")]
+    rows = [("run", "dp", "m", "step", "measured", "tok/s/GPU", "published", "error", "TP", "PP send", "CP",
+             "bubble", "DP", "peak", "fits card", "fits 90%")]
     errors, step_errors, by_model = [], [], {}
     fits = {"card": 0, "90%": 0}
-    shares, hidden = {"TP": [], "PP send": [], "bubble": [], "DP": []}, {}
+    shares, hidden = {"TP": [], "PP send": [], "CP": [], "bubble": [], "DP": []}, {}
     mismatch = 0.0
     for run in runs:
         [spec] = run.specs.values()
@@ -177,7 +176,8 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
         by_model.setdefault(run.run["model"], []).append((error, run.label))
         fits["card"] += own.fits_card
         fits["90%"] += own.fits_headroom
-        share = {"TP": terms.tensor, "PP send": terms.pipeline, "bubble": terms.bubble, "DP": terms.data}
+        share = {"TP": terms.tensor, "PP send": terms.pipeline, "CP": terms.context, "bubble": terms.bubble,
+                 "DP": terms.data}
         for k, v in share.items():
             shares[k].append(v / measured_step)
         # the step with every transfer hidden (the recipes overlap them): compute, bubble, optimizer
@@ -190,11 +190,10 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
                      *(f"{v / measured_step:.1%}" for v in share.values()),
                      f"{own.peak_reserved_gib:.1f}", _yes(own.fits_card), _yes(own.fits_headroom)))
     n = len(runs)
-    skipped = Counter(r["model"] for r in skipped_runs(name))
     lines = [*table(rows, left=(0,)), "",
-             "  step: seconds a step, predicted and measured; TP, PP send, bubble, DP: those terms of the predicted "
-             "step as a share of the measured step (costsim/parallel.py; what the trainer profile's overlaps "
-             "leave exposed)",
+             "  step: seconds a step, predicted and measured; TP, PP send, CP (ring attention), bubble, DP: "
+             "those terms of the predicted step as a share of the measured step (costsim/parallel.py; what "
+             "the trainer profile's overlaps leave exposed)",
              f"  every run ran on a {card_gib:g} GiB card (no memory published): predicted to fit the card "
              f"{fits['card']}/{n}, under costsim's 90% rule {fits['90%']}/{n}",
              f"  tokens/s per GPU: {_median_worst(errors)}, n={n}",
@@ -208,9 +207,6 @@ def _layouts(name: str, runs: list[PublishedRun], card_gib: float) -> list[str]:
                for run in runs for spec in run.specs.values()]
     lines.append(f"  tokens/s per GPU under the megatron profile (every transfer exposed, the recipes' model "
                  f"switches not applied): {_median_worst(exposed)}")
-    if skipped:
-        lines.append(f"  skipped {sum(skipped.values())} published rows with context parallelism (CP > 1), which "
-                     "costsim does not model: " + ", ".join(f"{m} x{k}" for m, k in skipped.items()))
     if mismatch > 1e-6:
         lines.append(f"  WARNING: the terms add up to the engine's step only within {mismatch:.1%}: "
                      "costsim.engine.estimate_many's step terms no longer add up to its step")

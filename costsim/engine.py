@@ -39,7 +39,7 @@ from costsim.parallel import (
 )
 from costsim.profile import CostProfile, profile_for
 from costsim.spec import ScheduleSpec
-from costsim.timing import block_gemm_s, micro_batch_time_s, optimizer_time_s
+from costsim.timing import block_gemm_s, micro_batch_time_s, optimizer_time_s, ring_attention_s
 from costsim.trainers import TrainerProfile, grad_sync_bytes, load_trainer, run_weight_bytes, shape_fields
 
 Array = np.ndarray
@@ -63,11 +63,12 @@ class StageCosts:
     pipeline_bubble_fraction: Array  # (p - 1) / (m v): the pipeline's idle time over its ideal
     # where the step goes (seconds; they add up to step_time_s), on the pipeline rank whose
     # micro-batch is slowest: its micro-batches' compute, their exposed tensor-parallel
-    # collectives and pipeline sends, the bubble, the slowest optimizer update, the exposed
-    # data-parallel traffic
+    # collectives, pipeline sends and context-parallel passes, the bubble, the slowest
+    # optimizer update, the exposed data-parallel traffic
     step_compute_s: Array
     step_tensor_s: Array
     step_pipeline_s: Array
+    step_context_s: Array  # ring attention's key/value passes that its attention does not hide
     step_bubble_s: Array
     step_optimizer_s: Array
     step_data_s: Array
@@ -109,7 +110,8 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         micro_time = micro_batch_time_s(s, peak, gpu.hbm_bandwidth_bytes_per_s, profile, layout, rank.head)
         tensor, pipeline, data = communication_terms(s, rank, own, micro_time, backward_share, trainer, profile,
                                                      gpu, peak, layout, parallelism, dp_link)
-        parts = (micro_time + tensor + pipeline, micro_time, tensor, pipeline)
+        context = ring_attention_s(s, peak, profile, layout, gpu)
+        parts = (micro_time + tensor + pipeline + context, micro_time, tensor, pipeline, context)
         if slowest is None:
             slowest = parts
         else:
@@ -118,9 +120,9 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         optimizer = np.maximum(optimizer, optimizer_time_s(s, gpu.hbm_bandwidth_bytes_per_s, profile,
                                                            shard_optimizer, own.trainable))
         exposed = np.maximum(exposed, data)
-    stage_time, micro_compute, micro_tensor, micro_pipeline = slowest
+    stage_time, micro_compute, micro_tensor, micro_pipeline, micro_context = slowest
     fill = (layout.pp - 1) / layout.v
-    data_time = np.where(layout.dp > 1, exposed, 0.0)
+    data_time = np.where(layout.weight_replicas > 1, exposed, 0.0)
     memory = peak_memory(shape, profile, parallelism=parallelism, trainer=trainer, layout=layout,
                          micro_batches=accumulation)
     limit = usable_memory_bytes(gpu.memory_bytes) if memory_limit_bytes is None else memory_limit_bytes
@@ -141,6 +143,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
         step_compute_s=accumulation * micro_compute,
         step_tensor_s=accumulation * micro_tensor,
         step_pipeline_s=accumulation * micro_pipeline,
+        step_context_s=accumulation * micro_context,
         step_bubble_s=fill * stage_time,
         step_optimizer_s=optimizer * np.ones(np.shape(stage_time)),
         step_data_s=data_time * np.ones(np.shape(stage_time)),
@@ -157,7 +160,7 @@ def communication_terms(s: StageShape, rank: PipelineRank, own: RankParameters, 
     ``backward_share`` of it the backward; ``peak_flops_per_s``: the matmul peak. The
     switches are Python-level, so a profile that overlaps nothing runs exactly the formulas
     (and the cost) of before."""
-    activation = s.tokens * s.d_model  # elements of one micro-batch's activation
+    activation = layout.tokens(s.tokens) * s.d_model  # elements of one micro-batch's activation on a GPU
     backward = backward_share * micro_time
     forward = micro_time - backward if trainer.overlap_p2p_comm or trainer.overlap_param_sync else None
     all_reduces = tensor_parallel_all_reduces(s.layers, s.n_backward_blocks, s.recompute, rank.embedding, rank.head)
@@ -216,6 +219,7 @@ class StageEstimate(BaseModel):
     tensor_parallel: int
     pipeline_parallel: int
     data_parallel: int
+    context_parallel: int
     shard_group: int  # the data-parallel GPUs ZeRO shards over: data_parallel, or a hybrid shard group
     pipeline_bubble_fraction: float
 
@@ -301,7 +305,7 @@ def spec_layout(spec: ScheduleSpec) -> Layout:
         tp, pp = (list(sizes) for sizes in zip(*(spec.stage_parallel(i) for i in range(len(spec.stages)))))
     return Layout.of(n_gpus=hw.n_gpus, tensor_parallel=tp, pipeline_parallel=pp,
                      sequence_parallel=t.sequence_parallel, virtual_stages=t.virtual_stages,
-                     gpus_per_node=hw.gpus_per_node, shard_group=t.shard_group)
+                     gpus_per_node=hw.gpus_per_node, shard_group=t.shard_group, context_parallel=t.context_parallel)
 
 
 def spec_costs(spec: ScheduleSpec) -> StageCosts:
@@ -379,8 +383,8 @@ def estimate(spec: ScheduleSpec) -> ScheduleEstimate:
             activation_bytes=float(costs.activation_bytes[i]),
             fits_in_memory=bool(costs.fits_in_memory[i]), fit_suggestion=suggestions[i],
             tensor_parallel=spec.stage_parallel(i)[0], pipeline_parallel=spec.stage_parallel(i)[1],
-            data_parallel=spec.stage_data_parallel(i),
-            shard_group=spec.training.shard_group or spec.stage_data_parallel(i),
+            data_parallel=spec.stage_data_parallel(i), context_parallel=spec.training.context_parallel,
+            shard_group=spec.training.shard_group or spec.stage_data_parallel(i) * spec.training.context_parallel,
             pipeline_bubble_fraction=float(costs.pipeline_bubble_fraction[i]),
         ))
     total = TotalEstimate(

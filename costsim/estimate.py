@@ -52,11 +52,14 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     lines = table(rows, left=(1, 4), rule_before_last=True)
     first = result.stages[0]
     layouts = {(s.tensor_parallel, s.pipeline_parallel, s.data_parallel) for s in result.stages}
-    layout = (f" (tensor {first.tensor_parallel} x pipeline {first.pipeline_parallel} x data {first.data_parallel})"
-              if len(layouts) == 1 and first.tensor_parallel * first.pipeline_parallel > 1 else
-              " (a layout a stage)" if len(layouts) > 1 else "")
-    hybrid = (f" (hybrid: sharded over {first.shard_group}, {first.data_parallel // first.shard_group} replicas)"
-              if first.shard_group < first.data_parallel else "")
+    context = f" x context {first.context_parallel}" if first.context_parallel > 1 else ""
+    layout = (f" (tensor {first.tensor_parallel}{context} x pipeline {first.pipeline_parallel} x data "
+              f"{first.data_parallel})"
+              if len(layouts) == 1 and first.tensor_parallel * first.pipeline_parallel * first.context_parallel > 1
+              else " (a layout a stage)" if len(layouts) > 1 else "")
+    replicated = first.data_parallel * first.context_parallel
+    hybrid = (f" (hybrid: sharded over {first.shard_group}, {replicated // first.shard_group} replicas)"
+              if first.shard_group < replicated else "")
     title = (f"{result.name or 'schedule'}: {result.n_gpus} x {result.gpu}{layout}, {result.precision}, "
              f"{result.parallelism}{hybrid}, calibration '{result.calibration}', trainer '{result.trainer_profile}'")
     summary = (f"total: {si(t.flops_counted)}FLOP counted, {si(t.flops_model)}FLOP model, "
@@ -64,7 +67,7 @@ def render_table(result: ScheduleEstimate, tokens_per_step: int) -> str:
     final = result.stages[-1]
     params = (f"parameters (final stage): {final.params_total:,} total, {final.params_non_embedding:,} "
               f"non-embedding, {final.params_trainable:,} trainable")
-    notes = [f"  stage {s.index}: tensor {s.tensor_parallel} x pipeline {s.pipeline_parallel} x data "
+    notes = [f"  stage {s.index}: tensor {s.tensor_parallel}{context} x pipeline {s.pipeline_parallel} x data "
              f"{s.data_parallel}" for s in result.stages if len(layouts) > 1]
     notes += [f"  stage {s.index} does not fit: try {s.fit_suggestion}" for s in result.stages
               if not s.fits_in_memory]

@@ -71,8 +71,9 @@ def _block_saved(s: StageShape, attr: str) -> tuple[Array, Array]:
 def _split(s: StageShape, layout: Layout | None, inside_per_token, outside_per_token) -> Array:
     """Bytes of a micro-batch on one GPU: inside the TP regions split over tp, outside them
     split by tokens under sequence parallelism (tp divides what it splits: the spec checks)."""
-    tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
-    return s.tokens * inside_per_token // tp + s.tokens // shards * outside_per_token
+    tp, shards, tokens = (1, 1, s.tokens) if layout is None else (layout.tp, layout.sequence_shards,
+                                                                  layout.tokens(s.tokens))
+    return tokens * inside_per_token // tp + tokens // shards * outside_per_token
 
 
 def saved_activation_bytes(s: StageShape, layout: Layout | None = None, embedding: Array | bool = True,
@@ -91,8 +92,10 @@ def saved_activation_bytes(s: StageShape, layout: Layout | None = None, embeddin
     ln_f, lm_head, loss = head_ops(s)
     head_outside = np.asarray(ln_f.saved_bytes) + s.head_trainable * lm_head.saved_bytes_if_trains
     # the vocabulary-parallel loss splits what it keeps over tp; the int64 targets are whole
-    head_bytes = _split(s, layout, np.asarray(loss.saved_bytes) - INDEX_BYTES, head_outside) + s.tokens * INDEX_BYTES
-    per_microbatch = (embedding * embedding_saved_bytes_per_microbatch(s)
+    cp = 1 if layout is None else layout.cp  # context parallelism: each GPU its share of the tokens
+    head_bytes = (_split(s, layout, np.asarray(loss.saved_bytes) - INDEX_BYTES, head_outside)
+                  + s.tokens // cp * INDEX_BYTES)
+    per_microbatch = (embedding * embedding_saved_bytes_per_microbatch(s) // cp
                       + head * LOSS_SAVED_BYTES_PER_MICROBATCH)
     return _split(s, layout, inside, outside) + head * head_bytes + per_microbatch
 
@@ -150,7 +153,8 @@ def _rank_memory(s: StageShape, profile: CostProfile, layout: Layout, parallelis
     # The logits' gradients live at the start of backward and are gone before the
     # first block's backward (checkpointed blocks re-run, ZeRO-3 gradients reduced):
     # the transients do not overlap.
-    logits = head * logits_transient_bytes(trainer, s, profile) / layout.tp  # vocabulary-parallel
+    # vocabulary-parallel over tp, each context-parallel rank its own tokens'
+    logits = head * logits_transient_bytes(trainer, s, profile) / layout.tp / layout.cp
     transient = np.maximum(logits, recompute_working_bytes(s, layout)
                            + block_gradient_bytes(trainer, s, shard_w, params)).astype(float)
     allocated = weights + gradients + optimizer + working + activations + transient + profile.memory_overhead_bytes

@@ -72,32 +72,48 @@ class Layout:
     v: Array
     gpus_per_node: Array
     shard: Array
+    cp: Array
 
     @classmethod
     def of(cls, n_gpus=1, tensor_parallel=1, pipeline_parallel=1, sequence_parallel=False, virtual_stages=1,
-           gpus_per_node=8, shard_group=None) -> Layout:
-        """The layout of ``n_gpus``; the data-parallel size is what tp x pp leaves, which
-        must divide ``n_gpus`` (the spec checks); ``shard_group`` (default: all of dp) must
-        divide dp."""
-        tp, pp, n = (np.asarray(x, dtype=np.int64) for x in (tensor_parallel, pipeline_parallel, n_gpus))
-        dp = n // (tp * pp)
-        shard = dp if shard_group is None else np.minimum(np.asarray(shard_group, dtype=np.int64), dp)
+           gpus_per_node=8, shard_group=None, context_parallel=1) -> Layout:
+        """The layout of ``n_gpus``; the data-parallel size is what tp x cp x pp leaves, which
+        must divide ``n_gpus`` (the spec checks); ``shard_group`` (default: all the GPUs the
+        weights are replicated on, dp x cp) must divide them."""
+        tp, pp, cp, n = (np.asarray(x, dtype=np.int64)
+                         for x in (tensor_parallel, pipeline_parallel, context_parallel, n_gpus))
+        dp = n // (tp * pp * cp)
+        replicated = dp * cp
+        shard = replicated if shard_group is None else np.minimum(np.asarray(shard_group, dtype=np.int64), replicated)
         return cls(tp=tp, pp=pp, dp=dp, sp=np.asarray(sequence_parallel, dtype=bool) & (tp > 1),
                    v=np.asarray(virtual_stages, dtype=np.int64), gpus_per_node=np.asarray(gpus_per_node),
-                   shard=np.broadcast_to(shard, np.broadcast(dp, shard).shape))
+                   shard=np.broadcast_to(shard, np.broadcast(replicated, shard).shape), cp=cp)
+
+    @property
+    def weight_replicas(self) -> Array:
+        """GPUs holding the same weights: the data-parallel replicas and, inside each, the
+        context-parallel ranks (which split the sequence, not the model). Gradients are
+        reduced, and ZeRO shards, over them."""
+        return self.dp * self.cp
 
     @property
     def replicas(self) -> Array:
         """Copies of each shard under hybrid sharding (1: full shard)."""
-        return self.dp // self.shard
+        return self.weight_replicas // self.shard
 
     @property
     def hybrid(self) -> bool:
-        return bool(np.any(self.shard < self.dp))
+        return bool(np.any(self.shard < self.weight_replicas))
 
     @property
     def n_gpus(self) -> Array:
-        return self.tp * self.pp * self.dp
+        return self.tp * self.cp * self.pp * self.dp
+
+    def tokens(self, tokens: Array) -> Array:
+        """One GPU's tokens of a micro-batch: context parallelism splits the sequence (each
+        rank two load-balanced chunks of a causal sequence, so every rank's attention costs
+        the same)."""
+        return tokens // self.cp
 
     @property
     def sequence_shards(self) -> Array:
@@ -106,13 +122,16 @@ class Layout:
         return np.where(self.sp, self.tp, 1)
 
     def _size_stride(self, group: str) -> tuple[Array, Array]:
-        # tensor innermost, then data (a hybrid shard group: consecutive data ranks), then pipeline
-        return {"tensor": (self.tp, 1), "data": (self.dp, self.tp), "pipeline": (self.pp, self.tp * self.dp),
+        # Megatron's order: tensor innermost, then context, data, pipeline. The gradients' and
+        # ZeRO's group ("data") is every GPU with the same weights: context x data ranks; a
+        # hybrid shard group is consecutive ones.
+        return {"tensor": (self.tp, 1), "context": (self.cp, self.tp), "data": (self.weight_replicas, self.tp),
+                "pipeline": (self.pp, self.tp * self.cp * self.dp),
                 "shard": (self.shard, self.tp), "replica": (self.replicas, self.tp * self.shard)}[group]
 
     def crosses_nodes(self, group: str) -> Array:
-        """Whether the ``tensor``, ``data``, ``pipeline``, ``shard`` or ``replica`` group spans
-        more than a node."""
+        """Whether the ``tensor``, ``context``, ``data``, ``pipeline``, ``shard`` or ``replica``
+        group spans more than a node."""
         size, stride = self._size_stride(group)
         return size * stride > self.gpus_per_node
 
@@ -313,7 +332,7 @@ def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism:
     weights' all-gather (``param_bytes`` a parameter, the dtype the model runs on) behind
     the first micro-batch's forward."""
     window = backward_s if overlap_grad_sync else 0.0
-    n = layout.dp
+    n = layout.weight_replicas
     if parallelism != "ddp" and layout.hybrid:
         return hybrid_data_parallel_s(trainable_params, total_params, layout, parallelism, via, backward_s,
                                       forward_s, gather_bytes, reduce_bytes, param_bytes, window)

@@ -7,9 +7,7 @@ the way ``costsim.estimate`` does. ``benchmarks/published_scale.py`` prints the 
 
 ``SOURCES`` are data-parallel (FSDP) runs; ``LAYOUT_SOURCES`` are runs with tensor and
 pipeline parallelism, each row naming its layout (``tensor_parallel``, ``pipeline_parallel``,
-``virtual_stages``, ``sequence_parallel``, ``context_parallel``). costsim does not model
-context parallelism: rows with ``context_parallel`` above 1 stay in the file as published and
-are left out here (``skipped_runs``).
+``virtual_stages``, ``sequence_parallel``, ``context_parallel``).
 """
 
 from __future__ import annotations
@@ -132,31 +130,30 @@ def run_layout(run: dict) -> dict:
     """A row's parallel layout as the spec's training fields."""
     v = run.get("virtual_stages", 1)
     return {"tensor_parallel": run["tensor_parallel"], "pipeline_parallel": run["pipeline_parallel"],
+            "context_parallel": run.get("context_parallel", 1),
             "sequence_parallel": run.get("sequence_parallel", False), "virtual_stages": v,
             "pipeline_schedule": "interleaved" if v > 1 else "1f1b"}
-
-
-def skipped_runs(name: str) -> list[dict]:
-    """A layout source's rows costsim cannot cost: context parallelism (CP > 1)."""
-    return [run for run in load_source(name)["runs"] if run.get("context_parallel", 1) > 1]
 
 
 def _layouts(name: str):
     def build(source: dict, gpu: str | dict) -> list[PublishedRun]:
         out = []
         for run in source["runs"]:
-            if run.get("context_parallel", 1) > 1:
-                continue
             shape = source["models"][run["model"]]
-            model = ({k: v for k, v in shape.items() if k not in ("layers", "note", "trainer_overrides")}
+            model = ({k: v for k, v in shape.items() if k not in ("layers", "note", "trainer_overrides",
+                                                                   "sequence_parallel")}
                      | {"seq_len": run["seq_len"]})
-            layers = run.get("layers", shape["layers"])
+            layers = run.get("layers", shape["layers"] if "layers" in shape else load_preset(shape["preset"]).layers)
             # selective (core-attention) recompute: none here, recompute_attention in the trainer_overrides
             recompute = "full" if run.get("activation_checkpointing") == "full" else "none"
             layout = run_layout(run)
+            if "sequence_parallel" not in run and "sequence_parallel" in shape:  # the model's recipe says it
+                layout["sequence_parallel"] = shape["sequence_parallel"]
             v = layout["virtual_stages"]
+            cp = layout["context_parallel"]
             label = (f"{run['model']} x{run['n_gpus']} tp{layout['tensor_parallel']} pp{layout['pipeline_parallel']}"
-                     f"{f' v{v}' if v > 1 else ''} mb{run['micro_batch_size']} gbs{run['global_batch_size']}")
+                     f"{f' v{v}' if v > 1 else ''}{f' cp{cp}' if cp > 1 else ''} mb{run['micro_batch_size']} "
+                     f"gbs{run['global_batch_size']}")
             out.append(PublishedRun(name, label, run, {recompute: _spec(source, model, layers, run, recompute, gpu,
                                                                          layout, shape.get("trainer_overrides"))}))
         return out

@@ -131,6 +131,9 @@ class TrainingSpec(StrictModel):
         "1f1b", description="1f1b, or interleaved (virtual_stages model chunks a pipeline rank)")
     virtual_stages: _limited("virtual_stages") = Field(1, description="model chunks a pipeline rank holds under the "
                                                        "interleaved schedule (2 or more); 1 under 1f1b")
+    context_parallel: _limited("tensor_parallel") = Field(
+        1, description="GPUs splitting each sequence (Megatron's ring attention, two load-balanced chunks a rank); "
+        "they hold the same weights, so gradients and ZeRO run over data x context parallel GPUs")
     shard_group: _limited("n_gpus") | None = Field(
         None, description="hybrid sharding (FSDP HYBRID_SHARD, HSDP): ZeRO shards its states over this many "
         "data-parallel GPUs and replicates the shards over the rest; default all of them (full shard)")
@@ -248,9 +251,10 @@ class ScheduleSpec(StrictModel):
         return stage.tensor_parallel or t.tensor_parallel, stage.pipeline_parallel or t.pipeline_parallel
 
     def stage_data_parallel(self, index: int) -> int:
-        """Data-parallel replicas of stage ``index``: the GPUs over its tensor x pipeline size."""
+        """Data-parallel replicas of stage ``index``: the GPUs over its tensor x context x
+        pipeline size."""
         tp, pp = self.stage_parallel(index)
-        return max(self.hardware.n_gpus // (tp * pp), 1)
+        return max(self.hardware.n_gpus // (tp * pp * self.training.context_parallel), 1)
 
     @property
     def data_parallel(self) -> int:
@@ -279,9 +283,13 @@ class ScheduleSpec(StrictModel):
             tp_field, pp_field = self._layout_field(i, "tensor_parallel"), self._layout_field(i, "pipeline_parallel")
             own = not (tp_field.startswith("training") and pp_field.startswith("training"))
             where = f"stages[{i}]" if own else "training"
-            if n_gpus % (tp * pp):
-                yield (f"{where}.tensor_parallel x pipeline_parallel = {tp} x {pp} = {tp * pp} does not divide "
-                       f"hardware.n_gpus {n_gpus}; choose sizes whose product divides the GPU count")
+            cp = t.context_parallel
+            if n_gpus % (tp * pp * cp):
+                sizes = (f"{where}.tensor_parallel x pipeline_parallel = {tp} x {pp} = {tp * pp}" if cp == 1 else
+                         f"{where}.tensor_parallel x pipeline_parallel x training.context_parallel = {tp} x {pp} x "
+                         f"{cp} = {tp * pp * cp}")
+                yield (f"{sizes} does not divide hardware.n_gpus {n_gpus}; choose sizes whose product divides the "
+                       "GPU count")
             if t.pipeline_schedule == "interleaved":
                 if pp == 1:
                     yield (f"training.pipeline_schedule: interleaved needs pipeline_parallel of 2 or more"
@@ -295,12 +303,16 @@ class ScheduleSpec(StrictModel):
             if t.sequence_parallel and tp > 1 and self.model.seq_len % tp:
                 yield (f"training.sequence_parallel splits the sequence over {tp_field} {tp}, which does not "
                        f"divide model.seq_len {self.model.seq_len}; change one of them")
+        if t.context_parallel > 1 and self.model.seq_len % (2 * t.context_parallel):
+            yield (f"training.context_parallel {t.context_parallel} splits each sequence into 2 x "
+                   f"{t.context_parallel} load-balanced chunks, which model.seq_len {self.model.seq_len} does not "
+                   "divide into; change one of them")
         if t.shard_group is not None:
             if t.parallelism == "ddp":
                 yield ("training.shard_group: DDP shards nothing; use parallelism zero1, zero2 or zero3 to shard "
                        "over a group, or drop shard_group")
             for i in sorted({self.stage_data_parallel(i): i for i in range(len(self.stages))}.values()):
-                dp = self.stage_data_parallel(i)
+                dp = self.stage_data_parallel(i) * t.context_parallel  # the GPUs with the same weights
                 if dp % t.shard_group:
                     where = f"stages[{i}]'s " if self.per_stage_layouts else ""
                     yield (f"training.shard_group {t.shard_group} does not divide {where}data-parallel GPUs {dp}; "
@@ -335,13 +347,14 @@ class ScheduleSpec(StrictModel):
         seen: set[int] = set()
         for i in range(len(self.stages)):
             tp, pp = self.stage_parallel(i)
-            if self.hardware.n_gpus % (tp * pp):
+            if self.hardware.n_gpus % (tp * pp * t.context_parallel):
                 continue  # no whole number of replicas: _layout_problems said so
-            if tp == pp == 1:
+            if tp == pp == t.context_parallel == 1:
                 per_step, what = t.micro_batch_size * self.hardware.n_gpus, "micro_batch_size x n_gpus"
             else:
                 per_step = t.micro_batch_size * self.stage_data_parallel(i)
-                what = "micro_batch_size x data-parallel replicas (n_gpus / (tensor_parallel x pipeline_parallel))"
+                what = ("micro_batch_size x data-parallel replicas (n_gpus / (tensor_parallel x pipeline_parallel"
+                        + (" x context_parallel))" if t.context_parallel > 1 else "))"))
                 if self.per_stage_layouts:
                     what = f"stages[{i}]'s {what}"
             if t.batch_size % per_step and per_step not in seen:

@@ -26,7 +26,7 @@ import numpy as np
 from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES
 from costsim.flops import parameter_counts, selective_recompute
 from costsim.ops import StageShape, block_ops, head_ops
-from costsim.parallel import Layout
+from costsim.parallel import Layout, link, send_s
 from costsim.profile import CostProfile
 
 Array = np.ndarray
@@ -84,7 +84,7 @@ def micro_batch_work(s: StageShape, layout: Layout | None = None, head: Array | 
             else:
                 mem_outside = mem_outside + traffic
             kernels = kernels + 2 * head
-    t = s.tokens
+    t = s.tokens if layout is None else layout.tokens(s.tokens)
     tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
     return KernelWork(matmul_flops=t * mm_flops // tp, matmul_kernels=mm_kernels, attention_flops=t * attn // tp,
                       memory_bytes=t * mem // tp + t // shards * mem_outside, kernels=kernels)
@@ -105,10 +105,34 @@ def block_gemm_s(s: StageShape, peak_flops_per_s, profile: CostProfile, layout: 
     FLOPs) on one GPU for a micro-batch, at the rate ``micro_batch_time_s`` gives matmuls:
     the GEMMs that can hide the tensor-parallel collectives beside them
     (``parallel.tensor_parallel_overlapped_s``)."""
-    tp = 1 if layout is None else layout.tp
+    tp, tokens = (1, s.tokens) if layout is None else (layout.tp, layout.tokens(s.tokens))
     rate = peak_flops_per_s * profile.matmul_efficiency
-    return [(s.tokens * np.asarray(op.fwd_flops) // tp + profile.matmul_half_flops) / rate
+    return [(tokens * np.asarray(op.fwd_flops) // tp + profile.matmul_half_flops) / rate
             for op in block_ops(s) if op.kind == "matmul"]
+
+
+def ring_attention_s(s: StageShape, peak_flops_per_s, profile: CostProfile, layout: Layout, gpu) -> Array:
+    """Exposed context-parallel time of one micro-batch (none without context parallelism).
+
+    Each of the cp ranks holds 1/cp of the sequence. A block's attention runs as cp chunk
+    steps; at each but the last a rank passes the key/value chunk it holds to the next rank
+    in the ring (Megatron's ring attention: t/cp tokens x 2 x kv width x c bytes, split by
+    tp) while it computes attention on the one it has; backward passes the chunk and its
+    gradient, twice the bytes. A pass of a block costs only what its attention cannot hide:
+    max(0, (cp - 1) x send - attention of the pass). Forward passes: every block's, plus the
+    recomputed ones; backward passes: the blocks that backpropagate."""
+    [attention] = [op for op in block_ops(s) if op.kind == "attention"]
+    tokens = layout.tokens(s.tokens)
+    rate = peak_flops_per_s * profile.attention_efficiency
+    forward_s = tokens * np.asarray(attention.fwd_flops) // layout.tp / rate
+    backward_s = tokens * np.asarray(attention.bwd_input_flops) // layout.tp / rate
+    chunk = tokens * 2 * s.kv_width * s.compute_bytes // layout.tp
+    via = link(gpu, layout.crosses_nodes("context"))
+    steps = layout.cp - 1
+    forward = np.maximum(steps * send_s(chunk, via) - forward_s, 0.0)
+    backward = np.maximum(steps * send_s(2 * chunk, via) - backward_s, 0.0)
+    passes_forward = s.layers + s.recompute * s.n_backward_blocks
+    return np.where(layout.cp > 1, passes_forward * forward + s.n_backward_blocks * backward, 0.0)
 
 
 def optimizer_time_s(s: StageShape, bandwidth_bytes_per_s, profile: CostProfile, shard: Array | int = 1,

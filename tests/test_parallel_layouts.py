@@ -23,7 +23,7 @@ from costsim.estimate import render_table
 from costsim.flops import parameter_counts, rank_parameter_counts
 from costsim.hardware import GPUSpec, load_gpu
 from costsim.memory import peak_memory, saved_activation_bytes
-from costsim.ops import StageShape
+from costsim.ops import LOSS_SAVED_BYTES_PER_MICROBATCH, StageShape, block_ops
 from costsim.parallel import (
     Layout,
     Link,
@@ -41,7 +41,7 @@ from costsim.parallel import (
     tensor_parallel_s,
 )
 from costsim.profile import CostProfile, load_profile
-from costsim.timing import block_gemm_s
+from costsim.timing import block_gemm_s, micro_batch_work, ring_attention_s
 from costsim.trainers import TrainerProfile, grad_sync_bytes, load_trainer, shape_fields
 
 BASE = dict(layers=2, d_model=8, n_heads=2, n_kv_heads=2, d_ff=32, vocab_size=16, seq_len=4, micro_batch_size=1,
@@ -507,6 +507,79 @@ def test_hybrid_sharding_trades_memory_for_network_time():
 def test_a_bad_shard_group_is_one_line(training, needle):
     message = refused(spec_with(**training))
     assert needle in message and "\n" not in message
+
+
+# --- context parallelism: each sequence split over cp GPUs (ring attention) --------------------
+
+
+def test_context_parallel_ranks_and_groups():
+    """tp 2 x cp 2 x dp 2 x pp 2 on 16 GPUs, Megatron's order (tensor, context, data, pipeline):
+    a context group is 2 GPUs 2 apart; the GPUs with the same weights (gradients, ZeRO) are the
+    4 of context x data, consecutive in steps of tp."""
+    layout = Layout.of(16, tensor_parallel=2, pipeline_parallel=2, context_parallel=2)
+    assert (int(layout.dp), int(layout.cp), int(layout.weight_replicas), int(layout.n_gpus)) == (2, 2, 4, 16)
+    assert layout._size_stride("context") == (2, 2) and layout._size_stride("data") == (4, 2)
+    assert layout._size_stride("pipeline") == (2, 8)
+    assert int(layout.tokens(np.asarray(4096))) == 2048
+    result = estimate(parse_spec(spec_with(tensor_parallel=2, pipeline_parallel=2, context_parallel=2)))
+    assert all((s.tensor_parallel, s.context_parallel, s.pipeline_parallel, s.data_parallel) == (2, 2, 2, 2)
+               for s in result.stages)
+
+
+def test_context_parallel_halves_the_activations_and_work_not_the_weights():
+    """The hand-worked model (4 tokens) on cp 2: every activation byte, the logits, and every FLOP
+    and byte of work is per token, so a GPU has half; its weights and gradients are whole, and
+    ZeRO-1 shards the optimizer over the 2 GPUs that hold the same weights."""
+    one, two = Layout.of(1), Layout.of(2, context_parallel=2)
+    s = shape()
+    loss = LOSS_SAVED_BYTES_PER_MICROBATCH  # the loss's own scalar: one on every GPU
+    assert (int(saved_activation_bytes(s, two)) - loss) * 2 == int(saved_activation_bytes(s, one)) - loss
+    alone = peak_memory(s, PROFILE, parallelism="zero1", layout=one)
+    split = peak_memory(s, PROFILE, parallelism="zero1", layout=two)
+    assert float(split.weights) == float(alone.weights) and float(split.gradients) == float(alone.gradients)
+    assert float(split.optimizer) * 2 == float(alone.optimizer)
+    assert float(split.transient) * 2 == float(alone.transient)
+    work_one, work_two = micro_batch_work(s, one), micro_batch_work(s, two)
+    for field in ("matmul_flops", "attention_flops", "memory_bytes"):
+        assert int(getattr(work_two, field)) * 2 == int(getattr(work_one, field)), field
+    assert int(work_two.kernels) == int(work_one.kernels)  # as many kernels, each on half the tokens
+
+
+def test_ring_attention_by_hand():
+    """cp 2 on the hand-worked model (2 blocks, 2 key/value heads of 4, bf16): a GPU holds 2 of
+    the 4 tokens; its key/value chunk is 2 x 2 x 8 x 2 = 64 bytes. Each block's forward passes
+    it once (cp - 1 = 1 step) and its backward passes it and its gradient (128 bytes), each
+    exposed past the attention beside it. On a 1 GB/s link of 1 us a step: forward
+    64e-9 + 1e-6 = 1.064e-6 s, backward 1.128e-6 s, less the attention (this model's attention
+    takes 2 tokens x its FLOPs a token at 1e15 FLOP/s: picoseconds); two blocks each way."""
+    s = shape()
+    gpu = GPUSpec(**{**INLINE, "interconnect_bandwidth_bytes_per_s": 1e9, "interconnect_latency_s": 1e-6})
+    layout = Layout.of(2, context_parallel=2)
+    [attention] = [op for op in block_ops(s) if op.kind == "attention"]
+    forward_attention = 2 * int(attention.fwd_flops) / 1e15
+    backward_attention = 2 * int(attention.bwd_input_flops) / 1e15
+    expected = 2 * (1.064e-6 - forward_attention) + 2 * (1.128e-6 - backward_attention)
+    assert float(ring_attention_s(s, 1e15, PROFILE, layout, gpu)) == pytest.approx(expected, rel=1e-12)
+    assert float(ring_attention_s(s, 1e15, PROFILE, Layout.of(2), gpu)) == 0.0
+    # the step carries it as its own term, and the terms still add up
+    costs = estimate_many(s, batch_size=2, gpu=gpu, profile=PROFILE, layout=layout)
+    assert float(costs.step_context_s) == pytest.approx(2 * expected, rel=1e-12)  # 2 micro-batches a replica
+    parts = sum(getattr(costs, f"step_{n}_s") for n in ("compute", "tensor", "pipeline", "context", "bubble",
+                                                          "optimizer", "data"))
+    np.testing.assert_allclose(parts, costs.step_time_s, rtol=1e-12)
+
+
+@pytest.mark.parametrize("training,needle", [
+    ({"context_parallel": 3}, "training.tensor_parallel x pipeline_parallel x training.context_parallel = 1 x 1 x 3"),
+    ({"context_parallel": 16, "seq_len": 48}, "model.seq_len 48 does not divide"),
+    ({"context_parallel": 4, "micro_batch_size": 32}, "micro_batch_size x data-parallel replicas (n_gpus / "
+                                                      "(tensor_parallel x pipeline_parallel x context_parallel))"),
+])
+def test_a_bad_context_parallel_size_is_one_line(training, needle):
+    data = spec_with(**{k: v for k, v in training.items() if k != "seq_len"})
+    data["model"]["seq_len"] = training.get("seq_len", data["model"]["seq_len"])
+    message = refused(data)
+    assert any(needle in line for line in message.splitlines())  # one line a mistake
 
 
 # --- defaults: bit for bit what costsim computed before layouts -------------------------------

@@ -384,6 +384,7 @@ def test_the_memory_check_honours_the_address_space_limit():
 @pytest.mark.parametrize("training,stage,needle", [
     ({"parallelism": "zero3", "shard_group": 1}, {}, "training.shard_group 1: validate trains full sharding only"),
     ({}, {"tensor_parallel": 1, "pipeline_parallel": 1}, None),
+    ({"context_parallel": 2}, {}, "training.context_parallel 2: validate trains data parallel only"),
     ({}, {"pipeline_parallel": 2}, "stages[0].tensor_parallel 1 x pipeline_parallel 2: validate trains data parallel"),
 ])
 def test_validate_refuses_layouts_it_cannot_train_in_one_line(training, stage, needle):

@@ -139,6 +139,9 @@ def gpt_shape(spec: ScheduleSpec, index: int) -> GPTShape:
         raise CostsimError(f"training.trainer_profile is {spec.training.trainer_profile!r}: validate trains costsim's "
                            "own trainer, whose memory the 'reference' profile describes; set trainer_profile: "
                            "reference to train this schedule")
+    if spec.training.context_parallel > 1:
+        raise CostsimError(f"training.context_parallel {spec.training.context_parallel}: validate trains data "
+                           "parallel only; set it to 1 to train this schedule")
     if spec.training.shard_group is not None:
         raise CostsimError(f"training.shard_group {spec.training.shard_group}: validate trains full sharding only "
                            "(FSDP2's fully_shard over every rank); drop shard_group to train this schedule")
