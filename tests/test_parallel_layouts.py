@@ -362,8 +362,8 @@ def test_the_step_terms_add_up_to_the_step(tp, pp, parallelism, trainer):
     spec = parse_spec(spec_with(tensor_parallel=tp, pipeline_parallel=pp, parallelism=parallelism,
                                 trainer_profile=trainer))
     costs = spec_costs(spec)
-    parts = sum(getattr(costs, f"step_{name}_s") for name in ("compute", "tensor", "pipeline", "bubble", "optimizer",
-                                                               "data"))
+    parts = sum(getattr(costs, f"step_{name}_s") for name in ("compute", "tensor", "pipeline", "context", "bubble",
+                                                               "optimizer", "data"))
     np.testing.assert_allclose(parts, costs.step_time_s, rtol=1e-12)
     assert np.all(costs.step_compute_s > 0)
     assert np.all((costs.step_tensor_s > 0) == (tp > 1)) and np.all((costs.step_bubble_s > 0) == (pp > 1))
