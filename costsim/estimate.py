@@ -164,6 +164,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tensor-parallel", type=int, help="override training.tensor_parallel (GPUs splitting "
                         "each block)")
     parser.add_argument("--pipeline-parallel", type=int, help="override training.pipeline_parallel (pipeline ranks)")
+    parser.add_argument("--context-parallel", type=int, help="override training.context_parallel (GPUs splitting "
+                        "each sequence)")
+    parser.add_argument("--shard-group", type=int, help="override training.shard_group (hybrid sharding: the "
+                        "data-parallel GPUs ZeRO shards over)")
     parser.add_argument("--trainer-profile", help=f"override training.trainer_profile: what the training framework "
                         f"keeps on each GPU ({', '.join(trainer_names())} or a .json path)")
     parser.add_argument("--loss-profile", help=f"loss model ({', '.join(loss_profile_names())} or a .json path; "
@@ -178,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 if v is not None}
     training = {k: v for k, v in (("parallelism", args.parallelism), ("trainer_profile", args.trainer_profile),
                                   ("tensor_parallel", args.tensor_parallel),
-                                  ("pipeline_parallel", args.pipeline_parallel)) if v is not None}
+                                  ("pipeline_parallel", args.pipeline_parallel),
+                                  ("context_parallel", args.context_parallel), ("shard_group", args.shard_group))
+                if v is not None}
     spec = _spec(args, hardware, training)
     result = estimate(spec)
     profile = load_loss_profile(args.loss_profile) if args.loss_profile else profile_for_spec(spec)

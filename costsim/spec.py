@@ -312,10 +312,14 @@ class ScheduleSpec(StrictModel):
                 yield ("training.shard_group: DDP shards nothing; use parallelism zero1, zero2 or zero3 to shard "
                        "over a group, or drop shard_group")
             for i in sorted({self.stage_data_parallel(i): i for i in range(len(self.stages))}.values()):
+                tp, pp = self.stage_parallel(i)
+                if n_gpus % (tp * pp * t.context_parallel):
+                    continue  # no whole number of replicas: said above
                 dp = self.stage_data_parallel(i) * t.context_parallel  # the GPUs with the same weights
                 if dp % t.shard_group:
                     where = f"stages[{i}]'s " if self.per_stage_layouts else ""
-                    yield (f"training.shard_group {t.shard_group} does not divide {where}data-parallel GPUs {dp}; "
+                    what = "data x context parallel GPUs" if t.context_parallel > 1 else "data-parallel GPUs"
+                    yield (f"training.shard_group {t.shard_group} does not divide {where}{what} {dp}; "
                            "choose a group size that divides them (often the GPUs of a node)")
         if t.pipeline_schedule == "interleaved" and v < 2:
             yield ("training.virtual_stages: the interleaved schedule needs 2 or more model chunks a pipeline "
