@@ -67,8 +67,12 @@ def mutate(spec: dict, rng: random.Random) -> dict:
         if kind < 0.45:
             parent[key] = copy.deepcopy(rng.choice(ODD_VALUES))
         elif kind < 0.65 and isinstance(parent[key], (int, float)) and not isinstance(parent[key], bool):
-            value = parent[key] * rng.choice([2**20, 2**40, 1e-6, -1, 3])
-            parent[key] = value if not isinstance(parent[key], int) or not float(value).is_integer() else int(value)
+            try:
+                value = parent[key] * rng.choice([2**20, 2**40, 1e-6, -1, 3])
+                whole = isinstance(parent[key], int) and float(value).is_integer()
+            except OverflowError:  # an int past float's range (an earlier mutation): keep it an int
+                value, whole = parent[key] * 3, False
+            parent[key] = int(value) if whole else value
         elif kind < 0.75 and isinstance(parent, dict):
             del parent[key]
         elif kind < 0.85 and isinstance(parent, dict):
