@@ -16,7 +16,7 @@ class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     lr: float = Field(6e-4, gt=0, le=10, description="peak learning rate (at most 10: AdamW runs below about 1e-2)")
-    warmup_steps: int = Field(0, ge=0, description="linear warmup from 0")
+    warmup_steps: int = Field(0, ge=0, le=2**40, description="linear warmup from 0 (at most 2^40 steps)")
 
 
 class ConstantLR(_Schedule):
