@@ -61,9 +61,10 @@ class Layout:
     """How the GPUs are split (numpy arrays that broadcast with a ``StageShape``'s):
     ``tp`` tensor-parallel GPUs, ``pp`` pipeline ranks, ``dp`` data-parallel replicas,
     ``sp`` sequence parallelism, ``v`` virtual stages (model chunks) per pipeline rank
-    (1: plain 1F1B), ``gpus_per_node`` the node's size, ``shard`` the data-parallel GPUs
-    ZeRO / FSDP shards its states over (``dp``: full shard; fewer: hybrid sharding, the
-    shards replicated over ``dp / shard`` groups, as FSDP's HYBRID_SHARD and HSDP)."""
+    (1: plain 1F1B), ``gpus_per_node`` the node's size, ``cp`` context-parallel GPUs (each
+    sequence split over them), ``shard`` the GPUs ZeRO / FSDP shards its states over (all
+    the ``weight_replicas``, dp x cp: full shard; fewer: hybrid sharding, the shards
+    replicated over the rest, as FSDP's HYBRID_SHARD and HSDP)."""
 
     tp: Array
     pp: Array
@@ -209,7 +210,8 @@ def link(gpu, crosses_nodes, nics=1) -> Link:
 
 
 def group_link(gpu, layout: Layout, group: str) -> Link:
-    """The link the ring collectives of a ``tensor``, ``data``, ``shard`` or ``replica`` group run on."""
+    """The link the ring collectives of a ``tensor``, ``data``, ``shard`` or ``replica`` group
+    run on (a ``context`` ring's point-to-point sends use ``link`` with one port)."""
     return link(gpu, layout.crosses_nodes(group), layout.members_per_node(group))
 
 
@@ -318,11 +320,12 @@ def pipeline_send_s(activation_bytes, layout: Layout, gpu, forward_s=None, backw
     return sends * np.where(layout.v > 1, hidden, one)
 
 
-def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str, via: Link | tuple[Link, Link],
-                    backward_s,
-                    forward_s=None, gather_bytes=PARAM_BYTES, reduce_bytes=GRAD_BYTES, param_bytes=None,
-                    overlap_grad_sync=True) -> Array:
-    """Exposed data-parallel time of a step on a pipeline rank (its parameters over the DP group).
+def data_parallel_s(trainable_params, total_params, layout: Layout, parallelism: str,
+                    via: Link | tuple[Link, Link], backward_s, forward_s=None, gather_bytes=PARAM_BYTES,
+                    reduce_bytes=GRAD_BYTES, param_bytes=None, overlap_grad_sync=True) -> Array:
+    """Exposed data-parallel time of a step on a pipeline rank (its parameters over the GPUs
+    holding the same weights, ``layout.weight_replicas``; under hybrid sharding ``via`` is the
+    shard group's link and the replicas', ``hybrid_data_parallel_s``).
 
     By default the gradient reduction (``communication_bytes_per_gpu``) is hidden behind the
     last micro-batch's backward (``backward_s``; none without ``overlap_grad_sync``).
