@@ -220,7 +220,7 @@ class StageEstimate(BaseModel):
     pipeline_parallel: int
     data_parallel: int
     context_parallel: int
-    shard_group: int  # the data-parallel GPUs ZeRO shards over: data_parallel, or a hybrid shard group
+    shard_group: int  # the GPUs ZeRO shards over: data x context parallel, or a hybrid shard group
     pipeline_bubble_fraction: float
 
 

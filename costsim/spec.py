@@ -135,8 +135,9 @@ class TrainingSpec(StrictModel):
         1, description="GPUs splitting each sequence (Megatron's ring attention, two load-balanced chunks a rank); "
         "they hold the same weights, so gradients and ZeRO run over data x context parallel GPUs")
     shard_group: _limited("n_gpus") | None = Field(
-        None, description="hybrid sharding (FSDP HYBRID_SHARD, HSDP): ZeRO shards its states over this many "
-        "data-parallel GPUs and replicates the shards over the rest; default all of them (full shard)")
+        None, description="hybrid sharding (FSDP HYBRID_SHARD, HSDP): ZeRO shards its states over groups of this "
+        "many of the GPUs holding the same weights (data x context parallel) and replicates the shards over the "
+        "groups; default all of them (full shard)")
     trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
                                  "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
     trainer_overrides: dict[str, StrictBool | StrictInt | str] = Field(
