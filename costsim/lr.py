@@ -15,7 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field
 class _Schedule(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
-    lr: float = Field(6e-4, gt=0, le=10, description="peak learning rate (at most 10: AdamW runs below about 1e-2)")
+    lr: float = Field(6e-4, gt=0, le=1e10, description="peak learning rate (at most 1e10, far past any trainer: "
+                      "values near float's range overflowed the schedule)")
     warmup_steps: int = Field(0, ge=0, le=2**40, description="linear warmup from 0 (at most 2^40 steps)")
 
 
