@@ -40,6 +40,7 @@ from costsim.parallel import Layout
 from costsim.profile import CostProfile
 from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
 from costsim.text import binary_bytes
+from costsim.trainers import REFERENCE, load_trainer, shape_fields
 
 
 class Budget(BaseModel):
@@ -273,7 +274,8 @@ class Planner:
 
     def __init__(self, budget: Budget, hardware: HardwareSpec, space: SearchSpace, cost_profile: CostProfile,
                  loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp",
-                 memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True):
+                 memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True,
+                 trainer_profile: str = REFERENCE):
         self.budget, self.hardware, self.space = budget, hardware, space
         self.layout_search = layout_search  # choose tensor x pipeline parallel sizes (else data parallel only)
         self._grid_costs = None  # full-training costs of the space, computed on first use
@@ -281,6 +283,8 @@ class Planner:
         self.gpu: GPUSpec = hardware.resolved_gpu()
         self.memory_limit = usable_memory_bytes(self.gpu.memory_bytes, memory_headroom, max_memory_bytes)
         self.parallelism = parallelism
+        # what the training framework keeps and overlaps (costsim/trainers.py), as every candidate's spec says
+        self.trainer_profile, self.trainer = trainer_profile, load_trainer(trainer_profile)
 
     # --- building ------------------------------------------------------------------------
 
@@ -377,7 +381,7 @@ class Planner:
         weights = weights / weights.sum()
         hardware = self.hardware.model_dump(exclude_none=True)
         training = {"micro_batch_size": per_gpu, "batch_size": batch, "precision": self.space.precision,
-                    "parallelism": self.parallelism}
+                    "parallelism": self.parallelism, "trainer_profile": self.trainer_profile}
         if self.space.lr:
             training["lr_schedule"] = {"kind": "constant", "lr": self.space.lr}
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
@@ -439,7 +443,7 @@ class Planner:
         layout = layout or Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node)
         return estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
                              precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism,
-                             memory_limit_bytes=self.memory_limit, layout=layout)
+                             memory_limit_bytes=self.memory_limit, trainer=self.trainer, layout=layout)
 
     def per_step_cost(self, costs) -> np.ndarray:
         """Budget units one optimizer step of each stage spends."""
@@ -567,7 +571,8 @@ class Planner:
                     shape = StageShape.of(layers=layers, d_model=d, n_heads=heads, n_kv_heads=heads, d_ff=4 * d,
                                           vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=micro,
                                           n_trainable=layers, train_embeddings=True, tied=True, swiglu=False,
-                                          recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision])
+                                          recompute=recompute, compute_bytes=COMPUTE_BYTES[s.precision],
+                                          **shape_fields(self.trainer, COMPUTE_BYTES[s.precision]))
                     costs = self._costs_of(shape, batch, layout)
                     fits = costs.fits_in_memory & np.isinf(chosen_cost)
                     chosen_cost = np.where(fits, self.per_step_cost(costs), chosen_cost)
@@ -601,7 +606,8 @@ class Planner:
         shape = StageShape.of(layers=layers, d_model=d, n_heads=heads, n_kv_heads=heads, d_ff=4 * d,
                               vocab_size=s.vocab_size, seq_len=s.seq_len, micro_batch_size=1, n_trainable=layers,
                               train_embeddings=True, tied=True, swiglu=False, recompute=True,
-                              compute_bytes=COMPUTE_BYTES[s.precision])
+                              compute_bytes=COMPUTE_BYTES[s.precision],
+                              **shape_fields(self.trainer, COMPUTE_BYTES[s.precision]))
         costs = self._costs_of(shape, batch)
         if not bool(np.ravel(costs.fits_in_memory)[0]):
             return (f"the smallest model in the search space does not fit the {binary_bytes(self.memory_limit)} "

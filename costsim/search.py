@@ -53,6 +53,7 @@ from costsim.processes import is_gone, worker_id
 from costsim.profile import profile_for, profile_names
 from costsim.spec import HardwareSpec
 from costsim.text import binary_bytes, si
+from costsim.trainers import load_trainer, trainer_names
 
 # --objectives name -> the study's metric name (what optuna-dashboard and trials_dataframe show)
 OBJECTIVES = {"loss": "loss", "time": "time_s", "cost": "cost_usd"}
@@ -236,7 +237,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
         timeout: float | None = None, seed: int = 0, n_jobs: int = 1, objectives: tuple[str, ...] = ("loss",),
         storage: str | None = None, study_name: str | None = None, max_memory_gb: float | None = None,
         loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False,
-        memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True) -> SearchResult:
+        memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True, parallelism: str = "ddp",
+        trainer_profile: str = "reference") -> SearchResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -246,7 +248,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     gpu_key = hardware.gpu if isinstance(hardware.gpu, str) else None
     planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), profile,
                       max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30,
-                      memory_headroom=memory_headroom, layout_search=layout_search)
+                      memory_headroom=memory_headroom, layout_search=layout_search, parallelism=parallelism,
+                      trainer_profile=trainer_profile)
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler(seed, n_trials), study_name=name,
                                 directions=["minimize"] * len(objectives), load_if_exists=True)
@@ -419,6 +422,10 @@ def _parser() -> argparse.ArgumentParser:
     hardware.add_argument("--layout", choices=("search", "dp"), default="search", help="search: choose tensor x "
                           "pipeline x data parallel sizes per schedule (the fastest that fits); dp: data "
                           "parallelism only")
+    hardware.add_argument("--parallelism", choices=("ddp", "zero1", "zero2", "zero3"), default="ddp",
+                          help="how data parallelism keeps the states (zero3: FSDP full shard)")
+    hardware.add_argument("--trainer-profile", default="reference", help=f"what the training framework keeps on "
+                          f"each GPU and overlaps ({', '.join(trainer_names())} or a .json path)")
     hardware.add_argument("--price-per-gpu-hour", type=float, help="USD (default: the preset's indicative price)")
     hardware.add_argument("--memory-headroom", type=float, default=MEMORY_HEADROOM,
                           help="share of each GPU's memory a schedule may fill; the rest is margin for what the "
@@ -523,6 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.storage:
         storage_target(args.storage)
     profile = load_loss_profile(args.loss_profile)
+    load_trainer(args.trainer_profile)  # an unknown name: one line naming the choices, before any work
     ranges = {name: _range(getattr(args, name), f"--{name.replace('_', '-')}")
               for name in ("d_model_range", "layers_range", "batch_range")}
     if no_budget:
@@ -534,7 +542,8 @@ def main(argv: list[str] | None = None) -> int:
                  n_jobs=args.n_jobs, objectives=objectives, storage=args.storage, study_name=args.study_name,
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
                  progress=not args.no_progress and sys.stderr.isatty(), memory_headroom=args.memory_headroom,
-                 layout_search=args.layout == "search")
+                 layout_search=args.layout == "search", parallelism=args.parallelism,
+                 trainer_profile=args.trainer_profile)
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} finished trials (study '{result.study_name}')")
     print(_hardware_line(hardware, args))

@@ -142,3 +142,23 @@ def test_the_full_training_reference_uses_the_layouts_too():
 
 def _steps(spec):
     return [round(st.tokens / (spec.training.batch_size * spec.model.seq_len)) for st in spec.stages]
+
+
+@pytest.mark.parametrize("parallelism,trainer", [("zero3", "fsdp"), ("zero1", "nemo")])
+def test_the_search_plans_under_the_users_trainer(parallelism, trainer):
+    """`costsim.search --parallelism --trainer-profile`: every candidate is built and costed
+    under them, the spec written says so, and it estimates to the same step and memory the
+    planner judged it by."""
+    hardware = HardwareSpec(gpu="h100-sxm", n_gpus=64)
+    p = Planner(Budget(flops=1e23), hardware, SPACE, profile_for("h100-sxm", None), PROFILE,
+                parallelism=parallelism, trainer_profile=trainer)
+    spec = p.attempt(layers=48, d_model=8192, n_stages=2, first_fraction=0.5, batch_tokens=2**20).spec
+    assert spec is not None
+    assert (spec.training.parallelism, spec.training.trainer_profile) == (parallelism, trainer)
+    evaluation = p.evaluate(spec)
+    costs = estimate(spec)
+    assert evaluation.peak_memory_bytes == pytest.approx(costs.total.peak_memory_bytes, rel=1e-12)
+    assert evaluation.time_s == pytest.approx(costs.total.time_s, rel=1e-12)
+    plain = planner(64).evaluate(spec.model_copy(update={"training": spec.training.model_copy(
+        update={"parallelism": "ddp", "trainer_profile": "reference"})}))
+    assert evaluation.peak_memory_bytes < plain.peak_memory_bytes  # sharded states, bf16 working copies
