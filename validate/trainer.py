@@ -713,6 +713,13 @@ class Trainer:
         self.save_checkpoint()
         if not self.rank:
             self.store.record_status(self.run_id, "complete")
+        if self.world > 1:
+            # every rank leaves the group together, so none tears its connections down while
+            # another still uses them (a rank exiting first could abort its peer under gloo)
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
         return self.state
 
     def _diverged(self, index: int, loss: float) -> None:
