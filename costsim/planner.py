@@ -275,7 +275,7 @@ class Planner:
     def __init__(self, budget: Budget, hardware: HardwareSpec, space: SearchSpace, cost_profile: CostProfile,
                  loss_profile: LossProfile, max_memory_bytes: float | None = None, parallelism: str = "ddp",
                  memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True,
-                 trainer_profile: str = REFERENCE):
+                 trainer_profile: str = REFERENCE, context_parallel: int = 1):
         self.budget, self.hardware, self.space = budget, hardware, space
         self.layout_search = layout_search  # choose tensor x pipeline parallel sizes (else data parallel only)
         self._grid_costs = None  # full-training costs of the space, computed on first use
@@ -285,6 +285,7 @@ class Planner:
         self.parallelism = parallelism
         # what the training framework keeps and overlaps (costsim/trainers.py), as every candidate's spec says
         self.trainer_profile, self.trainer = trainer_profile, load_trainer(trainer_profile)
+        self.context_parallel = context_parallel  # GPUs splitting each sequence, in every layout
 
     # --- building ------------------------------------------------------------------------
 
@@ -354,8 +355,8 @@ class Planner:
         """The (tensor, pipeline) parallel sizes a schedule may run in: tensor parallelism
         inside a node, dividing every stage's heads and d_ff; pipeline parallelism over
         what is left, no deeper than the shallowest stage. Data parallelism takes the rest
-        of the GPUs. Without layout search, data parallelism alone."""
-        n_gpus = self.hardware.n_gpus
+        of the GPUs (after context parallelism's). Without layout search, data parallelism alone."""
+        n_gpus = self.hardware.n_gpus // self.context_parallel
         pairs = [(1, 1)]
         if self.layout_search and n_gpus > 1:
             pairs = [(tp, pp) for tp in divisors(n_gpus) if tp <= self.hardware.gpus_per_node
@@ -367,6 +368,7 @@ class Planner:
     def _layout(self, tp, pp) -> Layout:
         # sequence parallelism wherever tensor parallelism splits the sequence evenly (Megatron's practice)
         return Layout.of(self.hardware.n_gpus, tp, pp, sequence_parallel=(tp > 1) & (self.space.seq_len % tp == 0),
+                         context_parallel=self.context_parallel,
                          gpus_per_node=self.hardware.gpus_per_node)
 
     def _fit_and_spend(self, model: dict, stages: list[dict], batch: int) -> Candidate:
@@ -382,6 +384,8 @@ class Planner:
         hardware = self.hardware.model_dump(exclude_none=True)
         training = {"micro_batch_size": per_gpu, "batch_size": batch, "precision": self.space.precision,
                     "parallelism": self.parallelism, "trainer_profile": self.trainer_profile}
+        if self.context_parallel > 1:
+            training["context_parallel"] = self.context_parallel
         if self.space.lr:
             training["lr_schedule"] = {"kind": "constant", "lr": self.space.lr}
         probe = _spec(model, training, hardware, stages, [1.0e9] * len(stages))
@@ -440,7 +444,8 @@ class Planner:
         return self._costs_of(stage_shape(spec), spec.training.batch_size, spec_layout(spec))
 
     def _costs_of(self, shape: StageShape, batch: int, layout: Layout | None = None):
-        layout = layout or Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node)
+        layout = layout or Layout.of(self.hardware.n_gpus, gpus_per_node=self.hardware.gpus_per_node,
+                                     context_parallel=self.context_parallel)
         return estimate_many(shape, batch_size=batch, gpu=self.gpu, profile=self.cost_profile,
                              precision=self.space.precision, n_gpus=self.hardware.n_gpus, parallelism=self.parallelism,
                              memory_limit_bytes=self.memory_limit, trainer=self.trainer, layout=layout)

@@ -238,7 +238,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
         storage: str | None = None, study_name: str | None = None, max_memory_gb: float | None = None,
         loss_profile: str = DEFAULT_LOSS_PROFILE, calibration: str | None = None, progress: bool = False,
         memory_headroom: float = MEMORY_HEADROOM, layout_search: bool = True, parallelism: str = "ddp",
-        trainer_profile: str = "reference") -> SearchResult:
+        trainer_profile: str = "reference", context_parallel: int = 1) -> SearchResult:
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -249,7 +249,7 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     planner = Planner(budget, hardware, space, profile_for(gpu_key, calibration), profile,
                       max_memory_bytes=None if max_memory_gb is None else max_memory_gb * 2**30,
                       memory_headroom=memory_headroom, layout_search=layout_search, parallelism=parallelism,
-                      trainer_profile=trainer_profile)
+                      trainer_profile=trainer_profile, context_parallel=context_parallel)
     name = study_name or f"costsim-{budget.kind}-{budget.amount:.3g}"
     study = optuna.create_study(storage=make_storage(storage), sampler=sampler(seed, n_trials), study_name=name,
                                 directions=["minimize"] * len(objectives), load_if_exists=True)
@@ -424,6 +424,8 @@ def _parser() -> argparse.ArgumentParser:
                           "parallelism only")
     hardware.add_argument("--parallelism", choices=("ddp", "zero1", "zero2", "zero3"), default="ddp",
                           help="how data parallelism keeps the states (zero3: FSDP full shard)")
+    hardware.add_argument("--context-parallel", type=int, default=1, help="GPUs splitting each sequence (ring "
+                          "attention) in every candidate: for long --seq-len")
     hardware.add_argument("--trainer-profile", default="reference", help=f"what the training framework keeps on "
                           f"each GPU and overlaps ({', '.join(trainer_names())} or a .json path)")
     hardware.add_argument("--price-per-gpu-hour", type=float, help="USD (default: the preset's indicative price)")
@@ -471,9 +473,13 @@ def _check(args: argparse.Namespace) -> tuple[str, ...]:
     objectives = tuple(o.strip() for o in args.objectives.split(","))
     if not set(objectives) <= set(OBJECTIVES) or len(set(objectives)) != len(objectives):
         raise CostsimError(f"--objectives {args.objectives!r}: use distinct names from {', '.join(sorted(OBJECTIVES))}")
-    for flag in ("n_trials", "n_jobs", "n_gpus", "gpus_per_node", "max_stages", "seq_len", "vocab_size", "min_steps"):
+    for flag in ("n_trials", "n_jobs", "n_gpus", "gpus_per_node", "max_stages", "seq_len", "vocab_size", "min_steps",
+                 "context_parallel"):
         if getattr(args, flag) < 1:
             raise CostsimError(f"--{flag.replace('_', '-')} must be a positive integer")
+    if args.n_gpus % args.context_parallel or args.seq_len % (2 * args.context_parallel):
+        raise CostsimError(f"--context-parallel {args.context_parallel} must divide --n-gpus ({args.n_gpus}) and split "
+                           f"--seq-len ({args.seq_len}) into 2 x {args.context_parallel} equal chunks")
     if args.seed < 0 or args.seed >= 2**32:
         raise CostsimError(f"--seed must be between 0 and 2^32-1, got {args.seed}")
     for flag in ("max_memory_gb", "timeout", "price_per_gpu_hour"):
@@ -543,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
                  max_memory_gb=args.max_memory_gb, loss_profile=args.loss_profile, calibration=args.calibration,
                  progress=not args.no_progress and sys.stderr.isatty(), memory_headroom=args.memory_headroom,
                  layout_search=args.layout == "search", parallelism=args.parallelism,
-                 trainer_profile=args.trainer_profile)
+                 trainer_profile=args.trainer_profile, context_parallel=args.context_parallel)
     print(f"budget: {budget.describe()} on {args.n_gpus} x {hardware.resolved_gpu().name}; "
           f"{result.n_trials} finished trials (study '{result.study_name}')")
     print(_hardware_line(hardware, args))

@@ -162,3 +162,24 @@ def test_the_search_plans_under_the_users_trainer(parallelism, trainer):
     plain = planner(64).evaluate(spec.model_copy(update={"training": spec.training.model_copy(
         update={"parallelism": "ddp", "trainer_profile": "reference"})}))
     assert evaluation.peak_memory_bytes < plain.peak_memory_bytes  # sharded states, bf16 working copies
+
+
+def test_the_search_plans_with_the_users_context_parallelism():
+    """`--context-parallel 4` at 32k context: every candidate splits its sequences over 4 GPUs,
+    the spec written says so and estimates as the planner judged it, and a GPU holds less
+    than without it."""
+    hardware = HardwareSpec(gpu="h100-sxm", n_gpus=64)
+    space = SearchSpace(d_models=(1024, 4096), min_layers=2, max_layers=40, batch_tokens=(2**21,), seq_len=32768)
+    planners = [Planner(Budget(flops=1e22), hardware, space, profile_for("h100-sxm", None), PROFILE,
+                        parallelism="zero3", trainer_profile="fsdp", context_parallel=cp) for cp in (1, 4)]
+    specs = [p.attempt(layers=32, d_model=4096, n_stages=2, first_fraction=0.5, batch_tokens=2**21).spec
+             for p in planners]
+    assert all(spec is not None for spec in specs)
+    assert [spec.training.context_parallel for spec in specs] == [1, 4]
+    evaluation, costs = planners[1].evaluate(specs[1]), estimate(specs[1])
+    assert evaluation.peak_memory_bytes == pytest.approx(costs.total.peak_memory_bytes, rel=1e-12)
+    assert evaluation.time_s == pytest.approx(costs.total.time_s, rel=1e-12)
+    assert all(s.context_parallel == 4 and s.tensor_parallel * s.pipeline_parallel * s.data_parallel * 4 == 64
+               for s in costs.stages)
+    same_layout = specs[1].model_copy(update={"training": specs[1].training.model_copy(update={"context_parallel": 1})})
+    assert estimate(same_layout).total.peak_memory_bytes > costs.total.peak_memory_bytes

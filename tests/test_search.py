@@ -543,6 +543,7 @@ def test_workers_starting_together_on_an_empty_postgresql_database(postgres_url:
     (["--memory-headroom", "1.5"], "--memory-headroom"),
     (["--gpu", "/nonexistent/gpu.json"], "cannot read it"),
     (["--trainer-profile", "fdsp"], "unknown trainer_profile 'fdsp'"),
+    (["--context-parallel", "3"], "--context-parallel 3 must divide --n-gpus"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path: Path, args: list[str], says: str) -> None:
     """A user mistake is one line on stderr and exit 2: no traceback, no report, no file."""
