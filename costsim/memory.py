@@ -35,7 +35,7 @@ from costsim.ops import (
     embedding_saved_bytes_per_microbatch,
     head_ops,
 )
-from costsim.parallel import Layout, pipeline_ranks
+from costsim.parallel import Layout, pipeline_ranks, tokens_on_gpu
 from costsim.profile import CostProfile
 from costsim.trainers import (
     TrainerProfile,
@@ -71,8 +71,8 @@ def _block_saved(s: StageShape, attr: str) -> tuple[Array, Array]:
 def _split(s: StageShape, layout: Layout | None, inside_per_token, outside_per_token) -> Array:
     """Bytes of a micro-batch on one GPU: inside the TP regions split over tp, outside them
     split by tokens under sequence parallelism (tp divides what it splits: the spec checks)."""
-    tp, shards, tokens = (1, 1, s.tokens) if layout is None else (layout.tp, layout.sequence_shards,
-                                                                  layout.tokens(s.tokens))
+    tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
+    tokens = tokens_on_gpu(s.tokens, layout)
     return tokens * inside_per_token // tp + tokens // shards * outside_per_token
 
 
@@ -94,7 +94,7 @@ def saved_activation_bytes(s: StageShape, layout: Layout | None = None, embeddin
     # the vocabulary-parallel loss splits what it keeps over tp; the int64 targets are whole
     cp = 1 if layout is None else layout.cp  # context parallelism: each GPU its share of the tokens
     head_bytes = (_split(s, layout, np.asarray(loss.saved_bytes) - INDEX_BYTES, head_outside)
-                  + s.tokens // cp * INDEX_BYTES)
+                  + tokens_on_gpu(s.tokens, layout) * INDEX_BYTES)
     per_microbatch = (embedding * embedding_saved_bytes_per_microbatch(s) // cp
                       + head * LOSS_SAVED_BYTES_PER_MICROBATCH)
     return _split(s, layout, inside, outside) + head * head_bytes + per_microbatch
@@ -172,9 +172,9 @@ def reserved_bytes(allocated: Array, transient: Array, profile: CostProfile) -> 
     state, and activations whose sizes repeat block after block and step after step) reuse
     their cached blocks; what stays reserved unused is odd-sized: segments rounded up, and
     blocks freed by a transient that later, smaller requests split. On the H200 sweep this
-    form predicts held-out reserved peaks better (leave-one-out rms 6.7%) than a share of
-    everything allocated (10.8%) or of all that is not persistent state (10.7%); a share of
-    everything also grew with the model and rejected llm-foundry runs that ran."""
+    form predicts held-out reserved peaks better than a share of everything allocated, of
+    all that is not persistent state, or a constant (``benchmarks/reserve_forms.py``); a
+    share of everything also grew with the model and rejected llm-foundry runs that ran."""
     return allocated + profile.reserve_fraction * transient + profile.reserve_bytes
 
 

@@ -146,6 +146,19 @@ class Layout:
         return (self.pp - 1) / (np.asarray(micro_batches) * self.v)
 
 
+def suits(tensor_parallel, pipeline_parallel, sizes, layers) -> Array:
+    """Whether a (tensor, pipeline) layout can hold a shape (numpy broadcasting): tensor
+    parallelism divides each of ``sizes`` (heads, key/value heads, d_ff) and the pipeline
+    has no more ranks than ``layers`` blocks."""
+    divides = np.logical_and.reduce([np.asarray(size) % tensor_parallel == 0 for size in sizes])
+    return divides & (np.asarray(pipeline_parallel) <= layers)
+
+
+def tokens_on_gpu(tokens, layout: Layout | None) -> Array:
+    """One GPU's tokens of a micro-batch: all of them without a layout, else ``Layout.tokens``."""
+    return tokens if layout is None else layout.tokens(tokens)
+
+
 @dataclass(frozen=True)
 class PipelineRank:
     """A pipeline rank whose memory or time may be the step's worst: ``shape`` holds its blocks

@@ -36,7 +36,7 @@ from costsim.loss import (
 from costsim.memory import memory_use, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
-from costsim.parallel import Layout
+from costsim.parallel import Layout, suits
 from costsim.profile import CostProfile
 from costsim.spec import HardwareSpec, ScheduleSpec, parse_spec
 from costsim.text import binary_bytes
@@ -359,9 +359,9 @@ class Planner:
         n_gpus = self.hardware.n_gpus // self.context_parallel
         pairs = [(1, 1)]
         if self.layout_search and n_gpus > 1:
+            sizes = [size for width in widths for size in width]
             pairs = [(tp, pp) for tp in divisors(n_gpus) if tp <= self.hardware.gpus_per_node
-                     and not any(size % tp for width in widths for size in width)
-                     for pp in divisors(n_gpus // tp) if pp <= min_layers]
+                     for pp in divisors(n_gpus // tp) if suits(tp, pp, sizes, min_layers)]
         tp, pp = np.array(pairs).T
         return tp, pp
 
@@ -393,8 +393,8 @@ class Planner:
         shape = stage_shape(probe)
         tp, pp = self.layouts([], max(st.layers for st in probe.stages))
         # a layout a stage cannot take: heads or d_ff it does not divide, more pipeline ranks than blocks
-        takes = np.array([[not any(size % t for size in (*probe.stage_width(st), probe.stage_kv_heads(st)))
-                           and p <= st.layers for st in probe.stages] for t, p in zip(tp, pp)])
+        sizes = np.array([(*probe.stage_width(st)[1:], probe.stage_kv_heads(st)) for st in probe.stages]).T
+        takes = suits(tp[:, None], pp[:, None], sizes, np.array([st.layers for st in probe.stages]))
         layout = self._layout(tp[:, None, None], pp[:, None, None])
         full = (len(tp), len(micros), len(stages))
         for recompute in (False, True):
@@ -563,7 +563,7 @@ class Planner:
         # cannot take (heads or d_ff it does not divide, more pipeline ranks than blocks) is out
         tp, pp = (x[:, None] for x in self.layouts([], max(layers)))
         layout = self._layout(tp, pp)
-        allowed = (heads % tp == 0) & ((4 * d) % tp == 0) & (pp <= layers)
+        allowed = suits(tp, pp, (heads, 4 * d), layers)
         per_batch = []
         for batch_tokens in s.batch_tokens:
             batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)

@@ -26,7 +26,7 @@ import numpy as np
 from costsim.constants import ADAMW_STATE_BYTES, GRAD_BYTES, PARAM_BYTES
 from costsim.flops import parameter_counts, selective_recompute
 from costsim.ops import StageShape, block_ops, head_ops
-from costsim.parallel import Layout, link, send_s
+from costsim.parallel import Layout, link, send_s, tokens_on_gpu
 from costsim.profile import CostProfile
 
 Array = np.ndarray
@@ -84,7 +84,7 @@ def micro_batch_work(s: StageShape, layout: Layout | None = None, head: Array | 
             else:
                 mem_outside = mem_outside + traffic
             kernels = kernels + 2 * head
-    t = s.tokens if layout is None else layout.tokens(s.tokens)
+    t = tokens_on_gpu(s.tokens, layout)
     tp, shards = (1, 1) if layout is None else (layout.tp, layout.sequence_shards)
     return KernelWork(matmul_flops=t * mm_flops // tp, matmul_kernels=mm_kernels, attention_flops=t * attn // tp,
                       memory_bytes=t * mem // tp + t // shards * mem_outside, kernels=kernels)
@@ -105,7 +105,7 @@ def block_gemm_s(s: StageShape, peak_flops_per_s, profile: CostProfile, layout: 
     FLOPs) on one GPU for a micro-batch, at the rate ``micro_batch_time_s`` gives matmuls:
     the GEMMs that can hide the tensor-parallel collectives beside them
     (``parallel.tensor_parallel_overlapped_s``)."""
-    tp, tokens = (1, s.tokens) if layout is None else (layout.tp, layout.tokens(s.tokens))
+    tp, tokens = 1 if layout is None else layout.tp, tokens_on_gpu(s.tokens, layout)
     rate = peak_flops_per_s * profile.matmul_efficiency
     return [(tokens * np.asarray(op.fwd_flops) // tp + profile.matmul_half_flops) / rate
             for op in block_ops(s) if op.kind == "matmul"]
