@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--context-parallel", type=int, help="override training.context_parallel (GPUs splitting "
                         "each sequence)")
     parser.add_argument("--shard-group", type=int, help="override training.shard_group (hybrid sharding: the "
-                        "data-parallel GPUs ZeRO shards over)")
+                        "GPUs ZeRO shards over, of those holding the same weights)")
     parser.add_argument("--trainer-profile", help=f"override training.trainer_profile: what the training framework "
                         f"keeps on each GPU ({', '.join(trainer_names())} or a .json path)")
     parser.add_argument("--loss-profile", help=f"loss model ({', '.join(loss_profile_names())} or a .json path; "
