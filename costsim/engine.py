@@ -90,6 +90,7 @@ def estimate_many(shape: StageShape, *, batch_size, gpu: GPUSpec, profile: CostP
     optimizer update and the data-parallel traffic that the last backward does not hide.
     What counts as exposed follows ``trainer``'s overlap switches (``communication_terms``)."""
     trainer = trainer or load_trainer()
+    profile = trainer.kernel_rates(profile)
     layout = Layout.of(n_gpus) if layout is None else layout
     batch_size = np.asarray(batch_size)
     micro_per_step = batch_size // shape.micro_batch_size  # over all GPUs

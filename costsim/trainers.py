@@ -97,6 +97,19 @@ defaults below keep exactly that.
     next forward. Each send is exposed only past that chunk's time: with v chunks, a
     micro-batch's v activation sends cost max(0, send - backward / v) each and its v
     gradient sends max(0, send - forward / v).
+
+What a trainer's kernels run faster (time only).
+
+``attention_kernel_speedup`` (default 1)
+    The attention kernel's throughput over the one the cost profile's attention rate
+    describes: PyTorch's scaled_dot_product_attention, whose flash backend is
+    FlashAttention-2 (the H200 calibration measured it; the generic priors assume it).
+    Trainers on Transformer Engine (Megatron-LM, NeMo) run cuDNN's fused attention on
+    Hopper instead. The FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608,
+    figures 5 and 6: H100 SXM5, bf16, head dim 128, sequences 2k-16k) measured cuDNN at
+    1.59-1.70x FlashAttention-2 forward, causal or not, and 1.60-1.63x backward; the
+    profiles take 1.6. The ratio is an H100 figure: on other GPUs the kernels compare
+    differently, and a spec can set it with ``training.trainer_overrides``.
 """
 
 from __future__ import annotations
@@ -155,6 +168,10 @@ class TrainerProfile(BaseModel):
         "gradients", description="dtype of the data-parallel gradient reduction (default: the stored gradients')")
     overlap_p2p_comm: bool = Field(False, description="interleaved pipeline: each send overlapped with the next "
                                    "model chunk's compute")
+    # what its kernels run faster (time only)
+    attention_kernel_speedup: float = Field(1.0, gt=0, le=10, description="attention kernel throughput over "
+                                            "PyTorch SDPA's FlashAttention-2, which the cost profile's attention "
+                                            "rate describes (cuDNN fused attention on H100: 1.6)")
 
     @model_validator(mode="after")
     def _consistent(self) -> TrainerProfile:
@@ -163,6 +180,14 @@ class TrainerProfile(BaseModel):
         if self.cast_weights and self.weights == "compute":
             raise ValueError("cast_weights needs weights: fp32 (compute-dtype weights need no cast)")
         return self
+
+    def kernel_rates(self, profile: CostProfile) -> CostProfile:
+        """The cost profile with this trainer's kernels: its attention rate scaled by
+        ``attention_kernel_speedup`` (the same profile when the trainer runs the profile's)."""
+        if self.attention_kernel_speedup == 1:
+            return profile
+        return profile.model_copy(update={"attention_efficiency":
+                                          profile.attention_efficiency * self.attention_kernel_speedup})
 
     def runs_in_compute_dtype(self) -> bool:
         """Whether the model's forward runs on compute-dtype weights (so its residual stream is

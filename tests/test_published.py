@@ -27,9 +27,14 @@ NOMINAL_PARAMS = {"gpt3-175b": 175e9, "nemotron4-15b": 15e9, "nemotron4-340b": 3
 # Nemotron-4 15B on 16 GPUs, whose compute roofline alone is 11.7% slower than its measured step).
 # With the 17 context-parallel Llama 3.1 rows costed: 11.4% over all 35 (Llama 3.1 8B at 8k
 # context 28% slow: its compute alone is 39% slower than the measured step, the generic
-# profile's attention rate). Each bound leaves about two points of margin.
-MEDIAN_ERROR_BOUND = 0.08
-MEDIAN_ERROR_BOUND_ALL = 0.13
+# profile's attention rate). With Transformer Engine's cuDNN attention at 1.6x FlashAttention-2
+# (the profile's attention_kernel_speedup, from the FlashAttention-3 paper's H100 kernel figures,
+# not from these rows), and the Llama 3.1 405B costed with its SwiGLU MLP (its entry had lacked
+# mlp: swiglu, 298B parameters for 402B): 3.8% without context parallelism (worst +8.8%, GPT-3
+# 175B), 6.4% over all 35 (worst -17.5%, Llama 3.1 8B, whose compute alone is 20% slower than its
+# measured step). Each bound leaves about two points of margin.
+MEDIAN_ERROR_BOUND = 0.06
+MEDIAN_ERROR_BOUND_ALL = 0.09
 WITHOUT_CP = [r for r in RUNS if r.run.get("context_parallel", 1) == 1]
 
 
@@ -74,7 +79,9 @@ def test_row_builds_the_spec_of_its_layout(run):
         assert micro == row["grad_accum"]
     # the model's shapes come out at its name's size
     params = float(parameter_counts(stage_shape(spec)).total[0])
-    if "layers" not in row:  # the 405B's proxy rows have fewer layers than the model
+    model = load_source(SOURCE)["models"][row["model"]]
+    full_depth = row.get("layers", model.get("layers")) == model.get("layers", row.get("layers"))
+    if full_depth:  # the 405B's proxy rows (32-192 GPUs) have fewer layers than the model
         assert params == pytest.approx(NOMINAL_PARAMS[row["model"]], rel=0.05)
     # the published throughput is the published step time's
     # (within the tables' rounding: one row, noted in the file, is 0.4% off its own step time)

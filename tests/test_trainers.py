@@ -17,8 +17,9 @@ import numpy as np
 import pytest
 
 from costsim import SpecError, estimate, parse_spec
-from costsim.engine import stage_shape
+from costsim.engine import estimate_many, stage_shape
 from costsim.flops import micro_batch_flops, parameter_counts
+from costsim.hardware import load_gpu
 from costsim.memory import peak_memory, saved_activation_bytes
 from costsim.ops import StageShape
 from costsim.profile import CostProfile
@@ -340,6 +341,28 @@ def test_the_overlap_switches_change_time_not_memory():
                          overlap_p2p_comm=True, grad_sync_dtype="compute")
     assert float(memory(base).peak_allocated) == float(memory(overlapped).peak_allocated)
     assert shape_fields(base, 2) == shape_fields(overlapped, 2)
+
+
+def test_the_attention_kernel_speedup_divides_the_attention_time_and_nothing_else():
+    """A trainer whose attention kernel is k times the profile's: the micro-batch time loses
+    exactly (1 - 1/k) of its attention term (counted attention FLOPs over the profile's rate; one micro-batch a step);
+    matmuls, memory-bound ops, launches and memory stay as they were."""
+    gpu = load_gpu("h100-sxm")
+    fast = profile(attention_kernel_speedup=1.6)
+    costs = {t: estimate_many(shape(), batch_size=1, gpu=gpu, profile=PROFILE, trainer=t) for t in (REFERENCE, fast)}
+    attention_s = float(micro_batch_work(shape()).attention_flops) / gpu.peak_flops_per_s("bf16-mixed")
+    saved = float(costs[REFERENCE].step_compute_s - costs[fast].step_compute_s)
+    assert attention_s > 0 and saved == pytest.approx(attention_s * (1 - 1 / 1.6), rel=1e-9)
+    assert float(costs[fast].peak_memory_bytes) == float(costs[REFERENCE].peak_memory_bytes)
+    assert REFERENCE.kernel_rates(PROFILE) is PROFILE  # the default leaves the profile as it is
+
+
+def test_transformer_engine_trainers_run_cudnn_attention_and_the_others_sdpa():
+    for name in trainer_names():
+        speedup = load_trainer(name).attention_kernel_speedup
+        assert speedup == (1.6 if name in ("megatron", "nemo") else 1.0), name
+        if speedup != 1:
+            assert "2407.08608" in load_trainer(name).source
 
 
 # --- training.trainer_overrides: a recipe that differs from its profile in a switch or two ------
