@@ -21,6 +21,7 @@ from pydantic import (
     ConfigDict,
     Field,
     StrictBool,
+    StrictFloat,
     StrictInt,
     ValidationError,
     ValidationInfo,
@@ -140,9 +141,9 @@ class TrainingSpec(StrictModel):
         "groups; default all of them (full shard)")
     trainer_profile: str = Field(REFERENCE, description="what the training framework keeps on each GPU: a profile in "
                                  "costsim/data/trainers (reference, fsdp, megatron, ...) or a .json of its keys")
-    trainer_overrides: dict[str, StrictBool | StrictInt | str] = Field(
+    trainer_overrides: dict[str, StrictBool | StrictInt | StrictFloat | str] = Field(
         default_factory=dict, description="switches of trainer_profile set otherwise, e.g. {optimizer_state: bf16, "
-        "master_weights: false} (costsim/trainers.py lists them)")
+        "master_weights: false} or {attention_kernel_speedup: 1.0} (costsim/trainers.py lists them)")
     lr_schedule: LRSchedule = Field(default_factory=ConstantLR, description="constant | cosine | wsd (by kind)")
     lr_reset_per_stage: bool = Field(False, description="restart the schedule (and warmup) at every stage")
     weight_decay: float = Field(0.1, ge=0, description="AdamW decay on >=2-D weights")

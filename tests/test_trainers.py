@@ -387,11 +387,23 @@ def test_overrides_set_a_profiles_switches():
     assert parse_spec(spec_with(trainer_profile="nemo")).training.trainer() is load_trainer("nemo")  # none: as named
 
 
+def test_a_spec_sets_the_attention_kernel_by_a_number():
+    """A Megatron run on a GPU where cuDNN attention is no faster than FlashAttention-2: the
+    override is a number, and the step takes longer than under the profile's H100 ratio."""
+    cudnn = parse_spec(spec_with(trainer_profile="megatron", parallelism="zero1"))
+    flash = parse_spec(spec_with(trainer_profile="megatron", parallelism="zero1",
+                                 trainer_overrides={"attention_kernel_speedup": 1.0}))
+    assert flash.training.trainer().attention_kernel_speedup == 1.0
+    assert estimate(flash).total.time_s > estimate(cudnn).total.time_s
+
+
 @pytest.mark.parametrize("overrides,needles", [
     ({"optimiser_state": "bf16"}, ["unknown switch 'optimiser_state'", "optimizer_state"]),
     ({"master_weights": True}, ["master_weights needs weights: compute"]),  # fsdp keeps fp32 weights
     ({"loss": "fast"}, ["loss"]),
     ({"name": "mine"}, ["unknown switch 'name'"]),
+    ({"attention_kernel_speedup": -2}, ["attention_kernel_speedup", "greater than 0"]),
+    ({"attention_kernel_speedup": "fast"}, ["attention_kernel_speedup", "valid number"]),
 ])
 def test_bad_overrides_are_one_line(overrides, needles):
     with pytest.raises(SpecError) as caught:
