@@ -105,10 +105,10 @@ What a trainer's kernels run faster (time only).
     describes: PyTorch's scaled_dot_product_attention, whose flash backend is
     FlashAttention-2 (the H200 calibration measured it; the generic priors assume it).
     Trainers on Transformer Engine (Megatron-LM, NeMo) run cuDNN's fused attention on
-    Hopper instead. The FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608,
-    figures 5 and 6: H100 SXM5, bf16, head dim 128, sequences 2k-16k) measured cuDNN at
-    1.59-1.70x FlashAttention-2 forward, causal or not, and 1.60-1.63x backward; the
-    profiles take 1.6. The ratio is an H100 figure: on other GPUs the kernels compare
+    Hopper instead. The FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608, its
+    attention speed figures: H100 SXM5, bf16, head dim 128, sequences 2k-16k) measured
+    cuDNN at 1.59-1.70x FlashAttention-2 forward, causal or not, and 1.60-1.63x backward;
+    the profiles take 1.6. The ratio is an H100 figure: on other GPUs the kernels compare
     differently, and a spec can set it with ``training.trainer_overrides``.
 """
 
