@@ -103,7 +103,8 @@ What a trainer's kernels run faster (time only).
 ``attention_kernel_speedup`` (default 1)
     The attention kernel's throughput over the one the cost profile's attention rate
     describes: PyTorch's scaled_dot_product_attention, whose flash backend is
-    FlashAttention-2 (the H200 calibration measured it; the generic priors assume it).
+    FlashAttention-2 (the H200 calibration timed SDPA as torch 2.11 chose its backend;
+    the generic priors assume FlashAttention-2).
     Trainers on Transformer Engine (Megatron-LM, NeMo) run cuDNN's fused attention on
     Hopper instead. The FlashAttention-3 paper (Shah et al. 2024, arXiv 2407.08608, its
     attention speed figures: H100 SXM5, bf16, head dim 128, sequences 2k-16k) measured
