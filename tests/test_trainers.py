@@ -345,8 +345,8 @@ def test_the_overlap_switches_change_time_not_memory():
 
 def test_the_attention_kernel_speedup_divides_the_attention_time_and_nothing_else():
     """A trainer whose attention kernel is k times the profile's: the micro-batch time loses
-    exactly (1 - 1/k) of its attention term (counted attention FLOPs over the profile's rate; one micro-batch a step);
-    matmuls, memory-bound ops, launches and memory stay as they were."""
+    exactly (1 - 1/k) of its attention term (counted attention FLOPs over the profile's rate;
+    one micro-batch a step); matmuls, memory-bound ops, launches and memory stay as they were."""
     gpu = load_gpu("h100-sxm")
     fast = profile(attention_kernel_speedup=1.6)
     costs = {t: estimate_many(shape(), batch_size=1, gpu=gpu, profile=PROFILE, trainer=t) for t in (REFERENCE, fast)}
