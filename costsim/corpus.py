@@ -125,17 +125,29 @@ def load_runs(source: str | Path | None = None, holdout_marker: str = "[holdout]
 
 
 def export_store(db: str | Path, out: str | Path, source: str = "python -m studies.growth_corpus") -> int:
-    """Write a store's complete runs as a dataset file; returns how many."""
+    """Write a store's complete runs into a dataset file; returns how many runs it holds.
+
+    Runs already in ``out`` that the store does not hold are kept (a run the store also
+    holds is replaced by the store's), so a store with only this session's runs adds to
+    the shipped corpus instead of replacing it."""
     runs = load_store(db, holdout_marker="")
     from costsim.store import Store
 
     rows = {r["run_id"]: r for r in Store(db).query(
         "SELECT run_id, spec_json, device FROM run_summary WHERE status = 'complete'")}
-    body = {"source": source, "runs": [
-        {"run_id": r.run_id, "family": r.family, "device": rows[r.run_id]["device"],
-         "spec": json.loads(rows[r.run_id]["spec_json"]), "steps": r.steps,
-         "tokens": [int(t) for t in r.tokens], "val_loss": [round(float(v), 5) for v in r.loss]}
-        for r in runs]}
+    fresh = [{"run_id": r.run_id, "family": r.family, "device": rows[r.run_id]["device"],
+              "spec": json.loads(rows[r.run_id]["spec_json"]), "steps": r.steps,
+              "tokens": [int(t) for t in r.tokens], "val_loss": [round(float(v), 5) for v in r.loss]}
+             for r in runs]
+    names = {r["spec"].get("name") for r in fresh}
+    kept = []
+    if Path(out).exists():
+        try:
+            kept = [r for r in json.loads(Path(out).read_text())["runs"] if r["spec"].get("name") not in names]
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise CostsimError(f"{out}: not a corpus file ({type(exc).__name__}: {exc}); move it aside to "
+                               "export a new one") from None
+    body = {"source": source, "runs": kept + fresh}
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     Path(out).write_text(json.dumps(body, separators=(",", ":")) + "\n")
-    return len(runs)
+    return len(body["runs"])

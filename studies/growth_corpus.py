@@ -18,7 +18,7 @@ about two hours:
   to fit a critical batch size; a cosine-decay run for annealing.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
-an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` writes the
+an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` adds the
 curves to ``costsim/data/corpus/growth_corpus.json``, the versioned dataset
 ``costsim.fit`` and ``benchmarks/loss_accuracy.py`` read without re-training.
 """
@@ -158,6 +158,8 @@ def corpus() -> list[Run]:
         # term must stop paying, as it does for the small models a small budget favours
         full(32, 2, 4 * LARGE_STEPS, tag=" long"),
         full(*small, seed=2),  # the baseline's own seed noise: d48 L4 starts slower than d48 L3
+        # the largest baseline's seed noise: every d96 ratio is measured against its start-up
+        full(*large, seed=2), full(*large, seed=3),
     ]
 
 
@@ -190,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
     parser.add_argument("--list", action="store_true", help="list the corpus and what is already stored")
-    parser.add_argument("--export", action="store_true", help="write the stored curves to the shipped dataset")
+    parser.add_argument("--export", action="store_true",
+                        help="add the stored curves to the shipped dataset (runs it already has are kept)")
     args = parser.parse_args(argv)
     if args.threads < 1:
         raise CostsimError(f"--threads must be a positive integer, got {args.threads}")
@@ -207,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
         if not db.exists():
             raise CostsimError(f"--db {args.db}: no such store; train the corpus first")
         n = export_store(db, dataset_path())
-        print(f"wrote {n} curves to {dataset_path()}")
+        print(f"{dataset_path()} now holds {n} curves")
         return 0
     todo = [run for run in runs if f"{run.name} [{run.family}]" not in done]
     if args.part:

@@ -401,3 +401,27 @@ def test_validate_refuses_layouts_it_cannot_train_in_one_line(training, stage, n
     with pytest.raises(CostsimError) as caught:
         gpt_shape(spec, 0)
     assert needle in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_export_adds_a_stores_runs_to_a_dataset_and_keeps_the_others(dataset, tmp_path):
+    from costsim.corpus import export_store, load_dataset
+    from costsim.spec import load_spec
+
+    spec = load_spec(TINY)
+    store = Store(tmp_path / "x.duckdb")
+    trainer = Trainer(spec, dataset, store, RunOptions(progress=False, run_dir=tmp_path, eval_every=20))
+    trainer.start()
+    trainer.train()
+    out = tmp_path / "corpus.json"
+    stale = {"run_id": "old", "family": "full", "device": "cpu", "spec": json.loads(spec.model_dump_json()),
+             "steps": [1, 1, 1], "tokens": [1], "val_loss": [9.0]}
+    other = {**stale, "run_id": "other", "spec": {**stale["spec"], "name": "another run"}}
+    out.write_text(json.dumps({"source": "earlier", "runs": [stale, other]}))
+    assert export_store(store.path, out) == 2
+    runs = {r.run_id: r for r in load_dataset(out)}
+    assert set(runs) == {"other", trainer.run_id}  # the stored run replaced the stale one of its name
+    assert runs[trainer.run_id].loss[-1] < 9.0
+    out.write_text("not json")
+    with pytest.raises(CostsimError, match="not a corpus file"):
+        export_store(store.path, out)
+    assert out.read_text() == "not json"  # nothing overwritten
