@@ -195,20 +195,27 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
 
 
 def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev: int = 60,
-              hold: tuple[str, ...] = ()) -> list[LossParams]:
+              hold: tuple[str, ...] = (), jobs: int = 1) -> list[LossParams]:
     """Refits on runs resampled with replacement (every resample keeps the full-training
-    runs' sizes represented: baselines are resampled among themselves)."""
+    runs' sizes represented: baselines are resampled among themselves). The resamples are
+    drawn here, so ``jobs`` changes the time, not the samples."""
     rng = np.random.default_rng(seed)
     full = [r for r in runs if r.is_full_training]
     grown = [r for r in runs if not r.is_full_training]
-    samples = []
+    resamples = []
     for _ in range(n):
         picked = [full[i] for i in rng.integers(0, len(full), len(full))]
         if grown:
             picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
-        free = np.array([c.field not in hold for c in coordinates(best.structure)])
-        samples.append(_solve(picked, best, best.structure, free, max_nfev))
-    return samples
+        resamples.append(picked)
+    free = np.array([c.field not in hold for c in coordinates(best.structure)])
+    args = [[best] * n, [best.structure] * n, [free] * n, [max_nfev] * n]
+    if jobs > 1 and n > 1:
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, n)) as pool:
+            return list(pool.map(_solve, resamples, *args))
+    return list(map(_solve, resamples, *args))
 
 
 # --- what a profile knows about its data --------------------------------------------------
@@ -256,7 +263,7 @@ def seed_noise(runs: list[RunData]) -> tuple[float, int]:
 
 def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
                 n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
-                report: dict | None = None, hold: tuple[str, ...] = ()) -> LossProfile:
+                report: dict | None = None, hold: tuple[str, ...] = (), jobs: int = 1) -> LossProfile:
     """A profile fitted on the non-held-out runs. ``residual_std`` should be the
     held-out (cross-validated) error; without it the in-sample rms is used."""
     fit_runs = [r for r in runs if not r.holdout]
@@ -264,7 +271,7 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
         raise CostsimError("fitting needs full-training runs at 3 or more model sizes among the non-held-out "
                            "runs; train more (python -m studies.growth_corpus)")
     best, rms = fit_params(fit_runs, start, structure, hold=hold)
-    samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold)
+    samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold, jobs=jobs)
     vocab = {r.spec.model.vocab_size for r in fit_runs}
     noise, repeated = seed_noise(fit_runs)
     lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
@@ -335,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
                         "use its error as the profile's residual (slow: one refit per growth schedule)")
     parser.add_argument("--residual-std", type=float, help="held-out error to use instead (nats; the cv rms "
                         "benchmarks/loss_accuracy.py printed for this structure)")
-    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for --cv (default: CPUs)")
+    parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
+                        "(default: CPUs)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="profile JSON path to write")
     parser.add_argument("--transfer-to", default="", help="also write this law with the fitted growth parameters")
@@ -366,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",
-                          residual_std=residual, report=report, hold=hold)
+                          residual_std=residual, report=report, hold=hold, jobs=max(1, args.jobs))
     out.write_text(profile.model_dump_json(indent=1) + "\n")
     print(f"fitted {args.name} ({args.structure}) on {profile.report['n_fit_runs']} runs, "
           f"{profile.report['n_points']} points: rms {profile.report['rms_nats_in_sample']:.4f} nats in sample"

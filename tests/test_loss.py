@@ -345,6 +345,18 @@ def test_fit_recovers_known_parameters():
     assert np.all(np.isfinite(to_vector(fitted)))
 
 
+def test_the_bootstrap_draws_the_same_samples_whatever_the_number_of_processes():
+    from costsim.fit import bootstrap
+
+    truth = LossParams(structure="fading", E=1.0, A=20.0, alpha=0.35, B=40.0, beta=0.3, d0=3e3,
+                       lags={"stack_copy": 0.6}, lag_tokens=1.0)
+    runs = synthetic_runs(truth, noise=0.01, seed=1)
+    one = bootstrap(runs, truth, 3, seed=7, max_nfev=3, hold=("lag_size_slope",))
+    two = bootstrap(runs, truth, 3, seed=7, max_nfev=3, hold=("lag_size_slope",), jobs=2)
+    assert [to_vector(p).tolist() for p in one] == [to_vector(p).tolist() for p in two]
+    assert len({tuple(to_vector(p)) for p in one}) == 3  # three different resamples, three fits
+
+
 @pytest.mark.parametrize("hold,starts", [((), 5), (("startup_shape",), 3), (("startup_tokens",), 1)])
 def test_the_law_pass_starts_the_start_up_from_each_pair_and_keeps_the_best(monkeypatch, hold, starts):
     """The start-up's (time, shape) fit is not convex (on the corpus a single pass from the
