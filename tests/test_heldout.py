@@ -58,6 +58,11 @@ def test_the_shipped_corpus_meets_the_issue_floors(shipped):
     assert any("stack_copy" in f for f in families) and any("identity" in f for f in families)
     std, repeated = seed_noise(shipped)
     assert repeated >= 2 and 0 < std < 0.05
+    # the largest baseline, against which every d96 growth run is measured, has its own seed noise
+    assert len({r.seed for r in largest}) >= 3
+    # and the study's schedule at that size is paired with the baseline of its own seed
+    study = [r for r in shipped if r.family == "study-freeze" and r.final_shape == largest[0].final_shape]
+    assert {baseline_for(r, shipped).seed for r in study} == {r.seed for r in study}
 
 
 def test_every_growth_run_has_its_baseline_and_scores(shipped):
