@@ -19,6 +19,7 @@ import argparse
 import math
 import os
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -209,13 +210,13 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
             picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
         resamples.append(picked)
     free = np.array([c.field not in hold for c in coordinates(best.structure)])
-    args = [[best] * n, [best.structure] * n, [free] * n, [max_nfev] * n]
+    refit = partial(_solve, start=best, structure=best.structure, free=free, max_nfev=max_nfev)
     if jobs > 1 and n > 1:
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(min(jobs, n)) as pool:
-            return list(pool.map(_solve, resamples, *args))
-    return list(map(_solve, resamples, *args))
+            return list(pool.map(refit, resamples))
+    return list(map(refit, resamples))
 
 
 # --- what a profile knows about its data --------------------------------------------------
