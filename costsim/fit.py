@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import typing
 from dataclasses import dataclass
 from functools import partial
 
@@ -334,9 +335,11 @@ def main(argv: list[str] | None = None) -> int:
                         "(exponential, as before the shape was fitted)")
     parser.add_argument("--width-free-startup", action="store_true", help="hold the start-up's width exponent "
                         "at 0 (start-up time independent of d_model)")
-    parser.add_argument("--startup-growth", choices=("escape", "inherit"), default=None,
+    growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
+    parser.add_argument("--startup-growth", choices=growth_modes, default=None,
                         help="what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the "
-                        "share in use (default: the shipped profile's)")
+                        "share in use, 'depth_escapes' ends it for depth growth and continues it for "
+                        "width growth (default: the shipped profile's)")
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "

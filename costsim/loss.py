@@ -112,10 +112,11 @@ class LossParams(BaseModel):
     startup_form: Literal["capacity", "delay"] = Field(
         "capacity", description="'capacity': the parameters that count grow from one block's share to all of them "
         "as 1 - exp(-D/T); 'delay': tokens count at 1 - exp(-D/T)")
-    startup_growth: Literal["escape", "inherit"] = Field(
+    startup_growth: Literal["escape", "inherit", "depth_escapes"] = Field(
         "escape", description="what growth does to a 'capacity' start-up: 'escape' ends it (the grown model uses "
         "all its parameters at once); 'inherit' continues it from the share in use, where fresh blocks start "
-        "unused and copied or widened ones are as much in use as the blocks they came from")
+        "unused and copied or widened ones are as much in use as the blocks they came from; 'depth_escapes' "
+        "ends it when growth adds depth and continues it when growth keeps the depth (width growth)")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -455,9 +456,13 @@ def _startup_after_growth(p: LossParams, old: StagePlan, new: StagePlan, age):
     start-up at its new depth from the age at which that model had as much of itself
     unused: its fresh blocks are unused, copied and widened blocks as much in use as
     those they came from. A grown model therefore skips the part of the start-up its
-    trained blocks have done, and no more."""
-    if age is None or p.startup_growth != "inherit" or p.startup_form != "capacity" or new.layers <= 0 \
+    trained blocks have done, and no more. With ``depth_escapes`` only growth that keeps
+    the depth continues it: a widened model has the same blocks to bring into use as
+    before, while added depth ends it as with ``escape``."""
+    if age is None or p.startup_growth == "escape" or p.startup_form != "capacity" or new.layers <= 0 \
             or not np.any(p.startup_tokens > 0):
+        return None
+    if p.startup_growth == "depth_escapes" and new.layers != old.layers:
         return None
     in_use = startup_capacity(p, old.layers, age, old.aspect)  # share of the old model's parameters
     fresh = OPERATORS[new.operator].fresh_blocks if new.operator in OPERATORS else False

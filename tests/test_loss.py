@@ -250,7 +250,7 @@ INHERIT = PARAMS.model_copy(update={"startup_tokens": 2e5, "startup_shape": 2.0,
 
 @settings(max_examples=40, deadline=None)
 @given(first=st.floats(1e4, 1e7), second=st.floats(1e4, 1e7), layers=st.integers(1, 24),
-       growth=st.sampled_from(["escape", "inherit"]), structure=st.sampled_from(list(STRUCTURES)))
+       growth=st.sampled_from(["escape", "inherit", "depth_escapes"]), structure=st.sampled_from(list(STRUCTURES)))
 def test_a_boundary_without_growth_leaves_a_start_up_curve_unchanged(first, second, layers, growth, structure):
     """Splitting full training into two stages changes nothing while the start-up runs:
     the equivalent tokens are re-solved on the parameters in use, not on all of them."""
@@ -284,6 +284,28 @@ def test_inherited_start_up_keeps_the_loss_and_the_parameters_in_use_at_growth(o
         assert after * grown.n_params == pytest.approx(before * small.n_params, rel=1e-9)
     else:
         assert after == pytest.approx(before, rel=1e-9)
+
+
+@pytest.mark.parametrize("operator", ["random_top", "identity", "stack_copy", "widen_preserving"])
+def test_depth_escapes_ends_the_start_up_for_depth_growth_and_continues_it_for_width(operator):
+    """'depth_escapes': a widened model keeps its depth, so its start-up goes on at the
+    same age; growth that adds blocks ends it, as 'escape' does."""
+    from costsim.loss import _startup_after_growth
+
+    p = INHERIT.model_copy(update={"startup_growth": "depth_escapes"})
+    widen = operator.startswith("widen")
+    small = plan(1e6, 3e5, steps=60, layers=4)
+    grown = plan(4e6 if widen else 2e6, 1e5, steps=20, operator=operator, layers=4 if widen else 8)
+    age = _startup_after_growth(p, small, grown, np.array([[3e5]]))
+    if widen:
+        assert float(age[0, 0]) == pytest.approx(3e5, rel=1e-9)
+        assert age == pytest.approx(_startup_after_growth(INHERIT, small, grown, np.array([[3e5]])), rel=1e-12)
+        escaped = trajectory(p.model_copy(update={"startup_growth": "escape"}), [small, grown])[1]
+        assert trajectory(p, [small, grown])[1][-1] > escaped[-1]  # fewer of its parameters in use yet
+    else:
+        assert age is None
+        escaped = trajectory(p.model_copy(update={"startup_growth": "escape"}), [small, grown])[1]
+        assert trajectory(p, [small, grown])[1] == pytest.approx(escaped, rel=1e-12)
 
 
 def test_equivalent_tokens_invert_the_law():
