@@ -16,7 +16,8 @@ Run: python benchmarks/loss_accuracy.py [--structures fading/N,fading/N/flat] [-
 (/N: the law in N alone, no shape term; /flat: one lag at every size; /linear: the start-up's depth
 exponent held at 1; /k1: its shape held at 1 (exponential); /w0: its width exponent held at 0;
 /inherit: growth continues the start-up from the share in use instead of ending it; /widthinherit: only
-width growth continues it (depth growth ends it); /nostartup: no
+width growth continues it (depth growth ends it); /carry: every growth continues it from
+the old model's share in use, fresh blocks included; /nostartup: no
 start-up; /delay: the token-delay start-up. The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
@@ -145,19 +146,19 @@ def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
 VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
                  "linear": "startup_depth_exponent", "k1": "startup_shape", "w0": "startup_width_exponent"}
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
-                "widthinherit": {"startup_growth": "depth_escapes"}}
+                "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
-    """``STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0][/delay][/inherit][/widthinherit]``: /N holds the
+    """``STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0][/delay][/inherit][/widthinherit][/carry]``: /N holds the
     law's shape term at 0 (capacity in N alone), /flat holds the lags' size slope at 0
     (one lag at every size), /nostartup holds the from-scratch start-up at 0, /linear
     holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0."""
     structure, *flags = variant.split("/")
     unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
     if structure not in STRUCTURES or unknown:
-        raise SystemExit(f"unknown variant {variant!r}: use "
-                         "STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0][/delay][/inherit][/widthinherit], "
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0]"
+                         "[/delay][/inherit][/widthinherit][/carry], "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
 
@@ -165,7 +166,7 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
 def variant_sets(variant: str) -> dict:
     """/delay: the start-up as a token delay instead of a capacity ramp; /inherit: growth
     continues the start-up from the share in use; /widthinherit: only width growth does
-    (depth growth ends it)."""
+    (depth growth ends it); /carry: every growth continues it from the old model's share."""
     return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
 
 

@@ -112,11 +112,13 @@ class LossParams(BaseModel):
     startup_form: Literal["capacity", "delay"] = Field(
         "capacity", description="'capacity': the parameters that count grow from one block's share to all of them "
         "as 1 - exp(-D/T); 'delay': tokens count at 1 - exp(-D/T)")
-    startup_growth: Literal["escape", "inherit", "depth_escapes"] = Field(
+    startup_growth: Literal["escape", "inherit", "depth_escapes", "carry"] = Field(
         "escape", description="what growth does to a 'capacity' start-up: 'escape' ends it (the grown model uses "
         "all its parameters at once); 'inherit' continues it from the share in use, where fresh blocks start "
         "unused and copied or widened ones are as much in use as the blocks they came from; 'depth_escapes' "
-        "ends it when growth adds depth and continues it when growth keeps the depth (width growth)")
+        "ends it when growth adds depth and continues it when growth keeps the depth (width growth); 'carry' "
+        "continues it from the share the old model had in use, fresh blocks included (growth cannot bring into "
+        "use more of the model than its source had)")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -458,14 +460,18 @@ def _startup_after_growth(p: LossParams, old: StagePlan, new: StagePlan, age):
     those they came from. A grown model therefore skips the part of the start-up its
     trained blocks have done, and no more. With ``depth_escapes`` only growth that keeps
     the depth continues it: a widened model has the same blocks to bring into use as
-    before, while added depth ends it as with ``escape``."""
+    before, while added depth ends it as with ``escape``. With ``carry`` every growth
+    continues it from the old model's share in use, fresh blocks counted as in use as the
+    rest: growth from a model still in its own start-up (early growth) cannot skip more of
+    the deeper model's start-up than the source had done, and growth from one past it
+    ends it, as ``escape`` does."""
     if age is None or p.startup_growth == "escape" or p.startup_form != "capacity" or new.layers <= 0 \
             or not np.any(p.startup_tokens > 0):
         return None
     if p.startup_growth == "depth_escapes" and new.layers != old.layers:
         return None
     in_use = startup_capacity(p, old.layers, age, old.aspect)  # share of the old model's parameters
-    fresh = OPERATORS[new.operator].fresh_blocks if new.operator in OPERATORS else False
+    fresh = p.startup_growth == "inherit" and new.operator in OPERATORS and OPERATORS[new.operator].fresh_blocks
     unused = 1 - in_use * (old.n_params / new.n_params if fresh else 1.0)
     at_start = 1 - 1 / max(new.layers, 1)  # a from-scratch model's unused share before any token
     elapsed = np.log(np.maximum(at_start / np.maximum(unused, 1e-12), 1.0))  # (age / T)^k

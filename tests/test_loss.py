@@ -250,7 +250,8 @@ INHERIT = PARAMS.model_copy(update={"startup_tokens": 2e5, "startup_shape": 2.0,
 
 @settings(max_examples=40, deadline=None)
 @given(first=st.floats(1e4, 1e7), second=st.floats(1e4, 1e7), layers=st.integers(1, 24),
-       growth=st.sampled_from(["escape", "inherit", "depth_escapes"]), structure=st.sampled_from(list(STRUCTURES)))
+       growth=st.sampled_from(["escape", "inherit", "depth_escapes", "carry"]),
+       structure=st.sampled_from(list(STRUCTURES)))
 def test_a_boundary_without_growth_leaves_a_start_up_curve_unchanged(first, second, layers, growth, structure):
     """Splitting full training into two stages changes nothing while the start-up runs:
     the equivalent tokens are re-solved on the parameters in use, not on all of them."""
@@ -306,6 +307,29 @@ def test_depth_escapes_ends_the_start_up_for_depth_growth_and_continues_it_for_w
         assert age is None
         escaped = trajectory(p.model_copy(update={"startup_growth": "escape"}), [small, grown])[1]
         assert trajectory(p, [small, grown])[1] == pytest.approx(escaped, rel=1e-12)
+
+
+@pytest.mark.parametrize("operator", ["random_top", "identity", "stack_copy", "widen_preserving"])
+def test_carry_keeps_the_share_in_use_and_ends_the_start_up_only_once_the_source_was_through(operator):
+    """'carry': the grown model goes on with the share of itself in use that its source had,
+    fresh blocks or not, so early growth keeps most of the start-up to go and growth from a
+    model past its own start-up is as good as 'escape'."""
+    from costsim.loss import _startup_after_growth
+
+    p = INHERIT.model_copy(update={"startup_growth": "carry"})
+    widen = operator.startswith("widen")
+    new_layers = 4 if widen else 8
+    for age, escapes in ((5e4, False), (5e6, True)):
+        small = plan(1e6, age, steps=60, layers=4)
+        grown = plan(4e6 if widen else 2e6, 1e5, steps=20, operator=operator, layers=new_layers)
+        carried = _startup_after_growth(p, small, grown, np.array([[age]]))
+        before = float(startup_capacity(p, 4, age))
+        assert float(startup_capacity(p, new_layers, carried)[0, 0]) == pytest.approx(before, rel=1e-9)
+        escaped = trajectory(p.model_copy(update={"startup_growth": "escape"}), [small, grown])[1]
+        if escapes:
+            assert trajectory(p, [small, grown])[1] == pytest.approx(escaped, rel=1e-6)
+        else:
+            assert trajectory(p, [small, grown])[1][-1] > escaped[-1] + 1e-3  # most of it still to come
 
 
 def test_equivalent_tokens_invert_the_law():
