@@ -15,7 +15,10 @@ about two hours:
 - at a middle size (d64, 4 layers, 3.3M tokens): the same families (the study's schedule
   with a second seed), so growth can be fitted on one size and predicted on a larger one;
 - batch size: the middle size at 8, 256 and 2048 sequences a step (25 optimizer steps),
-  to fit a critical batch size; a cosine-decay run for annealing.
+  to fit a critical batch size; a cosine-decay run for annealing;
+- second seeds (each seed has its own held-out batches, so each has its own baselines):
+  full training at d48 L4, d64 L4 and d96 L6 (three seeds), the study's schedule at every
+  size, ``random_top`` at d96 and the two small width runs.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
 an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` adds the
@@ -160,6 +163,12 @@ def corpus() -> list[Run]:
         full(*small, seed=2),  # the baseline's own seed noise: d48 L4 starts slower than d48 L3
         # the largest baseline's seed noise: every d96 ratio is measured against its start-up
         full(*large, seed=2), full(*large, seed=3),
+        # second seeds of the runs the loss model misses most (random_top at d96, the small
+        # width runs' crossovers): is the miss the model's or one seed's?
+        deepen(*large, "random_top", 0.1, seed=2), deepen(*large, "random_top", 0.5, seed=2),
+        widen(*small, head_dim=8, seed=2), widen(*middle, seed=2),
+        # each seed evaluates on its own held-out batches, so a seed-2 run needs a seed-2 baseline
+        full(64, 4, LARGE_STEPS, seed=2),  # as long as seed 1's: the middle runs use its prefix
     ]
 
 
