@@ -157,8 +157,8 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
     structure, *flags = variant.split("/")
     unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
     if structure not in STRUCTURES or unknown:
-        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0]"
-                         "[/delay][/inherit][/widthinherit][/carry], "
+        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS))
+        raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
 
