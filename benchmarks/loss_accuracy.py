@@ -34,9 +34,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
 
-from costsim.corpus import RunData, load_runs
+from costsim.corpus import load_runs
 from costsim.fit import HELD_VALUES, holding, seed_noise
-from costsim.heldout import CurveComparison, RunScore, cross_validate, size_holdout
+from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
 RATIO_TARGET, CROSSOVER_FACTOR, COVERAGE = 0.15, 1.5, (0.80, 0.95)
@@ -76,10 +76,11 @@ def crossover_ok(score: RunScore, noise: float = 0.0) -> bool | None:
     return max(m.crossover_flops, p.crossover_flops) / min(m.crossover_flops, p.crossover_flops) <= CROSSOVER_FACTOR
 
 
-def is_tie(score: RunScore, seed_ratio_noise: float) -> bool:
-    """The measured ratio is within seed noise of 1 (either way a tie)."""
+def is_tie(score: RunScore, ratio_noise: float) -> bool:
+    """The measured ratio is within seed noise of 1 (either way a tie); a mean over k seeds
+    has 1/sqrt(k) of one seed's noise."""
     m = score.measured
-    return m is not None and m.ratio is not None and abs(m.ratio - 1) <= seed_ratio_noise
+    return m is not None and m.ratio is not None and abs(m.ratio - 1) <= ratio_noise / np.sqrt(score.seeds)
 
 
 def crossover_text(c: CurveComparison | None) -> str:
@@ -89,7 +90,7 @@ def crossover_text(c: CurveComparison | None) -> str:
     return f"{where} ({c.end_gap:+.3f})"
 
 
-def table(scores: list[RunScore], seed_ratio_noise: float) -> str:
+def table(scores: list[RunScore], ratio_noise: float) -> str:
     """One row per held-out growth run; crossover columns end with the final gap to full
     training at equal FLOPs in brackets."""
     head = ("held-out run", "ratio meas", "ratio pred", "sign", "crossover meas", "crossover pred", "rms", "cover")
@@ -97,21 +98,24 @@ def table(scores: list[RunScore], seed_ratio_noise: float) -> str:
     for s in scores:
         if s.measured is None:
             continue
-        sign = "tie" if is_tie(s, seed_ratio_noise) else ("right" if s.sign_right else "WRONG")
-        rows.append((s.run, ratio_text(s.measured), ratio_text(s.predicted), sign, crossover_text(s.measured),
+        sign = "tie" if is_tie(s, ratio_noise) else ("right" if s.sign_right else "WRONG")
+        name = s.run + (f" ({s.seeds} seeds)" if s.seeds > 1 else "")
+        rows.append((name, ratio_text(s.measured), ratio_text(s.predicted), sign, crossover_text(s.measured),
                      crossover_text(s.predicted), f"{s.rms:.3f}", f"{s.coverage:.0%}" if s.coverage is not None
                      else "-"))
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
-def summary(scores: list[RunScore], seed_ratio_noise: float, seed_std: float = 0.0) -> dict:
+def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -> dict:
     growth = [s for s in scores if s.measured is not None]
-    decided = [s for s in growth if not is_tie(s, seed_ratio_noise)]
+    decided = [s for s in growth if not is_tie(s, ratio_noise)]
     errors = [e for e in (ratio_error(s) for s in growth) if e is not None]
-    cross = [c for c in (crossover_ok(s, 2 * seed_std) for s in growth) if c is not None]
+    cross = [c for c in (crossover_ok(s, 2 * seed_std / np.sqrt(s.seeds)) for s in growth) if c is not None]
     points = sum(s.n_points for s in scores)
-    coverage = sum((s.coverage or 0) * s.n_points for s in scores) / max(points, 1)
+    covered = [s for s in scores if s.coverage is not None]
+    coverage = sum(s.coverage * s.n_points for s in covered) / max(sum(s.n_points for s in covered), 1) \
+        if covered else None
     rms = float(np.sqrt(sum(s.rms**2 * s.n_points for s in scores) / max(points, 1)))
     return {"runs": len(growth), "sign_right": sum(bool(s.sign_right) for s in decided), "sign_decided": len(decided),
             "ratio_error_median": float(np.median(errors)) if errors else None,
@@ -124,23 +128,8 @@ def summary_line(name: str, s: dict) -> str:
     return (f"{name:11s} rms {s['rms']:.4f}  sign {s['sign_right']}/{s['sign_decided']}  "
             f"ratio err median {s['ratio_error_median']:.3f} max {s['ratio_error_max']:.3f} "
             f"(<= {RATIO_TARGET}: {s['ratio_within_target']}/{s['runs']})  "
-            f"crossover {s['crossover_ok']}/{s['crossover_n']}  coverage {s['coverage']:.0%}")
-
-
-def seed_ratio_noise(runs: list[RunData], seed_std: float) -> float:
-    """Seed noise in ratio terms: a loss difference of one seed std at the match point,
-    over the baseline's local slope d loss / d ln FLOPs (largest baseline)."""
-    from costsim.fit import cumulative_flops
-
-    full = [r for r in runs if r.is_full_training and r.spec.training.lr_schedule.kind == "constant"]
-    if not full or seed_std == 0:
-        return 0.0
-    base = max(full, key=lambda r: r.tokens[-1] * r.final_shape[0] * r.final_shape[1])
-    flops = cumulative_flops(base.spec, base.steps, base.tokens)
-    half = np.searchsorted(flops, flops[-1] / 2)
-    lo, hi = max(half - 3, 0), min(half + 3, len(flops) - 1)
-    slope = abs((base.loss[hi] - base.loss[lo]) / np.log(flops[hi] / flops[lo]))
-    return float(np.expm1(seed_std / slope))
+            f"crossover {s['crossover_ok']}/{s['crossover_n']}"
+            + (f"  coverage {s['coverage']:.0%}" if s["coverage"] is not None else ""))
 
 
 VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
@@ -178,10 +167,15 @@ def evaluate(variant: str, data: str | None) -> dict:
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
-    sized, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms, hold=hold)
-    return {"structure": variant, "cv": [asdict(s) | {"sign_right": s.sign_right} for s in cv.scores],
-            "cv_rms": cv.rms, "size": [asdict(s) | {"sign_right": s.sign_right} for s in sized],
-            "size_shape": list(shape), "seed_std": noise}
+    sized, sized_schedules, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms,
+                                                 hold=hold)
+
+    def rows(scores: list[RunScore]) -> list[dict]:
+        return [asdict(s) | {"sign_right": s.sign_right} for s in scores]
+
+    return {"structure": variant, "cv": rows(cv.scores), "cv_schedules": rows(cv.schedule_scores), "cv_rms": cv.rms,
+            "size": rows(sized), "size_schedules": rows(sized_schedules), "size_shape": list(shape),
+            "seed_std": noise}
 
 
 def _scores(rows: list[dict]) -> list[RunScore]:
@@ -210,24 +204,29 @@ def main() -> None:
         variant_holds(variant)  # a typo fails here, not after minutes of fitting
     runs = load_runs(args.data)
     noise, repeated = seed_noise(runs)
-    ratio_noise = seed_ratio_noise(runs, noise)
-    print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise {noise:.4f} nats "
-          f"({repeated} schedules repeated) = {ratio_noise:.3f} in compute-to-match ratio")
+    ratio_noise, ratio_repeated = ratio_seed_noise(runs)
+    print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise of a final loss "
+          f"{noise:.4f} nats ({repeated} schedules repeated); of one run's compute-to-match ratio {ratio_noise:.3f} "
+          f"({ratio_repeated} growth schedules repeated)")
     with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
         results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
-    lines = ["", "leave-one-schedule-out:"]
+    lines = []
+    checks = (("cv", "leave-one-schedule-out"),
+              ("size", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it)"))
+    for key, title in checks:
+        for level, suffix in (("", "per run"), ("_schedules", "per schedule, the mean curve of its seeds")):
+            lines += ["", f"{title}, {suffix}:"]
+            lines += [summary_line(r["structure"], summary(_scores(r[key + level]), ratio_noise, noise))
+                      for r in results]
     for r in results:
-        lines.append(summary_line(r["structure"], summary(_scores(r["cv"]), ratio_noise, noise)))
-    lines += ["", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it):"]
-    for r in results:
-        lines.append(summary_line(r["structure"], summary(_scores(r["size"]), ratio_noise, noise)))
-    for r in results:
-        lines += ["", f"== {r['structure']}: leave-one-schedule-out ==", table(_scores(r["cv"]), ratio_noise),
-                  "", f"== {r['structure']}: size hold-out ==", table(_scores(r["size"]), ratio_noise)]
+        for key, title in checks:
+            lines += ["", f"== {r['structure']}: {title.split(' (')[0]} ==", table(_scores(r[key]), ratio_noise),
+                      "", f"== {r['structure']}: {title.split(' (')[0]}, seeds averaged ==",
+                      table(_scores(r[key + "_schedules"]), ratio_noise)]
     print("\n".join(lines))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"seed_std": noise, "seed_ratio_noise": ratio_noise, "results": results}, f, indent=1)
+            json.dump({"seed_std": noise, "ratio_seed_noise": ratio_noise, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ exists), on the counted-FLOPs axis:
 The same numbers are computed on the measured curves and on the predicted ones.
 ``cross_validate`` refits without each growth schedule in turn (all its seeds;
 leave-one-schedule-out) and predicts it; ``size_holdout`` refits without every run of the largest final size.
+
+Each is scored per run and per schedule: a schedule repeated over seeds is measured on its
+seeds' mean curve against the mean of their baselines (each seed has its own), because one
+seed's ratio moves by more than the targets at the smaller sizes (``ratio_seed_noise``).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class RunScore:
     measured: CurveComparison | None = None
     predicted: CurveComparison | None = None
     n_points: int = 0
+    seeds: int = 1  # runs averaged into the measured curve (a schedule's score)
 
     @property
     def sign_right(self) -> bool | None:
@@ -131,10 +136,76 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
     return score
 
 
+def _seed_mean(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndarray]:
+    """Counted FLOPs and the mean loss of repeats of one schedule, on the first run's
+    evaluation points up to where the shortest ends (repeats share their points)."""
+    first = runs[0]
+    kept = np.ones(len(first.tokens), dtype=bool) if keep is None else keep
+    tokens = first.tokens[kept]
+    tokens = tokens[tokens <= min(r.tokens[-1] for r in runs) * (1 + 1e-9)]
+    loss = np.mean([np.interp(tokens, r.tokens, r.loss) for r in runs], axis=0)
+    return cumulative_flops(first.spec, first.steps, tokens), loss
+
+
+def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams) -> RunScore | None:
+    """One growth schedule over its seeds: the mean measured curve against the mean of the
+    seeds' own baselines, and the prediction (the same for every seed) against the
+    predicted baseline. None when no seed has a baseline."""
+    pairs = [(r, baseline_for(r, runs)) for r in held]
+    pairs = [(r, b) for r, b in pairs if b is not None]
+    if not pairs:
+        return None
+    run, base = pairs[0]
+    kept = _same_tokens(run, base)
+    flops, loss = _seed_mean([r for r, _ in pairs])
+    base_flops, base_loss = _seed_mean([b for _, b in pairs], kept)
+    predicted = trajectory(params, run.plans, at_tokens=run.tokens[:len(flops)], after_boundary=True)[1]
+    base_predicted = trajectory(params, base.plans, at_tokens=base.tokens[kept][:len(base_flops)])[1]
+    return RunScore(run=run.schedule, family=run.family, final_measured=float(loss[-1]),
+                    final_predicted=float(predicted[-1]), rms=float(np.sqrt(np.mean((predicted - loss) ** 2))),
+                    coverage=None, measured=compare_curves(flops, loss, base_flops, base_loss),
+                    predicted=compare_curves(flops, predicted, base_flops, base_predicted), n_points=len(loss),
+                    seeds=len(pairs))
+
+
+def score_schedules(held: list[RunData], runs: list[RunData], params: LossParams) -> list[RunScore]:
+    """``score_schedule`` for every growth schedule among ``held``."""
+    groups: dict[str, list[RunData]] = {}
+    for r in held:
+        if not r.is_full_training:
+            groups.setdefault(r.schedule, []).append(r)
+    scores = (score_schedule(sorted(g, key=lambda r: r.seed), runs, params) for g in groups.values())
+    return [s for s in scores if s is not None]
+
+
+def ratio_seed_noise(runs: list[RunData]) -> tuple[float, int]:
+    """Seed-to-seed standard deviation of one run's measured compute-to-match ratio (each
+    seed against its own baseline), pooled over the growth schedules repeated with seeds,
+    and how many there were. Measured, not derived from the final loss's noise: at the
+    smaller sizes the match point falls while the deeper blocks of a from-scratch model are
+    still coming into use, and when they do varies with the seed far more than the final loss."""
+    ratios: dict[str, list[float]] = {}
+    for r in runs:
+        base = None if r.is_full_training else baseline_for(r, runs)
+        if base is None:
+            continue
+        kept = _same_tokens(r, base)
+        c = compare_curves(cumulative_flops(r.spec, r.steps, r.tokens), r.loss,
+                           cumulative_flops(base.spec, base.steps, base.tokens)[kept], base.loss[kept])
+        if c.ratio is not None:
+            ratios.setdefault(r.schedule, []).append(c.ratio)
+    groups = [v for v in ratios.values() if len(v) > 1]
+    if not groups:
+        return 0.0, 0
+    pooled = sum(np.var(v, ddof=1) * (len(v) - 1) for v in groups) / sum(len(v) - 1 for v in groups)
+    return float(np.sqrt(pooled)), len(groups)
+
+
 @dataclass
 class CrossValidation:
     structure: str
     scores: list[RunScore] = field(default_factory=list)
+    schedule_scores: list[RunScore] = field(default_factory=list)  # one per schedule, seeds averaged
     fold_rms: dict[str, float] = field(default_factory=dict)  # schedule -> rms of its held-out points
 
     @property
@@ -185,13 +256,15 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
         profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std)
         for run in held:
             cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
+        cv.schedule_scores += score_schedules(held, runs, params)
     return cv
 
 
 def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
                  residual_std: float = 0.0, max_nfev: int = 200, hold: tuple[str, ...] = ()
-                 ) -> tuple[list[RunScore], tuple]:
-    """Fit on every run whose final model is smaller than the largest, predict the largest's runs."""
+                 ) -> tuple[list[RunScore], list[RunScore], tuple]:
+    """Fit on every run whose final model is smaller than the largest, predict the largest's
+    runs: (per run, per schedule with seeds averaged, the largest final shape)."""
     from costsim.engine import stage_shape
     from costsim.flops import parameter_counts
 
@@ -202,4 +275,5 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
     held = [r for r in runs if size(r) == largest]
     params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev, hold=hold)
     profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std)
-    return [score_run(r, baseline_for(r, held), params, profile) for r in held], held[0].final_shape
+    return ([score_run(r, baseline_for(r, held), params, profile) for r in held],
+            score_schedules(held, held, params), held[0].final_shape)

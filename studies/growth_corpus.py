@@ -18,7 +18,9 @@ about two hours:
   to fit a critical batch size; a cosine-decay run for annealing;
 - second seeds (each seed has its own held-out batches, so each has its own baselines):
   full training at d48 L4, d64 L4 and d96 L6 (three seeds), the study's schedule at every
-  size, ``random_top`` at d96 and the two small width runs.
+  size, ``random_top`` at d96 and the two small width runs; third seeds of the study's schedule
+  at d48 and d64 and of the small width runs; second seeds of every d96 growth family and of
+  ``random_top`` early at d48 and d64.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
 an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` adds the
@@ -169,6 +171,15 @@ def corpus() -> list[Run]:
         widen(*small, head_dim=8, seed=2), widen(*middle, seed=2),
         # each seed evaluates on its own held-out batches, so a seed-2 run needs a seed-2 baseline
         full(64, 4, LARGE_STEPS, seed=2),  # as long as seed 1's: the middle runs use its prefix
+        # third seeds where two seeds of a ratio disagree by more than the target (the study's
+        # schedule at d48 and d64, the small width runs), with their baselines, and second seeds of
+        # every other growth family at d96 and of random_top early at d48 and d64: a schedule's
+        # measured ratio is then a mean over seeds, not one draw
+        full(*small, seed=3), full(64, 4, LARGE_STEPS, seed=3),
+        study(48, 4, 2, MIDDLE_STEPS, freeze=True, seed=3), study(64, 4, 2, MIDDLE_STEPS, freeze=True, seed=3),
+        widen(*small, head_dim=8, seed=3), widen(*middle, seed=3),
+        deepen(*small, "random_top", 0.1, seed=2), deepen(*middle, "random_top", 0.1, seed=2),
+        deepen(*large, "identity", 0.25, seed=2), deepen(*large, "stack_copy", 0.25, seed=2), widen(*large, seed=2),
     ]
 
 

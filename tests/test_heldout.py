@@ -8,7 +8,7 @@ import pytest
 from costsim.corpus import dataset_path, family_of, load_dataset, load_runs
 from costsim.errors import CostsimError
 from costsim.fit import seed_noise
-from costsim.heldout import baseline_for, compare_curves, score_run
+from costsim.heldout import baseline_for, compare_curves, ratio_seed_noise, score_run, score_schedules
 from costsim.loss import LossParams, LossProfile
 
 FLOPS = np.linspace(1.0, 10.0, 10)
@@ -75,6 +75,34 @@ def test_every_growth_run_has_its_baseline_and_scores(shipped):
     score = score_run(growth[0], baseline_for(growth[0], shipped), params, profile)
     assert score.measured is not None and score.predicted is not None
     assert 0 <= score.coverage <= 1 and score.rms > 0
+
+
+def test_a_schedule_is_scored_on_the_mean_of_its_seeds(shipped):
+    params = LossParams(E=0.5, A=50.0, alpha=0.4, B=10.0, beta=0.2, d0=5e3)
+    scores = {s.run: s for s in score_schedules(shipped, shipped, params)}
+    by_schedule: dict[str, list] = {}
+    for r in shipped:
+        if not r.is_full_training and baseline_for(r, shipped) is not None:
+            by_schedule.setdefault(r.schedule, []).append(r)
+    assert set(scores) == set(by_schedule)
+    for schedule, runs in by_schedule.items():
+        score = scores[schedule]
+        assert score.seeds == len(runs)
+        assert score.final_measured == pytest.approx(np.mean([r.loss[-1] for r in runs]))
+        if len(runs) == 1:  # one seed: exactly that run's comparison
+            alone = score_run(runs[0], baseline_for(runs[0], shipped), params)
+            assert score.measured == alone.measured and score.predicted == alone.predicted
+    # the prediction does not depend on the seed, so a repeated schedule's predicted ratio is its runs'
+    repeated = next(s for s, runs in by_schedule.items() if len(runs) > 1)
+    alone = score_run(by_schedule[repeated][0], baseline_for(by_schedule[repeated][0], shipped), params)
+    assert scores[repeated].predicted.ratio == pytest.approx(alone.predicted.ratio, rel=0.02)
+
+
+def test_the_ratio_seed_noise_is_the_pooled_spread_of_repeated_schedules(shipped):
+    noise, repeated = ratio_seed_noise(shipped)
+    assert repeated >= 2 and 0 < noise < 0.3
+    # without repeats there is nothing to measure
+    assert ratio_seed_noise([r for r in shipped if r.seed == 1]) == (0.0, 0)
 
 
 def test_a_bad_corpus_file_is_one_line(tmp_path):
