@@ -61,19 +61,25 @@ def ratio_error(score: RunScore) -> float | None:
     return max(0.0, p.ratio_floor - m.ratio)
 
 
-def crossover_ok(score: RunScore, noise: float = 0.0) -> bool | None:
-    """Same kind of crossing (within 1.5x when both cross). A measured crossing whose final
-    gap is within seed noise is a tie at the end: "ahead throughout" then agrees too."""
+def crossover_ok(score: RunScore, noise: float = 0.0, strict: bool = False) -> bool | None:
+    """Same kind of crossing, within 1.5x when both cross. Unless ``strict``: a measured
+    crossing whose final gap is within seed noise is a tie at the end ("ahead throughout"
+    then agrees too), and a predicted crossing inside the band where the measured gap is
+    within seed noise of 0 (widened by 1.5x) is as right as the data can tell."""
     m, p = score.measured, score.predicted
     if m is None or p is None:
         return None
     if m.crossover_kind != p.crossover_kind:
         tie_at_end = abs(m.end_gap) <= noise and {m.crossover_kind, p.crossover_kind} == {"crosses",
                                                                                            "ahead throughout"}
-        return tie_at_end
+        return tie_at_end and not strict
     if m.crossover_flops is None:
         return True
-    return max(m.crossover_flops, p.crossover_flops) / min(m.crossover_flops, p.crossover_flops) <= CROSSOVER_FACTOR
+    if max(m.crossover_flops, p.crossover_flops) / min(m.crossover_flops, p.crossover_flops) <= CROSSOVER_FACTOR:
+        return True
+    band = m.crossover_band
+    return (not strict and band is not None
+            and band[0] / CROSSOVER_FACTOR <= p.crossover_flops <= band[1] * CROSSOVER_FACTOR)
 
 
 def is_tie(score: RunScore, ratio_noise: float) -> bool:
@@ -87,7 +93,8 @@ def crossover_text(c: CurveComparison | None) -> str:
     if c is None:
         return "-"
     where = f"{c.crossover_flops:.3g}" if c.crossover_flops is not None else c.crossover_kind
-    return f"{where} ({c.end_gap:+.3f})"
+    band = f" [{c.crossover_band[0]:.2g}-{c.crossover_band[1]:.2g}]" if c.crossover_band else ""
+    return f"{where}{band} ({c.end_gap:+.3f})"
 
 
 def table(scores: list[RunScore], ratio_noise: float) -> str:
@@ -112,6 +119,7 @@ def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -
     decided = [s for s in growth if not is_tie(s, ratio_noise)]
     errors = [e for e in (ratio_error(s) for s in growth) if e is not None]
     cross = [c for c in (crossover_ok(s, 2 * seed_std / np.sqrt(s.seeds)) for s in growth) if c is not None]
+    strict = [c for c in (crossover_ok(s, strict=True) for s in growth) if c is not None]
     points = sum(s.n_points for s in scores)
     covered = [s for s in scores if s.coverage is not None]
     coverage = sum(s.coverage * s.n_points for s in covered) / max(sum(s.n_points for s in covered), 1) \
@@ -121,14 +129,15 @@ def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -
             "ratio_error_median": float(np.median(errors)) if errors else None,
             "ratio_error_max": float(np.max(errors)) if errors else None,
             "ratio_within_target": sum(e <= RATIO_TARGET for e in errors),
-            "crossover_ok": sum(cross), "crossover_n": len(cross), "rms": rms, "coverage": coverage}
+            "crossover_ok": sum(cross), "crossover_strict": sum(strict), "crossover_n": len(cross), "rms": rms,
+            "coverage": coverage}
 
 
 def summary_line(name: str, s: dict) -> str:
     return (f"{name:11s} rms {s['rms']:.4f}  sign {s['sign_right']}/{s['sign_decided']}  "
             f"ratio err median {s['ratio_error_median']:.3f} max {s['ratio_error_max']:.3f} "
             f"(<= {RATIO_TARGET}: {s['ratio_within_target']}/{s['runs']})  "
-            f"crossover {s['crossover_ok']}/{s['crossover_n']}"
+            f"crossover {s['crossover_ok']}/{s['crossover_n']} (strict {s['crossover_strict']})"
             + (f"  coverage {s['coverage']:.0%}" if s["coverage"] is not None else ""))
 
 
@@ -185,7 +194,8 @@ def _scores(rows: list[dict]) -> list[RunScore]:
         r.pop("sign_right", None)
         for key in ("measured", "predicted"):
             if r[key] is not None:
-                r[key] = CurveComparison(**r[key])
+                band = r[key].get("crossover_band")
+                r[key] = CurveComparison(**r[key] | {"crossover_band": tuple(band) if band else None})
         out.append(RunScore(**r))
     return out
 

@@ -40,6 +40,9 @@ class CurveComparison:
     crossover_flops: float | None
     crossover_kind: str  # "crosses", "never ahead", "ahead throughout"
     end_gap: float = 0.0  # loss minus full training's at the last common FLOPs (> 0: behind)
+    # FLOPs around the crossing where the gap is within the noise of 0: the data cannot place
+    # the crossing more precisely than this (None: no noise given, or no crossing)
+    crossover_band: tuple[float, float] | None = None
 
 
 def _monotone(loss: np.ndarray) -> np.ndarray:
@@ -47,8 +50,9 @@ def _monotone(loss: np.ndarray) -> np.ndarray:
 
 
 def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, base_loss: np.ndarray,
-                   match_at: float = MATCH_AT) -> CurveComparison:
-    """Compute-to-match and crossover of a curve against a full-training curve."""
+                   match_at: float = MATCH_AT, noise: float = 0.0) -> CurveComparison:
+    """Compute-to-match and crossover of a curve against a full-training curve; with
+    ``noise`` (nats, of the gap) also the band of FLOPs the crossing could lie in."""
     base_best = _monotone(base_loss)
     at = match_at * base_flops[-1]
     target = float(np.interp(at, base_flops, base_best))
@@ -66,7 +70,20 @@ def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, 
     last_ahead = int(np.flatnonzero(diff < 0)[-1])
     x0, x1, d0, d1 = x[last_ahead], x[last_ahead + 1], diff[last_ahead], diff[last_ahead + 1]
     cross = float(x0 + (x1 - x0) * (-d0) / (d1 - d0))
-    return CurveComparison(ratio, floor, cross, "crosses", end)
+    return CurveComparison(ratio, floor, cross, "crosses", end, _band(x, diff, last_ahead, cross, noise))
+
+
+def _band(x: np.ndarray, diff: np.ndarray, last_ahead: int, cross: float, noise: float) -> tuple[float, float] | None:
+    """The run of points on either side of the crossing whose gap is within ``noise`` of 0."""
+    if noise <= 0:
+        return None
+    lo, hi = last_ahead + 1, last_ahead
+    while lo > 0 and abs(diff[lo - 1]) <= noise:
+        lo -= 1
+    while hi + 1 < len(diff) and abs(diff[hi + 1]) <= noise:
+        hi += 1
+    return (float(min(x[lo], cross)) if lo <= last_ahead else cross,
+            float(max(x[hi], cross)) if hi > last_ahead else cross)
 
 
 def _same_tokens(run: RunData, base: RunData) -> np.ndarray:
@@ -131,7 +148,8 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
         base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
         base_predicted = trajectory(params, base.plans, at_tokens=base.tokens)[1]
         kept = _same_tokens(run, base)
-        score.measured = compare_curves(flops, run.loss, base_flops[kept], base.loss[kept])
+        gap_noise = np.sqrt(2) * profile.seed_std if profile is not None else 0.0  # two runs' noise
+        score.measured = compare_curves(flops, run.loss, base_flops[kept], base.loss[kept], noise=gap_noise)
         score.predicted = compare_curves(flops, predicted, base_flops[kept], base_predicted[kept])
     return score
 
@@ -147,10 +165,12 @@ def _seed_mean(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndarray]:
     return cumulative_flops(first.spec, first.steps, tokens), loss
 
 
-def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams) -> RunScore | None:
+def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams, seed_std: float = 0.0
+                   ) -> RunScore | None:
     """One growth schedule over its seeds: the mean measured curve against the mean of the
     seeds' own baselines, and the prediction (the same for every seed) against the
-    predicted baseline. None when no seed has a baseline."""
+    predicted baseline. None when no seed has a baseline. ``seed_std``: one run's seed
+    noise, for the band the measured crossing could lie in."""
     pairs = [(r, baseline_for(r, runs)) for r in held]
     pairs = [(r, b) for r, b in pairs if b is not None]
     if not pairs:
@@ -163,18 +183,20 @@ def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams)
     base_predicted = trajectory(params, base.plans, at_tokens=base.tokens[kept][:len(base_flops)])[1]
     return RunScore(run=run.schedule, family=run.family, final_measured=float(loss[-1]),
                     final_predicted=float(predicted[-1]), rms=float(np.sqrt(np.mean((predicted - loss) ** 2))),
-                    coverage=None, measured=compare_curves(flops, loss, base_flops, base_loss),
+                    coverage=None, measured=compare_curves(flops, loss, base_flops, base_loss,
+                                                           noise=np.sqrt(2 / len(pairs)) * seed_std),
                     predicted=compare_curves(flops, predicted, base_flops, base_predicted), n_points=len(loss),
                     seeds=len(pairs))
 
 
-def score_schedules(held: list[RunData], runs: list[RunData], params: LossParams) -> list[RunScore]:
+def score_schedules(held: list[RunData], runs: list[RunData], params: LossParams, seed_std: float = 0.0
+                    ) -> list[RunScore]:
     """``score_schedule`` for every growth schedule among ``held``."""
     groups: dict[str, list[RunData]] = {}
     for r in held:
         if not r.is_full_training:
             groups.setdefault(r.schedule, []).append(r)
-    scores = (score_schedule(sorted(g, key=lambda r: r.seed), runs, params) for g in groups.values())
+    scores = (score_schedule(sorted(g, key=lambda r: r.seed), runs, params, seed_std) for g in groups.values())
     return [s for s in scores if s is not None]
 
 
@@ -256,7 +278,7 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
         profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std)
         for run in held:
             cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
-        cv.schedule_scores += score_schedules(held, runs, params)
+        cv.schedule_scores += score_schedules(held, runs, params, seed_std)
     return cv
 
 
@@ -276,4 +298,4 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
     params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev, hold=hold)
     profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std)
     return ([score_run(r, baseline_for(r, held), params, profile) for r in held],
-            score_schedules(held, held, params), held[0].final_shape)
+            score_schedules(held, held, params, seed_std), held[0].final_shape)

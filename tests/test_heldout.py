@@ -22,6 +22,16 @@ def test_a_curve_ahead_early_and_behind_later_crosses_where_it_changes_sides():
     assert c.ratio is not None and c.ratio < 1  # at half of the baseline's FLOPs it is still ahead
 
 
+def test_the_crossing_band_is_where_the_gap_is_within_noise_of_zero():
+    curve = BASE - 0.1 * (1 - FLOPS / 7)  # gap 0.1 * (F/7 - 1): within 0.02 of 0 from 5.6 to 8.4
+    c = compare_curves(FLOPS, curve, FLOPS, BASE, noise=0.02)
+    assert c.crossover_flops == pytest.approx(7.0)
+    assert c.crossover_band == pytest.approx((6.0, 8.0))  # the evaluated points inside it
+    assert compare_curves(FLOPS, curve, FLOPS, BASE).crossover_band is None  # no noise, no band
+    steep = compare_curves(FLOPS, BASE - 3 * (1 - FLOPS / 7), FLOPS, BASE, noise=0.02)
+    assert steep.crossover_band == pytest.approx((7.0, 7.0))  # no point near enough: the crossing alone
+
+
 def test_a_curve_behind_throughout_never_reaches_and_reports_a_floor():
     c = compare_curves(FLOPS[:6], BASE[:6] + 0.5, FLOPS, BASE)
     assert c.crossover_kind == "never ahead" and c.crossover_flops is None
