@@ -149,9 +149,16 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
         base_predicted = trajectory(params, base.plans, at_tokens=base.tokens)[1]
         kept = _same_tokens(run, base)
         gap_noise = np.sqrt(2) * profile.seed_std if profile is not None else 0.0  # two runs' noise
-        score.measured = compare_curves(flops, run.loss, base_flops[kept], base.loss[kept], noise=gap_noise)
+        score.measured = measured_comparison(run, base, gap_noise)
         score.predicted = compare_curves(flops, predicted, base_flops[kept], base_predicted[kept])
     return score
+
+
+def measured_comparison(run: RunData, base: RunData, noise: float = 0.0) -> CurveComparison:
+    """The run's measured curve against its baseline's (``compare_curves``)."""
+    kept = _same_tokens(run, base)
+    return compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss,
+                          cumulative_flops(base.spec, base.steps, base.tokens)[kept], base.loss[kept], noise=noise)
 
 
 def _seed_mean(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndarray]:
@@ -211,9 +218,7 @@ def ratio_seed_noise(runs: list[RunData]) -> tuple[float, int]:
         base = None if r.is_full_training else baseline_for(r, runs)
         if base is None:
             continue
-        kept = _same_tokens(r, base)
-        c = compare_curves(cumulative_flops(r.spec, r.steps, r.tokens), r.loss,
-                           cumulative_flops(base.spec, base.steps, base.tokens)[kept], base.loss[kept])
+        c = measured_comparison(r, base)
         if c.ratio is not None:
             ratios.setdefault(r.schedule, []).append(c.ratio)
     groups = [v for v in ratios.values() if len(v) > 1]
