@@ -218,6 +218,8 @@ def main() -> None:
     print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise of a final loss "
           f"{noise:.4f} nats ({repeated} schedules repeated); of one run's compute-to-match ratio {ratio_noise:.3f} "
           f"({ratio_repeated} growth schedules repeated)")
+    along = ", ".join(f"{seed_noise(runs, at)[0]:.3f} at {at:g}" for at in (0.125, 0.25, 0.5, 0.75))
+    print(f"seed noise along the runs (nats, at a share of their tokens): {along}")
     with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
         results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
     lines = []

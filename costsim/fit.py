@@ -250,16 +250,18 @@ def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
             "flops_counted": [min(flops), max(flops)]}
 
 
-def seed_noise(runs: list[RunData]) -> tuple[float, int]:
-    """Standard deviation of a final loss between seeds of the same schedule, and how many
-    schedules were repeated (pooled over pairs: var = mean of d^2 / 2)."""
-    by_schedule: dict[str, list[float]] = {}
+def seed_noise(runs: list[RunData], at: float = 1.0) -> tuple[float, int]:
+    """Standard deviation of the loss between seeds of the same schedule at a share ``at``
+    of its tokens (1: the final loss), and how many schedules were repeated (the mean of
+    the schedules' variances)."""
+    by_schedule: dict[str, list[RunData]] = {}
     for r in runs:
-        by_schedule.setdefault(r.schedule, []).append(float(r.loss[-1]))
+        by_schedule.setdefault(r.schedule, []).append(r)
     groups = [v for v in by_schedule.values() if len(v) > 1]
     if not groups:
         return 0.0, 0
-    var = np.mean([np.var(v, ddof=1) for v in groups])
+    var = np.mean([np.var([np.interp(at * min(r.tokens[-1] for r in v), r.tokens, r.loss) for r in v], ddof=1)
+                   for v in groups])
     return float(np.sqrt(var)), len(groups)
 
 

@@ -108,6 +108,15 @@ def test_a_schedule_is_scored_on_the_mean_of_its_seeds(shipped):
     assert scores[repeated].predicted.ratio == pytest.approx(alone.predicted.ratio, rel=0.02)
 
 
+def test_seed_noise_along_a_run_is_largest_early_and_ends_at_the_final_loss_noise(shipped):
+    # when a from-scratch model's deeper blocks come into use varies with the seed: early in
+    # a run two seeds differ by several times what they differ by at the end
+    early, _ = seed_noise(shipped, at=0.125)
+    final, repeated = seed_noise(shipped)
+    assert repeated >= 2 and early > 2 * final
+    assert seed_noise(shipped, at=1.0) == (final, repeated)
+
+
 def test_the_ratio_seed_noise_is_the_pooled_spread_of_repeated_schedules(shipped):
     noise, repeated = ratio_seed_noise(shipped)
     assert repeated >= 2 and 0 < noise < 0.3
