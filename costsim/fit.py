@@ -260,8 +260,12 @@ def seed_noise(runs: list[RunData], at: float = 1.0) -> tuple[float, int]:
     groups = [v for v in by_schedule.values() if len(v) > 1]
     if not groups:
         return 0.0, 0
-    var = np.mean([np.var([np.interp(at * min(r.tokens[-1] for r in v), r.tokens, r.loss) for r in v], ddof=1)
-                   for v in groups])
+
+    def losses_at(repeats: list[RunData]) -> list[float]:
+        point = at * min(r.tokens[-1] for r in repeats)  # repeats share their tokens; the shortest bounds it
+        return [float(np.interp(point, r.tokens, r.loss)) for r in repeats]
+
+    var = np.mean([np.var(losses_at(v), ddof=1) for v in groups])
     return float(np.sqrt(var)), len(groups)
 
 
