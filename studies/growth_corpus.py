@@ -183,6 +183,23 @@ def corpus() -> list[Run]:
     ]
 
 
+HELDOUT_DATASET = "heldout_larger"
+
+
+def heldout() -> list[Run]:
+    """Runs at a size larger than any in ``corpus()``, never fitted on: d128 with 6 layers,
+    1.18M non-embedding parameters (1.8x the corpus's largest), at the corpus's steps, batch
+    and LR. Full training and three growth families (the study's schedule, ``stack_copy``
+    and width growth), one seed each. The shipped loss profile's predictions for them were
+    written down before they were trained (``benchmarks/heldout_larger.py``)."""
+    large = (128, 6, LARGE_STEPS)
+    return [full(*large), study(128, 6, 3, LARGE_STEPS, freeze=True), deepen(*large, "stack_copy", 0.25),
+            widen(*large)]
+
+
+SETS = {"corpus": (corpus, "growth_corpus"), "heldout": (heldout, HELDOUT_DATASET)}
+
+
 def _complete_names(db: Path) -> set[str]:
     if not db.exists():
         return set()
@@ -208,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="growth_corpus.duckdb", help="DuckDB store the runs go to")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
+    parser.add_argument("--set", choices=sorted(SETS), default="corpus",
+                        help="corpus: the runs the loss model is fitted on; heldout: larger runs it is only "
+                        f"checked on (exported to costsim/data/corpus/{HELDOUT_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
@@ -219,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--threads must be a positive integer, got {args.threads}")
     db = Path(args.db).resolve()
     done = _complete_names(db)
-    runs = [r for r in corpus() if not args.only or args.only in r.name]
+    listing, dataset = SETS[args.set]
+    runs = [r for r in listing() if not args.only or args.only in r.name]
     if args.list:
         for run in runs:
             print(f"{'done' if f'{run.name} [{run.family}]' in done else 'todo':4s}  {run.name}")
@@ -229,8 +250,8 @@ def main(argv: list[str] | None = None) -> int:
 
         if not db.exists():
             raise CostsimError(f"--db {args.db}: no such store; train the corpus first")
-        n = export_store(db, dataset_path())
-        print(f"{dataset_path()} now holds {n} curves")
+        n = export_store(db, dataset_path(dataset))
+        print(f"{dataset_path(dataset)} now holds {n} curves")
         return 0
     todo = [run for run in runs if f"{run.name} [{run.family}]" not in done]
     if args.part:

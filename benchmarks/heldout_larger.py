@@ -1,0 +1,116 @@
+"""The shipped loss profile against runs larger than any it was fitted on (not a timed test).
+
+``studies.growth_corpus --set heldout`` trains d128 with 6 layers (1.18M non-embedding
+parameters, 1.8x the corpus's largest): full training and three growth schedules. No fit
+sees them, and the shipped profile's predictions for them were written down before they
+were trained:
+
+    python benchmarks/heldout_larger.py --predict   # from the specs alone: writes PREDICTED
+    python benchmarks/heldout_larger.py             # scores the profile on the trained runs
+
+The second prints, per growth run, the same columns as ``loss_accuracy.py`` (measured and
+predicted compute-to-match ratio, sign, crossover, rms, coverage) and each run's final
+loss against its interval, and checks that the pre-registered predictions are the ones
+the shipped profile still makes (a refit since then is named, not hidden).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+from loss_accuracy import summary, summary_line, table
+
+from costsim.corpus import dataset_path, load_dataset, load_runs
+from costsim.fit import cumulative_flops, seed_noise
+from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_noise, score_run
+from costsim.loss import load_loss_profile, predict, stage_plans
+from costsim.shipped import shipped_text
+from costsim.spec import parse_spec
+from studies.growth_corpus import HELDOUT_DATASET, heldout
+
+PREDICTED = Path(__file__).with_name("heldout_larger_predicted.json")
+PROFILE = "stdlib-bytes"
+EVALS = 40  # as the corpus evaluates: every steps // 40 steps
+
+
+def profile_digest() -> str:
+    return hashlib.sha256(shipped_text("loss", PROFILE).encode()).hexdigest()[:16]
+
+
+def predicted_runs() -> dict:
+    """What the shipped profile says of every held-out run, from its spec alone."""
+    profile = load_loss_profile(PROFILE)
+    specs = {run.name: parse_spec({**run.spec, "name": f"{run.name} [{run.family}]"}) for run in heldout()}
+    curves = {}
+    for name, spec in specs.items():
+        plans = stage_plans(spec)
+        steps = [p.n_steps for p in plans]
+        total = sum(steps)
+        tokens = np.arange(1, EVALS + 1) * (total // EVALS) * spec.training.batch_size * spec.model.seq_len
+        curve = predict(profile, plans, at_tokens=tokens.astype(float), after_boundary=True)
+        curves[name] = (spec, steps, tokens, curve)
+    out = {}
+    for name, (spec, steps, tokens, curve) in curves.items():
+        row = {"final": float(curve.loss[-1]), "lower": float(curve.lower[-1]), "upper": float(curve.upper[-1])}
+        if len(spec.stages) > 1:
+            base = next(v for v in curves.values() if len(v[0].stages) == 1)
+            c = compare_curves(cumulative_flops(spec, steps, tokens), curve.loss,
+                               cumulative_flops(base[0], base[1], base[2]), base[3].loss)
+            row |= {"ratio": c.ratio, "crossover_kind": c.crossover_kind, "crossover_flops": c.crossover_flops,
+                    "end_gap": c.end_gap}
+        out[name] = row
+    return {"profile": PROFILE, "profile_sha256_16": profile_digest(), "runs": out}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--predict", action="store_true", help=f"write the predictions to {PREDICTED.name}")
+    args = parser.parse_args()
+    fresh = predicted_runs()
+    if args.predict:
+        PREDICTED.write_text(json.dumps(fresh, indent=1) + "\n")
+        print(f"wrote {PREDICTED}")
+        return
+    if not dataset_path(HELDOUT_DATASET).exists():
+        raise SystemExit(f"{dataset_path(HELDOUT_DATASET)}: not trained yet; run python -m studies.growth_corpus "
+                         "--set heldout --db heldout.duckdb, then the same with --export")
+    registered = json.loads(PREDICTED.read_text())
+    same = registered["profile_sha256_16"] == fresh["profile_sha256_16"]
+    print(f"pre-registered predictions: {PREDICTED.name}, profile {registered['profile']} "
+          + ("(the shipped profile is unchanged since)" if same else
+             "(the shipped profile has been refitted since: both are shown)"))
+    profile = load_loss_profile(PROFILE)
+    corpus = load_runs()
+    ratio_noise, _ = ratio_seed_noise(corpus)
+    noise, _ = seed_noise(corpus)
+    runs = load_dataset(dataset_path(HELDOUT_DATASET))
+    scores: list[RunScore] = []
+    for run in runs:
+        score = score_run(run, baseline_for(run, runs), profile.params, profile)
+        scores.append(score)
+        pre = registered["runs"].get(run.name, {})
+        curve = predict(profile, run.plans, at_tokens=run.tokens, after_boundary=True)
+        inside = curve.lower[-1] <= run.loss[-1] <= curve.upper[-1]
+        line = (f"{run.name:42s} final measured {run.loss[-1]:.4f}  predicted {curve.loss[-1]:.4f} "
+                f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}] {'inside' if inside else 'OUTSIDE'}")
+        if pre and not same:
+            line += f"  (pre-registered {pre['final']:.4f})"
+        print(line)
+    print()
+    print(table(scores, ratio_noise))
+    print()
+    print(summary_line(PROFILE, summary(scores, ratio_noise, noise)))
+    # after a refit the registered ratios are the honest held-out ones: print them too
+    if not same:
+        for name, pre in registered["runs"].items():
+            if "ratio" in pre:
+                print(f"pre-registered {name}: ratio {pre['ratio']}, {pre['crossover_kind']} "
+                      f"{pre['crossover_flops']}, end gap {pre['end_gap']:+.3f}")
+
+
+if __name__ == "__main__":
+    main()
