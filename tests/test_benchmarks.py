@@ -25,3 +25,14 @@ def test_gpu_session_script_runs_its_steps_on_a_cpu(tmp_path):
     report = (out / "paper_run.log").read_text()
     assert "final validation loss" in report and report.count("(exact)") >= 2 * 8, report  # 8 stages
     assert (out / "gpu.duckdb").stat().st_size > 0
+
+
+def test_residual_by_tokens_bins_every_point_of_the_corpus():
+    from costsim.corpus import load_runs
+
+    done = subprocess.run([sys.executable, "benchmarks/residual_by_tokens.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    counts = [int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("  ")]
+    assert sum(counts) == sum(len(r.loss) for r in load_runs())
+    assert "full training:" in done.stdout and "growth:" in done.stdout
