@@ -22,6 +22,9 @@ about two hours:
   at d48 and d64 and of the small width runs; second seeds of every d96 growth family and of
   ``random_top`` early at d48 and d64.
 
+``--set heldout`` trains runs larger than the corpus's largest (``heldout()``: d128 L6),
+which no fit sees: ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
+
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
 an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` adds the
 curves to ``costsim/data/corpus/growth_corpus.json``, the versioned dataset
