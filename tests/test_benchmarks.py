@@ -33,6 +33,8 @@ def test_residual_by_tokens_bins_every_point_of_the_corpus():
     done = subprocess.run([sys.executable, "benchmarks/residual_by_tokens.py"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
-    counts = [int(line.split()[1]) for line in done.stdout.splitlines() if line.startswith("  ")]
+    binned, seeds = done.stdout.split("full training repeated over seeds")
+    counts = [int(line.split()[1]) for line in binned.splitlines() if line.startswith("  ")]
     assert sum(counts) == sum(len(r.loss) for r in load_runs())
     assert "full training:" in done.stdout and "growth:" in done.stdout
+    assert "full d96 L6" in seeds  # three seeds in the shipped corpus
