@@ -138,3 +138,37 @@ def test_a_bad_corpus_file_is_one_line(tmp_path):
 def test_family_is_read_from_the_name():
     assert family_of("study d96 L6 S3 freeze seed1 [study-freeze]") == "study-freeze"
     assert family_of("plain name") == "plain name"
+
+
+@pytest.fixture(scope="module")
+def larger():
+    """The d128 runs no fit has seen, scored with the shipped profile."""
+    from costsim.loss import load_loss_profile, predict
+    from studies.growth_corpus import HELDOUT_DATASET
+
+    runs = load_dataset(dataset_path(HELDOUT_DATASET))
+    profile = load_loss_profile("stdlib-bytes")
+    scores = {r.name: score_run(r, baseline_for(r, runs), profile.params, profile) for r in runs}
+    finals = {r.name: predict(profile, r.plans, at_tokens=r.tokens[-1:], after_boundary=True) for r in runs}
+    return runs, scores, finals
+
+
+def test_every_larger_held_out_final_loss_is_inside_its_interval(larger):
+    runs, _, finals = larger
+    assert len(runs) == 4
+    for run in runs:
+        curve = finals[run.name]
+        assert curve.lower[-1] <= run.loss[-1] <= curve.upper[-1], run.name
+
+
+@pytest.mark.parametrize("name", ["deepen d128 L3->6 stack_copy at0.25 seed1", "study d128 L6 S3 freeze seed1"])
+def test_larger_held_out_ratio_within_the_target(larger, name):
+    score = larger[1][name]
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 measured 0.83, "
+                   "predicted 1.02; the fitted lags make growth too costly at the larger size")
+def test_larger_held_out_width_growth_ratio_within_the_target(larger):
+    score = larger[1]["widen d64->128 L6 at0.25 seed1"]
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
