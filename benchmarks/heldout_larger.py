@@ -8,8 +8,9 @@ were trained:
     python benchmarks/heldout_larger.py --predict   # from the specs alone: writes PREDICTED
     python benchmarks/heldout_larger.py             # scores the profile on the trained runs
 
-The second prints, per growth run, the same columns as ``loss_accuracy.py`` (measured and
-predicted compute-to-match ratio, sign, crossover, rms, coverage) and each run's final
+The second prints, per growth run and per schedule (seeds averaged), the same columns as
+``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
+coverage) and each run's final
 loss against its interval, and checks that the pre-registered predictions are the ones
 the shipped profile still makes (a refit since then is named, not hidden).
 """
@@ -26,7 +27,7 @@ from loss_accuracy import summary, summary_line, table
 
 from costsim.corpus import dataset_path, load_dataset, load_runs
 from costsim.fit import cumulative_flops, seed_noise
-from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_noise, score_run
+from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_noise, score_run, score_schedules
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
@@ -104,6 +105,12 @@ def main() -> None:
     print(table(scores, ratio_noise))
     print()
     print(summary_line(PROFILE, summary(scores, ratio_noise, noise)))
+    schedules = score_schedules(runs, runs, profile.params, noise)
+    if any(s.seeds > 1 for s in schedules):  # a repeated schedule: its seeds' mean curve
+        print()
+        print(table(schedules, ratio_noise))
+        print()
+        print(summary_line(PROFILE, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:
         for name, pre in registered["runs"].items():

@@ -155,20 +155,31 @@ def larger():
 
 def test_every_larger_held_out_final_loss_is_inside_its_interval(larger):
     runs, _, finals = larger
-    assert len(runs) == 4
+    assert len(runs) == 6
     for run in runs:
         curve = finals[run.name]
         assert curve.lower[-1] <= run.loss[-1] <= curve.upper[-1], run.name
 
 
-@pytest.mark.parametrize("name", ["deepen d128 L3->6 stack_copy at0.25 seed1", "study d128 L6 S3 freeze seed1"])
+@pytest.mark.parametrize("name", ["deepen d128 L3->6 stack_copy at0.25 seed1", "study d128 L6 S3 freeze seed1",
+                                  "widen d64->128 L6 at0.25 seed2"])
 def test_larger_held_out_ratio_within_the_target(larger, name):
     score = larger[1][name]
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 measured 0.83, "
-                   "predicted 1.02; the fitted lags make growth too costly at the larger size")
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 seed 1 measured "
+                   "0.83, predicted 1.02 (seed 2 measured 0.96); the lags make growth too costly at this size")
 def test_larger_held_out_width_growth_ratio_within_the_target(larger):
     score = larger[1]["widen d64->128 L6 at0.25 seed1"]
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
+
+
+def test_larger_held_out_width_growth_over_its_two_seeds_is_within_the_ratio_target(larger):
+    from costsim.loss import load_loss_profile
+
+    runs = larger[0]
+    (score,) = score_schedules([r for r in runs if r.name.startswith("widen")], runs,
+                               load_loss_profile("stdlib-bytes").params)
+    assert score.seeds == 2
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
