@@ -73,6 +73,10 @@ def main() -> None:
     args = parser.parse_args()
     fresh = predicted_runs()
     if args.predict:
+        if PREDICTED.exists() and json.loads(PREDICTED.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
+            # the registered file is the evidence: a refit must not overwrite it
+            raise SystemExit(f"{PREDICTED.name} holds another profile's predictions, made before the runs were "
+                             "trained; keep it, or move it aside to register anew")
         PREDICTED.write_text(json.dumps(fresh, indent=1) + "\n")
         print(f"wrote {PREDICTED}")
         return
