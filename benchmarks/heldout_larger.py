@@ -10,8 +10,7 @@ were trained:
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
-coverage) and each run's final
-loss against its interval, and checks that the pre-registered predictions are the ones
+coverage) and each run's final loss against its interval, and checks that the pre-registered predictions are the ones
 the shipped profile still makes (a refit since then is named, not hidden).
 """
 
@@ -31,11 +30,10 @@ from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_n
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
-from studies.growth_corpus import HELDOUT_DATASET, heldout
+from studies.growth_corpus import EVALS_PER_RUN, HELDOUT_DATASET, heldout
 
 PREDICTED = Path(__file__).with_name("heldout_larger_predicted.json")
 PROFILE = "stdlib-bytes"
-EVALS = 40  # as the corpus evaluates: every steps // 40 steps
 
 
 def profile_digest() -> str:
@@ -51,7 +49,9 @@ def predicted_runs() -> dict:
         plans = stage_plans(spec)
         steps = [p.n_steps for p in plans]
         total = sum(steps)
-        tokens = np.arange(1, EVALS + 1) * (total // EVALS) * spec.training.batch_size * spec.model.seq_len
+        # where the corpus evaluates: every steps // EVALS_PER_RUN steps
+        every = total // EVALS_PER_RUN
+        tokens = np.arange(1, EVALS_PER_RUN + 1) * every * spec.training.batch_size * spec.model.seq_len
         curve = predict(profile, plans, at_tokens=tokens.astype(float), after_boundary=True)
         curves[name] = (spec, steps, tokens, curve)
     out = {}
@@ -95,10 +95,9 @@ def main() -> None:
     runs = load_dataset(dataset_path(HELDOUT_DATASET))
     scores: list[RunScore] = []
     for run in runs:
-        score = score_run(run, baseline_for(run, runs), profile.params, profile)
-        scores.append(score)
+        scores.append(score_run(run, baseline_for(run, runs), profile.params, profile))
         pre = registered["runs"].get(run.name, {})
-        curve = predict(profile, run.plans, at_tokens=run.tokens, after_boundary=True)
+        curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)  # the final's interval
         inside = curve.lower[-1] <= run.loss[-1] <= curve.upper[-1]
         line = (f"{run.name:42s} final measured {run.loss[-1]:.4f}  predicted {curve.loss[-1]:.4f} "
                 f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}] {'inside' if inside else 'OUTSIDE'}")

@@ -64,11 +64,11 @@ def main() -> None:
     parser.add_argument("--profile", default="stdlib-bytes")
     args = parser.parse_args()
     profile = load_loss_profile(args.profile)
-    for group, rows in binned(load_runs(args.data), profile).items():
+    runs = load_runs(args.data)
+    for group, rows in binned(runs, profile).items():
         print(f"{group}: tokens seen | points | mean error (pred - meas) | sd | inside 90% interval")
         for label, n, mean, sd, cover in rows:
             print(f"  {label:>13s}  {n:5d}  {mean:+.3f}  {sd:.3f}  {cover:.0%}")
-    runs = load_runs(args.data)
     print("full training repeated over seeds: each seed's loss at " + ", ".join(f"{t:.3g}" for t in SEED_TOKENS)
           + " tokens")
     for name, seeds in seed_spread(runs):

@@ -40,6 +40,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from costsim.corpus import DATASET
 from costsim.errors import CostsimError, cli_errors
 from studies.runner import train_spec
 
@@ -202,7 +203,7 @@ def heldout() -> list[Run]:
             widen(*large), full(*large, seed=2), widen(*large, seed=2)]
 
 
-SETS = {"corpus": (corpus, "growth_corpus"), "heldout": (heldout, HELDOUT_DATASET)}
+SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
