@@ -1,12 +1,13 @@
 """The shipped loss profile against runs larger than any it was fitted on (not a timed test).
 
 ``studies.growth_corpus --set heldout`` trains d128 with 6 layers (1.18M non-embedding
-parameters, 1.8x the corpus's largest): full training and three growth schedules. No fit
-sees them, and the shipped profile's predictions for them were written down before they
-were trained:
+parameters, 1.8x the corpus's largest): full training and three growth schedules;
+``--set heldout-deep`` trains d128 with 8 layers (1.57M, deeper than any fitted run): full
+training, the study's schedule and its no-freeze variant. No fit sees them, and the
+shipped profile's predictions for them were written down before they were trained:
 
-    python benchmarks/heldout_larger.py --predict   # from the specs alone: writes PREDICTED
-    python benchmarks/heldout_larger.py             # scores the profile on the trained runs
+    python benchmarks/heldout_larger.py [--set deep] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep]            # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -30,20 +31,22 @@ from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_n
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
-from studies.growth_corpus import EVALS_PER_RUN, HELDOUT_DATASET, heldout
+from studies.growth_corpus import DEEP_DATASET, EVALS_PER_RUN, HELDOUT_DATASET, heldout, heldout_deep
 
-PREDICTED = Path(__file__).with_name("heldout_larger_predicted.json")
 PROFILE = "stdlib-bytes"
+# a held-out set: its runs, the dataset they are exported to, the registered predictions
+SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name("heldout_larger_predicted.json")),
+        "deep": (heldout_deep, DEEP_DATASET, "heldout-deep", Path(__file__).with_name("heldout_deep_predicted.json"))}
 
 
 def profile_digest() -> str:
     return hashlib.sha256(shipped_text("loss", PROFILE).encode()).hexdigest()[:16]
 
 
-def predicted_runs() -> dict:
+def predicted_runs(listing=heldout) -> dict:
     """What the shipped profile says of every held-out run, from its spec alone."""
     profile = load_loss_profile(PROFILE)
-    specs = {run.name: parse_spec({**run.spec, "name": f"{run.name} [{run.family}]"}) for run in heldout()}
+    specs = {run.name: parse_spec({**run.spec, "name": f"{run.name} [{run.family}]"}) for run in listing()}
     curves = {}
     for name, spec in specs.items():
         plans = stage_plans(spec)
@@ -69,30 +72,34 @@ def predicted_runs() -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--predict", action="store_true", help=f"write the predictions to {PREDICTED.name}")
+    parser.add_argument("--set", choices=sorted(SETS), default="larger",
+                        help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run")
+    parser.add_argument("--predict", action="store_true", help="write the predictions to the set's "
+                        "*_predicted.json")
     args = parser.parse_args()
-    fresh = predicted_runs()
+    listing, dataset, set_flag, predicted = SETS[args.set]
+    fresh = predicted_runs(listing)
     if args.predict:
-        if PREDICTED.exists() and json.loads(PREDICTED.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
+        if predicted.exists() and json.loads(predicted.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
             # the registered file is the evidence: a refit must not overwrite it
-            raise SystemExit(f"{PREDICTED.name} holds another profile's predictions, made before the runs were "
+            raise SystemExit(f"{predicted.name} holds another profile's predictions, made before the runs were "
                              "trained; keep it, or move it aside to register anew")
-        PREDICTED.write_text(json.dumps(fresh, indent=1) + "\n")
-        print(f"wrote {PREDICTED}")
+        predicted.write_text(json.dumps(fresh, indent=1) + "\n")
+        print(f"wrote {predicted}")
         return
-    if not dataset_path(HELDOUT_DATASET).exists():
-        raise SystemExit(f"{dataset_path(HELDOUT_DATASET)}: not trained yet; run python -m studies.growth_corpus "
-                         "--set heldout --db heldout.duckdb, then the same with --export")
-    registered = json.loads(PREDICTED.read_text())
+    if not dataset_path(dataset).exists():
+        raise SystemExit(f"{dataset_path(dataset)}: not trained yet; run python -m studies.growth_corpus "
+                         f"--set {set_flag} --db {set_flag}.duckdb, then the same with --export")
+    registered = json.loads(predicted.read_text())
     same = registered["profile_sha256_16"] == fresh["profile_sha256_16"]
-    print(f"pre-registered predictions: {PREDICTED.name}, profile {registered['profile']} "
+    print(f"pre-registered predictions: {predicted.name}, profile {registered['profile']} "
           + ("(the shipped profile is unchanged since)" if same else
              "(the shipped profile has been refitted since: both are shown)"))
     profile = load_loss_profile(PROFILE)
     corpus = load_runs()
     ratio_noise, _ = ratio_seed_noise(corpus)
     noise, _ = seed_noise(corpus)
-    runs = load_dataset(dataset_path(HELDOUT_DATASET))
+    runs = load_dataset(dataset_path(dataset))
     scores: list[RunScore] = []
     for run in runs:
         scores.append(score_run(run, baseline_for(run, runs), profile.params, profile))

@@ -23,7 +23,8 @@ about two hours:
   ``random_top`` early at d48 and d64.
 
 ``--set heldout`` trains runs larger than the corpus's largest (``heldout()``: d128 L6),
-which no fit sees: ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
+and ``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), which no fit sees:
+``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
 an interrupted corpus resumes. ``python -m studies.growth_corpus --export`` adds the
@@ -203,7 +204,23 @@ def heldout() -> list[Run]:
             widen(*large), full(*large, seed=2), widen(*large, seed=2)]
 
 
-SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET)}
+DEEP_DATASET = "heldout_deep"
+
+
+def heldout_deep() -> list[Run]:
+    """The main question at a depth and size no fit has seen: d128 with 8 layers (1.57M
+    non-embedding parameters, 2.4x the corpus's largest; the corpus stops at 6 layers, as the
+    study's CPU preset does not), at the corpus's steps, batch and LR. Full training, the
+    study's schedule in 4 stages and its no-freeze variant: where the shipped profile
+    extrapolates its depth-proportional start-up, and predicts no-freeze growth to save
+    half the compute. Predictions registered before training (``benchmarks/heldout_larger.py
+    --set deep --predict``)."""
+    return [full(128, 8, LARGE_STEPS), study(128, 8, 4, LARGE_STEPS, freeze=False),
+            study(128, 8, 4, LARGE_STEPS, freeze=True)]
+
+
+SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
+        "heldout-deep": (heldout_deep, DEEP_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -232,8 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
-                        help="corpus: the runs the loss model is fitted on; heldout: larger runs it is only "
-                        f"checked on (exported to costsim/data/corpus/{HELDOUT_DATASET}.json)")
+                        help="corpus: the runs the loss model is fitted on; heldout, heldout-deep: larger runs it "
+                        f"is only checked on (exported to costsim/data/corpus/{HELDOUT_DATASET}.json and "
+                        f"{DEEP_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
