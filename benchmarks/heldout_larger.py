@@ -94,7 +94,7 @@ def main() -> None:
     same = registered["profile_sha256_16"] == fresh["profile_sha256_16"]
     print(f"pre-registered predictions: {predicted.name}, profile {registered['profile']} "
           + ("(the shipped profile is unchanged since)" if same else
-             "(the shipped profile has been refitted since: both are shown)"))
+             "(the shipped profile has changed since: both are shown)"))
     profile = load_loss_profile(PROFILE)
     corpus = load_runs()
     ratio_noise, _ = ratio_seed_noise(corpus)

@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, holding, seed_noise
+from costsim.fit import HELD_VALUES, holding, seed_noise, seed_noise_along
 from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -172,12 +172,13 @@ def evaluate(variant: str, data: str | None) -> dict:
     structure, hold = variant_holds(variant)
     runs = load_runs(data)
     noise, _ = seed_noise(runs)
+    along = seed_noise_along(runs)  # the intervals' seed noise, larger early in a run
     # every variant starts from the same point: each optional term at its held value
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
-    cv = cross_validate(runs, start, structure, seed_std=noise, hold=hold)
-    sized, sized_schedules, shape = size_holdout(runs, start, structure, seed_std=noise, residual_std=cv.rms,
-                                                 hold=hold)
+    cv = cross_validate(runs, start, structure, seed_std=noise, seed_along=along, hold=hold)
+    sized, sized_schedules, shape = size_holdout(runs, start, structure, seed_std=noise, seed_along=along,
+                                                 residual_std=cv.rms, hold=hold)
 
     def rows(scores: list[RunScore]) -> list[dict]:
         return [asdict(s) | {"sign_right": s.sign_right} for s in scores]
@@ -218,8 +219,8 @@ def main() -> None:
     print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise of a final loss "
           f"{noise:.4f} nats ({repeated} schedules repeated); of one run's compute-to-match ratio {ratio_noise:.3f} "
           f"({ratio_repeated} growth schedules repeated)")
-    along = ", ".join(f"{seed_noise(runs, at)[0]:.3f} at {at:g}" for at in (0.125, 0.25, 0.5, 0.75))
-    print(f"seed noise along the runs (nats, at a share of their tokens): {along}")
+    along = ", ".join(f"{std:.3f} at {share:g}" for share, std in seed_noise_along(runs))
+    print(f"seed noise along the runs (nats, at a share of their tokens; the intervals use it): {along}")
     with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
         results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
     lines = []

@@ -38,6 +38,7 @@ from costsim.spec import ScheduleSpec
 PRIOR_WEIGHT = 0.02
 JUMP_PRIOR = 0.1
 DEFAULT_STRUCTURE = "fading"
+SEED_SHARES = (1 / 32, 1 / 16, 1 / 8, 1 / 4, 1 / 2, 1.0)  # where a profile's seed noise is measured along a run
 STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
 # the start-up's fit is not convex in (time, shape): from a short time and a steep shape
 # least squares stops at a step at the very start. The law's pass starts from each of
@@ -269,6 +270,13 @@ def seed_noise(runs: list[RunData], at: float = 1.0) -> tuple[float, int]:
     return float(np.sqrt(var)), len(groups)
 
 
+def seed_noise_along(runs: list[RunData]) -> list[tuple[float, float]]:
+    """``seed_noise`` at ``SEED_SHARES`` of a run (empty when no schedule was repeated)."""
+    if not seed_noise(runs)[1]:
+        return []
+    return [(share, seed_noise(runs, share)[0]) for share in SEED_SHARES]
+
+
 def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
                 n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
                 report: dict | None = None, hold: tuple[str, ...] = (), jobs: int = 1) -> LossProfile:
@@ -287,7 +295,7 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
     return LossProfile(
         name=name, params=best, samples=samples, residual_std=residual,
         growth_rel_std=relative_error(fit_runs, best, residual),
-        seed_std=noise, source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
+        seed_std=noise, seed_std_along=seed_noise_along(fit_runs), source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
         lr=lrs.pop() if len(lrs) == 1 else None,
         domain=domain_of(fit_runs),
         report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
@@ -378,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.cv:
         from costsim.heldout import cross_validate
 
-        noise, _ = seed_noise([r for r in runs if not r.holdout])
-        cv = cross_validate([r for r in runs if not r.holdout], start, args.structure, seed_std=noise,
-                            jobs=max(1, args.jobs), hold=hold)
+        kept = [r for r in runs if not r.holdout]
+        cv = cross_validate(kept, start, args.structure, seed_std=seed_noise(kept)[0],
+                            seed_along=seed_noise_along(kept), jobs=max(1, args.jobs), hold=hold)
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",

@@ -256,11 +256,12 @@ def _fit_without(runs: list[RunData], schedule: str, start: LossParams, structur
 
 
 def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                   schedules: list[str] | None = None, max_nfev: int = 200, jobs: int = 1,
-                   hold: tuple[str, ...] = ()) -> CrossValidation:
+                   seed_along: list[tuple[float, float]] | None = None, schedules: list[str] | None = None,
+                   max_nfev: int = 200, jobs: int = 1, hold: tuple[str, ...] = ()) -> CrossValidation:
     """Leave-one-schedule-out: for each growth schedule, fit on every other run and score
     the schedule's runs (all seeds). Intervals: each fold's held-out error plus seed noise, with the
-    residual taken from the *other* folds (so coverage is not fitted to itself)."""
+    residual taken from the *other* folds (so coverage is not fitted to itself); ``seed_along``:
+    the seed noise along a run (``LossProfile.seed_std_along``)."""
     cv = CrossValidation(structure)
     schedules = schedules or growth_schedules(runs)
     if jobs > 1:
@@ -280,7 +281,8 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
     for schedule, (params, held) in fits.items():
         others = [v for k, v in cv.fold_rms.items() if k != schedule]
         residual = float(np.sqrt(np.mean(np.square(others)))) if others else 0.0
-        profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std)
+        profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std,
+                              seed_std_along=seed_along or [])
         for run in held:
             cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
         cv.schedule_scores += score_schedules(held, runs, params, seed_std)
@@ -288,8 +290,8 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
 
 
 def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                 residual_std: float = 0.0, max_nfev: int = 200, hold: tuple[str, ...] = ()
-                 ) -> tuple[list[RunScore], list[RunScore], tuple]:
+                 seed_along: list[tuple[float, float]] | None = None, residual_std: float = 0.0,
+                 max_nfev: int = 200, hold: tuple[str, ...] = ()) -> tuple[list[RunScore], list[RunScore], tuple]:
     """Fit on every run whose final model is smaller than the largest, predict the largest's
     runs: (per run, per schedule with seeds averaged, the largest final shape)."""
     from costsim.engine import stage_shape
@@ -301,6 +303,7 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
     largest = max(size(r) for r in runs)
     held = [r for r in runs if size(r) == largest]
     params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev, hold=hold)
-    profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std)
+    profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std,
+                          seed_std_along=seed_along or [])
     return ([score_run(r, baseline_for(r, held), params, profile) for r in held],
             score_schedules(held, held, params, seed_std), held[0].final_shape)

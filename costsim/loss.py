@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from costsim.errors import SpecError
 from costsim.growth import JUMP_OPERATORS, OPERATORS
@@ -143,6 +143,11 @@ class LossProfile(BaseModel):
     samples: list[LossParams] = Field(default_factory=list, description="bootstrap fits, for intervals")
     residual_std: float = Field(0.0, ge=0, description="per-point error of held-out prediction (nats)")
     seed_std: float = Field(0.0, ge=0, description="seed-to-seed standard deviation of a final loss (nats)")
+    seed_std_along: list[tuple[float, float]] = Field(
+        default_factory=list, description="seed-to-seed standard deviation at shares of a run's tokens, "
+        "[(share, nats), ...] by share, measured on repeated schedules: early in a run from scratch the loss "
+        "depends on when the model leaves its first plateau, which varies with the seed far more than the "
+        "final loss does (empty: seed_std throughout)")
     law_rel_std: float = Field(0.0, ge=0, description="relative uncertainty of the reducible loss not in samples")
     growth_rel_std: float = Field(0.0, ge=0, description="held-out error of growth predictions relative to the "
                                   "reducible loss: carried with the growth parameters to a transferred law, where "
@@ -154,6 +159,16 @@ class LossProfile(BaseModel):
     lr: float | None = Field(None, gt=0, description="peak learning rate of the runs it was fitted on")
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
                                            "for non_embedding_params, tokens, flops_counted")
+
+    @field_validator("seed_std_along")
+    @classmethod
+    def _shares_increase(cls, table: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        shares = [share for share, _ in table]
+        if any(not 0 < share <= 1 for share in shares) or shares != sorted(set(shares)):
+            raise ValueError("seed_std_along: shares must increase, each in (0, 1]")
+        if any(not std >= 0 for _, std in table):
+            raise ValueError("seed_std_along: standard deviations must be >= 0")
+        return table
 
 
 @dataclass(frozen=True)
@@ -684,11 +699,22 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     else:
         tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
         lo = hi = loss
-    spread = np.sqrt(profile.residual_std**2 + profile.seed_std**2 + (profile.law_rel_std * (loss - p.E))**2)
+    seed = seed_std_at(profile, tokens / max(sum(plan.tokens for plan in plans), 1.0))
+    spread = np.sqrt(profile.residual_std**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
     noise = z_score(profile.interval) * spread
     lower = np.minimum(lo - noise, loss)
     upper = np.maximum(hi + noise, loss)
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)
+
+
+def seed_std_at(profile: LossProfile, share) -> np.ndarray:
+    """Seed noise at ``share`` of a run's tokens: the measured table (linear between its
+    shares, its first value before them), never below the final loss's."""
+    share = np.asarray(share, dtype=float)
+    if not profile.seed_std_along:
+        return np.full_like(share, profile.seed_std)
+    shares, stds = zip(*profile.seed_std_along)
+    return np.maximum(np.interp(share, shares, stds), profile.seed_std)
 
 
 def profile_for_spec(spec: ScheduleSpec) -> LossProfile:

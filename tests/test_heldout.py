@@ -7,9 +7,9 @@ import pytest
 
 from costsim.corpus import dataset_path, family_of, load_dataset, load_runs
 from costsim.errors import CostsimError
-from costsim.fit import seed_noise
+from costsim.fit import SEED_SHARES, seed_noise, seed_noise_along
 from costsim.heldout import baseline_for, compare_curves, ratio_seed_noise, score_run, score_schedules
-from costsim.loss import LossParams, LossProfile
+from costsim.loss import LossParams, LossProfile, load_loss_profile
 
 FLOPS = np.linspace(1.0, 10.0, 10)
 BASE = 3.0 - np.log(FLOPS)
@@ -115,6 +115,11 @@ def test_seed_noise_along_a_run_is_largest_early_and_ends_at_the_final_loss_nois
     final, repeated = seed_noise(shipped)
     assert repeated >= 2 and early > 2 * final
     assert seed_noise(shipped, at=1.0) == (final, repeated)
+    # the shipped profile's intervals use this table, measured on its corpus, not typed in
+    table = seed_noise_along(shipped)
+    assert [share for share, _ in table] == list(SEED_SHARES) and table[-1] == (1.0, final)
+    profile = load_loss_profile("stdlib-bytes")
+    assert np.allclose(profile.seed_std_along, table, rtol=1e-9) and profile.seed_std == pytest.approx(final)
 
 
 def test_the_ratio_seed_noise_is_the_pooled_spread_of_repeated_schedules(shipped):

@@ -156,6 +156,31 @@ def test_intervals_contain_the_point_prediction_and_full_training_has_width(jitt
     assert np.all(full.upper - full.lower >= 2 * 1.64 * 0.01)
 
 
+@settings(max_examples=30, deadline=None)
+@given(early=st.floats(0.0, 0.3), final=st.floats(0.0, 0.05), which=st.integers(0, 3))
+def test_seed_noise_along_a_run_widens_the_interval_early_and_not_at_the_end(early, final, which):
+    """The interval's seed noise follows the measured table by share of the run's tokens:
+    the end keeps the final loss's noise, and no point is narrower than with it alone."""
+    p = ALL[which]
+    plans = [plan(1e6, 1e8), plan(4e6, 3e8, operator="random_top")]
+    flat = LossProfile(name="t", params=p, residual_std=0.01, seed_std=final)
+    along = flat.model_copy(update={"seed_std_along": [(0.125, max(early, final)), (1.0, final)]})
+    a, b = predict(flat, plans), predict(along, plans)
+    assert np.array_equal(a.loss, b.loss)
+    assert np.all(b.upper - b.lower >= a.upper - a.lower - 1e-12)
+    assert b.upper[-1] - b.lower[-1] == pytest.approx(a.upper[-1] - a.lower[-1], rel=1e-9)
+    first = b.tokens / 4e8 <= 0.125
+    expected = 2 * 1.6448536 * np.sqrt(0.01**2 + max(early, final) ** 2)
+    assert np.allclose((b.upper - b.lower)[first], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("table", [[(0.0, 0.1)], [(0.5, 0.1), (0.25, 0.2)], [(0.5, 0.1), (0.5, 0.2)],
+                                   [(1.5, 0.1)], [(0.5, -0.1)]])
+def test_a_seed_noise_table_with_shares_out_of_order_or_range_is_refused(table):
+    with pytest.raises(ValueError, match="seed_std_along"):
+        LossProfile(name="t", params=PARAMS, seed_std_along=table)
+
+
 STARTUP_FORMS = ["capacity", "delay"]
 
 
