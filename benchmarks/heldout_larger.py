@@ -27,7 +27,16 @@ from loss_accuracy import summary, summary_line, table
 
 from costsim.corpus import dataset_path, load_dataset, load_runs
 from costsim.fit import cumulative_flops, seed_noise
-from costsim.heldout import RunScore, baseline_for, compare_curves, ratio_seed_noise, score_run, score_schedules
+from costsim.heldout import (
+    RunScore,
+    baseline_for,
+    compare_curves,
+    measured_comparison,
+    ratio_seed_noise,
+    score_run,
+    score_schedules,
+    seed_mean_curve,
+)
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
@@ -68,6 +77,23 @@ def predicted_runs(listing=heldout) -> dict:
                     "end_gap": c.end_gap}
         out[name] = row
     return {"profile": PROFILE, "profile_sha256_16": profile_digest(), "runs": out}
+
+
+def repeated_baselines(runs: list, profile) -> None:
+    """Where full training was repeated, each growth run's measured ratio against every
+    seed's baseline and against their mean curve: for a deep model trained from scratch,
+    when it leaves its first plateau varies with the seed, and the measured ratio with it."""
+    for run in (r for r in runs if not r.is_full_training):
+        first = baseline_for(run, runs)
+        bases = [r for r in runs if r.is_full_training and first is not None and r.final_shape == first.final_shape]
+        if len(bases) < 2:
+            continue
+        predicted = score_run(run, first, profile.params).predicted
+        parts = [f"seed {b.seed} {measured_comparison(run, b).ratio:.2f}" for b in bases]
+        flops, loss = seed_mean_curve(bases)
+        mean = compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss, flops, loss)
+        print(f"{run.name:42s} ratio against full training {', '.join(parts)}, their mean {mean.ratio:.2f} "
+              f"({mean.crossover_kind}, end {mean.end_gap:+.3f}); predicted {predicted.ratio:.2f}")
 
 
 def main() -> None:
@@ -121,6 +147,7 @@ def main() -> None:
         print(table(schedules, ratio_noise))
         print()
         print(summary_line(PROFILE, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
+    repeated_baselines(runs, profile)
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:
         for name, pre in registered["runs"].items():

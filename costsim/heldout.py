@@ -161,7 +161,7 @@ def measured_comparison(run: RunData, base: RunData, noise: float = 0.0) -> Curv
                           cumulative_flops(base.spec, base.steps, base.tokens)[kept], base.loss[kept], noise=noise)
 
 
-def _seed_mean(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndarray]:
+def seed_mean_curve(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndarray]:
     """Counted FLOPs and the mean loss of repeats of one schedule, on the first run's
     evaluation points up to where the shortest ends (repeats share their points)."""
     first = runs[0]
@@ -184,8 +184,8 @@ def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams,
         return None
     run, base = pairs[0]
     kept = _same_tokens(run, base)
-    flops, loss = _seed_mean([r for r, _ in pairs])
-    base_flops, base_loss = _seed_mean([b for _, b in pairs], kept)
+    flops, loss = seed_mean_curve([r for r, _ in pairs])
+    base_flops, base_loss = seed_mean_curve([b for _, b in pairs], kept)
     predicted = trajectory(params, run.plans, at_tokens=run.tokens[:len(flops)], after_boundary=True)[1]
     base_predicted = trajectory(params, base.plans, at_tokens=base.tokens[kept][:len(base_flops)])[1]
     return RunScore(run=run.schedule, family=run.family, final_measured=float(loss[-1]),

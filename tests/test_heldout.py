@@ -204,18 +204,36 @@ def deep():
 GROWN_DEEP = ["study d128 L8 S4 freeze seed1", "study d128 L8 S4 nofreeze seed1"]
 
 
+def test_every_deep_held_out_final_loss_is_inside_its_interval(deep):
+    from costsim.loss import load_loss_profile, predict
+
+    runs, _ = deep
+    assert len(runs) == 4
+    profile = load_loss_profile("stdlib-bytes")
+    for run in runs:
+        curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)
+        assert curve.lower[-1] <= run.loss[-1] <= curve.upper[-1], run.name
+
+
 @pytest.mark.parametrize("name", GROWN_DEEP)
 def test_deep_held_out_growth_curves_are_predicted_closely_and_on_the_right_side(deep, name):
     # pre-registered: growth from 2 layers to 8 is followed within 0.03 nats rms along its
-    # whole curve, and growth saves compute, as predicted (docs/loss-model.md)
-    score = deep[1][name]
+    # whole curve, and growth saves compute against either seed of full training, as
+    # predicted (docs/loss-model.md)
+    from costsim.heldout import measured_comparison
+
+    runs, scores = deep
+    score = scores[name]
     assert score.rms <= 0.035
-    assert score.measured.ratio < 1 and score.predicted.ratio < 1 and score.sign_right
+    assert score.predicted.ratio < 1 and score.sign_right
+    run = next(r for r in runs if r.name == name)
+    bases = [r for r in runs if r.is_full_training]
+    assert len(bases) == 2 and all(measured_comparison(run, base).ratio < 1 for base in bases)
 
 
 @pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): full training of 8 layers from scratch "
-                   "starts far slower than the start-up fitted on 1-6 layers says, so growth's saving at d128 L8 "
-                   "is under-predicted (0.41 and 0.33 measured, 0.93 and 0.77 predicted)")
+                   "starts slower than the start-up fitted on 1-6 layers says, and its seed 1 far slower, so "
+                   "growth's saving against it is under-predicted (0.41 and 0.33 measured, 0.93 and 0.77 predicted)")
 @pytest.mark.parametrize("name", GROWN_DEEP)
 def test_deep_held_out_ratio_within_the_target(deep, name):
     score = deep[1][name]
