@@ -295,7 +295,8 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
     return LossProfile(
         name=name, params=best, samples=samples, residual_std=residual,
         growth_rel_std=relative_error(fit_runs, best, residual),
-        seed_std=noise, seed_std_along=seed_noise_along(fit_runs), source=source, vocab_size=vocab.pop() if len(vocab) == 1 else None,
+        seed_std=noise, seed_std_along=seed_noise_along(fit_runs), source=source,
+        vocab_size=vocab.pop() if len(vocab) == 1 else None,
         lr=lrs.pop() if len(lrs) == 1 else None,
         domain=domain_of(fit_runs),
         report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),

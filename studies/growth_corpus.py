@@ -209,13 +209,13 @@ DEEP_DATASET = "heldout_deep"
 
 def heldout_deep() -> list[Run]:
     """The main question at a depth and size no fit has seen: d128 with 8 layers (1.57M
-    non-embedding parameters, 2.4x the corpus's largest; the corpus stops at 6 layers, as the
-    study's CPU preset does not), at the corpus's steps, batch and LR. Full training, the
+    non-embedding parameters, 2.4x the corpus's largest; the corpus stops at 6 layers, the
+    study's CPU preset has 8), at the corpus's steps, batch and LR. Full training, the
     study's schedule in 4 stages and its no-freeze variant: where the shipped profile
-    extrapolates its depth-proportional start-up, and predicts no-freeze growth to save
-    half the compute. Predictions registered before training (``benchmarks/heldout_larger.py
-    --set deep --predict``). Full training's second seed came after the first ended 0.08
-    nats above its prediction, to tell a slow seed from a slow depth."""
+    extrapolates its depth-proportional start-up. Predictions registered before training
+    (``benchmarks/heldout_larger.py --set deep --predict``). Full training's second seed
+    came after the first ended 0.08 nats above its prediction, to tell a slow seed from a
+    slow depth."""
     return [full(128, 8, LARGE_STEPS), study(128, 8, 4, LARGE_STEPS, freeze=False),
             study(128, 8, 4, LARGE_STEPS, freeze=True), full(128, 8, LARGE_STEPS, seed=2)]
 
