@@ -8,7 +8,14 @@ import pytest
 from costsim.corpus import dataset_path, family_of, load_dataset, load_runs
 from costsim.errors import CostsimError
 from costsim.fit import SEED_SHARES, cumulative_flops, seed_noise, seed_noise_along
-from costsim.heldout import baseline_for, compare_curves, ratio_seed_noise, score_run, score_schedules
+from costsim.heldout import (
+    baseline_for,
+    compare_curves,
+    ratio_seed_noise,
+    score_run,
+    score_schedules,
+    seed_mean_curve,
+)
 from costsim.loss import LossParams, LossProfile, load_loss_profile
 
 FLOPS = np.linspace(1.0, 10.0, 10)
@@ -181,8 +188,6 @@ def test_larger_held_out_width_growth_ratio_within_the_target(larger):
 
 
 def test_larger_held_out_width_growth_over_its_two_seeds_is_within_the_ratio_target(larger):
-    from costsim.loss import load_loss_profile
-
     runs = larger[0]
     (score,) = score_schedules([r for r in runs if r.name.startswith("widen")], runs,
                                load_loss_profile("stdlib-bytes").params)
@@ -193,7 +198,6 @@ def test_larger_held_out_width_growth_over_its_two_seeds_is_within_the_ratio_tar
 @pytest.fixture(scope="module")
 def deep():
     """The d128 L8 runs (deeper than any fitted run), scored with the shipped profile."""
-    from costsim.loss import load_loss_profile
     from studies.growth_corpus import DEEP_DATASET
 
     runs = load_dataset(dataset_path(DEEP_DATASET))
@@ -205,7 +209,7 @@ GROWN_DEEP = [f"study d128 L8 S4 {kind} seed{seed}" for kind in ("freeze", "nofr
 
 
 def test_every_deep_held_out_final_loss_is_inside_its_interval(deep):
-    from costsim.loss import load_loss_profile, predict
+    from costsim.loss import predict
 
     runs, _ = deep
     assert len(runs) == 6
@@ -220,9 +224,6 @@ def test_deep_held_out_growth_curves_are_predicted_within_the_held_out_error_and
     # pre-registered: growth from 2 layers to 8 is followed along its whole curve no worse
     # than the profile's own cross-validated error, and it saves compute against the mean of
     # full training's two seeds, as predicted (docs/loss-model.md)
-    from costsim.heldout import seed_mean_curve
-    from costsim.loss import load_loss_profile
-
     runs, scores = deep
     score = scores[name]
     assert score.rms <= load_loss_profile("stdlib-bytes").residual_std
@@ -233,8 +234,6 @@ def test_deep_held_out_growth_curves_are_predicted_within_the_held_out_error_and
 
 
 def _deep_schedule(deep, kind):
-    from costsim.loss import load_loss_profile
-
     runs = deep[0]
     (score,) = score_schedules([r for r in runs if f"S4 {kind} " in r.name], runs,
                                load_loss_profile("stdlib-bytes").params)
