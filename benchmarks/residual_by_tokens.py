@@ -6,7 +6,7 @@ and growth runs: mean error (< 0: the profile is optimistic), its spread, and th
 measured points inside the 90% interval. In-sample: the profile was fitted on these runs,
 so this says where its structure cannot follow them, not how well it predicts new ones
 (``loss_accuracy.py`` does that). Then, for each full-training shape run on several seeds,
-the measured loss of each seed at a few token counts: early in a run from scratch the
+the measured loss of each seed at a few token counts, and the prediction: early in a run from scratch the
 seeds differ by far more than at its end, which no deterministic prediction can follow.
 
 Run: python benchmarks/residual_by_tokens.py [--data FILE] [--profile stdlib-bytes]
@@ -46,15 +46,16 @@ def binned(runs, profile) -> dict[str, list[tuple[str, int, float, float, float]
 SEED_TOKENS = (164e3, 328e3, 655e3, 1.15e6, 2.46e6)
 
 
-def seed_spread(runs) -> list[tuple[str, list[list[float]]]]:
+def seed_spread(runs, profile) -> list[tuple[str, list[list[float]], np.ndarray]]:
     """Full-training schedules repeated over seeds: each seed's loss at ``SEED_TOKENS``
-    (nan past its end)."""
+    (nan past its end), and the profile's prediction there."""
     groups: dict[str, list] = {}
     for run in runs:
         if run.is_full_training:
             groups.setdefault(run.schedule, []).append(run)
     return [(name, [list(np.interp(SEED_TOKENS, r.tokens, r.loss, left=np.nan, right=np.nan))
-                    for r in sorted(group, key=lambda r: r.seed)])
+                    for r in sorted(group, key=lambda r: r.seed)],
+             predict(profile, group[0].plans, at_tokens=np.array(SEED_TOKENS)).loss)
             for name, group in sorted(groups.items()) if len(group) > 1]
 
 
@@ -70,9 +71,9 @@ def main() -> None:
         for label, n, mean, sd, cover in rows:
             print(f"  {label:>13s}  {n:5d}  {mean:+.3f}  {sd:.3f}  {cover:.0%}")
     print("full training repeated over seeds: each seed's loss at " + ", ".join(f"{t:.3g}" for t in SEED_TOKENS)
-          + " tokens")
-    for name, seeds in seed_spread(runs):
-        cells = ["/".join(f"{s[i]:.2f}" for s in seeds) for i in range(len(SEED_TOKENS))]
+          + " tokens (predicted in brackets)")
+    for name, seeds, predicted in seed_spread(runs, profile):
+        cells = ["/".join(f"{s[i]:.2f}" for s in seeds) + f" ({predicted[i]:.2f})" for i in range(len(SEED_TOKENS))]
         print(f"  {name:24s} " + "  ".join(cells))
 
 
