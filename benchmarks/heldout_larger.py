@@ -79,16 +79,16 @@ def predicted_runs(listing=heldout) -> dict:
     return {"profile": PROFILE, "profile_sha256_16": profile_digest(), "runs": out}
 
 
-def repeated_baselines(runs: list, profile) -> None:
+def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
     """Where full training was repeated, each growth run's measured ratio against every
     seed's baseline and against their mean curve: for a deep model trained from scratch,
     when it leaves its first plateau varies with the seed, and the measured ratio with it."""
+    predicted_by_run = {s.run: s.predicted for s in scores}
     for run in (r for r in runs if not r.is_full_training):
-        first = baseline_for(run, runs)
-        bases = [r for r in runs if r.is_full_training and first is not None and r.final_shape == first.final_shape]
-        if len(bases) < 2:
+        bases = [r for r in runs if r.is_full_training and r.final_shape == run.final_shape]
+        if len(bases) < 2 or predicted_by_run.get(run.name) is None:
             continue
-        predicted = score_run(run, first, profile.params).predicted
+        predicted = predicted_by_run[run.name]
         parts = [f"seed {b.seed} {measured_comparison(run, b).ratio:.2f}" for b in bases]
         flops, loss = seed_mean_curve(bases)
         mean = compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss, flops, loss)
@@ -147,7 +147,7 @@ def main() -> None:
         print(table(schedules, ratio_noise))
         print()
         print(summary_line(PROFILE, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
-    repeated_baselines(runs, profile)
+    repeated_baselines(runs, scores)
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:
         for name, pre in registered["runs"].items():
