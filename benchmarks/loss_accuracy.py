@@ -177,15 +177,23 @@ def evaluate(variant: str, data: str | None) -> dict:
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
     cv = cross_validate(runs, start, structure, seed_std=noise, seed_along=along, hold=hold)
-    sized, sized_schedules, shape = size_holdout(runs, start, structure, seed_std=noise, seed_along=along,
-                                                 residual_std=cv.rms, hold=hold)
+    sized = size_holdout(runs, start, structure, seed_std=noise, seed_along=along, residual_std=cv.rms,
+                         model_std=cv.model_rms, hold=hold)
 
     def rows(scores: list[RunScore]) -> list[dict]:
         return [asdict(s) | {"sign_right": s.sign_right} for s in scores]
 
     return {"structure": variant, "cv": rows(cv.scores), "cv_schedules": rows(cv.schedule_scores), "cv_rms": cv.rms,
-            "size": rows(sized), "size_schedules": rows(sized_schedules), "size_shape": list(shape),
-            "seed_std": noise}
+            "cv_model_rms": cv.model_rms, "size": rows(sized.scores), "size_schedules": rows(sized.schedule_scores),
+            "size_shape": list(sized.shape), "size_model_rms": sized.model_rms, "size_efolds": sized.efolds,
+            "extrapolation_growth": sized.extrapolation_growth(cv.model_rms), "seed_std": noise}
+
+
+def error_line(r: dict) -> str:
+    """The interval's calibration, as ``python -m costsim.fit --residual-std --extrapolation-growth`` takes it."""
+    return (f"{r['structure']}: held-out error {r['cv_rms']:.4f} nats, {r['cv_model_rms']:.4f} without its seed "
+            f"noise; at the held-out size ({r['size_efolds']:.2f} e-folds outside the fitted sizes and depths) "
+            f"{r['size_model_rms']:.4f}: extrapolation growth {r['extrapolation_growth']:.3f} per e-fold")
 
 
 def _scores(rows: list[dict]) -> list[RunScore]:
@@ -223,7 +231,7 @@ def main() -> None:
     print(f"seed noise along the runs (nats, at a share of their tokens; the intervals use it): {along}")
     with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
         results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
-    lines = []
+    lines = ["", "the model's own error (intervals add it to the seed noise):", *map(error_line, results)]
     checks = (("cv", "leave-one-schedule-out"),
               ("size", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it)"))
     for key, title in checks:

@@ -21,6 +21,7 @@ import os
 import typing
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 
 import numpy as np
 from scipy.optimize import least_squares
@@ -29,7 +30,7 @@ from costsim.corpus import RunData, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
-from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, trajectory
+from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, seed_std_in, trajectory
 from costsim.paths import output_file
 from costsim.spec import ScheduleSpec
 
@@ -247,8 +248,9 @@ def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
     sizes = [float(n) for r in runs for n in parameter_counts(stage_shape(r.spec)).non_embedding]
     tokens = [float(t) for r in runs for t in (r.tokens[0], r.tokens[-1])]
     flops = [float(f) for r in runs for f in cumulative_flops(r.spec, r.steps, r.tokens[[0, -1]])]
+    depths = [float(stage.layers) for r in runs for stage in r.spec.stages]
     return {"non_embedding_params": [min(sizes), max(sizes)], "tokens": [min(tokens), max(tokens)],
-            "flops_counted": [min(flops), max(flops)]}
+            "flops_counted": [min(flops), max(flops)], "layers": [min(depths), max(depths)]}
 
 
 def seed_noise(runs: list[RunData], at: float = 1.0) -> tuple[float, int]:
@@ -277,9 +279,24 @@ def seed_noise_along(runs: list[RunData]) -> list[tuple[float, float]]:
     return [(share, seed_noise(runs, share)[0]) for share in SEED_SHARES]
 
 
+def seed_variance_in(runs: list[RunData], table: list[tuple[float, float]], final_std: float) -> float:
+    """The mean seed variance over the runs' measured points (each at its share of its
+    run): how much of a residual measured on these runs is seed noise rather than the
+    model's error."""
+    shares = np.concatenate([r.tokens / r.tokens[-1] for r in runs] or [np.ones(1)])
+    return float(np.mean(seed_std_in(table, final_std, shares) ** 2))
+
+
+def without_seed_noise(residual: float, seed_variance: float) -> float:
+    """The model's own error: a residual's rms with the seed noise it holds taken out
+    (the two are independent, so their variances add)."""
+    return float(np.sqrt(max(residual**2 - seed_variance, 0.0)))
+
+
 def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
                 n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
-                report: dict | None = None, hold: tuple[str, ...] = (), jobs: int = 1) -> LossProfile:
+                extrapolation_growth: float = 0.0, report: dict | None = None, hold: tuple[str, ...] = (),
+                jobs: int = 1) -> LossProfile:
     """A profile fitted on the non-held-out runs. ``residual_std`` should be the
     held-out (cross-validated) error; without it the in-sample rms is used."""
     fit_runs = [r for r in runs if not r.holdout]
@@ -288,19 +305,34 @@ def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure:
                            "runs; train more (python -m studies.growth_corpus)")
     best, rms = fit_params(fit_runs, start, structure, hold=hold)
     samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold, jobs=jobs)
+    profile = LossProfile(name=name, params=best, samples=samples, source=source,
+                          report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
+                                  "rms_nats_in_sample": rms})
+    return calibrated(profile, runs, residual_std=rms if residual_std is None else residual_std,
+                      extrapolation_growth=extrapolation_growth, report=report)
+
+
+def calibrated(profile: LossProfile, runs: list[RunData], *, residual_std: float, extrapolation_growth: float,
+               report: dict | None = None) -> LossProfile:
+    """``profile`` with everything but its parameters measured on the non-held-out runs:
+    seed noise, the model's own error (``residual_std`` without the seed noise the growth
+    runs it was measured on hold), its growth outside the domain, the domain itself."""
+    fit_runs = [r for r in runs if not r.holdout]
     vocab = {r.spec.model.vocab_size for r in fit_runs}
-    noise, repeated = seed_noise(fit_runs)
     lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
-    residual = rms if residual_std is None else residual_std
-    return LossProfile(
-        name=name, params=best, samples=samples, residual_std=residual,
-        growth_rel_std=relative_error(fit_runs, best, residual),
-        seed_std=noise, seed_std_along=seed_noise_along(fit_runs), source=source,
+    noise, repeated = seed_noise(fit_runs)
+    along = seed_noise_along(fit_runs)
+    growth_runs = [r for r in fit_runs if not r.is_full_training]
+    return profile.model_copy(update=dict(
+        residual_std=residual_std,
+        model_std=without_seed_noise(residual_std, seed_variance_in(growth_runs, along, noise)),
+        extrapolation_growth=extrapolation_growth,
+        growth_rel_std=relative_error(fit_runs, profile.params, residual_std),
+        seed_std=noise, seed_std_along=along,
         vocab_size=vocab.pop() if len(vocab) == 1 else None,
         lr=lrs.pop() if len(lrs) == 1 else None,
         domain=domain_of(fit_runs),
-        report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
-                "rms_nats_in_sample": rms, "seed_repeats": repeated, **(report or {})})
+        report={**profile.report, "seed_repeats": repeated, **(report or {})}))
 
 
 def relative_error(runs: list[RunData], params: LossParams, residual_std: float) -> float:
@@ -361,6 +393,14 @@ def main(argv: list[str] | None = None) -> int:
                         "use its error as the profile's residual (slow: one refit per growth schedule)")
     parser.add_argument("--residual-std", type=float, help="held-out error to use instead (nats; the cv rms "
                         "benchmarks/loss_accuracy.py printed for this structure)")
+    parser.add_argument("--extrapolation-growth", type=float, default=None,
+                        help="relative growth of the model's error per e-fold outside the fitted sizes and depths "
+                        "(the size hold-out's figure benchmarks/loss_accuracy.py printed; default 0, or the "
+                        "recalibrated profile's)")
+    parser.add_argument("--recalibrate", metavar="PROFILE",
+                        help="keep this profile's fitted parameters and bootstrap samples and measure only the rest "
+                        "again on the runs (seed noise, the model's own error, its growth, the domain): seconds, "
+                        "not a refit")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
                         "(default: CPUs)")
     parser.add_argument("--seed", type=int, default=0)
@@ -384,6 +424,15 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")
     if residual is not None:
         report = {"residual_std_from": "leave-one-schedule-out rms of benchmarks/loss_accuracy.py"}
+    growth = args.extrapolation_growth
+    if growth is not None and not growth >= 0:
+        raise CostsimError(f"--extrapolation-growth must be a non-negative number, got {growth}")
+    if args.recalibrate:
+        old = load_loss_profile(args.recalibrate)
+        profile = calibrated(old, runs, residual_std=old.residual_std if residual is None else residual,
+                             extrapolation_growth=old.extrapolation_growth if growth is None else growth,
+                             report=report)
+        return _write(profile, out, args)
     if args.cv:
         from costsim.heldout import cross_validate
 
@@ -393,11 +442,17 @@ def main(argv: list[str] | None = None) -> int:
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",
-                          residual_std=residual, report=report, hold=hold, jobs=max(1, args.jobs))
+                          residual_std=residual, extrapolation_growth=growth or 0.0, report=report, hold=hold,
+                          jobs=max(1, args.jobs))
+    return _write(profile, out, args)
+
+
+def _write(profile: LossProfile, out: Path, args: argparse.Namespace) -> int:
     out.write_text(profile.model_dump_json(indent=1) + "\n")
-    print(f"fitted {args.name} ({args.structure}) on {profile.report['n_fit_runs']} runs, "
-          f"{profile.report['n_points']} points: rms {profile.report['rms_nats_in_sample']:.4f} nats in sample"
-          + (f", {residual:.4f} held out" if residual is not None else "") + f"; wrote {out}")
+    print(f"{'recalibrated' if args.recalibrate else 'fitted'} {profile.name} ({profile.params.structure}) on "
+          f"{profile.report['n_fit_runs']} runs, {profile.report['n_points']} points: rms "
+          f"{profile.report['rms_nats_in_sample']:.4f} nats in sample, {profile.residual_std:.4f} residual, "
+          f"{profile.model_std:.4f} without seed noise; wrote {out}")
     if args.transfer_to:
         moved = transfer(profile, load_loss_profile(args.transfer_to), args.transfer_name)
         target = out.with_name(f"{moved.name}.json")

@@ -27,8 +27,16 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from costsim.corpus import RunData
-from costsim.fit import cumulative_flops, fit_params, flops_to_reach, run_residuals
-from costsim.loss import LossParams, LossProfile, predict, trajectory
+from costsim.fit import (
+    cumulative_flops,
+    domain_of,
+    fit_params,
+    flops_to_reach,
+    run_residuals,
+    seed_variance_in,
+    without_seed_noise,
+)
+from costsim.loss import LossParams, LossProfile, efolds_outside, predict, trajectory
 
 MATCH_AT = 0.5
 
@@ -234,11 +242,17 @@ class CrossValidation:
     scores: list[RunScore] = field(default_factory=list)
     schedule_scores: list[RunScore] = field(default_factory=list)  # one per schedule, seeds averaged
     fold_rms: dict[str, float] = field(default_factory=dict)  # schedule -> rms of its held-out points
+    fold_seed_var: dict[str, float] = field(default_factory=dict)  # schedule -> seed variance in those points
 
     @property
     def rms(self) -> float:
         errors = [s.rms**2 * s.n_points for s in self.scores]
         return float(np.sqrt(sum(errors) / max(sum(s.n_points for s in self.scores), 1)))
+
+    @property
+    def model_rms(self) -> float:
+        """The held-out error without the seed noise the held-out points carry."""
+        return model_error_of(list(self.fold_rms.values()), list(self.fold_seed_var.values()))
 
     def summary(self) -> dict:
         return {"structure": self.structure, "rms_nats": self.rms,
@@ -278,22 +292,50 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
         fits[schedule] = (params, held)
         errors = np.concatenate(run_residuals(params, held))
         cv.fold_rms[schedule] = float(np.sqrt(np.mean(errors**2)))
+        cv.fold_seed_var[schedule] = seed_variance_in(held, seed_along or [], seed_std)
     for schedule, (params, held) in fits.items():
         others = [v for k, v in cv.fold_rms.items() if k != schedule]
         residual = float(np.sqrt(np.mean(np.square(others)))) if others else 0.0
-        profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, seed_std=seed_std,
-                              seed_std_along=seed_along or [])
+        model = model_error_of(others, [v for k, v in cv.fold_seed_var.items() if k != schedule])
+        profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, model_std=model,
+                              seed_std=seed_std, seed_std_along=seed_along or [])
         for run in held:
             cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
         cv.schedule_scores += score_schedules(held, runs, params, seed_std)
     return cv
 
 
+def model_error_of(fold_rms: list[float], fold_seed_var: list[float]) -> float:
+    """The model's own error over folds: their mean squared error less their mean seed variance."""
+    if not fold_rms:
+        return 0.0
+    return without_seed_noise(float(np.sqrt(np.mean(np.square(fold_rms)))), float(np.mean(fold_seed_var)))
+
+
+@dataclass
+class SizeHoldout:
+    """Fit without the largest final size, predict it."""
+
+    scores: list[RunScore]  # per run
+    schedule_scores: list[RunScore]  # per schedule, seeds averaged
+    shape: tuple  # the held-out final shape
+    model_rms: float  # the held-out error without the held-out points' seed noise
+    efolds: float  # how far the held-out size lies outside the fitted domain (sizes and depths)
+
+    def extrapolation_growth(self, inside: float) -> float:
+        """The model error's relative growth per e-fold outside the domain, against its
+        error ``inside`` it (leave-one-schedule-out's): 0 where it did not grow."""
+        if inside <= 0 or self.efolds <= 0:
+            return 0.0
+        return max(0.0, (self.model_rms / inside - 1) / self.efolds)
+
+
 def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
                  seed_along: list[tuple[float, float]] | None = None, residual_std: float = 0.0,
-                 max_nfev: int = 200, hold: tuple[str, ...] = ()) -> tuple[list[RunScore], list[RunScore], tuple]:
+                 model_std: float | None = None, max_nfev: int = 200, hold: tuple[str, ...] = ()) -> SizeHoldout:
     """Fit on every run whose final model is smaller than the largest, predict the largest's
-    runs: (per run, per schedule with seeds averaged, the largest final shape)."""
+    runs. Intervals: ``residual_std`` (or the model's own error ``model_std`` and the seed
+    noise), not grown for the distance, since the growth is what this hold-out measures."""
     from costsim.engine import stage_shape
     from costsim.flops import parameter_counts
 
@@ -302,8 +344,14 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
 
     largest = max(size(r) for r in runs)
     held = [r for r in runs if size(r) == largest]
-    params, _ = fit_params([r for r in runs if size(r) < largest], start, structure, max_nfev=max_nfev, hold=hold)
-    profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, seed_std=seed_std,
-                          seed_std_along=seed_along or [])
-    return ([score_run(r, baseline_for(r, held), params, profile) for r in held],
-            score_schedules(held, held, params, seed_std), held[0].final_shape)
+    fitted = [r for r in runs if size(r) < largest]
+    params, _ = fit_params(fitted, start, structure, max_nfev=max_nfev, hold=hold)
+    profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, model_std=model_std,
+                          seed_std=seed_std, seed_std_along=seed_along or [])
+    growth_runs = [r for r in held if not r.is_full_training]
+    errors = np.concatenate(run_residuals(params, growth_runs))
+    model = without_seed_noise(float(np.sqrt(np.mean(errors**2))),
+                               seed_variance_in(growth_runs, seed_along or [], seed_std))
+    efolds = efolds_outside(domain_of(fitted), largest, max(stage.layers for stage in held[0].spec.stages))
+    return SizeHoldout([score_run(r, baseline_for(r, held), params, profile) for r in held],
+                       score_schedules(held, held, params, seed_std), held[0].final_shape, model, efolds)

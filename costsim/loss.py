@@ -148,6 +148,12 @@ class LossProfile(BaseModel):
         "[(share, nats), ...] by share, measured on repeated schedules: early in a run from scratch the loss "
         "depends on when the model leaves its first plateau, which varies with the seed far more than the "
         "final loss does (empty: seed_std throughout)")
+    model_std: float | None = Field(None, ge=0, description="the model's own held-out error (nats): residual_std "
+                                    "with the seed noise of the runs it was measured on taken out, since the "
+                                    "interval adds the seed noise itself (None: residual_std is used as it is)")
+    extrapolation_growth: float = Field(0.0, ge=0, description="relative growth of model_std per e-fold of "
+                                        "non-embedding parameters and of depth outside the fitted domain, "
+                                        "measured by holding out the largest size")
     law_rel_std: float = Field(0.0, ge=0, description="relative uncertainty of the reducible loss not in samples")
     growth_rel_std: float = Field(0.0, ge=0, description="held-out error of growth predictions relative to the "
                                   "reducible loss: carried with the growth parameters to a transferred law, where "
@@ -700,7 +706,8 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
         tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
         lo = hi = loss
     seed = seed_std_at(profile, tokens / max(sum(plan.tokens for plan in plans), 1.0))
-    spread = np.sqrt(profile.residual_std**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
+    model = model_error(profile, max(plan.n_params for plan in plans), max(plan.layers for plan in plans))
+    spread = np.sqrt(model**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
     noise = z_score(profile.interval) * spread
     lower = np.minimum(lo - noise, loss)
     upper = np.maximum(hi + noise, loss)
@@ -708,13 +715,41 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
 
 
 def seed_std_at(profile: LossProfile, share) -> np.ndarray:
+    """Seed noise at ``share`` of a run's tokens (``seed_std_in``, for a profile)."""
+    return seed_std_in(profile.seed_std_along, profile.seed_std, share)
+
+
+def seed_std_in(table: list[tuple[float, float]], final_std: float, share) -> np.ndarray:
     """Seed noise at ``share`` of a run's tokens: the measured table (linear between its
     shares, its first value before them), never below the final loss's."""
     share = np.asarray(share, dtype=float)
-    if not profile.seed_std_along:
-        return np.full_like(share, profile.seed_std)
-    shares, stds = zip(*profile.seed_std_along)
-    return np.maximum(np.interp(share, shares, stds), profile.seed_std)
+    if not table:
+        return np.full_like(share, final_std)
+    shares, stds = zip(*table)
+    return np.maximum(np.interp(share, shares, stds), final_std)
+
+
+def efolds_outside(domain: dict[str, list[float]], n_params: float, layers: int) -> float:
+    """How far a model lies outside a fitted domain: e-folds beyond its range of
+    non-embedding parameters plus e-folds beyond its range of depths (0 inside both, or
+    where the domain does not record the range)."""
+    distance = 0.0
+    for key, value in (("non_embedding_params", n_params), ("layers", layers)):
+        if key in domain and value > 0:
+            lo, hi = domain[key]
+            distance += max(0.0, math.log(value / hi), math.log(lo / value))
+    return distance
+
+
+def model_error(profile: LossProfile, n_params: float, layers: int) -> float:
+    """The model's own error for a schedule whose largest stage has ``n_params`` and
+    ``layers``: the held-out error without seed noise, growing linearly with the e-folds
+    the schedule lies outside the fitted domain (``residual_std`` for a profile that does
+    not separate the two)."""
+    if profile.model_std is None:
+        return profile.residual_std
+    outside = efolds_outside(profile.domain, n_params, layers)
+    return profile.model_std * (1 + profile.extrapolation_growth * outside)
 
 
 def profile_for_spec(spec: ScheduleSpec) -> LossProfile:

@@ -27,6 +27,7 @@ from costsim.loss import (
     capacity,
     fit_stack,
     full_training_loss,
+    model_error,
     predict,
     reducible,
     stage_plans,
@@ -513,7 +514,8 @@ class Planner:
         # what the model has shown it gets wrong about growth on held-out schedules, in
         # nats, or scaled from its relative size where the growth parameters were carried
         # to another law (and the law's own residual knows nothing of growth)
-        growth_error = max(profile.residual_std, profile.growth_rel_std * (candidate.loss - profile.params.E))
+        growth_error = max(model_error(profile, candidate.params_non_embedding, candidate.spec.stages[-1].layers),
+                           profile.growth_rel_std * (candidate.loss - profile.params.E))
         noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + growth_error**2)
         lower, upper = min(lo, gap) - noise, max(hi, gap) + noise
         verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"

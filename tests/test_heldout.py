@@ -9,8 +9,10 @@ from costsim.corpus import dataset_path, family_of, load_dataset, load_runs
 from costsim.errors import CostsimError
 from costsim.fit import SEED_SHARES, cumulative_flops, seed_noise, seed_noise_along
 from costsim.heldout import (
+    SizeHoldout,
     baseline_for,
     compare_curves,
+    model_error_of,
     ratio_seed_noise,
     score_run,
     score_schedules,
@@ -127,6 +129,37 @@ def test_seed_noise_along_a_run_is_largest_early_and_ends_at_the_final_loss_nois
     assert [share for share, _ in table] == list(SEED_SHARES) and table[-1] == (1.0, final)
     profile = load_loss_profile("stdlib-bytes")
     assert np.allclose(profile.seed_std_along, table, rtol=1e-9) and profile.seed_std == pytest.approx(final)
+
+
+def test_recalibrating_the_shipped_profile_keeps_its_fit_and_measures_its_model_error(shipped, tmp_path, capsys):
+    from costsim.fit import main
+
+    profile = load_loss_profile("stdlib-bytes")
+    out = tmp_path / "p.json"
+    assert main(["--recalibrate", "stdlib-bytes", "--residual-std", "0.05", "--extrapolation-growth", "0.3",
+                 "--out", str(out)]) == 0
+    again = LossProfile.model_validate_json(out.read_text())
+    assert again.params == profile.params and again.samples == profile.samples
+    assert np.allclose(again.seed_std_along, profile.seed_std_along) and again.extrapolation_growth == 0.3
+    # the model's own error is what the held-out error leaves once the growth runs' seed
+    # noise is taken out: smaller than the residual, larger than nothing
+    assert 0.02 < again.model_std < 0.05 and again.residual_std == 0.05
+    assert again.domain["layers"] == [2.0, 6.0]
+    before = out.read_text()
+    assert main(["--recalibrate", "stdlib-bytes", "--extrapolation-growth", "-1", "--out", str(out)]) == 2
+    assert out.read_text() == before  # nothing written
+    assert "--extrapolation-growth must be a non-negative number" in capsys.readouterr().err
+
+
+def test_the_model_error_over_folds_and_its_growth_with_the_distance():
+    # two folds whose errors are all seed noise leave no model error; a size hold-out
+    # twice as wrong one e-fold out grows it by 100% per e-fold, and never shrinks it
+    assert model_error_of([0.03, 0.04], [0.03**2, 0.04**2]) == pytest.approx(0.0, abs=1e-9)
+    assert model_error_of([], []) == 0.0
+    held = SizeHoldout([], [], (96, 6), model_rms=0.06, efolds=1.0)
+    assert held.extrapolation_growth(0.03) == pytest.approx(1.0)
+    assert SizeHoldout([], [], (96, 6), model_rms=0.02, efolds=1.0).extrapolation_growth(0.03) == 0.0
+    assert SizeHoldout([], [], (96, 6), model_rms=0.06, efolds=0.0).extrapolation_growth(0.03) == 0.0
 
 
 def test_the_ratio_seed_noise_is_the_pooled_spread_of_repeated_schedules(shipped):

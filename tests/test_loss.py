@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from costsim.corpus import RunData
-from costsim.fit import coordinates, fit_params, flops_to_reach, to_params, to_vector
+from costsim.fit import coordinates, fit_params, flops_to_reach, to_params, to_vector, without_seed_noise
 from costsim.growth import OPERATORS
 from costsim.loss import (
     STRUCTURES,
@@ -18,7 +18,9 @@ from costsim.loss import (
     StagePlan,
     batch_efficiency,
     equivalent_tokens,
+    efolds_outside,
     full_training_loss,
+    model_error,
     predict,
     reducible,
     startup_capacity,
@@ -172,6 +174,45 @@ def test_seed_noise_along_a_run_widens_the_interval_early_and_not_at_the_end(ear
     first = b.tokens / 4e8 <= 0.125
     expected = 2 * 1.6448536 * np.sqrt(0.01**2 + max(early, final) ** 2)
     assert np.allclose((b.upper - b.lower)[first], expected, rtol=1e-6)
+
+
+DOMAIN = {"non_embedding_params": [2.5e4, 6.7e5], "layers": [2.0, 6.0]}
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.floats(1e3, 1e9), layers=st.integers(1, 48), more=st.floats(1.0, 100.0), growth=st.floats(0.0, 2.0))
+def test_the_model_error_is_flat_inside_the_domain_and_grows_with_the_distance_outside(n, layers, more, growth):
+    profile = LossProfile(name="t", params=PARAMS, residual_std=0.05, model_std=0.03, extrapolation_growth=growth,
+                          domain=DOMAIN)
+    inside = 2.5e4 <= n <= 6.7e5 and 2 <= layers <= 6
+    assert (efolds_outside(DOMAIN, n, layers) == 0) == inside
+    assert model_error(profile, n, layers) >= 0.03
+    if inside:
+        assert model_error(profile, n, layers) == 0.03
+    if n >= 6.7e5 and layers >= 6:  # further out in both: never smaller
+        assert model_error(profile, n * more, layers + 1) >= model_error(profile, n, layers)
+    # a profile that does not separate seed noise from its error keeps its residual everywhere
+    assert model_error(profile.model_copy(update={"model_std": None}), n, layers) == 0.05
+
+
+@given(model=st.floats(0.0, 0.2), seed=st.floats(0.0, 0.2))
+def test_taking_the_seed_noise_out_of_a_residual_leaves_the_model_error(model, seed):
+    # independent errors: variances add, so taking one out recovers the other (never below 0)
+    assert without_seed_noise(np.hypot(model, seed), seed**2) == pytest.approx(model, abs=1e-9)
+    assert without_seed_noise(seed / 2, seed**2) == 0.0
+
+
+def test_the_interval_adds_the_model_error_once_beside_the_seed_noise():
+    plans = [plan(4e5, 1e7, layers=4)]
+    base = LossProfile(name="t", params=PARAMS, residual_std=0.05, seed_std=0.02, domain=DOMAIN)
+    separated = base.model_copy(update={"model_std": 0.03, "extrapolation_growth": 0.5})
+    z = 1.6448536269514722
+    assert predict(base, plans).upper[-1] - predict(base, plans).loss[-1] == pytest.approx(z * np.hypot(0.05, 0.02))
+    curve = predict(separated, plans)
+    assert curve.upper[-1] - curve.loss[-1] == pytest.approx(z * np.hypot(0.03, 0.02))
+    far = [plan(6.7e5 * np.e**2, 1e7, layers=4)]  # two e-folds above the largest fitted size
+    far_curve = predict(separated, far)
+    assert far_curve.upper[-1] - far_curve.loss[-1] == pytest.approx(z * np.hypot(0.03 * 2, 0.02), rel=1e-6)
 
 
 @pytest.mark.parametrize("table", [[(0.0, 0.1)], [(0.5, 0.1), (0.25, 0.2)], [(0.5, 0.1), (0.5, 0.2)],
