@@ -168,7 +168,7 @@ def variant_sets(variant: str) -> dict:
     return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
 
 
-def evaluate(variant: str, data: str | None) -> dict:
+def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     structure, hold = variant_holds(variant)
     runs = load_runs(data)
     noise, _ = seed_noise(runs)
@@ -176,7 +176,7 @@ def evaluate(variant: str, data: str | None) -> dict:
     # every variant starts from the same point: each optional term at its held value
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
-    cv = cross_validate(runs, start, structure, seed_std=noise, seed_along=along, hold=hold)
+    cv = cross_validate(runs, start, structure, seed_std=noise, seed_along=along, hold=hold, jobs=jobs)
     sized = size_holdout(runs, start, structure, seed_std=noise, seed_along=along, residual_std=cv.rms,
                          model_std=cv.model_rms, hold=hold)
 
@@ -211,7 +211,8 @@ def _scores(rows: list[dict]) -> list[RunScore]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
+    parser.add_argument("--data", default=None, help="corpus file, store or shipped dataset name, several "
+                        "comma-separated (default: the shipped corpus)")
     parser.add_argument("--structures", default=",".join([*(f"{s}/N" for s in STRUCTURES), "fading/N/flat", "fading"]),
                         help="growth structures to compare: STRUCTURE[/N][/flat] (/N: the law without its shape "
                         "term; /flat: lags without their size slope)")
@@ -229,8 +230,11 @@ def main() -> None:
           f"({ratio_repeated} growth schedules repeated)")
     along = ", ".join(f"{std:.3f} at {share:g}" for share, std in seed_noise_along(runs))
     print(f"seed noise along the runs (nats, at a share of their tokens; the intervals use it): {along}")
-    with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
-        results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
+    if len(structures) == 1:  # its folds get the processes
+        results = [evaluate(structures[0], args.data, max(1, args.jobs))]
+    else:
+        with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
+            results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
     lines = ["", "the model's own error (intervals add it to the seed noise):", *map(error_line, results)]
     checks = (("cv", "leave-one-schedule-out"),
               ("size", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it)"))

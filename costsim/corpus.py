@@ -115,7 +115,17 @@ def load_dataset(path: str | Path | None = None, holdout_marker: str = "[holdout
 
 
 def load_runs(source: str | Path | None = None, holdout_marker: str = "[holdout]") -> list[RunData]:
-    """Runs from a DuckDB store (``*.duckdb``) or a dataset file (default: the shipped corpus)."""
+    """Runs from a DuckDB store (``*.duckdb``), a dataset file or the name of a shipped
+    dataset (default: the shipped corpus); several, comma-separated, are one list."""
+    if source is not None and "," in str(source):
+        runs = [run for part in str(source).split(",") if part.strip()
+                for run in load_runs(part.strip(), holdout_marker)]
+        names = [run.name for run in runs]
+        if twice := sorted({name for name in names if names.count(name) > 1}):
+            raise CostsimError(f"run {twice[0]!r} is in more than one of {source}; give each dataset once")
+        return runs
+    if source is not None and not str(source).endswith((".duckdb", ".json")) and dataset_path(str(source)).exists():
+        source = dataset_path(str(source))
     if source is not None and str(source).endswith(".duckdb"):
         if not Path(source).exists():
             raise CostsimError(f"{source}: no such store; train runs first (python -m studies.growth_corpus "

@@ -180,6 +180,16 @@ def test_a_bad_corpus_file_is_one_line(tmp_path):
         load_runs(tmp_path / "missing.duckdb")
 
 
+def test_several_datasets_load_as_one_list_by_name_and_a_run_given_twice_is_refused():
+    from studies.growth_corpus import DEEP_DATASET, HELDOUT_DATASET
+
+    both = load_runs(f"{HELDOUT_DATASET},{DEEP_DATASET}")
+    assert [r.name for r in both] == [r.name for r in load_dataset(dataset_path(HELDOUT_DATASET))] + \
+        [r.name for r in load_dataset(dataset_path(DEEP_DATASET))]
+    with pytest.raises(CostsimError, match="in more than one"):
+        load_runs(f"{DEEP_DATASET},{DEEP_DATASET}")
+
+
 def test_family_is_read_from_the_name():
     assert family_of("study d96 L6 S3 freeze seed1 [study-freeze]") == "study-freeze"
     assert family_of("plain name") == "plain name"
