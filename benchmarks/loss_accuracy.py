@@ -35,7 +35,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, holding, seed_noise, seed_noise_along
+from costsim.fit import HELD_VALUES, SeedNoise, holding, seed_noise
 from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -171,14 +171,12 @@ def variant_sets(variant: str) -> dict:
 def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     structure, hold = variant_holds(variant)
     runs = load_runs(data)
-    noise, _ = seed_noise(runs)
-    along = seed_noise_along(runs)  # the intervals' seed noise, larger early in a run
+    noise = SeedNoise.of(runs)  # the intervals' seed noise, larger early in a run
     # every variant starts from the same point: each optional term at its held value
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
-    cv = cross_validate(runs, start, structure, seed_std=noise, seed_along=along, hold=hold, jobs=jobs)
-    sized = size_holdout(runs, start, structure, seed_std=noise, seed_along=along, residual_std=cv.rms,
-                         model_std=cv.model_rms, hold=hold)
+    cv = cross_validate(runs, start, structure, noise=noise, hold=hold, jobs=jobs)
+    sized = size_holdout(runs, start, structure, noise=noise, residual_std=cv.rms, model_std=cv.model_rms, hold=hold)
 
     def rows(scores: list[RunScore]) -> list[dict]:
         return [asdict(s) | {"sign_right": s.sign_right} for s in scores]
@@ -186,7 +184,7 @@ def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     return {"structure": variant, "cv": rows(cv.scores), "cv_schedules": rows(cv.schedule_scores), "cv_rms": cv.rms,
             "cv_model_rms": cv.model_rms, "size": rows(sized.scores), "size_schedules": rows(sized.schedule_scores),
             "size_shape": list(sized.shape), "size_model_rms": sized.model_rms, "size_efolds": sized.efolds,
-            "extrapolation_growth": sized.extrapolation_growth(cv.model_rms), "seed_std": noise}
+            "extrapolation_growth": sized.extrapolation_growth(cv.model_rms), "seed_std": noise.final}
 
 
 def error_line(r: dict) -> str:
@@ -228,8 +226,10 @@ def main() -> None:
     print(f"corpus: {len(runs)} runs, {sum(len(r.loss) for r in runs)} points; seed noise of a final loss "
           f"{noise:.4f} nats ({repeated} schedules repeated); of one run's compute-to-match ratio {ratio_noise:.3f} "
           f"({ratio_repeated} growth schedules repeated)")
-    along = ", ".join(f"{std:.3f} at {share:g}" for share, std in seed_noise_along(runs))
-    print(f"seed noise along the runs (nats, at a share of their tokens; the intervals use it): {along}")
+    measured = SeedNoise.of(runs)
+    for kind, table in (("growth runs", measured.along), ("full training", measured.along_scratch)):
+        along = ", ".join(f"{std:.3f} at {share:g}" for share, std in table)
+        print(f"seed noise along {kind} (nats, at a share of their tokens; the intervals use it): {along}")
     if len(structures) == 1:  # its folds get the processes
         results = [evaluate(structures[0], args.data, max(1, args.jobs))]
     else:

@@ -19,7 +19,7 @@ import argparse
 import math
 import os
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
@@ -279,12 +279,34 @@ def seed_noise_along(runs: list[RunData]) -> list[tuple[float, float]]:
     return [(share, seed_noise(runs, share)[0]) for share in SEED_SHARES]
 
 
-def seed_variance_in(runs: list[RunData], table: list[tuple[float, float]], final_std: float) -> float:
-    """The mean seed variance over the runs' measured points (each at its share of its
-    run): how much of a residual measured on these runs is seed noise rather than the
-    model's error."""
-    shares = np.concatenate([r.tokens / r.tokens[-1] for r in runs] or [np.ones(1)])
-    return float(np.mean(seed_std_in(table, final_std, shares) ** 2))
+@dataclass(frozen=True)
+class SeedNoise:
+    """Seed-to-seed noise measured on repeated schedules: of the final loss, and along a
+    run (``SEED_SHARES``) for growth runs and for full training apart, since a model
+    trained from scratch at its full depth leaves its early plateau at a time that varies
+    with the seed far more than a growth run's shallow start does."""
+
+    final: float = 0.0
+    along: list[tuple[float, float]] = field(default_factory=list)  # growth runs
+    along_scratch: list[tuple[float, float]] = field(default_factory=list)  # full training
+    repeated: int = 0  # schedules repeated
+
+    @classmethod
+    def of(cls, runs: list[RunData]) -> SeedNoise:
+        final, repeated = seed_noise(runs)
+        return cls(final, seed_noise_along([r for r in runs if not r.is_full_training]),
+                   seed_noise_along([r for r in runs if r.is_full_training]), repeated)
+
+    def profile_fields(self) -> dict:
+        return {"seed_std": self.final, "seed_std_along": self.along, "seed_std_along_scratch": self.along_scratch}
+
+    def variance_in(self, runs: list[RunData]) -> float:
+        """The mean seed variance over the runs' measured points (each at its share of its
+        run): how much of a residual measured on these runs is seed noise rather than the
+        model's error."""
+        variances = [seed_std_in(self.along_scratch if r.is_full_training and self.along_scratch else self.along,
+                                 self.final, r.tokens / r.tokens[-1]) ** 2 for r in runs]
+        return float(np.mean(np.concatenate(variances))) if variances else self.final**2
 
 
 def without_seed_noise(residual: float, seed_variance: float) -> float:
@@ -320,19 +342,17 @@ def calibrated(profile: LossProfile, runs: list[RunData], *, residual_std: float
     fit_runs = [r for r in runs if not r.holdout]
     vocab = {r.spec.model.vocab_size for r in fit_runs}
     lrs = {r.spec.training.lr_schedule.lr for r in fit_runs}
-    noise, repeated = seed_noise(fit_runs)
-    along = seed_noise_along(fit_runs)
+    noise = SeedNoise.of(fit_runs)
     growth_runs = [r for r in fit_runs if not r.is_full_training]
-    return profile.model_copy(update=dict(
-        residual_std=residual_std,
-        model_std=without_seed_noise(residual_std, seed_variance_in(growth_runs, along, noise)),
-        extrapolation_growth=extrapolation_growth,
-        growth_rel_std=relative_error(fit_runs, profile.params, residual_std),
-        seed_std=noise, seed_std_along=along,
-        vocab_size=vocab.pop() if len(vocab) == 1 else None,
-        lr=lrs.pop() if len(lrs) == 1 else None,
-        domain=domain_of(fit_runs),
-        report={**profile.report, "seed_repeats": repeated, **(report or {})}))
+    return LossProfile.model_validate({**profile.model_dump(), **noise.profile_fields(),
+        "residual_std": residual_std,
+        "model_std": without_seed_noise(residual_std, noise.variance_in(growth_runs)),
+        "extrapolation_growth": extrapolation_growth,
+        "growth_rel_std": relative_error(fit_runs, profile.params, residual_std),
+        "vocab_size": vocab.pop() if len(vocab) == 1 else None,
+        "lr": lrs.pop() if len(lrs) == 1 else None,
+        "domain": domain_of(fit_runs),
+        "report": {**profile.report, "seed_repeats": noise.repeated, **(report or {})}})
 
 
 def relative_error(runs: list[RunData], params: LossParams, residual_std: float) -> float:
@@ -438,8 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         from costsim.heldout import cross_validate
 
         kept = [r for r in runs if not r.holdout]
-        cv = cross_validate(kept, start, args.structure, seed_std=seed_noise(kept)[0],
-                            seed_along=seed_noise_along(kept), jobs=max(1, args.jobs), hold=hold)
+        cv = cross_validate(kept, start, args.structure, noise=SeedNoise.of(kept), jobs=max(1, args.jobs),
+                            hold=hold)
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",

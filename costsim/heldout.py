@@ -28,12 +28,12 @@ import numpy as np
 
 from costsim.corpus import RunData
 from costsim.fit import (
+    SeedNoise,
     cumulative_flops,
     domain_of,
     fit_params,
     flops_to_reach,
     run_residuals,
-    seed_variance_in,
     without_seed_noise,
 )
 from costsim.loss import LossParams, LossProfile, efolds_outside, predict, trajectory
@@ -269,13 +269,14 @@ def _fit_without(runs: list[RunData], schedule: str, start: LossParams, structur
                       hold=hold)[0]
 
 
-def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                   seed_along: list[tuple[float, float]] | None = None, schedules: list[str] | None = None,
-                   max_nfev: int = 200, jobs: int = 1, hold: tuple[str, ...] = ()) -> CrossValidation:
+def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, noise: SeedNoise | None = None,
+                   schedules: list[str] | None = None, max_nfev: int = 200, jobs: int = 1,
+                   hold: tuple[str, ...] = ()) -> CrossValidation:
     """Leave-one-schedule-out: for each growth schedule, fit on every other run and score
-    the schedule's runs (all seeds). Intervals: each fold's held-out error plus seed noise, with the
-    residual taken from the *other* folds (so coverage is not fitted to itself); ``seed_along``:
-    the seed noise along a run (``LossProfile.seed_std_along``)."""
+    the schedule's runs (all seeds). Intervals: the model's own error, taken from the *other*
+    folds (so coverage is not fitted to itself) without their points' seed noise, plus the
+    seed ``noise`` measured on repeated schedules."""
+    noise = noise or SeedNoise()
     cv = CrossValidation(structure)
     schedules = schedules or growth_schedules(runs)
     if jobs > 1:
@@ -292,16 +293,16 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, se
         fits[schedule] = (params, held)
         errors = np.concatenate(run_residuals(params, held))
         cv.fold_rms[schedule] = float(np.sqrt(np.mean(errors**2)))
-        cv.fold_seed_var[schedule] = seed_variance_in(held, seed_along or [], seed_std)
+        cv.fold_seed_var[schedule] = noise.variance_in(held)
     for schedule, (params, held) in fits.items():
         others = [v for k, v in cv.fold_rms.items() if k != schedule]
         residual = float(np.sqrt(np.mean(np.square(others)))) if others else 0.0
         model = model_error_of(others, [v for k, v in cv.fold_seed_var.items() if k != schedule])
         profile = LossProfile(name=f"cv-{schedule}", params=params, residual_std=residual, model_std=model,
-                              seed_std=seed_std, seed_std_along=seed_along or [])
+                              **noise.profile_fields())
         for run in held:
             cv.scores.append(score_run(run, baseline_for(run, runs), params, profile))
-        cv.schedule_scores += score_schedules(held, runs, params, seed_std)
+        cv.schedule_scores += score_schedules(held, runs, params, noise.final)
     return cv
 
 
@@ -330,9 +331,9 @@ class SizeHoldout:
         return max(0.0, (self.model_rms / inside - 1) / self.efolds)
 
 
-def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed_std: float = 0.0,
-                 seed_along: list[tuple[float, float]] | None = None, residual_std: float = 0.0,
-                 model_std: float | None = None, max_nfev: int = 200, hold: tuple[str, ...] = ()) -> SizeHoldout:
+def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, noise: SeedNoise | None = None,
+                 residual_std: float = 0.0, model_std: float | None = None, max_nfev: int = 200,
+                 hold: tuple[str, ...] = ()) -> SizeHoldout:
     """Fit on every run whose final model is smaller than the largest, predict the largest's
     runs. Intervals: ``residual_std`` (or the model's own error ``model_std`` and the seed
     noise), not grown for the distance, since the growth is what this hold-out measures."""
@@ -346,12 +347,12 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, seed
     held = [r for r in runs if size(r) == largest]
     fitted = [r for r in runs if size(r) < largest]
     params, _ = fit_params(fitted, start, structure, max_nfev=max_nfev, hold=hold)
+    noise = noise or SeedNoise()
     profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, model_std=model_std,
-                          seed_std=seed_std, seed_std_along=seed_along or [])
+                          **noise.profile_fields())
     growth_runs = [r for r in held if not r.is_full_training]
     errors = np.concatenate(run_residuals(params, growth_runs))
-    model = without_seed_noise(float(np.sqrt(np.mean(errors**2))),
-                               seed_variance_in(growth_runs, seed_along or [], seed_std))
+    model = without_seed_noise(float(np.sqrt(np.mean(errors**2))), noise.variance_in(growth_runs))
     efolds = efolds_outside(domain_of(fitted), largest, max(stage.layers for stage in held[0].spec.stages))
     return SizeHoldout([score_run(r, baseline_for(r, held), params, profile) for r in held],
-                       score_schedules(held, held, params, seed_std), held[0].final_shape, model, efolds)
+                       score_schedules(held, held, params, noise.final), held[0].final_shape, model, efolds)

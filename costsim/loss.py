@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from costsim.errors import SpecError
 from costsim.growth import JUMP_OPERATORS, OPERATORS
@@ -147,7 +147,11 @@ class LossProfile(BaseModel):
         default_factory=list, description="seed-to-seed standard deviation at shares of a run's tokens, "
         "[(share, nats), ...] by share, measured on repeated schedules: early in a run from scratch the loss "
         "depends on when the model leaves its first plateau, which varies with the seed far more than the "
-        "final loss does (empty: seed_std throughout)")
+        "final loss does (empty: seed_std throughout); for growth runs, and full training without its own table")
+    seed_std_along_scratch: list[tuple[float, float]] = Field(
+        default_factory=list, description="the same for full training, a model trained from scratch at its final "
+        "depth, whose early plateau varies with the seed more than a growth run's shallow start does (empty: "
+        "seed_std_along)")
     model_std: float | None = Field(None, ge=0, description="the model's own held-out error (nats): residual_std "
                                     "with the seed noise of the runs it was measured on taken out, since the "
                                     "interval adds the seed noise itself (None: residual_std is used as it is)")
@@ -166,14 +170,14 @@ class LossProfile(BaseModel):
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
                                            "for non_embedding_params, tokens, flops_counted")
 
-    @field_validator("seed_std_along")
+    @field_validator("seed_std_along", "seed_std_along_scratch")
     @classmethod
-    def _shares_increase(cls, table: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    def _shares_increase(cls, table: list[tuple[float, float]], info: ValidationInfo) -> list[tuple[float, float]]:
         shares = [share for share, _ in table]
         if any(not 0 < share <= 1 for share in shares) or shares != sorted(set(shares)):
-            raise ValueError("seed_std_along: shares must increase, each in (0, 1]")
+            raise ValueError(f"{info.field_name}: shares must increase, each in (0, 1]")
         if any(not std >= 0 for _, std in table):
-            raise ValueError("seed_std_along: standard deviations must be >= 0")
+            raise ValueError(f"{info.field_name}: standard deviations must be >= 0")
         return table
 
 
@@ -705,7 +709,8 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     else:
         tokens, loss, stage = trajectory(p, plans, points_per_stage, at_tokens, after_boundary)
         lo = hi = loss
-    seed = seed_std_at(profile, tokens / max(sum(plan.tokens for plan in plans), 1.0))
+    from_scratch = len({plan.n_params for plan in plans}) == 1  # full training: no stage grows the model
+    seed = seed_std_at(profile, tokens / max(sum(plan.tokens for plan in plans), 1.0), from_scratch)
     model = model_error(profile, max(plan.n_params for plan in plans), max(plan.layers for plan in plans))
     spread = np.sqrt(model**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
     noise = z_score(profile.interval) * spread
@@ -714,9 +719,12 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)
 
 
-def seed_std_at(profile: LossProfile, share) -> np.ndarray:
-    """Seed noise at ``share`` of a run's tokens (``seed_std_in``, for a profile)."""
-    return seed_std_in(profile.seed_std_along, profile.seed_std, share)
+def seed_std_at(profile: LossProfile, share, from_scratch: bool = False) -> np.ndarray:
+    """Seed noise at ``share`` of a run's tokens (``seed_std_in``, for a profile): full
+    training's (``from_scratch``) table where the profile has one."""
+    table = profile.seed_std_along_scratch if from_scratch and profile.seed_std_along_scratch \
+        else profile.seed_std_along
+    return seed_std_in(table, profile.seed_std, share)
 
 
 def seed_std_in(table: list[tuple[float, float]], final_std: float, share) -> np.ndarray:

@@ -124,11 +124,17 @@ def test_seed_noise_along_a_run_is_largest_early_and_ends_at_the_final_loss_nois
     final, repeated = seed_noise(shipped)
     assert repeated >= 2 and early > 2 * final
     assert seed_noise(shipped, at=1.0) == (final, repeated)
-    # the shipped profile's intervals use this table, measured on its corpus, not typed in
     table = seed_noise_along(shipped)
     assert [share for share, _ in table] == list(SEED_SHARES) and table[-1] == (1.0, final)
+    # the shipped profile's intervals use these tables, measured on its corpus, not typed in:
+    # full training's apart, its early plateau varying with the seed more than a growth
+    # run's shallow start does
     profile = load_loss_profile("stdlib-bytes")
-    assert np.allclose(profile.seed_std_along, table, rtol=1e-9) and profile.seed_std == pytest.approx(final)
+    scratch = seed_noise_along([r for r in shipped if r.is_full_training])
+    growing = seed_noise_along([r for r in shipped if not r.is_full_training])
+    assert np.allclose(profile.seed_std_along_scratch, scratch, rtol=1e-9)
+    assert np.allclose(profile.seed_std_along, growing, rtol=1e-9) and profile.seed_std == pytest.approx(final)
+    assert all(s > g for (_, s), (_, g) in zip(scratch[:3], growing[:3]))
 
 
 def test_recalibrating_the_shipped_profile_keeps_its_fit_and_measures_its_model_error(shipped, tmp_path, capsys):
