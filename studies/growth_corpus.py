@@ -218,11 +218,13 @@ def heldout_deep() -> list[Run]:
     slow depth; the growth runs' second seeds after the two baselines differed by 0.5 in the
     ratio they gave, so that each schedule is scored on two seeds against two. Full
     training's third seed: the two baselines' start-ups differed by up to 0.21 nats, so two
-    seeds cannot say which of them is typical of 8 layers."""
+    seeds cannot say which of them is typical of 8 layers; then the growth schedules' third
+    seeds, each against its own seed's baseline."""
     return [full(128, 8, LARGE_STEPS), study(128, 8, 4, LARGE_STEPS, freeze=False),
             study(128, 8, 4, LARGE_STEPS, freeze=True), full(128, 8, LARGE_STEPS, seed=2),
             study(128, 8, 4, LARGE_STEPS, freeze=False, seed=2), study(128, 8, 4, LARGE_STEPS, freeze=True, seed=2),
-            full(128, 8, LARGE_STEPS, seed=3)]
+            full(128, 8, LARGE_STEPS, seed=3), study(128, 8, 4, LARGE_STEPS, freeze=True, seed=3),
+            study(128, 8, 4, LARGE_STEPS, freeze=False, seed=3)]
 
 
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
