@@ -227,14 +227,17 @@ def main() -> None:
           f"{noise:.4f} nats ({repeated} schedules repeated); of one run's compute-to-match ratio {ratio_noise:.3f} "
           f"({ratio_repeated} growth schedules repeated)")
     measured = SeedNoise.of(runs)
-    for kind, table in (("growth runs", measured.along), ("full training", measured.along_scratch)):
-        along = ", ".join(f"{std:.3f} at {share:g}" for share, std in table)
+    for kind, along_run in (("growth runs", measured.along), ("full training", measured.along_scratch)):
+        along = ", ".join(f"{std:.3f} at {share:g}" for share, std in along_run)
         print(f"seed noise along {kind} (nats, at a share of their tokens; the intervals use it): {along}")
     if len(structures) == 1:  # its folds get the processes
         results = [evaluate(structures[0], args.data, max(1, args.jobs))]
     else:
         with ProcessPoolExecutor(max(1, min(args.jobs, len(structures)))) as pool:
             results = list(pool.map(evaluate, structures, [args.data] * len(structures)))
+    if args.json:  # before the tables: minutes of fitting are kept whatever the printing does
+        with open(args.json, "w") as f:
+            json.dump({"seed_std": noise, "ratio_seed_noise": ratio_noise, "results": results}, f, indent=1)
     lines = ["", "the model's own error (intervals add it to the seed noise):", *map(error_line, results)]
     checks = (("cv", "leave-one-schedule-out"),
               ("size", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it)"))
@@ -249,9 +252,6 @@ def main() -> None:
                       "", f"== {r['structure']}: {title.split(' (')[0]}, seeds averaged ==",
                       table(_scores(r[key + "_schedules"]), ratio_noise)]
     print("\n".join(lines))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"seed_std": noise, "ratio_seed_noise": ratio_noise, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":
