@@ -261,7 +261,7 @@ def test_every_deep_held_out_final_loss_is_inside_its_interval(deep):
     from costsim.loss import predict
 
     runs, _ = deep
-    assert len(runs) == 7
+    assert len(runs) == 8
     profile = load_loss_profile("stdlib-bytes")
     for run in runs:
         curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)
