@@ -254,7 +254,8 @@ def deep():
     return runs, {r.name: score_run(r, baseline_for(r, runs), profile.params, profile) for r in runs}
 
 
-GROWN_DEEP = [f"study d128 L8 S4 {kind} seed{seed}" for kind in ("freeze", "nofreeze") for seed in (1, 2)]
+GROWN_DEEP = [f"study d128 L8 S4 {kind} seed{seed}" for kind in ("freeze", "nofreeze") for seed in (1, 2)] + \
+    ["study d128 L8 S4 freeze seed3"]
 
 
 def test_every_deep_held_out_final_loss_is_inside_its_interval(deep):
@@ -282,16 +283,16 @@ def test_deep_held_out_growth_curves_are_predicted_within_the_held_out_error_and
     assert compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss, flops, loss).ratio < 1
 
 
-def _deep_schedule(deep, kind):
+def _deep_schedule(deep, kind, seeds):
     runs = deep[0]
     (score,) = score_schedules([r for r in runs if f"S4 {kind} " in r.name], runs,
                                load_loss_profile("stdlib-bytes").params)
-    assert score.seeds == 2
+    assert score.seeds == seeds
     return score
 
 
-def test_the_deep_study_schedule_over_two_seeds_is_within_the_ratio_target(deep):
-    score = _deep_schedule(deep, "freeze")  # 0.79 measured, 0.93 predicted
+def test_the_deep_study_schedule_over_three_seeds_is_within_the_ratio_target(deep):
+    score = _deep_schedule(deep, "freeze", 3)  # 0.83 measured, 0.93 predicted (0.79 on two seeds)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
@@ -299,7 +300,7 @@ def test_the_deep_study_schedule_over_two_seeds_is_within_the_ratio_target(deep)
                    "than predicted over two seeds (0.53 measured, 0.77 predicted): full training of 8 layers "
                    "from scratch starts slower than the start-up fitted on 1-6 layers says, on seed 1 far slower")
 def test_the_deep_no_freeze_schedule_over_two_seeds_is_within_the_ratio_target(deep):
-    score = _deep_schedule(deep, "nofreeze")
+    score = _deep_schedule(deep, "nofreeze", 2)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
