@@ -30,7 +30,7 @@ from costsim.corpus import RunData, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
-from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, seed_std_in, trajectory
+from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, seed_std_in, seed_table, trajectory
 from costsim.paths import output_file
 from costsim.spec import ScheduleSpec
 
@@ -304,8 +304,8 @@ class SeedNoise:
         """The mean seed variance over the runs' measured points (each at its share of its
         run): how much of a residual measured on these runs is seed noise rather than the
         model's error."""
-        variances = [seed_std_in(self.along_scratch if r.is_full_training and self.along_scratch else self.along,
-                                 self.final, r.tokens / r.tokens[-1]) ** 2 for r in runs]
+        variances = [seed_std_in(seed_table(self.along, self.along_scratch, r.is_full_training), self.final,
+                                 r.tokens / r.tokens[-1]) ** 2 for r in runs]
         return float(np.mean(np.concatenate(variances))) if variances else self.final**2
 
 

@@ -168,7 +168,7 @@ class LossProfile(BaseModel):
     vocab_size: int | None = Field(None, description="the tokenizer it was fitted for, if specific")
     lr: float | None = Field(None, gt=0, description="peak learning rate of the runs it was fitted on")
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
-                                           "for non_embedding_params, tokens, flops_counted")
+                                           "for non_embedding_params, tokens, flops_counted, layers")
 
     @field_validator("seed_std_along", "seed_std_along_scratch")
     @classmethod
@@ -722,9 +722,14 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
 def seed_std_at(profile: LossProfile, share, from_scratch: bool = False) -> np.ndarray:
     """Seed noise at ``share`` of a run's tokens (``seed_std_in``, for a profile): full
     training's (``from_scratch``) table where the profile has one."""
-    table = profile.seed_std_along_scratch if from_scratch and profile.seed_std_along_scratch \
-        else profile.seed_std_along
-    return seed_std_in(table, profile.seed_std, share)
+    return seed_std_in(seed_table(profile.seed_std_along, profile.seed_std_along_scratch, from_scratch),
+                       profile.seed_std, share)
+
+
+def seed_table(along: list[tuple[float, float]], along_scratch: list[tuple[float, float]],
+               from_scratch: bool) -> list[tuple[float, float]]:
+    """Which seed-noise table a run uses: full training's where there is one."""
+    return along_scratch if from_scratch and along_scratch else along
 
 
 def seed_std_in(table: list[tuple[float, float]], final_std: float, share) -> np.ndarray:
