@@ -254,15 +254,14 @@ def deep():
     return runs, {r.name: score_run(r, baseline_for(r, runs), profile.params, profile) for r in runs}
 
 
-GROWN_DEEP = [f"study d128 L8 S4 {kind} seed{seed}" for kind in ("freeze", "nofreeze") for seed in (1, 2)] + \
-    ["study d128 L8 S4 freeze seed3"]
+GROWN_DEEP = [f"study d128 L8 S4 {kind} seed{seed}" for kind in ("freeze", "nofreeze") for seed in (1, 2, 3)]
 
 
 def test_every_deep_held_out_final_loss_is_inside_its_interval(deep):
     from costsim.loss import predict
 
     runs, _ = deep
-    assert len(runs) == 8
+    assert len(runs) == 9
     profile = load_loss_profile("stdlib-bytes")
     for run in runs:
         curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)
@@ -296,11 +295,10 @@ def test_the_deep_study_schedule_over_three_seeds_is_within_the_ratio_target(dee
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): no-freeze growth to d128 L8 saves more "
-                   "than predicted over two seeds (0.53 measured, 0.77 predicted): full training of 8 layers "
-                   "from scratch starts slower than the start-up fitted on 1-6 layers says, on seed 1 far slower")
-def test_the_deep_no_freeze_schedule_over_two_seeds_is_within_the_ratio_target(deep):
-    score = _deep_schedule(deep, "nofreeze", 2)
+def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target(deep):
+    # 0.64 measured, 0.77 predicted; over seeds 1-2 it was 0.53, a miss driven by seed 1's
+    # slow full-training baseline (docs/loss-model.md)
+    score = _deep_schedule(deep, "nofreeze", 3)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
