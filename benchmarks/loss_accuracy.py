@@ -18,7 +18,8 @@ exponent held at 1; /k1: its shape held at 1 (exponential); /w0: its width expon
 /inherit: growth continues the start-up from the share in use instead of ending it; /widthinherit: only
 width growth continues it (depth growth ends it); /carry: every growth continues it from
 the old model's share in use, fresh blocks included; /nostartup: no
-start-up; /delay: the token-delay start-up. The shipped profile's variant is named in docs/loss-model.md.)
+start-up; /delay: the token-delay start-up; /unpaired: fitted on the runs' points alone, without
+growth runs' gaps to their same-seed baselines. The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -35,7 +36,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, SeedNoise, holding, seed_noise
+from costsim.fit import HELD_VALUES, PAIRED_WEIGHT, SeedNoise, holding, seed_noise
 from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -125,7 +126,11 @@ def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -
     coverage = sum(s.coverage * s.n_points for s in covered) / max(sum(s.n_points for s in covered), 1) \
         if covered else None
     rms = float(np.sqrt(sum(s.rms**2 * s.n_points for s in scores) / max(points, 1)))
-    return {"runs": len(growth), "sign_right": sum(bool(s.sign_right) for s in decided), "sign_decided": len(decided),
+    # the gap to full training where both end: what a search at a fixed budget decides on
+    gaps = [abs(s.predicted.end_gap - s.measured.end_gap) for s in growth if s.predicted is not None]
+    return {"end_gap_error_mean": float(np.mean(gaps)) if gaps else None,
+            "end_gap_error_max": float(np.max(gaps)) if gaps else None,
+            "runs": len(growth), "sign_right": sum(bool(s.sign_right) for s in decided), "sign_decided": len(decided),
             "ratio_error_median": float(np.median(errors)) if errors else None,
             "ratio_error_max": float(np.max(errors)) if errors else None,
             "ratio_within_target": sum(e <= RATIO_TARGET for e in errors),
@@ -137,7 +142,8 @@ def summary_line(name: str, s: dict) -> str:
     return (f"{name:11s} rms {s['rms']:.4f}  sign {s['sign_right']}/{s['sign_decided']}  "
             f"ratio err median {s['ratio_error_median']:.3f} max {s['ratio_error_max']:.3f} "
             f"(<= {RATIO_TARGET}: {s['ratio_within_target']}/{s['runs']})  "
-            f"crossover {s['crossover_ok']}/{s['crossover_n']} (strict {s['crossover_strict']})"
+            f"crossover {s['crossover_ok']}/{s['crossover_n']} (strict {s['crossover_strict']})  "
+            f"end gap err mean {s['end_gap_error_mean']:.3f} max {s['end_gap_error_max']:.3f}"
             + (f"  coverage {s['coverage']:.0%}" if s["coverage"] is not None else ""))
 
 
@@ -153,9 +159,9 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
     (one lag at every size), /nostartup holds the from-scratch start-up at 0, /linear
     holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0."""
     structure, *flags = variant.split("/")
-    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS]
+    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != "unpaired"]
     if structure not in STRUCTURES or unknown:
-        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS))
+        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, "unpaired"))
         raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
@@ -175,8 +181,10 @@ def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     # every variant starts from the same point: each optional term at its held value
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
-    cv = cross_validate(runs, start, structure, noise=noise, hold=hold, jobs=jobs)
-    sized = size_holdout(runs, start, structure, noise=noise, residual_std=cv.rms, model_std=cv.model_rms, hold=hold)
+    paired = 0.0 if "unpaired" in variant.split("/")[1:] else PAIRED_WEIGHT
+    cv = cross_validate(runs, start, structure, noise=noise, hold=hold, jobs=jobs, paired_weight=paired)
+    sized = size_holdout(runs, start, structure, noise=noise, residual_std=cv.rms, model_std=cv.model_rms, hold=hold,
+                         paired_weight=paired)
 
     def rows(scores: list[RunScore]) -> list[dict]:
         return [asdict(s) | {"sign_right": s.sign_right} for s in scores]
@@ -216,7 +224,17 @@ def main() -> None:
                         "term; /flat: lags without their size slope)")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", help="also write every score here")
+    parser.add_argument("--from-json", metavar="FILE", help="print the tables of a file --json wrote, without fitting")
     args = parser.parse_args()
+    if args.from_json:
+        try:
+            saved = json.loads(open(args.from_json).read())
+            noise, ratio_noise, results = saved["seed_std"], saved["ratio_seed_noise"], saved["results"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise SystemExit(f"--from-json {args.from_json}: not a file this benchmark wrote ({exc}); run it "
+                             "with --json FILE first") from None
+        print("\n".join(report(results, noise, ratio_noise)))
+        return
     structures = [s.strip() for s in args.structures.split(",") if s.strip()]
     for variant in structures:
         variant_holds(variant)  # a typo fails here, not after minutes of fitting
@@ -238,6 +256,11 @@ def main() -> None:
     if args.json:  # before the tables: minutes of fitting are kept whatever the printing does
         with open(args.json, "w") as f:
             json.dump({"seed_std": noise, "ratio_seed_noise": ratio_noise, "results": results}, f, indent=1)
+    print("\n".join(report(results, noise, ratio_noise)))
+
+
+def report(results: list[dict], noise: float, ratio_noise: float) -> list[str]:
+    """The summary lines and tables of ``evaluate``'s results."""
     lines = ["", "the model's own error (intervals add it to the seed noise):", *map(error_line, results)]
     checks = (("cv", "leave-one-schedule-out"),
               ("size", f"size hold-out (fit without final shape {results[0]['size_shape'][:2]}, predict it)"))
@@ -251,7 +274,7 @@ def main() -> None:
             lines += ["", f"== {r['structure']}: {title.split(' (')[0]} ==", table(_scores(r[key]), ratio_noise),
                       "", f"== {r['structure']}: {title.split(' (')[0]}, seeds averaged ==",
                       table(_scores(r[key + "_schedules"]), ratio_noise)]
-    print("\n".join(lines))
+    return lines
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from costsim.corpus import RunData, load_runs
+from costsim.corpus import RunData, baseline_for, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
@@ -45,6 +45,11 @@ STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
 # least squares stops at a step at the very start. The law's pass starts from each of
 # these (ideal tokens per layer, shape) and keeps the best on full training.
 STARTUP_STARTS = ((1e4, 1.0), (1e5, 1.0), (1e6, 1.0), (1e5, 3.0), (1e6, 3.0))
+# The question a profile answers is a difference: growth against full training of the same
+# size. A growth run and its same-seed baseline share their held-out batches, so they share
+# that seed's offset; their gap, fitted as residuals of its own at this weight next to the
+# points', is free of it and weighs what the user asks about (0: points only).
+PAIRED_WEIGHT = 1.0
 # the value a term takes when a fit holds it: the one that switches it off (or makes it
 # what it was before it was fitted). The fit CLI's --no-shape ... --width-free-startup and
 # the benchmark's variants hold these.
@@ -144,8 +149,43 @@ def run_residuals(p: LossParams, runs: list[RunData]) -> list[np.ndarray]:
     return [trajectory(p, run.plans, at_tokens=run.tokens, after_boundary=True)[1] - run.loss for run in runs]
 
 
-def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int) -> LossParams:
+@dataclass(frozen=True)
+class GapPair:
+    """A growth run and its same-seed full-training baseline, on the counted-FLOPs axis."""
+
+    run: int  # index of the growth run among the fitted runs
+    base: int  # index of its baseline
+    inside: np.ndarray  # the run's points within the baseline's FLOPs
+    flops: np.ndarray  # those points' FLOPs
+    base_flops: np.ndarray
+
+
+def gap_pairs(runs: list[RunData]) -> list[GapPair]:
+    """Every growth run among ``runs`` whose baseline (``baseline_for``) is of its seed."""
+    index = {id(r): i for i, r in enumerate(runs)}
+    pairs = []
+    for i, run in enumerate(runs):
+        base = None if run.is_full_training else baseline_for(run, runs)
+        if base is None or base.seed != run.seed:
+            continue
+        flops = cumulative_flops(run.spec, run.steps, run.tokens)
+        base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
+        inside = flops <= base_flops[-1] * (1 + 1e-9)
+        if inside.sum() >= 2:
+            pairs.append(GapPair(i, index[id(base)], inside, flops[inside], base_flops))
+    return pairs
+
+
+def gap_residuals(residuals: list[np.ndarray], pairs: list[GapPair]) -> list[np.ndarray]:
+    """Predicted minus measured gap of each pair at equal FLOPs, from the runs' point
+    residuals (interpolation is linear, so the baseline's residual interpolates alone)."""
+    return [residuals[p.run][p.inside] - np.interp(p.flops, p.base_flops, residuals[p.base]) for p in pairs]
+
+
+def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int,
+           paired_weight: float = PAIRED_WEIGHT) -> LossParams:
     coords = coordinates(structure)
+    pairs = gap_pairs(runs) if paired_weight > 0 else []
     lower, upper = _bounds(coords)
     x0 = np.clip(to_vector(start, structure), lower + 1e-9, upper - 1e-9)
     prior = np.array([x if c.prior is None else (math.log(max(c.prior, 1e-300)) if c.log else c.prior)
@@ -157,6 +197,7 @@ def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndar
         x[free] = xf
         p = to_params(x, structure, start)
         parts = run_residuals(p, runs)
+        parts += [paired_weight * gap for gap in gap_residuals(parts, pairs)]
         parts.append(PRIOR_WEIGHT * (x[regularised] - prior[regularised]))
         return np.concatenate(parts)
 
@@ -168,10 +209,12 @@ def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndar
 
 
 def fit_params(runs: list[RunData], start: LossParams, structure: str | None = None,
-               max_nfev: int = 200, hold: tuple[str, ...] = ()) -> tuple[LossParams, float]:
-    """Least squares: the law on full-training runs, then every coordinate on all runs
-    (those named in ``hold`` stay at their start values). Returns the parameters and the
-    rms error over the runs' points (nats)."""
+               max_nfev: int = 200, hold: tuple[str, ...] = (), paired_weight: float = PAIRED_WEIGHT
+               ) -> tuple[LossParams, float]:
+    """Least squares: the law on full-training runs, then every coordinate on all runs and
+    growth runs' gaps to their baselines (``paired_weight``; those named in ``hold`` stay
+    at their start values). Returns the parameters and the rms error over the runs' points
+    (nats)."""
     structure = structure or start.structure
     coords = coordinates(structure)
     aspects = [plan.aspect for run in runs for plan in run.plans if plan.aspect > 0]
@@ -193,13 +236,13 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
         start = min(fits, key=lambda p: float(np.mean(np.concatenate(run_residuals(p, full)) ** 2)))
     else:
         start = starts[0]
-    best = _solve(runs, start, structure, free, max_nfev)
+    best = _solve(runs, start, structure, free, max_nfev, paired_weight)
     residual = np.concatenate(run_residuals(best, runs))
     return best, float(np.sqrt(np.mean(residual**2)))
 
 
 def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev: int = 60,
-              hold: tuple[str, ...] = (), jobs: int = 1) -> list[LossParams]:
+              hold: tuple[str, ...] = (), jobs: int = 1, paired_weight: float = PAIRED_WEIGHT) -> list[LossParams]:
     """Refits on runs resampled with replacement (every resample keeps the full-training
     runs' sizes represented: baselines are resampled among themselves). The resamples are
     drawn here, so ``jobs`` changes the time, not the samples."""
@@ -213,7 +256,8 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
             picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
         resamples.append(picked)
     free = np.array([c.field not in hold for c in coordinates(best.structure)])
-    refit = partial(_solve, start=best, structure=best.structure, free=free, max_nfev=max_nfev)
+    refit = partial(_solve, start=best, structure=best.structure, free=free, max_nfev=max_nfev,
+                    paired_weight=paired_weight)
     if jobs > 1 and n > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -318,15 +362,15 @@ def without_seed_noise(residual: float, seed_variance: float) -> float:
 def fit_profile(runs: list[RunData], *, name: str, start: LossParams, structure: str = DEFAULT_STRUCTURE,
                 n_bootstrap: int = 20, seed: int = 0, source: str = "", residual_std: float | None = None,
                 extrapolation_growth: float = 0.0, report: dict | None = None, hold: tuple[str, ...] = (),
-                jobs: int = 1) -> LossProfile:
+                jobs: int = 1, paired_weight: float = PAIRED_WEIGHT) -> LossProfile:
     """A profile fitted on the non-held-out runs. ``residual_std`` should be the
     held-out (cross-validated) error; without it the in-sample rms is used."""
     fit_runs = [r for r in runs if not r.holdout]
     if len({r.final_shape for r in fit_runs if r.is_full_training}) < 3:
         raise CostsimError("fitting needs full-training runs at 3 or more model sizes among the non-held-out "
                            "runs; train more (python -m studies.growth_corpus)")
-    best, rms = fit_params(fit_runs, start, structure, hold=hold)
-    samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold, jobs=jobs)
+    best, rms = fit_params(fit_runs, start, structure, hold=hold, paired_weight=paired_weight)
+    samples = bootstrap(fit_runs, best, n_bootstrap, seed, hold=hold, jobs=jobs, paired_weight=paired_weight)
     profile = LossProfile(name=name, params=best, samples=samples, source=source,
                           report={"n_fit_runs": len(fit_runs), "n_points": int(sum(len(r.loss) for r in fit_runs)),
                                   "rms_nats_in_sample": rms})
@@ -424,6 +468,9 @@ def main(argv: list[str] | None = None) -> int:
                         "not a refit")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
                         "(default: CPUs)")
+    parser.add_argument("--paired-weight", type=float, default=PAIRED_WEIGHT,
+                        help="weight of growth runs' gaps to their same-seed baselines next to the points "
+                        f"(default {PAIRED_WEIGHT:g}; 0: points only)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True, help="profile JSON path to write")
     parser.add_argument("--transfer-to", default="", help="also write this law with the fitted growth parameters")
@@ -445,6 +492,8 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--residual-std must be a non-negative number, got {residual}")
     if residual is not None:
         report = {"residual_std_from": "leave-one-schedule-out rms of benchmarks/loss_accuracy.py"}
+    if not args.paired_weight >= 0:
+        raise CostsimError(f"--paired-weight must be a non-negative number, got {args.paired_weight}")
     growth = args.extrapolation_growth
     if growth is not None and not growth >= 0:
         raise CostsimError(f"--extrapolation-growth must be a non-negative number, got {growth}")
@@ -459,12 +508,12 @@ def main(argv: list[str] | None = None) -> int:
 
         kept = [r for r in runs if not r.holdout]
         cv = cross_validate(kept, start, args.structure, noise=SeedNoise.of(kept), jobs=max(1, args.jobs),
-                            hold=hold)
+                            hold=hold, paired_weight=args.paired_weight)
         residual, report = cv.rms, {"cross_validation": cv.summary()}
     profile = fit_profile(runs, name=args.name, start=start, structure=args.structure, n_bootstrap=args.bootstrap,
                           seed=args.seed, source=f"python -m costsim.fit --data {args.data or 'growth_corpus'}",
                           residual_std=residual, extrapolation_growth=growth or 0.0, report=report, hold=hold,
-                          jobs=max(1, args.jobs))
+                          jobs=max(1, args.jobs), paired_weight=args.paired_weight)
     return _write(profile, out, args)
 
 

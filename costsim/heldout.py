@@ -26,8 +26,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from costsim.corpus import RunData
+from costsim.corpus import RunData, baseline_for
 from costsim.fit import (
+    PAIRED_WEIGHT,
     SeedNoise,
     cumulative_flops,
     domain_of,
@@ -102,15 +103,6 @@ def _same_tokens(run: RunData, base: RunData) -> np.ndarray:
         return np.ones(len(base.tokens), dtype=bool)
     kept = base.tokens <= run.tokens[-1] * (1 + 1e-9)
     return kept if kept.sum() >= 2 else np.ones(len(base.tokens), dtype=bool)
-
-
-def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
-    """Full training of the run's final size at its batch and LR schedule, same seed if there is one."""
-    candidates = [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
-                  and r.spec.training.batch_size == run.spec.training.batch_size
-                  and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind]
-    same_seed = [r for r in candidates if r.seed == run.seed]
-    return (same_seed or candidates or [None])[0]
 
 
 @dataclass
@@ -264,14 +256,14 @@ def growth_schedules(runs: list[RunData]) -> list[str]:
 
 
 def _fit_without(runs: list[RunData], schedule: str, start: LossParams, structure: str, max_nfev: int,
-                 hold: tuple[str, ...]) -> LossParams:
+                 hold: tuple[str, ...], paired_weight: float) -> LossParams:
     return fit_params([r for r in runs if r.schedule != schedule], start, structure, max_nfev=max_nfev,
-                      hold=hold)[0]
+                      hold=hold, paired_weight=paired_weight)[0]
 
 
 def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, noise: SeedNoise | None = None,
                    schedules: list[str] | None = None, max_nfev: int = 200, jobs: int = 1,
-                   hold: tuple[str, ...] = ()) -> CrossValidation:
+                   hold: tuple[str, ...] = (), paired_weight: float = PAIRED_WEIGHT) -> CrossValidation:
     """Leave-one-schedule-out: for each growth schedule, fit on every other run and score
     the schedule's runs (all seeds). Intervals: the model's own error, taken from the *other*
     folds (so coverage is not fitted to itself) without their points' seed noise, plus the
@@ -283,10 +275,10 @@ def cross_validate(runs: list[RunData], start: LossParams, structure: str, *, no
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(jobs) as pool:
-            fitted = list(pool.map(_fit_without, *zip(*[(runs, s, start, structure, max_nfev, hold)
+            fitted = list(pool.map(_fit_without, *zip(*[(runs, s, start, structure, max_nfev, hold, paired_weight)
                                                          for s in schedules])))
     else:
-        fitted = [_fit_without(runs, s, start, structure, max_nfev, hold) for s in schedules]
+        fitted = [_fit_without(runs, s, start, structure, max_nfev, hold, paired_weight) for s in schedules]
     fits: dict[str, tuple[LossParams, list[RunData]]] = {}
     for schedule, params in zip(schedules, fitted):
         held = [r for r in runs if r.schedule == schedule]
@@ -333,7 +325,7 @@ class SizeHoldout:
 
 def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, noise: SeedNoise | None = None,
                  residual_std: float = 0.0, model_std: float | None = None, max_nfev: int = 200,
-                 hold: tuple[str, ...] = ()) -> SizeHoldout:
+                 hold: tuple[str, ...] = (), paired_weight: float = PAIRED_WEIGHT) -> SizeHoldout:
     """Fit on every run whose final model is smaller than the largest, predict the largest's
     runs. Intervals: ``residual_std`` (or the model's own error ``model_std`` and the seed
     noise), not grown for the distance, since the growth is what this hold-out measures."""
@@ -346,7 +338,7 @@ def size_holdout(runs: list[RunData], start: LossParams, structure: str, *, nois
     largest = max(size(r) for r in runs)
     held = [r for r in runs if size(r) == largest]
     fitted = [r for r in runs if size(r) < largest]
-    params, _ = fit_params(fitted, start, structure, max_nfev=max_nfev, hold=hold)
+    params, _ = fit_params(fitted, start, structure, max_nfev=max_nfev, hold=hold, paired_weight=paired_weight)
     noise = noise or SeedNoise()
     profile = LossProfile(name="size-holdout", params=params, residual_std=residual_std, model_std=model_std,
                           **noise.profile_fields())

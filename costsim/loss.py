@@ -364,6 +364,22 @@ class Fading(GrowthStructure):
         return state.lag * np.exp(-since / (p.lag_tokens * state.d_growth))
 
 
+class Lingering(Fading):
+    name = "lingering"
+    summary = "after growth tokens count at 1 - lag/(1 + s/(lag_tokens*D_g)): a deficit that fades ever more slowly"
+    # Fading's exponential leaves a fit two choices: a deficit gone within a few D_g (no late
+    # crossover) or one that never fades (too large a gap late in long runs). A hyperbolic
+    # decay is both: most of the deficit early, a tail that outlasts any single time scale.
+
+    def along(self, p, state, s):
+        scale = p.lag_tokens * state.d_growth
+        lost = state.lag * scale * (np.log1p((state.since + s) / scale) - np.log1p(state.since / scale))
+        return np.zeros_like(s) + state.n_params, state.d + s - lost
+
+    def remaining(self, p, state, since):
+        return state.lag / (1 + since / (p.lag_tokens * state.d_growth))
+
+
 class Multiplier(GrowthStructure):
     name = "multiplier"
     summary = "after growth tokens count at 1 - lag for the rest of the run"
@@ -404,7 +420,8 @@ class GrowInto(GrowthStructure):
         return replace(state, d=equivalent_tokens(p, n_eff, loss_minus_e), since=end_since)
 
 
-STRUCTURES: dict[str, GrowthStructure] = {s.name: s for s in (Equivalent(), Fading(), Multiplier(), GrowInto())}
+STRUCTURES: dict[str, GrowthStructure] = {s.name: s for s in (Equivalent(), Fading(), Lingering(), Multiplier(),
+                                                                   GrowInto())}
 
 
 def structure_of(p: LossParams) -> GrowthStructure:

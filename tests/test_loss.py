@@ -2,6 +2,7 @@
 fitter recovers known parameters."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from costsim.fit import coordinates, fit_params, flops_to_reach, to_params, to_v
 from costsim.growth import OPERATORS
 from costsim.loss import (
     STRUCTURES,
+    GrowthState,
     LossParams,
     LossProfile,
     StagePlan,
@@ -119,7 +121,7 @@ def test_structures_differ_only_after_growth_and_a_lag_slows_learning():
     for p in ALL[1:]:
         other = trajectory(p, plans, points_per_stage=50)[1]
         np.testing.assert_allclose(other[:50], equivalent[:50], rtol=1e-12)
-        if p.structure in ("fading", "multiplier"):
+        if p.structure in ("fading", "lingering", "multiplier"):
             assert other[-1] > equivalent[-1]  # a positive lag: behind the equivalent-token model
         else:
             assert abs(other[-1] - equivalent[-1]) > 1e-4
@@ -127,7 +129,7 @@ def test_structures_differ_only_after_growth_and_a_lag_slows_learning():
         np.testing.assert_allclose(no_lag, equivalent, rtol=1e-9)
 
 
-@pytest.mark.parametrize("structure", ["fading", "multiplier"])
+@pytest.mark.parametrize("structure", ["fading", "lingering", "multiplier"])
 def test_a_lag_size_slope_makes_growth_costlier_at_larger_sizes_only(structure):
     """Lags are quoted at lag_reference_params: there the slope changes nothing; above it a
     positive slope leaves the grown model further behind, below it less."""
@@ -144,6 +146,34 @@ def test_a_lag_size_slope_makes_growth_costlier_at_larger_sizes_only(structure):
     assert final(sloped, 2e6) == pytest.approx(final(p, 2e6), rel=1e-12)
     assert final(sloped, 8e6) > final(p, 8e6)
     assert final(sloped, 5e5) < final(p, 5e5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(structure=st.sampled_from(["fading", "lingering"]), lag=st.floats(0.01, 0.99),
+       lag_tokens=st.floats(0.01, 100.0), since=st.floats(0.0, 1e8), s1=st.floats(1.0, 1e8), s2=st.floats(1.0, 1e8))
+def test_a_fading_deficit_is_the_integral_of_its_rate_and_a_boundary_changes_nothing(structure, lag, lag_tokens,
+                                                                                     since, s1, s2):
+    """Tokens lost after growth are the integral of the remaining deficit, so a stage split
+    in two (the second starting where the first ended) loses what the whole stage does."""
+    growth = STRUCTURES[structure]
+    p = PARAMS.model_copy(update={"structure": structure, "lag_tokens": lag_tokens})
+    state = GrowthState(n_params=1e6, d=1e7, lag=lag, d_growth=1e6, since=since)
+    whole = growth.along(p, state, np.array([s1 + s2]))[1][0]
+    first = growth.along(p, state, np.array([s1]))[1][0]
+    later = replace(state, d=first, since=since + s1)
+    assert growth.along(p, later, np.array([s2]))[1][0] == pytest.approx(whole, rel=1e-9)
+    grid = since + np.concatenate([[0.0], np.geomspace(1e-3, s1, 20000)])  # fine at every time scale
+    lost = np.trapezoid(growth.remaining(p, state, grid), grid)
+    assert state.d + s1 - first == pytest.approx(lost, rel=1e-4, abs=1e-3)
+
+
+def test_a_lingering_deficit_outlasts_a_fading_one_with_the_same_time_scale():
+    state = GrowthState(n_params=1e6, d=1e7, lag=0.5, d_growth=1e6)
+    p = PARAMS.model_copy(update={"lag_tokens": 1.0})
+    fading, lingering = STRUCTURES["fading"], STRUCTURES["lingering"]
+    assert lingering.remaining(p, state, 0.0) == fading.remaining(p, state, 0.0) == 0.5
+    assert lingering.remaining(p, state, 1e6) > fading.remaining(p, state, 1e6)  # 0.25 against 0.18
+    assert lingering.remaining(p, state, 1e7) > 10 * fading.remaining(p, state, 1e7)
 
 
 @settings(max_examples=40, deadline=None)
@@ -469,6 +499,45 @@ def test_the_bootstrap_draws_the_same_samples_whatever_the_number_of_processes()
     assert len({tuple(to_vector(p)) for p in one}) == 3  # three different resamples, three fits
 
 
+def test_growth_runs_are_paired_with_their_same_seed_baseline_only():
+    from costsim.fit import gap_pairs
+
+    runs = synthetic_runs(PARAMS.model_copy(update={"structure": "fading"}), noise=0.0, seed=0)
+    pairs = gap_pairs(runs)
+    assert sorted(runs[p.run].name for p in pairs) == ["copy", "growth"]
+    for p in pairs:
+        base = runs[p.base]
+        assert base.is_full_training and base.final_shape == runs[p.run].final_shape and base.seed == runs[p.run].seed
+    bases = {p.base for p in pairs}
+    other_seed = [r if i not in bases else replace(r, spec=r.spec.model_copy(update={
+        "training": r.spec.training.model_copy(update={"seed": r.seed + 1})})) for i, r in enumerate(runs)]
+    assert gap_pairs(other_seed) == []  # another seed's baseline shares no offset: not paired
+
+
+@settings(max_examples=30, deadline=None)
+@given(offset=st.floats(-0.5, 0.5), own=st.floats(-0.5, 0.5))
+def test_a_gap_residual_is_predicted_minus_measured_gap_and_a_shared_offset_cancels(offset, own):
+    from costsim.fit import cumulative_flops, gap_pairs, gap_residuals, run_residuals
+
+    truth = PARAMS.model_copy(update={"structure": "fading"})
+    runs = synthetic_runs(truth, noise=0.0, seed=0)
+    model = truth.model_copy(update={"A": truth.A * 1.1, "lags": {"random_top": 0.1, "stack_copy": 0.3}})
+    pairs = gap_pairs(runs)
+    shifted = [replace(r, loss=r.loss + offset + (own if i == pairs[0].run else 0.0)) for i, r in enumerate(runs)]
+    gaps = gap_residuals(run_residuals(model, runs), pairs)
+    moved = gap_residuals(run_residuals(model, shifted), pairs)
+    np.testing.assert_allclose(moved[0], gaps[0] - own, atol=1e-9)  # the seed's offset cancels, the run's own not
+    np.testing.assert_allclose(moved[1], gaps[1], atol=1e-9)
+    run, base = runs[pairs[0].run], runs[pairs[0].base]
+    at, base_at = (cumulative_flops(r.spec, r.steps, r.tokens) for r in (run, base))
+
+    def gap(curve, base_curve):
+        return curve[pairs[0].inside] - np.interp(at[pairs[0].inside], base_at, base_curve)
+
+    predicted = [trajectory(model, r.plans, at_tokens=r.tokens, after_boundary=True)[1] for r in (run, base)]
+    np.testing.assert_allclose(gaps[0], gap(*predicted) - gap(run.loss, base.loss), atol=1e-9)
+
+
 @pytest.mark.parametrize("hold,starts", [((), 5), (("startup_shape",), 3), (("startup_tokens",), 1)])
 def test_the_law_pass_starts_the_start_up_from_each_pair_and_keeps_the_best(monkeypatch, hold, starts):
     """The start-up's (time, shape) fit is not convex (on the corpus a single pass from the
@@ -482,7 +551,7 @@ def test_the_law_pass_starts_the_start_up_from_each_pair_and_keeps_the_best(monk
     runs = synthetic_runs(truth, noise=0.0, seed=0)
     tried = []
 
-    def solve(runs_, start, structure, free, max_nfev):  # no optimisation: record where each pass starts
+    def solve(runs_, start, structure, free, max_nfev, *_):  # no optimisation: record where each pass starts
         tried.append((start.startup_tokens, start.startup_shape, len(runs_)))
         return start
 
