@@ -149,6 +149,7 @@ def summary_line(name: str, s: dict) -> str:
 
 VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
                  "linear": "startup_depth_exponent", "k1": "startup_shape", "w0": "startup_width_exponent"}
+UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points alone (paired_weight 0)
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"}}
 
@@ -159,9 +160,9 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
     (one lag at every size), /nostartup holds the from-scratch start-up at 0, /linear
     holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0."""
     structure, *flags = variant.split("/")
-    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != "unpaired"]
+    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != UNPAIRED]
     if structure not in STRUCTURES or unknown:
-        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, "unpaired"))
+        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, UNPAIRED))
         raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
@@ -181,7 +182,7 @@ def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     # every variant starts from the same point: each optional term at its held value
     start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
         update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
-    paired = 0.0 if "unpaired" in variant.split("/")[1:] else PAIRED_WEIGHT
+    paired = 0.0 if UNPAIRED in variant.split("/")[1:] else PAIRED_WEIGHT
     cv = cross_validate(runs, start, structure, noise=noise, hold=hold, jobs=jobs, paired_weight=paired)
     sized = size_holdout(runs, start, structure, noise=noise, residual_std=cv.rms, model_std=cv.model_rms, hold=hold,
                          paired_weight=paired)
