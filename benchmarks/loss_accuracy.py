@@ -127,9 +127,12 @@ def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -
         if covered else None
     rms = float(np.sqrt(sum(s.rms**2 * s.n_points for s in scores) / max(points, 1)))
     # the gap to full training where both end: what a search at a fixed budget decides on
-    gaps = [abs(s.predicted.end_gap - s.measured.end_gap) for s in growth if s.predicted is not None]
-    return {"end_gap_error_mean": float(np.mean(gaps)) if gaps else None,
-            "end_gap_error_max": float(np.max(gaps)) if gaps else None,
+    signed = [s.predicted.end_gap - s.measured.end_gap for s in growth if s.predicted is not None]
+    gaps = np.abs(signed)
+    return {"end_gap_error_mean": float(np.mean(gaps)) if len(gaps) else None,
+            "end_gap_bias": float(np.mean(signed)) if signed else None,  # > 0: growth predicted too far behind
+            "end_gap_too_large": sum(g > 0 for g in signed),
+            "end_gap_error_max": float(np.max(gaps)) if len(gaps) else None,
             "runs": len(growth), "sign_right": sum(bool(s.sign_right) for s in decided), "sign_decided": len(decided),
             "ratio_error_median": float(np.median(errors)) if errors else None,
             "ratio_error_max": float(np.max(errors)) if errors else None,
@@ -143,7 +146,8 @@ def summary_line(name: str, s: dict) -> str:
             f"ratio err median {s['ratio_error_median']:.3f} max {s['ratio_error_max']:.3f} "
             f"(<= {RATIO_TARGET}: {s['ratio_within_target']}/{s['runs']})  "
             f"crossover {s['crossover_ok']}/{s['crossover_n']} (strict {s['crossover_strict']})  "
-            f"end gap err mean {s['end_gap_error_mean']:.3f} max {s['end_gap_error_max']:.3f}"
+            f"end gap err mean {s['end_gap_error_mean']:.3f} max {s['end_gap_error_max']:.3f} "
+            f"bias {s['end_gap_bias']:+.3f} (too large on {s['end_gap_too_large']}/{s['runs']})"
             + (f"  coverage {s['coverage']:.0%}" if s["coverage"] is not None else ""))
 
 

@@ -149,19 +149,27 @@ def run_residuals(p: LossParams, runs: list[RunData]) -> list[np.ndarray]:
     return [trajectory(p, run.plans, at_tokens=run.tokens, after_boundary=True)[1] - run.loss for run in runs]
 
 
+def gap_at_equal_flops(flops: np.ndarray, values: np.ndarray, base_flops: np.ndarray, base_values: np.ndarray
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """A run's values minus its baseline's at the same counted FLOPs (the baseline
+    interpolated), on the run's points within the baseline's FLOPs: (those points, gap)."""
+    inside = flops <= base_flops[-1] * (1 + 1e-9)
+    return inside, values[inside] - np.interp(flops[inside], base_flops, base_values)
+
+
 @dataclass(frozen=True)
 class GapPair:
     """A growth run and its same-seed full-training baseline, on the counted-FLOPs axis."""
 
     run: int  # index of the growth run among the fitted runs
     base: int  # index of its baseline
-    inside: np.ndarray  # the run's points within the baseline's FLOPs
-    flops: np.ndarray  # those points' FLOPs
+    flops: np.ndarray
     base_flops: np.ndarray
 
 
 def gap_pairs(runs: list[RunData]) -> list[GapPair]:
-    """Every growth run among ``runs`` whose baseline (``baseline_for``) is of its seed."""
+    """Every growth run among ``runs`` whose baseline (``baseline_for``) is of its seed and
+    overlaps it on two or more points."""
     index = {id(r): i for i, r in enumerate(runs)}
     pairs = []
     for i, run in enumerate(runs):
@@ -170,16 +178,15 @@ def gap_pairs(runs: list[RunData]) -> list[GapPair]:
             continue
         flops = cumulative_flops(run.spec, run.steps, run.tokens)
         base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
-        inside = flops <= base_flops[-1] * (1 + 1e-9)
-        if inside.sum() >= 2:
-            pairs.append(GapPair(i, index[id(base)], inside, flops[inside], base_flops))
+        if gap_at_equal_flops(flops, run.loss, base_flops, base.loss)[0].sum() >= 2:
+            pairs.append(GapPair(i, index[id(base)], flops, base_flops))
     return pairs
 
 
 def gap_residuals(residuals: list[np.ndarray], pairs: list[GapPair]) -> list[np.ndarray]:
     """Predicted minus measured gap of each pair at equal FLOPs, from the runs' point
     residuals (interpolation is linear, so the baseline's residual interpolates alone)."""
-    return [residuals[p.run][p.inside] - np.interp(p.flops, p.base_flops, residuals[p.base]) for p in pairs]
+    return [gap_at_equal_flops(p.flops, residuals[p.run], p.base_flops, residuals[p.base])[1] for p in pairs]
 
 
 def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int,

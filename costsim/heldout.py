@@ -34,6 +34,7 @@ from costsim.fit import (
     domain_of,
     fit_params,
     flops_to_reach,
+    gap_at_equal_flops,
     run_residuals,
     without_seed_noise,
 )
@@ -68,8 +69,7 @@ def compare_curves(flops: np.ndarray, loss: np.ndarray, base_flops: np.ndarray, 
     reached = flops_to_reach(target, flops, _monotone(loss))
     ratio = None if reached is None else reached / at
     floor = None if reached is not None else float(flops[-1]) / at
-    inside = flops <= base_flops[-1]
-    diff = loss[inside] - np.interp(flops[inside], base_flops, base_loss)
+    inside, diff = gap_at_equal_flops(flops, loss, base_flops, base_loss)
     x = flops[inside]
     end = float(diff[-1]) if len(diff) else 0.0
     if not len(diff) or np.all(diff >= 0):
