@@ -30,7 +30,16 @@ from costsim.corpus import RunData, baseline_for, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
-from costsim.loss import STRUCTURES, LossParams, LossProfile, load_loss_profile, seed_std_in, seed_table, trajectory
+from costsim.loss import (
+    NOISE_EXPONENT_MAX,
+    STRUCTURES,
+    LossParams,
+    LossProfile,
+    load_loss_profile,
+    seed_std_in,
+    seed_table,
+    trajectory,
+)
 from costsim.paths import output_file
 from costsim.spec import ScheduleSpec
 
@@ -96,6 +105,7 @@ COMMON = (
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
     Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
     Coordinate("noise_tokens", math.log(1e-3), math.log(1e7), log=True, law=True),
+    Coordinate("noise_exponent", 0.0, NOISE_EXPONENT_MAX, prior=0.0, regularised=True, law=True),
     Coordinate("startup_tokens", math.log(1e-3), math.log(1e12), log=True, prior=1e4, regularised=True, law=True),
     Coordinate("startup_depth_exponent", 0.0, 3.0, prior=1.0, regularised=True, law=True),
     Coordinate("startup_shape", 0.25, 6.0, prior=1.0, regularised=True, law=True),

@@ -14,8 +14,13 @@ and *ideal* tokens D:
   law's D was measured at (its efficiency there is 1).
 - d0 keeps the start of the curve finite (the loss of an untrained model).
 - Gradient noise: at LR factor f = lr_t/peak and a batch of B tokens the reducible loss
-  is multiplied by 1 + noise_tokens * f / B. Tokens alone cannot say that a batch of a few
-  sequences at a high LR settles higher; this term does, and an LR decay removes it.
+  is multiplied by 1 + s / (1 + s), s = noise_tokens * L^-noise_exponent * f / B (L: the
+  loss without it). Tokens alone cannot say that a batch of a few sequences at a high LR
+  settles higher; this term does, and an LR decay removes it. The gradient's noise grows
+  against its signal as the loss falls (why B_crit grows), so at one LR a small batch's
+  lift grows along a run: every batch-8 run of the corpus ends further above a
+  loss-independent lift than it starts. The saturation keeps the loss falling as L falls
+  for any exponent up to NOISE_EXPONENT_MAX.
 - decay(t) = 1 - lr_t/peak after the peak: annealing removes a share of the reducible loss.
 
 Growth is tracked by equivalent tokens: at a boundary the model keeps its loss (plus a
@@ -66,6 +71,9 @@ from costsim.spec import ScheduleSpec
 MAX_LR_POINTS = 4096
 BATCH_CHUNK_GROWTH = 4  # batch efficiency is re-evaluated at steps 0, 3, 15, 63, ... of a stage
 MAX_BATCH_CHUNKS = 8
+# L (1 + s/(1 + s)) with s ~ L^-g falls with L for every s while g < 3 + 2 sqrt(2):
+# above that a small batch's lift could make more training raise the loss
+NOISE_EXPONENT_MAX = 5.0
 STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted
 
 
@@ -87,8 +95,14 @@ class LossParams(BaseModel):
     bcrit: float = Field(0.0, ge=0, description="critical batch (tokens) at loss 1 nat; 0: no batch effect")
     bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
     batch_reference_tokens: float = Field(0.0, ge=0, description="batch at which D counts fully (0: ideal D)")
-    noise_tokens: float = Field(0.0, ge=0, description="gradient noise: at LR factor f and a batch of B tokens "
-                                "the reducible loss is x (1 + noise_tokens * f / B), relative to the reference batch")
+    noise_tokens: float = Field(0.0, ge=0, description="gradient noise: at LR factor f, a batch of B tokens and a "
+                                "loss L the reducible loss is x (1 + s / (1 + s)), s = noise_tokens * "
+                                "L^-noise_exponent * f / B, "
+                                "relative to the reference batch")
+    noise_exponent: float = Field(0.0, ge=0, le=NOISE_EXPONENT_MAX,
+                                  description="how the gradient noise's lift grows as the loss falls (0: the "
+                                  "same at every loss; B_crit's exponent if noise and critical batch are one "
+                                  "gradient noise scale)")
     frozen_exponent: float = Field(1.0, ge=0, description="token efficiency = trainable share ** this")
     bumps: dict[str, float] = Field(default_factory=dict, description="transient loss at a boundary, x reducible "
                                     "loss: 'unfreeze', 'reset' (fresh optimizer) or an operator (per new share)")
@@ -277,16 +291,21 @@ def batch_efficiency(p: LossParams, batch_tokens, loss):
     return np.where(p.bcrit > 0, efficiency, 1.0)
 
 
-def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0):
-    """How much gradient noise lifts the reducible loss at this batch and LR (relative to
-    the batch a published law was measured at): small steps at a high LR settle higher,
-    and decaying the LR removes it."""
+def noise_factor(p: LossParams, batch_tokens, lr_factor=1.0, loss=1.0):
+    """How much gradient noise lifts the reducible loss at this batch, LR and loss without
+    it (relative to the batch a published law was measured at): small steps at a high LR
+    settle higher, the more so the lower the loss, and decaying the LR removes it."""
     if not np.any(p.noise_tokens > 0):
-        return np.ones_like(np.asarray(batch_tokens, dtype=float) * lr_factor)
+        return np.ones_like(np.asarray(batch_tokens, dtype=float) * lr_factor * loss)
     batch_tokens = np.maximum(np.asarray(batch_tokens, dtype=float), 1.0)
+    scale = p.noise_tokens * np.power(np.maximum(loss, 1e-3), -p.noise_exponent)
+
+    def lifted(s):  # s for small s; saturating, so the loss still falls as training lowers L
+        return 1 + s / (1 + s)
+
     known = np.asarray(p.batch_reference_tokens) > 0
-    reference = np.where(known, 1 + p.noise_tokens / np.where(known, p.batch_reference_tokens, 1.0), 1.0)
-    return (1 + p.noise_tokens * np.asarray(lr_factor) / batch_tokens) / reference
+    reference = np.where(known, lifted(scale / np.where(known, p.batch_reference_tokens, 1.0)), 1.0)
+    return lifted(scale * np.asarray(lr_factor) / batch_tokens) / reference
 
 
 # --- growth structures ------------------------------------------------------------------
@@ -599,7 +618,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
         n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted], plan.aspect) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
-            loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)])
+            loss = p.E + (loss - p.E) * noise_factor(p, plan.batch_tokens, plan.lr[np.maximum(picks, 0)], loss)
         if np.any(bump):
             loss = loss + bump * np.exp(-(picks + 1) * steps_per_slice / p.transient_steps)
         tokens_out.append(done + (picks + 1) * per_slice)
@@ -621,7 +640,6 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     n_params, tokens, batch_tokens, aspect, layers = np.broadcast_arrays(
         *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect, layers)))
     n_params = capacity(p, n_params, aspect)
-    noise = noise_factor(p, batch_tokens)
 
     def started(ideal):  # from scratch: nothing before these tokens
         return _after_startup(p, layers, 0.0, ideal, aspect)
@@ -629,8 +647,12 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     def used(ideal):
         return n_params * _startup_share(p, layers, 0.0, ideal, aspect)
 
+    def noisy(ideal):
+        reducible_loss = reducible(p, used(ideal), started(ideal))
+        return p.E + reducible_loss * noise_factor(p, batch_tokens, 1.0, p.E + reducible_loss)
+
     if p.bcrit <= 0:
-        return p.E + reducible(p, used(tokens), started(tokens)) * noise
+        return noisy(tokens)
     steps = np.maximum(np.round(tokens / np.maximum(batch_tokens, 1.0)), 1.0)
     ideal = np.zeros_like(tokens)
     start = np.zeros_like(tokens)
@@ -641,7 +663,7 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
         start = end
         if np.all(start >= steps):
             break
-    return p.E + reducible(p, used(ideal), started(ideal)) * noise
+    return noisy(ideal)
 
 
 def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[StagePlan]:

@@ -185,6 +185,10 @@ def corpus() -> list[Run]:
         widen(*small, head_dim=8, seed=3), widen(*middle, seed=3),
         deepen(*small, "random_top", 0.1, seed=2), deepen(*middle, "random_top", 0.1, seed=2),
         deepen(*large, "identity", 0.25, seed=2), deepen(*large, "stack_copy", 0.25, seed=2), widen(*large, seed=2),
+        # batches between 8 and 256 sequences at two sizes: every batch-8 run ended above the
+        # loss model's curve and the batch-256 run below it, so the batch terms need the
+        # batches a search actually picks, at the largest size too
+        full(*middle, batch=16), full(*large, batch=8), full(*middle, batch=64), full(*large, batch=16),
     ]
 
 
