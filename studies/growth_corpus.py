@@ -14,8 +14,10 @@ about two hours:
   d48 -> d96 (``widen_preserving``, 25%);
 - at a middle size (d64, 4 layers, 3.3M tokens): the same families (the study's schedule
   with a second seed), so growth can be fitted on one size and predicted on a larger one;
-- batch size: the middle size at 8, 256 and 2048 sequences a step (25 optimizer steps),
-  to fit a critical batch size; a cosine-decay run for annealing;
+- batch size: the middle size at 8, 16, 64, 256 and 2048 sequences a step (the last 25
+  optimizer steps), to fit a critical batch size and the gradient noise of small
+  batches, with batch 8 also at d32 L2, d48 L4 and the largest size; a cosine-decay run
+  for annealing;
 - second seeds (each seed has its own held-out batches, so each has its own baselines):
   full training at d48 L4, d64 L4 and d96 L6 (three seeds), the study's schedule at every
   size, ``random_top`` at d96 and the two small width runs; third seeds of the study's schedule
@@ -185,10 +187,10 @@ def corpus() -> list[Run]:
         widen(*small, head_dim=8, seed=3), widen(*middle, seed=3),
         deepen(*small, "random_top", 0.1, seed=2), deepen(*middle, "random_top", 0.1, seed=2),
         deepen(*large, "identity", 0.25, seed=2), deepen(*large, "stack_copy", 0.25, seed=2), widen(*large, seed=2),
-        # batches between 8 and 256 sequences at two sizes: every batch-8 run ended above the
-        # loss model's curve and the batch-256 run below it, so the batch terms need the
-        # batches a search actually picks, at the largest size too
-        full(*middle, batch=16), full(*large, batch=8), full(*middle, batch=64), full(*large, batch=16),
+        # batches between 8 and 256 sequences: every batch-8 run ended above the loss model's
+        # curve and the batch-256 run below it, so the batch terms need the batches a search
+        # actually picks, at the largest size too
+        full(*middle, batch=16), full(*large, batch=8), full(*middle, batch=64),
     ]
 
 

@@ -38,3 +38,20 @@ def test_residual_by_tokens_bins_every_point_of_the_corpus():
     assert sum(counts) == sum(len(r.loss) for r in load_runs())
     assert "full training:" in done.stdout and "growth:" in done.stdout
     assert "full d96 L6" in seeds  # three seeds in the shipped corpus
+
+
+def test_batch_residuals_scores_every_batch_of_every_shape_trained_at_several():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from batch_residuals import batch_groups
+
+    from costsim.corpus import load_runs
+
+    groups = batch_groups(load_runs())
+    # d64 L4 was trained at six batches, d96 L6 at two; a cosine run is not a batch variant
+    assert sorted(groups[(64, 4)]) == [8, 16, 32, 64, 256, 2048] and sorted(groups[(96, 6)]) == [8, 32]
+    done = subprocess.run([sys.executable, "benchmarks/batch_residuals.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    scored = sum(len(by_batch) for by_batch in groups.values())
+    assert done.stdout.count("  batch ") == scored and f"over {scored} batches" in done.stdout
+    assert done.stdout.count("best batch measured") == len(groups)

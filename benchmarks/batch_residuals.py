@@ -1,0 +1,88 @@
+"""Does the loss profile rank batch sizes as training does? (not a timed test)
+
+For every shape of the corpus (default: the shipped one) trained from scratch at more
+than one batch size at a constant LR, each batch's measured loss (the mean over its
+seeds) and the profile's prediction, at the token count the shorter runs end on (a longer
+run is read at that point of its curve), then which batch each ranks best. A search picks
+a batch from these predictions, so a profile that gets the ranking wrong picks a batch
+that trains worse. In-sample: the profile was fitted on these runs; the real-training
+check of the search (``studies.check_recommendation``) is the held-out test.
+
+Run: python benchmarks/batch_residuals.py [--data FILE] [--profile stdlib-bytes] [--against PROFILE.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import numpy as np
+
+from costsim.corpus import RunData, load_runs
+from costsim.loss import LossProfile, load_loss_profile, predict
+
+
+def constant_lr(run: RunData) -> bool:
+    return run.spec.training.lr_schedule.kind == "constant"
+
+
+def batch_groups(runs: list[RunData]) -> dict[tuple[int, int], dict[int, list[RunData]]]:
+    """Full training at constant LR, by shape (d_model, layers) then batch (sequences), for
+    shapes with two or more batches."""
+    groups: dict[tuple[int, int], dict[int, list[RunData]]] = defaultdict(lambda: defaultdict(list))
+    for run in runs:
+        if run.is_full_training and constant_lr(run):
+            shape = (run.spec.model.d_model, run.spec.stages[-1].layers)
+            groups[shape][run.spec.training.batch_size].append(run)
+    return {shape: dict(sorted(by_batch.items())) for shape, by_batch in sorted(groups.items()) if len(by_batch) > 1}
+
+
+def at_tokens(by_batch: dict[int, list[RunData]], profiles: list[LossProfile]
+              ) -> tuple[float, list[tuple[int, int, float, list[float]]]]:
+    """The shorter runs' end (tokens) and, per batch: seeds, measured mean there, each
+    profile's prediction there."""
+    tokens = min(run.tokens[-1] for runs in by_batch.values() for run in runs)
+    rows = []
+    for batch, runs in by_batch.items():
+        measured = float(np.mean([np.interp(tokens, run.tokens, run.loss) for run in runs]))
+        predicted = [float(predict(p, runs[0].plans, at_tokens=np.array([tokens])).loss[-1]) for p in profiles]
+        rows.append((batch, len(runs), measured, predicted))
+    return tokens, rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
+    parser.add_argument("--profile", default="stdlib-bytes")
+    parser.add_argument("--against", help="a second profile (JSON file) to print beside the first")
+    args = parser.parse_args()
+    profiles = [load_loss_profile(args.profile)]
+    if args.against:
+        with open(args.against) as f:
+            profiles.append(LossProfile.model_validate_json(f.read()))
+    names = [p.name if i == 0 else f"{p.name} ({args.against})" for i, p in enumerate(profiles)]
+    print("error = predicted - measured (< 0: optimistic); profiles: " + "; ".join(names))
+    errors: list[list[float]] = [[] for _ in profiles]
+    right = [0 for _ in profiles]
+    groups = batch_groups(load_runs(args.data))
+    for (d_model, layers), by_batch in groups.items():
+        tokens, rows = at_tokens(by_batch, profiles)
+        print(f"d{d_model} L{layers} at {tokens:.3g} tokens")
+        for batch, seeds, measured, predicted in rows:
+            cells = "  ".join(f"{p:.4f} ({p - measured:+.3f})" for p in predicted)
+            print(f"  batch {batch:5d} x{seeds}  measured {measured:.4f}  predicted {cells}")
+            for i, p in enumerate(predicted):
+                errors[i].append(p - measured)
+        best = rows[int(np.argmin([m for _, _, m, _ in rows]))][0]
+        for i in range(len(profiles)):
+            picked = rows[int(np.argmin([p[i] for _, _, _, p in rows]))][0]
+            right[i] += picked == best
+            print(f"  best batch measured {best}, predicted {picked} ({names[i]})")
+    for i, name in enumerate(names):
+        e = np.array(errors[i])
+        print(f"{name}: rms {np.sqrt(np.mean(e**2)):.4f}, mean {e.mean():+.4f} over {len(e)} batches; "
+              f"best batch right on {right[i]}/{len(groups)} shapes")
+
+
+if __name__ == "__main__":
+    main()
