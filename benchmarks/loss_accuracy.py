@@ -115,6 +115,12 @@ def table(scores: list[RunScore], ratio_noise: float) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)) for r in rows)
 
 
+def end_gap_errors(scores: list[RunScore]) -> list[float]:
+    """Predicted minus measured gap to full training where both end (> 0: growth predicted
+    too far behind): what a search at a fixed budget decides on."""
+    return [s.predicted.end_gap - s.measured.end_gap for s in scores if s.predicted and s.measured]
+
+
 def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -> dict:
     growth = [s for s in scores if s.measured is not None]
     decided = [s for s in growth if not is_tie(s, ratio_noise)]
@@ -126,8 +132,7 @@ def summary(scores: list[RunScore], ratio_noise: float, seed_std: float = 0.0) -
     coverage = sum(s.coverage * s.n_points for s in covered) / max(sum(s.n_points for s in covered), 1) \
         if covered else None
     rms = float(np.sqrt(sum(s.rms**2 * s.n_points for s in scores) / max(points, 1)))
-    # the gap to full training where both end: what a search at a fixed budget decides on
-    signed = [s.predicted.end_gap - s.measured.end_gap for s in growth if s.predicted is not None]
+    signed = end_gap_errors(growth)
     gaps = np.abs(signed)
     return {"end_gap_error_mean": float(np.mean(gaps)) if len(gaps) else None,
             "end_gap_bias": float(np.mean(signed)) if signed else None,  # > 0: growth predicted too far behind
@@ -179,13 +184,19 @@ def variant_sets(variant: str) -> dict:
     return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
 
 
+def variant_start(variant: str):
+    """Where a variant's fits start: every variant from the same point, each optional term
+    at its held value."""
+    structure, _ = variant_holds(variant)
+    return holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
+        update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
+
+
 def evaluate(variant: str, data: str | None, jobs: int = 1) -> dict:
     structure, hold = variant_holds(variant)
     runs = load_runs(data)
     noise = SeedNoise.of(runs)  # the intervals' seed noise, larger early in a run
-    # every variant starts from the same point: each optional term at its held value
-    start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
-        update={"structure": structure, "startup_growth": "escape", **variant_sets(variant)})
+    start = variant_start(variant)
     paired = 0.0 if UNPAIRED in variant.split("/")[1:] else PAIRED_WEIGHT
     cv = cross_validate(runs, start, structure, noise=noise, hold=hold, jobs=jobs, paired_weight=paired)
     sized = size_holdout(runs, start, structure, noise=noise, residual_std=cv.rms, model_std=cv.model_rms, hold=hold,

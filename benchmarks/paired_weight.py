@@ -16,14 +16,13 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np
+from loss_accuracy import end_gap_errors, variant_holds, variant_start
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, SeedNoise, holding
+from costsim.fit import SeedNoise
 from costsim.heldout import size_holdout
-from costsim.loss import load_loss_profile
 
-# the shipped variant, fading/N/flat/linear/w0/carry in loss_accuracy.py's terms
-HOLD = ("shape_exponent", "lag_size_slope", "startup_depth_exponent", "startup_width_exponent")
+SHIPPED_VARIANT = "fading/N/flat/linear/w0/carry"  # in loss_accuracy.py's terms
 
 
 def main() -> None:
@@ -36,11 +35,11 @@ def main() -> None:
         raise SystemExit(f"--weights {args.weights!r}: give numbers separated by commas, e.g. 0,1,3") from None
     runs = load_runs("growth_corpus")
     noise = SeedNoise.of(runs)
-    start = holding(load_loss_profile("stdlib-bytes").params, tuple(HELD_VALUES)).model_copy(
-        update={"structure": "fading", "startup_growth": "carry"})
+    structure, hold = variant_holds(SHIPPED_VARIANT)
+    start = variant_start(SHIPPED_VARIANT)
     for weight in weights:
-        held = size_holdout(runs, start, "fading", noise=noise, hold=HOLD, paired_weight=weight)
-        gaps = [abs(s.predicted.end_gap - s.measured.end_gap) for s in held.schedule_scores if s.predicted]
+        held = size_holdout(runs, start, structure, noise=noise, hold=hold, paired_weight=weight)
+        gaps = np.abs(end_gap_errors(held.schedule_scores))
         print(f"weight {weight:g}: model error at the held-out size {held.model_rms:.4f} nats, final gap error "
               f"per schedule mean {np.mean(gaps):.3f} max {np.max(gaps):.3f} ({len(gaps)} schedules)", flush=True)
 
