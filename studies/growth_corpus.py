@@ -14,10 +14,11 @@ about two hours:
   d48 -> d96 (``widen_preserving``, 25%);
 - at a middle size (d64, 4 layers, 3.3M tokens): the same families (the study's schedule
   with a second seed), so growth can be fitted on one size and predicted on a larger one;
-- batch size: the middle size at 8, 16, 64, 256 and 2048 sequences a step (the last 25
-  optimizer steps), to fit a critical batch size and the gradient noise of small
-  batches, with batch 8 also at d32 L2, d48 L4 and the largest size; a cosine-decay run
-  for annealing;
+- batch size: the middle size at 8, 16, 64, 128, 256, 512 and 2048 sequences a step (the
+  last 25 optimizer steps), and at 256 for four times the tokens, to fit a critical batch
+  size and the gradient noise of small batches, with batch 8 also at d32 L2, d48 L4 and
+  the largest size, 64 and 256 at the largest and 128 at d48 L4; a cosine-decay run for
+  annealing;
 - second seeds (each seed has its own held-out batches, so each has its own baselines):
   full training at d48 L4, d64 L4 and d96 L6 (three seeds), the study's schedule at every
   size, ``random_top`` at d96 and the two small width runs; third seeds of the study's schedule
@@ -191,6 +192,12 @@ def corpus() -> list[Run]:
         # curve and the batch-256 run below it, so the batch terms need the batches a search
         # actually picks, at the largest size too
         full(*middle, batch=16), full(*large, batch=8), full(*middle, batch=64),
+        # batches above 32: the runs at 64 and 256 sequences ended 0.06-0.09 below the loss
+        # model and the one at 2,048 0.10 above, so the critical batch needs more batches, at two
+        # more sizes, and one large batch trained four times as long (does B_crit grow as the loss
+        # falls as fast as the fit says?)
+        full(*middle, batch=128), full(*middle, batch=512), full(*large, batch=64), full(*large, batch=256),
+        full(*small, batch=128), full(64, 4, 4 * MIDDLE_STEPS, batch=256, tag=" long"),
     ]
 
 
