@@ -5,20 +5,26 @@ than one batch size at a constant LR, each batch's measured loss (the mean over 
 seeds) and the profile's prediction, at the token count the shorter runs end on (a longer
 run is read at that point of its curve), then which batch each ranks best. A search picks
 a batch from these predictions, so a profile that gets the ranking wrong picks a batch
-that trains worse. In-sample: the profile was fitted on these runs; the real-training
-check of the search (``studies.check_recommendation``) is the held-out test.
+that trains worse. In-sample: the profile was fitted on these runs. ``--leave-out`` adds
+the held-out test of the batch terms: for each batch other than the corpus's own, the
+law is refitted on full training without any run at that batch (every shape), starting
+from the profile and holding what it holds, and predicts those runs (about a minute per
+batch on one core); the real-training check of the search
+(``studies.check_recommendation``) is the other.
 
 Run: python benchmarks/batch_residuals.py [--data FILE] [--profile stdlib-bytes] [--against PROFILE.json]
+     [--leave-out]
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import defaultdict
+from collections import Counter, defaultdict
 
 import numpy as np
 
 from costsim.corpus import RunData, load_runs
+from costsim.fit import HELD_VALUES, fit_params
 from costsim.loss import LossProfile, load_loss_profile, predict
 
 
@@ -50,31 +56,54 @@ def at_tokens(by_batch: dict[int, list[RunData]], profiles: list[LossProfile]
     return tokens, rows
 
 
+def without_batch(profile: LossProfile, runs: list[RunData], batch: int) -> LossProfile:
+    """The profile refitted on full training at constant LR without any run at ``batch``
+    sequences (terms the profile holds at their off values stay held)."""
+    hold = tuple(field for field, value in HELD_VALUES.items() if getattr(profile.params, field) == value)
+    kept = [r for r in runs if r.is_full_training and r.spec.training.batch_size != batch]
+    params, _ = fit_params(kept, profile.params, hold=hold)
+    return profile.model_copy(update={"name": f"without batch {batch}", "params": params, "samples": []})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
     parser.add_argument("--profile", default="stdlib-bytes")
     parser.add_argument("--against", help="a second profile (JSON file) to print beside the first")
+    parser.add_argument("--leave-out", action="store_true", help="also predict each batch from a refit without it")
     args = parser.parse_args()
     profiles = [load_loss_profile(args.profile)]
     if args.against:
         with open(args.against) as f:
             profiles.append(LossProfile.model_validate_json(f.read()))
     names = [p.name if i == 0 else f"{p.name} ({args.against})" for i, p in enumerate(profiles)]
+    runs = load_runs(args.data)
+    groups = batch_groups(runs)
+    held: dict[int, LossProfile] = {}
+    if args.leave_out:
+        usual = Counter(r.spec.training.batch_size for r in runs).most_common(1)[0][0]
+        for batch in sorted({b for by_batch in groups.values() for b in by_batch} - {usual}):
+            held[batch] = without_batch(profiles[0], runs, batch)
+        names.append(f"{profiles[0].name} refitted without the batch")
     print("error = predicted - measured (< 0: optimistic); profiles: " + "; ".join(names))
-    errors: list[list[float]] = [[] for _ in profiles]
-    right = [0 for _ in profiles]
-    groups = batch_groups(load_runs(args.data))
+    errors: list[list[float]] = [[] for _ in names]
+    right = [0 for _ in names]
     for (d_model, layers), by_batch in groups.items():
         tokens, rows = at_tokens(by_batch, profiles)
+        if held:
+            runs_at = {batch: by_batch[batch][0] for batch in by_batch}
+            rows = [(batch, seeds, measured, [*predicted, float(predict(
+                held.get(batch, profiles[0]), runs_at[batch].plans, at_tokens=np.array([tokens])).loss[-1])])
+                for batch, seeds, measured, predicted in rows]
         print(f"d{d_model} L{layers} at {tokens:.3g} tokens")
         for batch, seeds, measured, predicted in rows:
             cells = "  ".join(f"{p:.4f} ({p - measured:+.3f})" for p in predicted)
             print(f"  batch {batch:5d} x{seeds}  measured {measured:.4f}  predicted {cells}")
             for i, p in enumerate(predicted):
-                errors[i].append(p - measured)
+                if not (held and i == len(names) - 1 and batch not in held):  # the usual batch is not held out
+                    errors[i].append(p - measured)
         best = rows[int(np.argmin([m for _, _, m, _ in rows]))][0]
-        for i in range(len(profiles)):
+        for i in range(len(names)):
             picked = rows[int(np.argmin([p[i] for _, _, _, p in rows]))][0]
             right[i] += picked == best
             print(f"  best batch measured {best}, predicted {picked} ({names[i]})")

@@ -54,6 +54,13 @@ STARTUP_START = 1e4  # ideal tokens: where a fit of the start-up delay begins
 # least squares stops at a step at the very start. The law's pass starts from each of
 # these (ideal tokens per layer, shape) and keeps the best on full training.
 STARTUP_STARTS = ((1e4, 1.0), (1e5, 1.0), (1e6, 1.0), (1e5, 3.0), (1e6, 3.0))
+# Points are weighed by how well a model could predict them at all: as 1 / sqrt(seed noise
+# at their share of the run^2 + MODEL_STD^2).
+# Early points of a run from scratch differ by 0.10-0.15 nats between seeds (when the deeper
+# blocks come into use); weighed like the late ones, the few-step large-batch runs' early
+# points pulled the batch terms away from every run's end. MODEL_STD is the model's own
+# held-out error (the shipped profile's model_std, 0.036 nats).
+MODEL_STD = 0.036
 # The question a profile answers is a difference: growth against full training of the same
 # size. A growth run and its same-seed baseline share their held-out batches, so they share
 # that seed's offset; their gap, fitted as residuals of its own at this weight next to the
@@ -199,10 +206,26 @@ def gap_residuals(residuals: list[np.ndarray], pairs: list[GapPair]) -> list[np.
     return [gap_at_equal_flops(p.flops, residuals[p.run], p.base_flops, residuals[p.base])[1] for p in pairs]
 
 
+def point_weights(runs: list[RunData]) -> list[np.ndarray]:
+    """Each point's weight in a fit (``MODEL_STD``), from the seed noise measured on the runs'
+    repeated schedules at the point's share of its run, for full training and growth apart."""
+    noise = SeedNoise.of(runs)
+    weights = []
+    for run in runs:
+        table = seed_table(noise.along, noise.along_scratch, run.is_full_training)
+        seed = seed_std_in(table, noise.final, run.tokens / run.tokens[-1])
+        weights.append(MODEL_STD / np.sqrt(seed**2 + MODEL_STD**2))
+    # normalised to a mean square of 1: the points as a whole keep their weight against the
+    # gaps and the priors, only their balance changes
+    scale = np.sqrt(np.mean(np.concatenate(weights) ** 2)) if weights else 1.0
+    return [w / scale for w in weights]
+
+
 def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndarray, max_nfev: int,
            paired_weight: float = PAIRED_WEIGHT) -> LossParams:
     coords = coordinates(structure)
     pairs = gap_pairs(runs) if paired_weight > 0 else []
+    weights = point_weights(runs)
     lower, upper = _bounds(coords)
     x0 = np.clip(to_vector(start, structure), lower + 1e-9, upper - 1e-9)
     prior = np.array([x if c.prior is None else (math.log(max(c.prior, 1e-300)) if c.log else c.prior)
@@ -213,8 +236,9 @@ def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndar
         x = x0.copy()
         x[free] = xf
         p = to_params(x, structure, start)
-        parts = run_residuals(p, runs)
-        parts += [paired_weight * gap for gap in gap_residuals(parts, pairs)]
+        points = run_residuals(p, runs)
+        parts = [w * r for w, r in zip(weights, points, strict=True)]
+        parts += [paired_weight * gap for gap in gap_residuals(points, pairs)]
         parts.append(PRIOR_WEIGHT * (x[regularised] - prior[regularised]))
         return np.concatenate(parts)
 

@@ -520,6 +520,21 @@ def test_fit_recovers_known_parameters():
     assert np.all(np.isfinite(to_vector(fitted)))
 
 
+def test_points_weigh_less_where_seeds_disagree_and_weigh_as_much_in_all():
+    from costsim.fit import point_weights
+
+    truth = LossParams(structure="fading", E=1.0, A=20.0, alpha=0.35, B=40.0, beta=0.3, d0=3e3)
+    runs = [r for r in synthetic_runs(truth, noise=0.0, seed=0) if r.name in ("d32", "growth")]
+    assert all(np.all(w == 1.0) for w in point_weights(runs))  # nothing repeated: every point alike
+    first = replace(runs[0], name="d32 seed1")
+    spread = np.linspace(0.3, 0.01, len(first.loss))  # a second seed far off early, close at the end
+    second = replace(first, name="d32 seed2", loss=first.loss + spread, spec=first.spec.model_copy(update={
+        "training": first.spec.training.model_copy(update={"seed": 2})}))
+    weights = point_weights([first, second, runs[1]])
+    assert np.all(np.diff(weights[0]) >= 0) and weights[0][0] < 0.5 * weights[0][-1]
+    assert np.mean(np.concatenate(weights) ** 2) == pytest.approx(1.0)
+
+
 def test_the_bootstrap_draws_the_same_samples_whatever_the_number_of_processes():
     from costsim.fit import bootstrap
 
