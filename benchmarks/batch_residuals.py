@@ -8,8 +8,8 @@ a batch from these predictions, so a profile that gets the ranking wrong picks a
 that trains worse. In-sample: the profile was fitted on these runs. ``--leave-out`` adds
 the held-out test of the batch terms: for each batch other than the corpus's own, the
 law is refitted on full training without any run at that batch (every shape), starting
-from the profile and holding what it holds, and predicts those runs (about a minute per
-batch on one core); the real-training check of the search
+from the profile and holding what it holds, and predicts those runs (about half a
+minute per batch); the real-training check of the search
 (``studies.check_recommendation``) is the other.
 
 Run: python benchmarks/batch_residuals.py [--data FILE] [--profile stdlib-bytes] [--against PROFILE.json]
