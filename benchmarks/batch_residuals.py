@@ -90,10 +90,9 @@ def main() -> None:
     right = [0 for _ in names]
     for (d_model, layers), by_batch in groups.items():
         tokens, rows = at_tokens(by_batch, profiles)
-        if held:
-            runs_at = {batch: by_batch[batch][0] for batch in by_batch}
+        if held:  # the corpus's own batch is not held out: the profile's in-sample prediction
             rows = [(batch, seeds, measured, [*predicted, float(predict(
-                held.get(batch, profiles[0]), runs_at[batch].plans, at_tokens=np.array([tokens])).loss[-1])])
+                held.get(batch, profiles[0]), by_batch[batch][0].plans, at_tokens=np.array([tokens])).loss[-1])])
                 for batch, seeds, measured, predicted in rows]
         print(f"d{d_model} L{layers} at {tokens:.3g} tokens")
         for batch, seeds, measured, predicted in rows:

@@ -210,11 +210,7 @@ def point_weights(runs: list[RunData]) -> list[np.ndarray]:
     """Each point's weight in a fit (``MODEL_STD``), from the seed noise measured on the runs'
     repeated schedules at the point's share of its run, for full training and growth apart."""
     noise = SeedNoise.of(runs)
-    weights = []
-    for run in runs:
-        table = seed_table(noise.along, noise.along_scratch, run.is_full_training)
-        seed = seed_std_in(table, noise.final, run.tokens / run.tokens[-1])
-        weights.append(MODEL_STD / np.sqrt(seed**2 + MODEL_STD**2))
+    weights = [MODEL_STD / np.sqrt(noise.std_at(run) ** 2 + MODEL_STD**2) for run in runs]
     # normalised to a mean square of 1: the points as a whole keep their weight against the
     # gaps and the priors, only their balance changes
     scale = np.sqrt(np.mean(np.concatenate(weights) ** 2)) if weights else 1.0
@@ -385,12 +381,17 @@ class SeedNoise:
     def profile_fields(self) -> dict:
         return {"seed_std": self.final, "seed_std_along": self.along, "seed_std_along_scratch": self.along_scratch}
 
+    def std_at(self, run: RunData) -> np.ndarray:
+        """The seed noise at each of the run's measured points (at its share of the run; full
+        training's table for full training)."""
+        return seed_std_in(seed_table(self.along, self.along_scratch, run.is_full_training), self.final,
+                           run.tokens / run.tokens[-1])
+
     def variance_in(self, runs: list[RunData]) -> float:
         """The mean seed variance over the runs' measured points (each at its share of its
         run): how much of a residual measured on these runs is seed noise rather than the
         model's error."""
-        variances = [seed_std_in(seed_table(self.along, self.along_scratch, r.is_full_training), self.final,
-                                 r.tokens / r.tokens[-1]) ** 2 for r in runs]
+        variances = [self.std_at(r) ** 2 for r in runs]
         return float(np.mean(np.concatenate(variances))) if variances else self.final**2
 
 
