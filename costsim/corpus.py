@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
 from importlib import resources
@@ -68,6 +69,21 @@ def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
                   and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind]
     same_seed = [r for r in candidates if r.seed == run.seed]
     return (same_seed or candidates or [None])[0]
+
+
+def batch_partner(run: RunData, runs: list[RunData]) -> RunData | None:
+    """For full training at a batch its shape was not mostly trained at: full training of the
+    same shape, LR schedule and seed at the batch most of that shape's runs used (None
+    otherwise). The pair asks what a search asks, which batch trains this model better."""
+    if not run.is_full_training:
+        return None
+    kin = [r for r in runs if r.is_full_training and r.final_shape == run.final_shape
+           and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind]
+    counts = Counter(r.spec.training.batch_size for r in kin)
+    usual = max(counts, key=lambda b: (counts[b], -b))
+    if run.spec.training.batch_size == usual:
+        return None
+    return next((r for r in kin if r.spec.training.batch_size == usual and r.seed == run.seed), None)
 
 
 def family_of(name: str) -> str:

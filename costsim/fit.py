@@ -26,12 +26,13 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from costsim.corpus import RunData, baseline_for, load_runs
+from costsim.corpus import RunData, baseline_for, batch_partner, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
     NOISE_EXPONENT_MAX,
+    SMALL_BATCH_EXPONENT_MAX,
     STRUCTURES,
     LossParams,
     LossProfile,
@@ -70,7 +71,7 @@ PAIRED_WEIGHT = 1.0
 # what it was before it was fitted). The fit CLI's --no-shape ... --width-free-startup and
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
-               "startup_shape": 1.0, "startup_width_exponent": 0.0}
+               "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0}
 
 
 def holding(start: LossParams, fields: tuple[str, ...]) -> LossParams:
@@ -110,6 +111,7 @@ COMMON = (
     Coordinate("shape_exponent", -1.0, 1.0, prior=0.0, regularised=True, law=True),
     Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
+    Coordinate("small_batch_exponent", 0.0, SMALL_BATCH_EXPONENT_MAX, prior=0.0, regularised=True, law=True),
     Coordinate("anneal", 0.0, 1.0, regularised=True, law=True),
     Coordinate("noise_tokens", math.log(1e-3), math.log(1e7), log=True, law=True),
     Coordinate("noise_exponent", 0.0, NOISE_EXPONENT_MAX, prior=0.0, regularised=True, law=True),
@@ -176,7 +178,8 @@ def gap_at_equal_flops(flops: np.ndarray, values: np.ndarray, base_flops: np.nda
 
 @dataclass(frozen=True)
 class GapPair:
-    """A growth run and its same-seed full-training baseline, on the counted-FLOPs axis."""
+    """A run and its same-seed partner (a growth run and full training of its size, or full
+    training at two batches), on the counted-FLOPs axis."""
 
     run: int  # index of the growth run among the fitted runs
     base: int  # index of its baseline
@@ -185,12 +188,13 @@ class GapPair:
 
 
 def gap_pairs(runs: list[RunData]) -> list[GapPair]:
-    """Every growth run among ``runs`` whose baseline (``baseline_for``) is of its seed and
-    overlaps it on two or more points."""
+    """Every growth run among ``runs`` whose baseline (``baseline_for``) is of its seed, and
+    every full-training run at a batch its shape was not mostly trained at with its
+    same-seed partner at that batch (``batch_partner``), that overlap on two or more points."""
     index = {id(r): i for i, r in enumerate(runs)}
     pairs = []
     for i, run in enumerate(runs):
-        base = None if run.is_full_training else baseline_for(run, runs)
+        base = batch_partner(run, runs) if run.is_full_training else baseline_for(run, runs)
         if base is None or base.seed != run.seed:
             continue
         flops = cumulative_flops(run.spec, run.steps, run.tokens)
@@ -489,6 +493,8 @@ def main(argv: list[str] | None = None) -> int:
                         "(exponential, as before the shape was fitted)")
     parser.add_argument("--width-free-startup", action="store_true", help="hold the start-up's width exponent "
                         "at 0 (start-up time independent of d_model)")
+    parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
+                        "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
     parser.add_argument("--startup-growth", choices=growth_modes, default=None,
                         help="what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the "
@@ -524,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
         else load_loss_profile("chinchilla-published").params
     flags = {"no_shape": "shape_exponent", "flat_lags": "lag_size_slope", "no_startup": "startup_tokens",
              "linear_startup": "startup_depth_exponent", "exponential_startup": "startup_shape",
-             "width_free_startup": "startup_width_exponent"}
+             "width_free_startup": "startup_width_exponent", "sgd_batches": "small_batch_exponent"}
     hold = tuple(field for flag, field in flags.items() if getattr(args, flag))
     start = holding(start, hold)
     if args.startup_growth:

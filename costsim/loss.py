@@ -12,6 +12,13 @@ and *ideal* tokens D:
   al. 2020): a batch far above B_crit spends tokens without progress, so a schedule of
   a few huge steps cannot learn. ``batch_reference_tokens`` is the batch a published
   law's D was measured at (its efficiency there is 1).
+- Below B_crit, ``small_batch_exponent`` g says what a smaller batch buys at the same LR:
+  the efficiency is (P / batch)^g x (the McCandlish term)^(1 - g), P the reference batch
+  (``BATCH_PIVOT_TOKENS`` when there is none). g = 0 is SGD at its best LR, where a batch
+  under B_crit spends its tokens as well as any smaller one; Adam at a fixed LR takes steps
+  of about the same size whatever the batch, so where the gradient is mostly noise a
+  step's progress grows only as sqrt(batch) and a smaller batch makes more progress per
+  token (g = 1/2); above B_crit the steps, not the tokens, count either way.
 - d0 keeps the start of the curve finite (the loss of an untrained model).
 - Gradient noise: at LR factor f = lr_t/peak and a batch of B tokens the reducible loss
   is multiplied by 1 + s / (1 + s), s = noise_tokens * L^-noise_exponent * f / B (L: the
@@ -74,6 +81,11 @@ MAX_BATCH_CHUNKS = 8
 # L (1 + s/(1 + s)) with s ~ L^-g falls with L for every s while g < 3 + 2 sqrt(2):
 # above that a small batch's lift could make more training raise the loss
 NOISE_EXPONENT_MAX = 5.0
+# the batch a small_batch_exponent is quoted against when a law has no reference batch: the
+# growth corpus's (32 sequences of 64 bytes); any value rescales D by a constant, which the
+# law's B absorbs
+BATCH_PIVOT_TOKENS = 2048.0
+SMALL_BATCH_EXPONENT_MAX = 0.75
 STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted
 
 
@@ -95,6 +107,10 @@ class LossParams(BaseModel):
     bcrit: float = Field(0.0, ge=0, description="critical batch (tokens) at loss 1 nat; 0: no batch effect")
     bcrit_exponent: float = Field(1 / 0.21, ge=0, description="B_crit(L) = bcrit * L^-exponent (Kaplan: 1/0.21)")
     batch_reference_tokens: float = Field(0.0, ge=0, description="batch at which D counts fully (0: ideal D)")
+    small_batch_exponent: float = Field(0.0, ge=0, le=SMALL_BATCH_EXPONENT_MAX,
+                                        description="below B_crit a batch's tokens count x (reference / batch)^this "
+                                        "(0: SGD at its best LR, every batch under B_crit alike; 1/2: Adam at a "
+                                        "fixed LR where the gradient is mostly noise)")
     noise_tokens: float = Field(0.0, ge=0, description="gradient noise: at LR factor f, a batch of B tokens and a "
                                 "loss L the reducible loss is x (1 + s / (1 + s)), s = noise_tokens * "
                                 "L^-noise_exponent * f / B, "
@@ -287,7 +303,11 @@ def batch_efficiency(p: LossParams, batch_tokens, loss):
     if not np.any(p.bcrit > 0):
         return np.ones_like(np.asarray(loss, dtype=float))
     critical = np.maximum(p.bcrit * np.power(np.maximum(loss, 1e-3), -p.bcrit_exponent), 1e-300)
-    efficiency = (1 + p.batch_reference_tokens / critical) / (1 + np.asarray(batch_tokens) / critical)
+    batch_tokens = np.maximum(np.asarray(batch_tokens, dtype=float), 1.0)
+    mccandlish = (1 + p.batch_reference_tokens / critical) / (1 + batch_tokens / critical)
+    g = p.small_batch_exponent
+    pivot = np.where(np.asarray(p.batch_reference_tokens) > 0, p.batch_reference_tokens, BATCH_PIVOT_TOKENS)
+    efficiency = np.power(pivot / batch_tokens, g) * np.power(mccandlish, 1 - g)
     return np.where(p.bcrit > 0, efficiency, 1.0)
 
 
