@@ -62,13 +62,15 @@ STARTUP_STARTS = ((1e4, 1.0), (1e5, 1.0), (1e6, 1.0), (1e5, 3.0), (1e6, 3.0))
 # points pulled the batch terms away from every run's end. MODEL_STD is the model's own
 # held-out error (model_std of the profile fitted before the weights, on 59 runs: 0.036 nats).
 MODEL_STD = 0.036
-# The question a profile answers is a difference: growth against full training of the same
-# size. A growth run and its same-seed baseline share their held-out batches, so they share
-# that seed's offset; their gap, fitted as residuals of its own at this weight next to the
-# points', is free of it and weighs what the user asks about (0: points only).
+# The questions a profile answers are differences: growth against full training of the same
+# size, and (for a search) one batch against another for the same model. A growth run and
+# its same-seed baseline share their held-out batches, so they share that seed's offset, as
+# do full training at two batches on one seed; their gap, fitted as residuals of its own at
+# this weight next to the points', is free of it and weighs what the user asks about (0:
+# points only).
 PAIRED_WEIGHT = 1.0
 # the value a term takes when a fit holds it: the one that switches it off (or makes it
-# what it was before it was fitted). The fit CLI's --no-shape ... --width-free-startup and
+# what it was before it was fitted). The fit CLI's --no-shape ... --sgd-batches and
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
                "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0}
