@@ -183,8 +183,8 @@ class GapPair:
     """A run and its same-seed partner (a growth run and full training of its size, or full
     training at two batches), on the counted-FLOPs axis."""
 
-    run: int  # index of the growth run among the fitted runs
-    base: int  # index of its baseline
+    run: int  # index of the growth run (or full training at another batch) among the fitted runs
+    base: int  # index of its baseline (or partner)
     flops: np.ndarray
     base_flops: np.ndarray
 

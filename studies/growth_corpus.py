@@ -23,7 +23,8 @@ about two hours:
   full training at d48 L4, d64 L4 and d96 L6 (three seeds), the study's schedule at every
   size, ``random_top`` at d96 and the two small width runs; third seeds of the study's schedule
   at d48 and d64 and of the small width runs; second seeds of every d96 growth family and of
-  ``random_top`` early at d48 and d64.
+  ``random_top`` early at d48 and d64; second seeds of the middle size at 8 and 16
+  sequences a step.
 
 ``--set heldout`` trains runs larger than the corpus's largest (``heldout()``: d128 L6),
 and ``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), which no fit sees:
@@ -199,7 +200,7 @@ def corpus() -> list[Run]:
         full(*middle, batch=128), full(*middle, batch=512), full(*large, batch=64), full(*large, batch=256),
         full(*small, batch=128), full(64, 4, 4 * MIDDLE_STEPS, batch=256, tag=" long"),
         # second seeds at 8 and 16 sequences: the batch-8 run at d64 L4 ended 0.013 above batch 16
-        # on one seed each, and the shipped profile ranks them the other way; is that a ranking or a draw?
+        # on one seed each, and the 65-run profile ranked them the other way; a ranking or a draw?
         full(*middle, batch=8, seed=2), full(*middle, batch=16, seed=2),
     ]
 
