@@ -2,7 +2,8 @@
 
 For every shape of the corpus (default: the shipped one) trained from scratch at more
 than one batch size at a constant LR, each batch's measured loss (the mean over its
-seeds) and the profile's prediction, at the token count the shorter runs end on (a longer
+seeds, ± their standard deviation where there are two or more) and the profile's
+prediction, at the token count the shorter runs end on (a longer
 run is read at that point of its curve), then which batch each ranks best. A search picks
 a batch from these predictions, so a profile that gets the ranking wrong picks a batch
 that trains worse. In-sample: the profile was fitted on these runs. ``--leave-out`` adds
@@ -44,16 +45,18 @@ def batch_groups(runs: list[RunData]) -> dict[tuple[int, int], dict[int, list[Ru
 
 
 def at_tokens(by_batch: dict[int, list[RunData]], profiles: list[LossProfile]
-              ) -> tuple[float, list[tuple[int, int, float, list[float]]]]:
-    """The shorter runs' end (tokens) and, per batch: seeds, measured mean there, each
-    profile's prediction there."""
+              ) -> tuple[float, list[tuple[int, int, float, list[float]]], dict[int, float]]:
+    """The shorter runs' end (tokens); per batch: seeds, measured mean there, each
+    profile's prediction there; and the seeds' standard deviation where there are two or more."""
     tokens = min(run.tokens[-1] for runs in by_batch.values() for run in runs)
-    rows = []
+    rows, spread = [], {}
     for batch, runs in by_batch.items():
-        measured = float(np.mean([np.interp(tokens, run.tokens, run.loss) for run in runs]))
+        values = [np.interp(tokens, run.tokens, run.loss) for run in runs]
         predicted = [float(predict(p, runs[0].plans, at_tokens=np.array([tokens])).loss[-1]) for p in profiles]
-        rows.append((batch, len(runs), measured, predicted))
-    return tokens, rows
+        rows.append((batch, len(runs), float(np.mean(values)), predicted))
+        if len(values) > 1:
+            spread[batch] = float(np.std(values, ddof=1))
+    return tokens, rows, spread
 
 
 def without_batch(profile: LossProfile, runs: list[RunData], batch: int) -> LossProfile:
@@ -89,7 +92,7 @@ def main() -> None:
     errors: list[list[float]] = [[] for _ in names]
     right = [0 for _ in names]
     for (d_model, layers), by_batch in groups.items():
-        tokens, rows = at_tokens(by_batch, profiles)
+        tokens, rows, spread = at_tokens(by_batch, profiles)
         if held:  # the corpus's own batch is not held out: the profile's in-sample prediction
             rows = [(batch, seeds, measured, [*predicted, float(predict(
                 held.get(batch, profiles[0]), by_batch[batch][0].plans, at_tokens=np.array([tokens])).loss[-1])])
@@ -97,7 +100,8 @@ def main() -> None:
         print(f"d{d_model} L{layers} at {tokens:.3g} tokens")
         for batch, seeds, measured, predicted in rows:
             cells = "  ".join(f"{p:.4f} ({p - measured:+.3f})" for p in predicted)
-            print(f"  batch {batch:5d} x{seeds}  measured {measured:.4f}  predicted {cells}")
+            sd = f" ± {spread[batch]:.4f}" if batch in spread else " " * 9
+            print(f"  batch {batch:5d} x{seeds}  measured {measured:.4f}{sd}  predicted {cells}")
             for i, p in enumerate(predicted):
                 if not (held and i == len(names) - 1 and batch not in held):  # the usual batch is not held out
                     errors[i].append(p - measured)
