@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     done = _complete_names(db)
     listing, dataset = SETS[args.set]
     runs = [r for r in listing() if not args.only or args.only in r.name]
+    if not runs:
+        raise CostsimError(f"--only {args.only!r} matches no run of --set {args.set}; --list shows their names")
     if args.list:
         for run in runs:
             print(f"{'done' if f'{run.name} [{run.family}]' in done else 'todo':4s}  {run.name}")

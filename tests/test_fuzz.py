@@ -50,6 +50,7 @@ def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
     ("costsim.calibrate", ["/nonexistent.json"]),
     ("costsim.dashboard", ["--db", "/nonexistent/x.duckdb"]),
     ("studies.growth_corpus", ["--export", "--db", "/nonexistent/x.duckdb"]),
+    ("studies.growth_corpus", ["--only", "no such run", "--db", "/nonexistent/x.duckdb"]),
     ("validate.run", ["examples/tiny_three_stage.yaml", "--threads", "0"]),
 ])
 def test_bad_command_lines_are_one_line(module, args):
