@@ -11,20 +11,22 @@ the held-out test of the batch terms: for each batch other than the corpus's own
 law is refitted on full training without any run at that batch (every shape), starting
 from the profile and holding what it holds, and predicts those runs (about half a
 minute per batch); the real-training check of the search
-(``studies.check_recommendation``) is the other.
+(``studies.check_recommendation``) is the other. ``--along`` prints, for each batch, its
+loss minus its shape's usual batch's along the run, measured and predicted: where a batch
+gains or loses, which the end alone does not show.
 
 Run: python benchmarks/batch_residuals.py [--data FILE] [--profile stdlib-bytes] [--against PROFILE.json]
-     [--leave-out]
+     [--leave-out] [--along]
 """
 
 from __future__ import annotations
 
 import argparse
-from collections import Counter, defaultdict
+from collections import defaultdict
 
 import numpy as np
 
-from costsim.corpus import RunData, load_runs
+from costsim.corpus import RunData, load_runs, usual_batch
 from costsim.fit import HELD_VALUES, fit_params
 from costsim.loss import LossProfile, load_loss_profile, predict
 
@@ -68,12 +70,36 @@ def without_batch(profile: LossProfile, runs: list[RunData], batch: int) -> Loss
     return profile.model_copy(update={"name": f"without batch {batch}", "params": params, "samples": []})
 
 
+ALONG_TOKENS = (327680, 655360, 1064960, 2129920, 3276800, 5570560, 6553600)  # points every corpus run evaluates at
+
+
+def along(by_batch: dict[int, list[RunData]], profile: LossProfile, usual: int) -> list[tuple[int, list[str]]]:
+    """Each other batch's loss minus the usual batch's (seed means) at ``ALONG_TOKENS`` within
+    the shorter run, measured and predicted: where along a run a batch gains or loses."""
+    def mean_at(runs, tokens):
+        return np.mean([np.interp(tokens, r.tokens, r.loss) for r in runs], axis=0)
+
+    rows = []
+    for batch, runs in by_batch.items():
+        if batch == usual:
+            continue
+        end = min(r.tokens[-1] for r in (*runs, *by_batch[usual]))
+        tokens = np.array([t for t in ALONG_TOKENS if t <= end * (1 + 1e-9)])
+        measured = mean_at(runs, tokens) - mean_at(by_batch[usual], tokens)
+        predicted = (predict(profile, runs[0].plans, at_tokens=tokens).loss
+                     - predict(profile, by_batch[usual][0].plans, at_tokens=tokens).loss)
+        rows.append((batch, [f"{t:.3g}: {m:+.3f} ({q:+.3f})" for t, m, q in zip(tokens, measured, predicted)]))
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="corpus file or store (default: the shipped corpus)")
     parser.add_argument("--profile", default="stdlib-bytes")
     parser.add_argument("--against", help="a second profile (JSON file) to print beside the first")
     parser.add_argument("--leave-out", action="store_true", help="also predict each batch from a refit without it")
+    parser.add_argument("--along", action="store_true", help="also each batch's loss minus the usual batch's along "
+                        "the run, measured (predicted)")
     args = parser.parse_args()
     profiles = [load_loss_profile(args.profile)]
     if args.against:
@@ -84,8 +110,7 @@ def main() -> None:
     groups = batch_groups(runs)
     held: dict[int, LossProfile] = {}
     if args.leave_out:
-        usual = Counter(r.spec.training.batch_size for r in runs).most_common(1)[0][0]
-        for batch in sorted({b for by_batch in groups.values() for b in by_batch} - {usual}):
+        for batch in sorted({b for by_batch in groups.values() for b in by_batch} - {usual_batch(runs)}):
             held[batch] = without_batch(profiles[0], runs, batch)
         names.append(f"{profiles[0].name} refitted without the batch")
     print("error = predicted - measured (< 0: optimistic); profiles: " + "; ".join(names))
@@ -110,6 +135,9 @@ def main() -> None:
             picked = rows[int(np.argmin([p[i] for _, _, _, p in rows]))][0]
             right[i] += picked == best
             print(f"  best batch measured {best}, predicted {picked} ({names[i]})")
+        if args.along:
+            for batch, cells in along(by_batch, profiles[0], usual_batch(runs)):
+                print(f"  along: batch {batch} minus batch {usual_batch(runs)} at tokens: " + ", ".join(cells))
     for i, name in enumerate(names):
         e = np.array(errors[i])
         print(f"{name}: rms {np.sqrt(np.mean(e**2)):.4f}, mean {e.mean():+.4f} over {len(e)} batches; "

@@ -71,6 +71,12 @@ def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
     return (same_seed or candidates or [None])[0]
 
 
+def usual_batch(runs: list[RunData]) -> int:
+    """The batch (sequences) most of ``runs`` were trained at (the smaller one on a tie)."""
+    counts = Counter(r.spec.training.batch_size for r in runs)
+    return max(counts, key=lambda b: (counts[b], -b))
+
+
 def batch_partner(run: RunData, runs: list[RunData]) -> RunData | None:
     """For full training at a batch its shape was not mostly trained at: full training of the
     same shape, LR schedule and seed at the batch most of that shape's runs used (None
@@ -79,8 +85,7 @@ def batch_partner(run: RunData, runs: list[RunData]) -> RunData | None:
         return None
     kin = [r for r in runs if r.is_full_training and r.final_shape == run.final_shape
            and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind]
-    counts = Counter(r.spec.training.batch_size for r in kin)
-    usual = max(counts, key=lambda b: (counts[b], -b))
+    usual = usual_batch(kin)
     if run.spec.training.batch_size == usual:
         return None
     return next((r for r in kin if r.spec.training.batch_size == usual and r.seed == run.seed), None)

@@ -50,9 +50,12 @@ def test_batch_residuals_scores_every_batch_of_every_shape_trained_at_several():
     # d64 L4 was trained at eight batches, d96 L6 at four, d48 L4 at three; a cosine run is not a batch variant
     assert sorted(groups[(64, 4)]) == [8, 16, 32, 64, 128, 256, 512, 2048]
     assert sorted(groups[(96, 6)]) == [8, 32, 64, 256] and sorted(groups[(48, 4)]) == [8, 32, 128]
-    done = subprocess.run([sys.executable, "benchmarks/batch_residuals.py"], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "benchmarks/batch_residuals.py", "--along"], cwd=ROOT, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     scored = sum(len(by_batch) for by_batch in groups.values())
     assert done.stdout.count("  batch ") == scored and f"over {scored} batches" in done.stdout
     assert done.stdout.count("best batch measured") == len(groups)
+    # --along: every batch but each shape's usual one (32 sequences), against that one
+    assert done.stdout.count("  along: batch ") == scored - len(groups)
+    assert done.stdout.count("minus batch 32 at tokens") == scored - len(groups)

@@ -2,7 +2,9 @@
 fitter recovers known parameters."""
 
 import json
+import sys
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -785,15 +787,15 @@ def test_the_shipped_profile_ranks_small_batches_as_training_did(shape, better, 
     # measured at the shorter run's end (docs/loss-model.md, "Small batches at a fixed LR"): d64 L4
     # at 16 sequences 0.028 better than at 8 (two seeds each), d96 L6 at 32 0.041 better than at 8,
     # d48 L4 at 8 0.066 better than at 32; the 65-run profile ranked the first two the other way
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    from batch_residuals import at_tokens, batch_groups
+
     from costsim.corpus import load_runs
     from costsim.loss import load_loss_profile
 
-    p = load_loss_profile("stdlib-bytes").params
-    runs = [r for r in load_runs() if r.is_full_training and r.final_shape[:2] == shape
-            and r.spec.training.lr_schedule.kind == "constant"]
-    by_batch = {b: [r for r in runs if r.spec.training.batch_size == b] for b in (better, worse)}
-    at = min(r.tokens[-1] for group in by_batch.values() for r in group)
-    measured = {b: np.mean([np.interp(at, r.tokens, r.loss) for r in group]) for b, group in by_batch.items()}
-    predicted = {b: trajectory(p, group[0].plans, at_tokens=np.array([at]))[1][-1] for b, group in by_batch.items()}
+    by_batch = batch_groups(load_runs())[shape]
+    _, rows, _ = at_tokens({b: by_batch[b] for b in (better, worse)}, [load_loss_profile("stdlib-bytes")])
+    measured = {batch: mean for batch, _, mean, _ in rows}
+    predicted = {batch: p[0] for batch, _, _, p in rows}
     assert measured[better] < measured[worse]
     assert predicted[better] < predicted[worse]
