@@ -202,6 +202,9 @@ def corpus() -> list[Run]:
         # second seeds at 8 and 16 sequences: the batch-8 run at d64 L4 ended 0.013 above batch 16
         # on one seed each, and the 65-run profile ranked them the other way; a ranking or a draw?
         full(*middle, batch=8, seed=2), full(*middle, batch=16, seed=2),
+        # second seeds at d32 L2, batch 8 and 32: the 67-run profile put batch 8 0.015 ahead of
+        # 32 there, seed 1 trained it 0.037 behind; one seed's draw or the model's miss?
+        full(32, 2, LARGE_STEPS, batch=8, seed=2), full(32, 2, LARGE_STEPS, seed=2),
     ]
 
 
