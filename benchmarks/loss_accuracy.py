@@ -164,24 +164,38 @@ VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth"
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
-    """``STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0][/delay][/inherit][/widthinherit][/carry]``: /N holds the
-    law's shape term at 0 (capacity in N alone), /flat holds the lags' size slope at 0
+    """``STRUCTURE[/N][/flat][/nostartup][/linear][/k1][/w0][/delay][/inherit][/widthinherit][/carry][/ltX]``:
+    /N holds the law's shape term at 0 (capacity in N alone), /flat holds the lags' size slope at 0
     (one lag at every size), /nostartup holds the from-scratch start-up at 0, /linear
-    holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0."""
+    holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0, /ltX
+    the growth deficit's time scale at X (``lag_tokens``)."""
     structure, *flags = variant.split("/")
-    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != UNPAIRED]
+    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != UNPAIRED
+               and _lag_tokens(f) is None]
     if structure not in STRUCTURES or unknown:
-        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, UNPAIRED))
+        flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, UNPAIRED, "ltX"))
         raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
-    return structure, tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
+    held = tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
+    return structure, held + (("lag_tokens",) if any(_lag_tokens(f) is not None for f in flags) else ())
+
+
+def _lag_tokens(flag: str) -> float | None:
+    """/ltX holds the deficit's time scale at X equivalent tokens at growth (None: not such a flag)."""
+    try:
+        value = float(flag[2:]) if flag.startswith("lt") else None
+    except ValueError:
+        return None
+    return value if value is not None and value > 0 else None
 
 
 def variant_sets(variant: str) -> dict:
     """/delay: the start-up as a token delay instead of a capacity ramp; /inherit: growth
     continues the start-up from the share in use; /widthinherit: only width growth does
     (depth growth ends it); /carry: every growth continues it from the old model's share."""
-    return {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
+    sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
+    held = [_lag_tokens(f) for f in variant.split("/")[1:] if _lag_tokens(f) is not None]
+    return sets | ({"lag_tokens": held[-1]} if held else {})
 
 
 def variant_start(variant: str):

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,3 +61,17 @@ def test_batch_residuals_scores_every_batch_of_every_shape_trained_at_several():
     # --along: every batch but each shape's usual one (32 sequences), against that one
     assert done.stdout.count("  along: batch ") == scored - len(groups)
     assert done.stdout.count("minus batch 32 at tokens") == scored - len(groups)
+
+
+def test_loss_accuracy_variants_hold_what_they_name():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from loss_accuracy import variant_holds, variant_sets
+
+    structure, held = variant_holds("lingering/N/flat/carry/lt3")
+    assert structure == "lingering"
+    assert set(held) == {"shape_exponent", "lag_size_slope", "lag_tokens"}
+    assert variant_sets("lingering/N/flat/carry/lt3") == {"startup_growth": "carry", "lag_tokens": 3.0}
+    assert "lag_tokens" not in variant_holds("fading/N")[1] and "lag_tokens" not in variant_sets("fading/N")
+    for bad in ("lingering/lt0", "lingering/ltx", "nosuch/N", "fading/sideways"):
+        with pytest.raises(SystemExit, match="unknown variant"):
+            variant_holds(bad)

@@ -47,6 +47,7 @@ def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
     ("costsim.search", ["--budget", "1e28", "--n-trials", "5", "--db", "", "--out", "/tmp/costsim-fuzz.yaml"]),
     ("costsim.fit", ["--out", "/nonexistent/dir/p.json"]),
     ("costsim.fit", ["--out", "x.json", "--data", "/nonexistent.duckdb"]),
+    ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--lag-tokens", "0"]),
     ("costsim.calibrate", ["/nonexistent.json"]),
     ("costsim.dashboard", ["--db", "/nonexistent/x.duckdb"]),
     ("studies.growth_corpus", ["--export", "--db", "/nonexistent/x.duckdb"]),
