@@ -40,12 +40,22 @@ from costsim.heldout import (
 from costsim.loss import load_loss_profile, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
-from studies.growth_corpus import DEEP_DATASET, EVALS_PER_RUN, HELDOUT_DATASET, heldout, heldout_deep
+from studies.growth_corpus import (
+    DEEP_DATASET,
+    EVALS_PER_RUN,
+    HELDOUT_DATASET,
+    LONGER_DATASET,
+    heldout,
+    heldout_deep,
+    heldout_longer,
+)
 
 PROFILE = "stdlib-bytes"
 # a held-out set: its runs, the dataset they are exported to, the registered predictions
 SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name("heldout_larger_predicted.json")),
-        "deep": (heldout_deep, DEEP_DATASET, "heldout-deep", Path(__file__).with_name("heldout_deep_predicted.json"))}
+        "deep": (heldout_deep, DEEP_DATASET, "heldout-deep", Path(__file__).with_name("heldout_deep_predicted.json")),
+        "longer": (heldout_longer, LONGER_DATASET, "heldout-longer",
+                   Path(__file__).with_name("heldout_longer_predicted.json"))}
 
 
 def profile_digest() -> str:
@@ -99,7 +109,8 @@ def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
-                        help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run")
+                        help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
+                        "growth trained as long as d96")
     parser.add_argument("--predict", action="store_true", help="write the predictions to the set's "
                         "*_predicted.json")
     args = parser.parse_args()
