@@ -312,3 +312,16 @@ def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target
 def test_deep_held_out_ratio_within_the_target(deep, name):
     score = deep[1][name]
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
+
+
+def test_the_longer_held_out_set_is_named_apart_from_the_corpus_and_registered_before_training():
+    from pathlib import Path
+
+    from studies.growth_corpus import corpus, heldout_longer
+
+    longer = heldout_longer()
+    # the corpus's d64 L4 schedules of half the length must not read as more seeds of these
+    assert not {r.name for r in corpus()} & {r.name for r in longer}
+    assert sum(len(r.spec["stages"]) == 1 for r in longer) == 1  # it carries its own baseline
+    registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_longer_predicted.json"
+    assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in longer}
