@@ -325,3 +325,29 @@ def test_the_longer_held_out_set_is_named_apart_from_the_corpus_and_registered_b
     assert sum(len(r.spec["stages"]) == 1 for r in longer) == 1  # it carries its own baseline
     registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_longer_predicted.json"
     assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in longer}
+
+
+@pytest.fixture(scope="module")
+def longer():
+    """d64 L4 growth trained as long as d96, no fit has seen it, scored with the shipped profile."""
+    from costsim.loss import load_loss_profile, predict
+    from studies.growth_corpus import LONGER_DATASET
+
+    runs = load_dataset(dataset_path(LONGER_DATASET))
+    profile = load_loss_profile("stdlib-bytes")
+    scores = {r.name: score_run(r, baseline_for(r, runs), profile.params, profile)
+              for r in runs if not r.is_full_training}
+    finals = {r.name: predict(profile, r.plans, at_tokens=r.tokens[-1:], after_boundary=True) for r in runs}
+    return runs, scores, finals
+
+
+def test_longer_held_out_finals_are_inside_their_intervals_and_ratios_within_the_target(longer):
+    runs, scores, finals = longer
+    assert len(runs) == 3 and len(scores) == 2
+    for run in runs:
+        assert finals[run.name].lower[-1] <= run.loss[-1] <= finals[run.name].upper[-1], run.name
+    for name, score in scores.items():
+        assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15, name
+        # the late gap, predicted too large on every other check (docs/loss-model.md, "A deficit
+        # that fades faster"), is within a run's final-loss seed noise at this size and length
+        assert abs(score.predicted.end_gap - score.measured.end_gap) <= 0.0164, name
