@@ -186,7 +186,7 @@ def _lag_tokens(flag: str) -> float | None:
         value = float(flag[2:]) if flag.startswith("lt") else None
     except ValueError:
         return None
-    return value if value is not None and value > 0 else None
+    return value if value is not None and 0 < value < float("inf") else None
 
 
 def variant_sets(variant: str) -> dict:

@@ -497,7 +497,8 @@ def main(argv: list[str] | None = None) -> int:
                         "at 0 (start-up time independent of d_model)")
     parser.add_argument("--lag-tokens", type=float, default=None, metavar="X",
                         help="hold the growth deficit's time scale at X equivalent tokens at growth instead of "
-                        "fitting it (the shipped profile holds it; see docs/loss-model.md)")
+                        "fitting it (the shipped profile fits it; docs/loss-model.md, \"A deficit that fades faster\", "
+                        "compares held values)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
@@ -541,8 +542,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.startup_growth:
         start = start.model_copy(update={"startup_growth": args.startup_growth})
     if args.lag_tokens is not None:
-        if not args.lag_tokens > 0:
-            raise CostsimError(f"--lag-tokens must be a positive number, got {args.lag_tokens}")
+        if not 0 < args.lag_tokens < math.inf:
+            raise CostsimError(f"--lag-tokens must be a positive finite number, got {args.lag_tokens}")
         start = start.model_copy(update={"lag_tokens": args.lag_tokens})
         hold += ("lag_tokens",)
     residual, report = args.residual_std, {}

@@ -72,6 +72,6 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert set(held) == {"shape_exponent", "lag_size_slope", "lag_tokens"}
     assert variant_sets("lingering/N/flat/carry/lt3") == {"startup_growth": "carry", "lag_tokens": 3.0}
     assert "lag_tokens" not in variant_holds("fading/N")[1] and "lag_tokens" not in variant_sets("fading/N")
-    for bad in ("lingering/lt0", "lingering/ltx", "nosuch/N", "fading/sideways"):
+    for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant_holds(bad)
