@@ -109,8 +109,9 @@ def main() -> None:
     runs = load_runs(args.data)
     groups = batch_groups(runs)
     held: dict[int, LossProfile] = {}
+    usual = usual_batch(runs)
     if args.leave_out:
-        for batch in sorted({b for by_batch in groups.values() for b in by_batch} - {usual_batch(runs)}):
+        for batch in sorted({b for by_batch in groups.values() for b in by_batch} - {usual}):
             held[batch] = without_batch(profiles[0], runs, batch)
         names.append(f"{profiles[0].name} refitted without the batch")
     print("error = predicted - measured (< 0: optimistic); profiles: " + "; ".join(names))
@@ -136,8 +137,8 @@ def main() -> None:
             right[i] += picked == best
             print(f"  best batch measured {best}, predicted {picked} ({names[i]})")
         if args.along:
-            for batch, cells in along(by_batch, profiles[0], usual_batch(runs)):
-                print(f"  along: batch {batch} minus batch {usual_batch(runs)} at tokens: " + ", ".join(cells))
+            for batch, cells in along(by_batch, profiles[0], usual):
+                print(f"  along: batch {batch} minus batch {usual} at tokens: " + ", ".join(cells))
     for i, name in enumerate(names):
         e = np.array(errors[i])
         print(f"{name}: rms {np.sqrt(np.mean(e**2)):.4f}, mean {e.mean():+.4f} over {len(e)} batches; "

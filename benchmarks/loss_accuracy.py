@@ -194,7 +194,7 @@ def variant_sets(variant: str) -> dict:
     continues the start-up from the share in use; /widthinherit: only width growth does
     (depth growth ends it); /carry: every growth continues it from the old model's share."""
     sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
-    held = [_lag_tokens(f) for f in variant.split("/")[1:] if _lag_tokens(f) is not None]
+    held = [value for f in variant.split("/")[1:] if (value := _lag_tokens(f)) is not None]
     return sets | ({"lag_tokens": held[-1]} if held else {})
 
 

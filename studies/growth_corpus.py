@@ -96,7 +96,7 @@ def full(d_model: int, layers: int, steps: int, *, seed: int = 1, batch: int = B
                "full" if batch == BATCH and schedule == "constant" else f"full{tag}")
 
 
-def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool, seed: int = 1) -> Run:
+def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool, seed: int = 1, tag: str = "") -> Run:
     """The study's shape: the first half of the steps grows (stage 1, then each later
     stage a freeze phase that trains only the new blocks and an all-blocks phase, or one
     all-blocks phase without freezing); the second half is continual training of the
@@ -117,14 +117,14 @@ def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool,
     stages.append({"layers": layers, "tokens": _tokens(steps - per_stage * n_stages), "reset_optimizer": True,
                    "name": "continual"})
     kind = "freeze" if freeze else "nofreeze"
-    return Run({"name": f"study d{d_model} L{layers} S{n_stages} {kind} seed{seed}", "model": _model(d_model),
+    return Run({"name": f"study d{d_model} L{layers} S{n_stages} {kind}{tag} seed{seed}", "model": _model(d_model),
                 "training": _training(steps, seed=seed), "stages": stages}, f"study-{kind}")
 
 
-def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1) -> Run:
+def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1, tag: str = "") -> Run:
     """Half the blocks for the first ``at`` of the steps, then all of them (``operator``)."""
     first = round(steps * at)
-    return Run({"name": f"deepen d{d_model} L{layers // 2}->{layers} {operator} at{at:g} seed{seed}",
+    return Run({"name": f"deepen d{d_model} L{layers // 2}->{layers} {operator} at{at:g}{tag} seed{seed}",
                 "model": _model(d_model), "training": _training(steps, seed=seed),
                 "stages": [{"layers": layers // 2, "tokens": _tokens(first), "name": "half depth"},
                            {"layers": layers, "tokens": _tokens(steps - first), "growth": operator,
@@ -261,11 +261,11 @@ def heldout_longer() -> list[Run]:
     seed, trained in an earlier session), the study's schedule and ``identity`` at 25%.
     Predictions registered before training (``benchmarks/heldout_larger.py --set longer
     --predict``)."""
-    longer = (64, 4, LARGE_STEPS)
-    runs = [full(*longer), study(64, 4, 2, LARGE_STEPS, freeze=True), deepen(*longer, "identity", 0.25)]
-    # named apart from the corpus's d64 L4 schedules of half the length, which a list of
+    # tagged apart from the corpus's d64 L4 schedules of half the length, which a list of
     # both would otherwise take for more seeds of one schedule
-    return [Run({**r.spec, "name": r.name.replace(" seed", " long seed")}, r.family) for r in runs]
+    longer = (64, 4, LARGE_STEPS)
+    return [full(*longer, tag=" long"), study(64, 4, 2, LARGE_STEPS, freeze=True, tag=" long"),
+            deepen(*longer, "identity", 0.25, tag=" long")]
 
 
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),

@@ -75,3 +75,23 @@ def test_loss_accuracy_variants_hold_what_they_name():
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant_holds(bad)
+
+
+def test_gap_bias_splits_every_schedule_final_gap_error_along_the_run():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from gap_bias import SHARES, residuals_along
+
+    from costsim.corpus import load_runs
+    from costsim.heldout import score_schedules
+    from costsim.loss import load_loss_profile
+
+    params = load_loss_profile("stdlib-bytes").params
+    runs = load_runs("heldout_larger")
+    scores = {s.run: s for s in score_schedules(runs, runs, params)}
+    for schedule, score in scores.items():
+        held = [r for r in runs if r.schedule == schedule]
+        rows = residuals_along(params, held, runs)
+        assert len(rows) == len(SHARES)
+        growth, base = rows[-1]
+        # at the end the growth run's residual minus its baseline's is the final gap error
+        assert growth - base == pytest.approx(score.predicted.end_gap - score.measured.end_gap, abs=1e-3), schedule
