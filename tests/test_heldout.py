@@ -230,7 +230,7 @@ def test_larger_held_out_ratio_within_the_target(larger, name):
 
 
 @pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 seed 1 measured "
-                   "0.83, predicted 1.05 (registered 1.02; seed 2 measured 0.96); the lags make growth too costly "
+                   "0.83, predicted 1.07 (registered 1.02; seed 2 measured 0.96); the lags make growth too costly "
                    "at this size")
 def test_larger_held_out_width_growth_ratio_within_the_target(larger):
     score = larger[1]["widen d64->128 L6 at0.25 seed1"]
@@ -292,22 +292,22 @@ def _deep_schedule(deep, kind, seeds):
 
 
 def test_the_deep_study_schedule_over_three_seeds_is_within_the_ratio_target(deep):
-    # 0.83 measured, 0.97 predicted by the 67-run profile: inside, at the target's edge (the
-    # 65-run profile's 0.995 missed; the 59-run one's 0.97 was inside, registered 0.93)
+    # 0.83 measured, 0.96 predicted by the shipped profile (0.97 by the 67- and 69-run `fading`
+    # ones): inside, near the target's edge (the 65-run profile's 0.995 missed; registered 0.93)
     score = _deep_schedule(deep, "freeze", 3)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
 def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target(deep):
-    # 0.64 measured, 0.71 predicted (registered 0.77); over seeds 1-2 it was 0.53, a miss
-    # driven by seed 1's slow full-training baseline (docs/loss-model.md)
+    # 0.64 measured, 0.74 predicted (0.71 by the 69-run `fading` profile, registered 0.77); over
+    # seeds 1-2 it was 0.53, a miss driven by seed 1's slow full-training baseline (docs/loss-model.md)
     score = _deep_schedule(deep, "nofreeze", 3)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
     strict=True, reason="seed 1 of full training at d128 L8 is the slow starter: against it growth needed 0.41 "
-    "and 0.33 of its compute, predicted 1.00 and 0.74 (registered 0.93 and 0.77)"))
+    "and 0.33 of its compute, predicted 0.96 and 0.74 (registered 0.93 and 0.77)"))
     if n.endswith("seed1") else n for n in GROWN_DEEP])
 def test_deep_held_out_ratio_within_the_target(deep, name):
     score = deep[1][name]
@@ -322,7 +322,7 @@ def test_the_longer_held_out_set_is_named_apart_from_the_corpus_and_registered_b
     longer = heldout_longer()
     # the corpus's d64 L4 schedules of half the length must not read as more seeds of these
     assert not {r.name for r in corpus()} & {r.name for r in longer}
-    assert sum(len(r.spec["stages"]) == 1 for r in longer) == 1  # it carries its own baseline
+    assert sum(len(r.spec["stages"]) == 1 for r in longer) == 2  # it carries its own baseline, one a seed
     registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_longer_predicted.json"
     assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in longer}
 
@@ -341,13 +341,38 @@ def longer():
     return runs, scores, finals
 
 
-def test_longer_held_out_finals_are_inside_their_intervals_and_ratios_within_the_target(longer):
+def test_longer_held_out_finals_are_inside_their_intervals(longer):
     runs, scores, finals = longer
-    assert len(runs) == 3 and len(scores) == 2
+    assert len(runs) == 6 and len(scores) == 4
     for run in runs:
         assert finals[run.name].lower[-1] <= run.loss[-1] <= finals[run.name].upper[-1], run.name
-    for name, score in scores.items():
-        assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15, name
-        # the late gap, predicted too large on every other check (docs/loss-model.md, "A deficit
-        # that fades faster"), is within a run's final-loss seed noise at this size and length
-        assert abs(score.predicted.end_gap - score.measured.end_gap) <= 0.0164, name
+
+
+def _longer_schedule(longer, kind):
+    runs = longer[0]
+    (score,) = score_schedules([r for r in runs if kind in r.name], runs, load_loss_profile("stdlib-bytes").params)
+    assert score.seeds == 2
+    return score
+
+
+def test_longer_held_out_identity_over_two_seeds_is_within_the_ratio_target_and_its_late_gap_within_noise(longer):
+    score = _longer_schedule(longer, "identity")
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15  # 0.82 measured, 0.93 predicted
+    # the late gap, predicted too large on every other check (docs/loss-model.md, "A deficit
+    # that fades faster"), is within a run's final-loss seed noise here: +0.013 both
+    assert abs(score.predicted.end_gap - score.measured.end_gap) <= 0.0164
+
+
+def test_longer_held_out_study_schedule_late_gap_is_within_noise(longer):
+    # +0.023 measured over two seeds, +0.037 predicted (the 69-run `fading` profile: +0.045)
+    score = _longer_schedule(longer, "S2 freeze")
+    assert abs(score.predicted.end_gap - score.measured.end_gap) <= 0.0164
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, \"A deficit that fades faster\"): the "
+                   "study's schedule at d64 L4 trained 3,200 steps needed 0.94 of full training's compute over two "
+                   "seeds (0.99 and 0.92), predicted 1.11: growth mid-run is better than predicted on every "
+                   "3,200-step held-out set")
+def test_longer_held_out_study_schedule_over_two_seeds_is_within_the_ratio_target(longer):
+    score = _longer_schedule(longer, "S2 freeze")
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
