@@ -16,9 +16,9 @@ import argparse
 
 import numpy as np
 
-from costsim.corpus import RunData, baseline_for, load_runs
-from costsim.heldout import _same_tokens, score_schedules, seed_mean_curve
-from costsim.loss import LossParams, load_loss_profile, trajectory
+from costsim.corpus import RunData, load_runs
+from costsim.heldout import schedule_curves, score_schedules
+from costsim.loss import LossParams, load_loss_profile
 
 SHARES = (0.25, 0.5, 0.75, 1.0)
 
@@ -26,13 +26,9 @@ SHARES = (0.25, 0.5, 0.75, 1.0)
 def residuals_along(params: LossParams, held: list[RunData], runs: list[RunData]) -> list[tuple[float, float]]:
     """(growth run's residual, baseline's residual) at each of ``SHARES`` of the growth
     run's FLOPs (NaN where the baseline has no point yet), seeds averaged."""
-    pairs = [(r, b) for r in sorted(held, key=lambda r: r.seed) if (b := baseline_for(r, runs)) is not None]
-    run, base = pairs[0]
-    kept = _same_tokens(run, base)
-    flops, loss = seed_mean_curve([r for r, _ in pairs])
-    base_flops, base_loss = seed_mean_curve([b for _, b in pairs], kept)
-    predicted = trajectory(params, run.plans, at_tokens=run.tokens[:len(flops)], after_boundary=True)[1]
-    base_predicted = trajectory(params, base.plans, at_tokens=base.tokens[kept][:len(base_flops)])[1]
+    c = schedule_curves(sorted(held, key=lambda r: r.seed), runs, params)
+    flops, loss, predicted = c.flops, c.loss, c.predicted
+    base_flops, base_loss, base_predicted = c.base_flops, c.base_loss, c.base_predicted
     out = []
     for share in SHARES:
         x = flops[-1] * share

@@ -499,8 +499,8 @@ def main(argv: list[str] | None = None) -> int:
                         "at 0 (start-up time independent of d_model)")
     parser.add_argument("--lag-tokens", type=float, default=None, metavar="X",
                         help="hold the growth deficit's time scale at X equivalent tokens at growth instead of "
-                        "fitting it (the shipped profile fits it; docs/loss-model.md, \"A deficit that fades faster\", "
-                        "compares held values)")
+                        "fitting it (the shipped profile holds it at 3; docs/loss-model.md, \"A deficit that fades "
+                        "faster\", compares held values)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)

@@ -172,12 +172,22 @@ def seed_mean_curve(runs: list[RunData], keep=None) -> tuple[np.ndarray, np.ndar
     return cumulative_flops(first.spec, first.steps, tokens), loss
 
 
-def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams, seed_std: float = 0.0
-                   ) -> RunScore | None:
-    """One growth schedule over its seeds: the mean measured curve against the mean of the
-    seeds' own baselines, and the prediction (the same for every seed) against the
-    predicted baseline. None when no seed has a baseline. ``seed_std``: one run's seed
-    noise, for the band the measured crossing could lie in."""
+@dataclass(frozen=True)
+class ScheduleCurves:
+    """A growth schedule's seeds averaged against the mean of their own baselines, on
+    counted FLOPs, measured and predicted (the prediction is the same for every seed)."""
+    run: RunData  # the first seed with a baseline: the schedule's spec and plans
+    seeds: int
+    flops: np.ndarray
+    loss: np.ndarray
+    predicted: np.ndarray
+    base_flops: np.ndarray
+    base_loss: np.ndarray
+    base_predicted: np.ndarray
+
+
+def schedule_curves(held: list[RunData], runs: list[RunData], params: LossParams) -> ScheduleCurves | None:
+    """``held``'s seeds that have a baseline in ``runs``, as seed-mean curves; None when none has."""
     pairs = [(r, baseline_for(r, runs)) for r in held]
     pairs = [(r, b) for r, b in pairs if b is not None]
     if not pairs:
@@ -188,12 +198,26 @@ def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams,
     base_flops, base_loss = seed_mean_curve([b for _, b in pairs], kept)
     predicted = trajectory(params, run.plans, at_tokens=run.tokens[:len(flops)], after_boundary=True)[1]
     base_predicted = trajectory(params, base.plans, at_tokens=base.tokens[kept][:len(base_flops)])[1]
+    return ScheduleCurves(run, len(pairs), flops, loss, predicted, base_flops, base_loss, base_predicted)
+
+
+def score_schedule(held: list[RunData], runs: list[RunData], params: LossParams, seed_std: float = 0.0
+                   ) -> RunScore | None:
+    """One growth schedule over its seeds: the mean measured curve against the mean of the
+    seeds' own baselines, and the prediction against the predicted baseline. None when no
+    seed has a baseline. ``seed_std``: one run's seed noise, for the band the measured
+    crossing could lie in."""
+    curves = schedule_curves(held, runs, params)
+    if curves is None:
+        return None
+    run, flops, loss, predicted = curves.run, curves.flops, curves.loss, curves.predicted
+    base_flops, base_loss, base_predicted = curves.base_flops, curves.base_loss, curves.base_predicted
     return RunScore(run=run.schedule, family=run.family, final_measured=float(loss[-1]),
                     final_predicted=float(predicted[-1]), rms=float(np.sqrt(np.mean((predicted - loss) ** 2))),
                     coverage=None, measured=compare_curves(flops, loss, base_flops, base_loss,
-                                                           noise=np.sqrt(2 / len(pairs)) * seed_std),
+                                                           noise=np.sqrt(2 / curves.seeds) * seed_std),
                     predicted=compare_curves(flops, predicted, base_flops, base_predicted), n_points=len(loss),
-                    seeds=len(pairs))
+                    seeds=curves.seeds)
 
 
 def score_schedules(held: list[RunData], runs: list[RunData], params: LossParams, seed_std: float = 0.0
