@@ -84,6 +84,23 @@ def test_the_shipped_corpus_meets_the_issue_floors(shipped):
     assert {baseline_for(r, shipped).seed for r in study} == {r.seed for r in study}
 
 
+def test_every_growth_schedule_below_the_largest_size_runs_on_the_seeds_of_its_baselines(shipped):
+    # one baseline seed's late start moves every ratio measured against it (d64 L4's seed 2),
+    # so a schedule's mean is taken against all of its size's baseline seeds, not some of them
+    growth = [r for r in shipped if not r.is_full_training and r.family != "full cosine"]
+    largest = max(r.final_shape for r in shipped if r.family == "full")
+    by_schedule: dict[str, set[int]] = {}
+    for run in growth:
+        by_schedule.setdefault(run.schedule, set()).add(run.seed)
+    for schedule, seeds in by_schedule.items():
+        run = next(r for r in growth if r.schedule == schedule)
+        baselines = {r.seed for r in shipped if r.family == "full" and r.final_shape == run.final_shape}
+        if run.final_shape != largest:
+            assert seeds == baselines and len(seeds) >= 3, schedule
+        else:
+            assert len(seeds) >= 2 and seeds <= baselines, schedule
+
+
 def test_every_growth_run_has_its_baseline_and_scores(shipped):
     params = LossParams(E=0.5, A=50.0, alpha=0.4, B=10.0, beta=0.2, d0=5e3)
     profile = LossProfile(name="t", params=params, residual_std=0.05)
@@ -230,8 +247,8 @@ def test_larger_held_out_ratio_within_the_target(larger, name):
 
 
 @pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 seed 1 measured "
-                   "0.83, predicted 1.07 (registered 1.02; seed 2 measured 0.96); the lags make growth too costly "
-                   "at this size")
+                   "0.83, predicted 1.06 (1.07 by the 69-run profile, registered 1.02; seed 2 measured 0.96); the lags "
+                   "make growth too costly at this size")
 def test_larger_held_out_width_growth_ratio_within_the_target(larger):
     score = larger[1]["widen d64->128 L6 at0.25 seed1"]
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
@@ -292,14 +309,14 @@ def _deep_schedule(deep, kind, seeds):
 
 
 def test_the_deep_study_schedule_over_three_seeds_is_within_the_ratio_target(deep):
-    # 0.83 measured, 0.96 predicted by the shipped profile (0.97 by the 67- and 69-run `fading`
-    # ones): inside, near the target's edge (the 65-run profile's 0.995 missed; registered 0.93)
+    # 0.83 measured, 0.95 predicted by the shipped profile (0.96 on 69 runs, 0.97 by the 67- and
+    # 69-run `fading` ones): inside, near the target's edge (the 65-run profile's 0.995 missed; registered 0.93)
     score = _deep_schedule(deep, "freeze", 3)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
 def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target(deep):
-    # 0.64 measured, 0.74 predicted (0.71 by the 69-run `fading` profile, registered 0.77); over
+    # 0.64 measured, 0.72 predicted (0.74 on 69 runs, 0.71 by the `fading` profile, registered 0.77); over
     # seeds 1-2 it was 0.53, a miss driven by seed 1's slow full-training baseline (docs/loss-model.md)
     score = _deep_schedule(deep, "nofreeze", 3)
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
@@ -307,7 +324,7 @@ def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
     strict=True, reason="seed 1 of full training at d128 L8 is the slow starter: against it growth needed 0.41 "
-    "and 0.33 of its compute, predicted 0.96 and 0.74 (registered 0.93 and 0.77)"))
+    "and 0.33 of its compute, predicted 0.95 and 0.72 (registered 0.93 and 0.77)"))
     if n.endswith("seed1") else n for n in GROWN_DEEP])
 def test_deep_held_out_ratio_within_the_target(deep, name):
     score = deep[1][name]
@@ -366,7 +383,7 @@ def test_longer_held_out_late_gap_is_predicted_better_than_registered(longer, ki
     # the rule that shipped the lingering deficit, fixed before the second and third seeds were
     # trained: its late gap nearer the measured one than the fitted `fading` deficit's,
     # registered before any of these runs (the study's schedule: +0.037 against +0.045, +0.018
-    # measured over three seeds; docs/loss-model.md, "Shipped: a deficit that lingers")
+    # measured over three seeds; docs/loss-model.md, "A deficit that lingers")
     from pathlib import Path
 
     score = _longer_schedule(longer, kind)
@@ -376,11 +393,10 @@ def test_longer_held_out_late_gap_is_predicted_better_than_registered(longer, ki
     assert abs(score.predicted.end_gap - score.measured.end_gap) < abs(before - score.measured.end_gap)
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, \"Shipped: a deficit that lingers\"): the "
-                   "study's schedule at d64 L4 trained 3,200 steps needed 0.95 of full training's compute over three "
-                   "seeds (0.99, 0.92, 0.98), predicted 1.11: full training's seed 2 is a slow starter (against "
-                   "seeds 1 and 3 the growth runs need 0.95-1.15) and the growth runs sit 0.01-0.06 below their "
-                   "prediction at half of the run")
 def test_longer_held_out_study_schedule_over_three_seeds_is_within_the_ratio_target(longer):
+    # 0.95 measured over three seeds (0.99, 0.92, 0.98). The 69-run profile predicted 1.11 (a
+    # miss, held here as a strict xfail until the refit); the 88-run one predicts 1.09, inside
+    # by 0.01: full training's slow-starting seed 2 still decides most of the gap
+    # (docs/loss-model.md, "A deficit that lingers" and "Shipped: every growth family")
     score = _longer_schedule(longer, "S2 freeze")
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
