@@ -771,7 +771,8 @@ def test_the_shipped_profile_ends_every_corpus_run_at_64_to_256_sequences_near_i
     # 0.24 above the measured loss (its critical batch grew too slowly as the loss fell); the
     # 67-run fit was within 0.11 of every such run's end (the two furthest at 256: 0.108 and 0.109),
     # the 69-run `lingering` fit within 0.12 (0.109 and 0.114), the shipped 88-run refit within 0.13
-    # (0.120 and 0.123; its new runs are all at 32 sequences; docs/loss-model.md, "Batches above 32")
+    # (0.120 and 0.123; its new runs are all at 32 sequences; docs/loss-model.md, "Batches above 32"
+    # and "Shipped: every growth family")
     from costsim.corpus import load_runs
     from costsim.loss import load_loss_profile
 
