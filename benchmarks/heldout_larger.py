@@ -111,12 +111,18 @@ def main() -> None:
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96")
+    parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
+                        "default the shipped one, the only one --predict registers): a candidate refit is scored "
+                        "on the same held-out runs")
     parser.add_argument("--predict", action="store_true", help="write the predictions to the set's "
                         "*_predicted.json")
     args = parser.parse_args()
     listing, dataset, set_flag, predicted = SETS[args.set]
     fresh = predicted_runs(listing)
     if args.predict:
+        if args.profile != PROFILE:
+            raise SystemExit(f"--predict registers the shipped profile's predictions only; "
+                             f"drop --profile {args.profile}")
         if predicted.exists() and json.loads(predicted.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
             # the registered file is the evidence: a refit must not overwrite it
             raise SystemExit(f"{predicted.name} holds another profile's predictions, made before the runs were "
@@ -132,7 +138,9 @@ def main() -> None:
     print(f"pre-registered predictions: {predicted.name}, profile {registered['profile']} "
           + ("(the shipped profile is unchanged since)" if same else
              "(the shipped profile has changed since: both are shown)"))
-    profile = load_loss_profile(PROFILE)
+    profile = load_loss_profile(args.profile)
+    if args.profile != PROFILE:
+        print(f"scored with {args.profile}, not the shipped profile")
     corpus = load_runs()
     ratio_noise, _ = ratio_seed_noise(corpus)
     noise, _ = seed_noise(corpus)
@@ -151,13 +159,13 @@ def main() -> None:
     print()
     print(table(scores, ratio_noise))
     print()
-    print(summary_line(PROFILE, summary(scores, ratio_noise, noise)))
+    print(summary_line(profile.name, summary(scores, ratio_noise, noise)))
     schedules = score_schedules(runs, runs, profile.params, noise)
     if any(s.seeds > 1 for s in schedules):  # a repeated schedule: its seeds' mean curve
         print()
         print(table(schedules, ratio_noise))
         print()
-        print(summary_line(PROFILE, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
+        print(summary_line(profile.name, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
     repeated_baselines(runs, scores)
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:

@@ -160,7 +160,8 @@ VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "
                  "linear": "startup_depth_exponent", "k1": "startup_shape", "w0": "startup_width_exponent"}
 UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points alone (paired_weight 0)
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
-                "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"}}
+                "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
+                "pclock": {"lag_clock": "parameters"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:

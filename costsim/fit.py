@@ -501,6 +501,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="hold the growth deficit's time scale at X equivalent tokens at growth instead of "
                         "fitting it (the shipped profile holds it at 3; docs/loss-model.md, \"A deficit that fades "
                         "faster\", compares held values)")
+    parser.add_argument("--lag-clock", choices=typing.get_args(LossParams.model_fields["lag_clock"].annotation),
+                        default=None, help="the growth deficit's unit of time: 'tokens_seen' (equivalent tokens at "
+                        "growth, the shipped profile's) or 'parameters' (tokens per parameter of the grown model)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
@@ -543,6 +546,8 @@ def main(argv: list[str] | None = None) -> int:
     start = holding(start, hold)
     if args.startup_growth:
         start = start.model_copy(update={"startup_growth": args.startup_growth})
+    if args.lag_clock:
+        start = start.model_copy(update={"lag_clock": args.lag_clock})
     if args.lag_tokens is not None:
         if not 0 < args.lag_tokens < math.inf:
             raise CostsimError(f"--lag-tokens must be a positive finite number, got {args.lag_tokens}")

@@ -127,7 +127,11 @@ class LossParams(BaseModel):
     reset_jump: float = Field(0.0, ge=0, description="loss jump of a fresh optimizer, x (L-E)")
     lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
                                    "per new share (meaning depends on the structure)")
-    lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, x equivalent tokens at growth")
+    lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, in units of lag_clock")
+    lag_clock: Literal["tokens_seen", "parameters"] = Field(
+        "tokens_seen", description="the deficit's unit of time: 'tokens_seen' is the equivalent tokens at growth "
+        "D_g (a model grown late takes longer to catch up), 'parameters' the grown model's non-embedding "
+        "parameters (its time counted in tokens per parameter, however late it grew)")
     lag_size_slope: float = Field(0.0, description="lags change by this per e-fold of the size grown to: "
                                   "lag(N) = lags[op] + slope * ln(N / lag_reference_params), so growth can help "
                                   "small models (lag < 0: faster than from scratch) and cost large ones")
@@ -338,8 +342,16 @@ class GrowthState:
     n_params: float
     d: float  # equivalent (ideal) tokens at the start of the current stage
     lag: float = 0.0  # deficit at the last growth (structure's meaning)
-    d_growth: float = 1.0  # equivalent tokens at the last growth: the deficit's time scale
+    d_growth: float = 1.0  # the deficit's unit of time in ideal tokens (deficit_clock), set at the last growth
     since: float = 0.0  # ideal tokens since the last growth, at the start of the current stage
+
+
+def deficit_clock(p: LossParams, d, n_new: float):
+    """The deficit's unit of time after growing to ``n_new`` parameters with ``d``
+    equivalent tokens, in ideal tokens (``lag_tokens`` of them is its time scale)."""
+    if p.lag_clock == "parameters":
+        return np.zeros_like(np.asarray(d, dtype=float)) + n_new
+    return np.maximum(d + p.d0, 1.0)
 
 
 class GrowthStructure(ABC):
@@ -364,7 +376,7 @@ class GrowthStructure(ABC):
         remaining = self.remaining(p, state, end_since)
         lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
         d = equivalent_tokens(p, n_new * in_use, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_clock(p, d, n_new), since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
         return state.lag
@@ -452,7 +464,7 @@ class GrowInto(GrowthStructure):
         lag = np.minimum(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag) * in_use
         d = equivalent_tokens(p, n_eff, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=np.maximum(d + p.d0, 1.0), since=0.0)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_clock(p, d, n_new), since=0.0)
 
     def continued(self, p, state, loss_minus_e, end_since, in_use=1.0):
         n_eff = self._n_eff(p, state, end_since) * in_use
@@ -490,11 +502,11 @@ class FitStack:
 
     def __init__(self, fits: list[LossParams]):
         first = fits[0]
-        kinds = ("structure", "startup_form", "startup_growth")
+        kinds = ("structure", "startup_form", "startup_growth", "lag_clock")
         if any(getattr(f, k) != getattr(first, k) for f in fits for k in kinds):
-            raise ValueError("a FitStack holds fits of one structure and start-up form")
+            raise ValueError("a FitStack holds fits of one structure, start-up form and deficit clock")
         self.fits, self.size = fits, len(fits)
-        self.structure, self.startup_form, self.startup_growth = (getattr(first, k) for k in kinds)
+        self.structure, self.startup_form, self.startup_growth, self.lag_clock = (getattr(first, k) for k in kinds)
         for name in LossParams.model_fields:
             if isinstance(getattr(first, name), float | int):
                 setattr(self, name, self._column([getattr(f, name) for f in fits]))
@@ -772,10 +784,19 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     seed = seed_std_at(profile, tokens / max(sum(plan.tokens for plan in plans), 1.0), from_scratch)
     model = model_error(profile, max(plan.n_params for plan in plans), max(plan.layers for plan in plans))
     spread = np.sqrt(model**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
-    noise = z_score(profile.interval) * spread
-    lower = np.minimum(lo - noise, loss)
-    upper = np.maximum(hi + noise, loss)
+    lower, upper = widened(loss, lo, hi, z_score(profile.interval) * spread)
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)
+
+
+def widened(value, lo, hi, noise):
+    """An interval around ``value`` from the fit's bootstrap quantiles ``lo``/``hi`` and a
+    half-width ``noise`` (the same coverage) of the parts the bootstrap does not hold,
+    combined as the independent normal parts they are: each side's half-widths add in
+    quadrature. Added end to end, an interval as wide as the fit's spread and the noise
+    together would cover far more than it says."""
+    below = np.maximum(np.asarray(value) - lo, 0.0)
+    above = np.maximum(hi - np.asarray(value), 0.0)
+    return value - np.hypot(below, noise), value + np.hypot(above, noise)
 
 
 def seed_std_at(profile: LossProfile, share, from_scratch: bool = False) -> np.ndarray:

@@ -32,6 +32,7 @@ from costsim.loss import (
     reducible,
     stage_plans,
     trajectory,
+    widened,
     z_score,
 )
 from costsim.memory import memory_use, usable_memory_bytes
@@ -517,7 +518,7 @@ class Planner:
         growth_error = max(model_error(profile, candidate.params_non_embedding, candidate.spec.stages[-1].layers),
                            profile.growth_rel_std * (candidate.loss - profile.params.E))
         noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + growth_error**2)
-        lower, upper = min(lo, gap) - noise, max(hi, gap) + noise
+        lower, upper = (float(v) for v in widened(gap, lo, hi, noise))
         verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"
         overlap = candidate.loss_lower <= baseline.loss_upper and baseline.loss_lower <= candidate.loss_upper
         return Comparison(gap=float(gap), lower=float(lower), upper=float(upper), intervals_overlap=bool(overlap),

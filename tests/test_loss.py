@@ -31,6 +31,7 @@ from costsim.loss import (
     reducible,
     startup_capacity,
     trajectory,
+    widened,
 )
 from costsim.paper import full_training
 from costsim.spec import load_spec, parse_spec
@@ -229,6 +230,30 @@ def test_a_lingering_deficit_outlasts_a_fading_one_with_the_same_time_scale():
     assert lingering.remaining(p, state, 1e7) > 10 * fading.remaining(p, state, 1e7)
 
 
+@pytest.mark.parametrize("structure", ["fading", "lingering", "grow_into"])
+def test_a_deficit_on_the_parameters_clock_lasts_as_long_however_late_the_model_grew(structure):
+    """On the tokens-seen clock a model grown late (larger D_g) keeps its deficit longer;
+    on the parameters clock the deficit's time scale is lag_tokens x the grown model's
+    parameters, the same at every growth time."""
+    growth = STRUCTURES[structure]
+    seen = PARAMS.model_copy(update={"structure": structure, "lag_tokens": 3.0, "lags": {"random_top": 0.5}})
+    clock = seen.model_copy(update={"lag_clock": "parameters"})
+
+    def remaining_after(p, d_at_growth):
+        state = GrowthState(n_params=1e6, d=d_at_growth, lag=0.0)
+        grown = growth.grown(p, state, 2e6, "random_top", loss_minus_e=1.0, end_since=0.0)
+        return grown.d_growth, growth.remaining(p, grown, 3e6)
+
+    for d_at_growth in (1e6, 1e8):  # the loss given decides the grown model's D, not this
+        scale, left = remaining_after(clock, d_at_growth)
+        assert scale == pytest.approx(2e6)
+        assert left == pytest.approx(remaining_after(clock, 1e6)[1])
+    late = seen.model_copy(update={"A": seen.A * 30})  # the same loss is many more equivalent tokens in
+    assert remaining_after(late, 0)[1] > remaining_after(seen, 0)[1]
+    assert remaining_after(late.model_copy(update={"lag_clock": "parameters"}), 0)[1] == pytest.approx(
+        remaining_after(clock, 0)[1])
+
+
 @settings(max_examples=40, deadline=None)
 @given(jitter=st.floats(0.5, 2.0), n2=st.floats(2.0, 8.0), which=st.integers(0, 3), seed_std=st.floats(0, 0.1))
 def test_intervals_contain_the_point_prediction_and_full_training_has_width(jitter, n2, which, seed_std):
@@ -239,6 +264,19 @@ def test_intervals_contain_the_point_prediction_and_full_training_has_width(jitt
     assert np.all(curve.lower <= curve.loss) and np.all(curve.loss <= curve.upper)
     full = predict(profile.model_copy(update={"samples": []}), [plan(1e6, 1e8)])
     assert np.all(full.upper - full.lower >= 2 * 1.64 * 0.01)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.floats(-5, 5), below=st.floats(0, 1), above=st.floats(0, 1), noise=st.floats(0, 1))
+def test_the_fit_spread_and_the_noise_widen_an_interval_in_quadrature(value, below, above, noise):
+    """Independent parts: each side is as wide as the square root of the sum of their
+    squares, never the sum (which would over-cover), never less than either part."""
+    lower, upper = widened(value, value - below, value + above, noise)
+    assert value - lower == pytest.approx(np.hypot(below, noise), abs=1e-12)
+    assert upper - value == pytest.approx(np.hypot(above, noise), abs=1e-12)
+    assert max(below, noise) - 1e-12 <= value - lower <= below + noise + 1e-12
+    # a bootstrap quantile on the wrong side of the point fit widens nothing on that side
+    assert widened(value, value + below, value + above, noise)[0] == pytest.approx(value - noise, abs=1e-12)
 
 
 @settings(max_examples=30, deadline=None)
@@ -665,7 +703,7 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
     # chosen or read off the data, not fitted
     fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form",
-             "startup_growth"}
+             "startup_growth", "lag_clock"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
@@ -675,7 +713,7 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name in ("structure", "aspect_range", "startup_form", "startup_growth"):
+        if name in ("structure", "aspect_range", "startup_form", "startup_growth", "lag_clock"):
             assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
