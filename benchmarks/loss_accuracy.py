@@ -19,7 +19,10 @@ exponent held at 1; /k1: its shape held at 1 (exponential); /w0: its width expon
 width growth continues it (depth growth ends it); /carry: every growth continues it from
 the old model's share in use, fresh blocks included; /nostartup: no
 start-up; /delay: the token-delay start-up; /unpaired: fitted on the runs' points alone, without
-growth runs' gaps to their same-seed baselines. The shipped profile's variant is named in docs/loss-model.md.)
+growth runs' gaps to their same-seed baselines; /ltX: the deficit's time scale held at X; /pclock: the
+deficit's time counted in tokens per parameter (``lag_clock``); /satfrozen: a frozen phase's efficiency
+saturating (``frozen_form``); /trainedclock: a frozen phase advances the deficit's clock by the tokens its
+trainable blocks see (``frozen_clock``). The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -161,7 +164,8 @@ VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "
 UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points alone (paired_weight 0)
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
-                "pclock": {"lag_clock": "parameters"}}
+                "pclock": {"lag_clock": "parameters"}, "satfrozen": {"frozen_form": "saturating"},
+                "trainedclock": {"frozen_clock": "trained"}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -193,7 +197,9 @@ def _lag_tokens(flag: str) -> float | None:
 def variant_sets(variant: str) -> dict:
     """/delay: the start-up as a token delay instead of a capacity ramp; /inherit: growth
     continues the start-up from the share in use; /widthinherit: only width growth does
-    (depth growth ends it); /carry: every growth continues it from the old model's share."""
+    (depth growth ends it); /carry: every growth continues it from the old model's share;
+    /pclock, /satfrozen, /trainedclock: the deficit's and the frozen phase's alternatives
+    (``VARIANT_SETS``)."""
     sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
     held = [value for f in variant.split("/")[1:] if (value := _lag_tokens(f)) is not None]
     return sets | ({"lag_tokens": held[-1]} if held else {})

@@ -504,6 +504,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--lag-clock", choices=typing.get_args(LossParams.model_fields["lag_clock"].annotation),
                         default=None, help="the growth deficit's unit of time: 'tokens_seen' (equivalent tokens at "
                         "growth, the shipped profile's) or 'parameters' (tokens per parameter of the grown model)")
+    parser.add_argument("--frozen-form", choices=typing.get_args(LossParams.model_fields["frozen_form"].annotation),
+                        default=None, help="a frozen phase's efficiency in its trainable share: 'power' (the "
+                        "shipped profile's) or 'saturating' (the same at half, linear as the share goes to 0)")
+    parser.add_argument("--frozen-clock", choices=typing.get_args(LossParams.model_fields["frozen_clock"].annotation),
+                        default=None, help="how a frozen phase advances the growth deficit's clock: 'ideal' (its "
+                        "discounted tokens, the shipped profile's) or 'trained' (the tokens its trainable blocks see)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
@@ -546,6 +552,10 @@ def main(argv: list[str] | None = None) -> int:
     start = holding(start, hold)
     if args.startup_growth:
         start = start.model_copy(update={"startup_growth": args.startup_growth})
+    if args.frozen_clock:
+        start = start.model_copy(update={"frozen_clock": args.frozen_clock})
+    if args.frozen_form:
+        start = start.model_copy(update={"frozen_form": args.frozen_form})
     if args.lag_clock:
         start = start.model_copy(update={"lag_clock": args.lag_clock})
     if args.lag_tokens is not None:

@@ -119,7 +119,11 @@ class LossParams(BaseModel):
                                   description="how the gradient noise's lift grows as the loss falls (0: the "
                                   "same at every loss; B_crit's exponent if noise and critical batch are one "
                                   "gradient noise scale)")
-    frozen_exponent: float = Field(1.0, ge=0, description="token efficiency = trainable share ** this")
+    frozen_exponent: float = Field(1.0, ge=0, description="a frozen phase's token efficiency at half the "
+                                   "parameters trainable is 2 ** -this (frozen_form says how it goes elsewhere)")
+    frozen_form: Literal["power", "saturating"] = Field(
+        "power", description="a frozen phase's token efficiency in its trainable share s: 'power' s ** k; "
+        "'saturating' s / (s + (2**k - 1)(1 - s)), the same at s = 1/2 and linear in s as s -> 0 (k: frozen_exponent)")
     bumps: dict[str, float] = Field(default_factory=dict, description="transient loss at a boundary, x reducible "
                                     "loss: 'unfreeze', 'reset' (fresh optimizer) or an operator (per new share)")
     transient_steps: float = Field(1.0, gt=0, description="decay time of the bumps (optimizer steps)")
@@ -132,6 +136,10 @@ class LossParams(BaseModel):
         "tokens_seen", description="the deficit's unit of time: 'tokens_seen' is the equivalent tokens at growth "
         "D_g (a model grown late takes longer to catch up), 'parameters' the grown model's non-embedding "
         "parameters (its time counted in tokens per parameter, however late it grew)")
+    frozen_clock: Literal["ideal", "trained"] = Field(
+        "ideal", description="how a frozen phase advances the growth deficit's clock: 'ideal' by its ideal tokens "
+        "(discounted by frozen_efficiency, like the tokens it learns from), 'trained' by the tokens the trainable "
+        "blocks see (undiscounted: the grown blocks, the ones behind, get all the training)")
     lag_size_slope: float = Field(0.0, description="lags change by this per e-fold of the size grown to: "
                                   "lag(N) = lags[op] + slope * ln(N / lag_reference_params), so growth can help "
                                   "small models (lag < 0: faster than from scratch) and cost large ones")
@@ -302,6 +310,19 @@ def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
     return np.where(scale > 0, share, 1.0)
 
 
+def deficit_rate(p: LossParams, share: float):
+    """How far the growth deficit's clock moves per ideal token in a phase with a ``share``
+    of the parameters trainable (1 when all are)."""
+    return 1.0 / frozen_efficiency(p, share) if p.frozen_clock == "trained" else 1.0
+
+
+def frozen_efficiency(p: LossParams, share: float):
+    """How much a token trained with a ``share`` of the parameters trainable counts."""
+    if p.frozen_form == "saturating":
+        return share / (share + (2.0**p.frozen_exponent - 1) * (1 - share))
+    return share**p.frozen_exponent
+
+
 def batch_efficiency(p: LossParams, batch_tokens, loss):
     """Share of a step's tokens that make progress at this batch and loss."""
     if not np.any(p.bcrit > 0):
@@ -364,7 +385,8 @@ class GrowthStructure(ABC):
     lag_bounds: ClassVar[tuple[float, float]] = (0.0, 0.0)
 
     @abstractmethod
-    def along(self, p: LossParams, state: GrowthState, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def along(self, p: LossParams, state: GrowthState, s: np.ndarray, rate=1.0) -> tuple[np.ndarray, np.ndarray]:
+        """``rate``: how fast the deficit's clock runs per ideal token in this stage (``deficit_rate``)."""
 
     max_lag: ClassVar[float] = 0.99  # a deficit never stops learning altogether
 
@@ -391,7 +413,7 @@ class Equivalent(GrowthStructure):
     name = "equivalent"
     summary = "the grown model learns like a from-scratch model of its size at the same loss"
 
-    def along(self, p, state, s):
+    def along(self, p, state, s, rate=1.0):
         return np.zeros_like(s) + state.n_params, state.d + s
 
 
@@ -406,9 +428,9 @@ class Fading(GrowthStructure):
     # search then chained stacking steps into predicted gains that training refuted
     lag_bounds = (0.0, 4.0)
 
-    def along(self, p, state, s):
+    def along(self, p, state, s, rate=1.0):
         scale = p.lag_tokens * state.d_growth
-        lost = state.lag * scale * (np.exp(-state.since / scale) - np.exp(-(state.since + s) / scale))
+        lost = state.lag * scale * (np.exp(-state.since / scale) - np.exp(-(state.since + rate * s) / scale)) / rate
         return np.zeros_like(s) + state.n_params, state.d + s - lost
 
     def remaining(self, p, state, since):
@@ -422,9 +444,9 @@ class Lingering(Fading):
     # crossover) or one that never fades (too large a gap late in long runs). A hyperbolic
     # decay is both: most of the deficit early, a tail that outlasts any single time scale.
 
-    def along(self, p, state, s):
+    def along(self, p, state, s, rate=1.0):
         scale = p.lag_tokens * state.d_growth
-        lost = state.lag * scale * (np.log1p((state.since + s) / scale) - np.log1p(state.since / scale))
+        lost = state.lag * scale * (np.log1p((state.since + rate * s) / scale) - np.log1p(state.since / scale)) / rate
         return np.zeros_like(s) + state.n_params, state.d + s - lost
 
     def remaining(self, p, state, since):
@@ -438,7 +460,7 @@ class Multiplier(GrowthStructure):
     lag_bounds = (-2.0, 4.0)
     max_lag = 0.95
 
-    def along(self, p, state, s):
+    def along(self, p, state, s, rate=1.0):
         return np.zeros_like(s) + state.n_params, state.d + s * (1 - state.lag)
 
 
@@ -452,8 +474,8 @@ class GrowInto(GrowthStructure):
         gap = state.lag * state.n_params * np.exp(-since / (p.lag_tokens * state.d_growth))
         return state.n_params - gap
 
-    def along(self, p, state, s):
-        return self._n_eff(p, state, state.since + s), state.d + s
+    def along(self, p, state, s, rate=1.0):
+        return self._n_eff(p, state, state.since + rate * s), state.d + s
 
     def remaining(self, p, state, since):
         return state.lag * np.exp(-since / (p.lag_tokens * state.d_growth))
@@ -502,11 +524,12 @@ class FitStack:
 
     def __init__(self, fits: list[LossParams]):
         first = fits[0]
-        kinds = ("structure", "startup_form", "startup_growth", "lag_clock")
+        kinds = ("structure", "startup_form", "startup_growth", "lag_clock", "frozen_form", "frozen_clock")
         if any(getattr(f, k) != getattr(first, k) for f in fits for k in kinds):
             raise ValueError("a FitStack holds fits of one structure, start-up form and deficit clock")
         self.fits, self.size = fits, len(fits)
-        self.structure, self.startup_form, self.startup_growth, self.lag_clock = (getattr(first, k) for k in kinds)
+        (self.structure, self.startup_form, self.startup_growth, self.lag_clock, self.frozen_form,
+         self.frozen_clock) = (getattr(first, k) for k in kinds)
         for name in LossParams.model_fields:
             if isinstance(getattr(first, name), float | int):
                 setattr(self, name, self._column([getattr(f, name) for f in fits]))
@@ -618,12 +641,14 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
         slices = len(plan.lr)
         steps_per_slice = plan.n_steps / slices
         per_slice = plan.tokens / slices
-        base = np.broadcast_to(plan.lr * per_slice * plan.trainable_share ** p.frozen_exponent, (rows, slices))
+        base = np.broadcast_to(plan.lr * per_slice * frozen_efficiency(p, plan.trainable_share), (rows, slices))
+        rate = deficit_rate(p, plan.trainable_share)
         if np.any(p.bcrit > 0) and plan.batch_tokens > 0:
             ideal = np.empty((rows, slices))
             before = column
             for a, b in _chunks(slices):
-                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect))
+                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect),
+                                           rate)
                 n_eff = _startup_share(p, plan.layers, scratch, before, plan.aspect) * n_eff
                 loss_now = p.E + reducible(p, n_eff, d)
                 ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
@@ -646,7 +671,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
         # the model is evaluated where it is read: at the picked points and the stage's end
         wanted = np.concatenate([picks + 1, [slices]])
-        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect))
+        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect),
+                                   rate)
         n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted], plan.aspect) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
@@ -656,7 +682,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
         tokens_out.append(done + (picks + 1) * per_slice)
         loss_out.append(loss)
         stage_out.append(np.full(len(picks), index))
-        end_n_eff, end_d, end_since = n_eff[:, -1:], d[:, -1:], state.since + ideal[:, -1:]
+        end_n_eff, end_d, end_since = n_eff[:, -1:], d[:, -1:], state.since + rate * ideal[:, -1:]
         if scratch is not None:
             scratch = scratch + ideal[:, -1:]
         done += plan.tokens

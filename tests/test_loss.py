@@ -204,21 +204,37 @@ def test_a_lag_size_slope_makes_growth_costlier_at_larger_sizes_only(structure):
 
 @settings(max_examples=60, deadline=None)
 @given(structure=st.sampled_from(["fading", "lingering"]), lag=st.floats(0.01, 0.99),
-       lag_tokens=st.floats(0.01, 100.0), since=st.floats(0.0, 1e8), s1=st.floats(1.0, 1e8), s2=st.floats(1.0, 1e8))
+       lag_tokens=st.floats(0.01, 100.0), since=st.floats(0.0, 1e8), s1=st.floats(1.0, 1e8), s2=st.floats(1.0, 1e8),
+       rate=st.sampled_from([1.0, 1.0, 3.7, 12.0]))
 def test_a_fading_deficit_is_the_integral_of_its_rate_and_a_boundary_changes_nothing(structure, lag, lag_tokens,
-                                                                                     since, s1, s2):
+                                                                                     since, s1, s2, rate):
     """Tokens lost after growth are the integral of the remaining deficit, so a stage split
-    in two (the second starting where the first ended) loses what the whole stage does."""
+    in two (the second starting where the first ended) loses what the whole stage does;
+    where the deficit's clock runs ``rate`` times faster than the tokens counted (a frozen
+    phase on the 'trained' clock), the deficit is read at the clock's time."""
     growth = STRUCTURES[structure]
     p = PARAMS.model_copy(update={"structure": structure, "lag_tokens": lag_tokens})
     state = GrowthState(n_params=1e6, d=1e7, lag=lag, d_growth=1e6, since=since)
-    whole = growth.along(p, state, np.array([s1 + s2]))[1][0]
-    first = growth.along(p, state, np.array([s1]))[1][0]
-    later = replace(state, d=first, since=since + s1)
-    assert growth.along(p, later, np.array([s2]))[1][0] == pytest.approx(whole, rel=1e-9)
-    grid = since + np.concatenate([[0.0], np.geomspace(1e-3, s1, 20000)])  # fine at every time scale
-    lost = np.trapezoid(growth.remaining(p, state, grid), grid)
+    whole = growth.along(p, state, np.array([s1 + s2]), rate)[1][0]
+    first = growth.along(p, state, np.array([s1]), rate)[1][0]
+    later = replace(state, d=first, since=since + rate * s1)
+    assert growth.along(p, later, np.array([s2]), rate)[1][0] == pytest.approx(whole, rel=1e-9)
+    grid = np.concatenate([[0.0], np.geomspace(1e-3, s1, 20000)])  # fine at every time scale
+    lost = np.trapezoid(growth.remaining(p, state, since + rate * grid), grid)
     assert state.d + s1 - first == pytest.approx(lost, rel=1e-4, abs=1e-3)
+
+
+def test_on_the_trained_clock_a_frozen_phase_pays_more_of_the_deficit_and_no_other_schedule_changes():
+    """The grown blocks get all the training in a frozen phase: on the 'trained' clock its
+    tokens advance the deficit's clock undiscounted, so less deficit is left when the
+    phase ends; without a frozen phase the two clocks are one."""
+    p = PARAMS.model_copy(update={"structure": "lingering", "lag_tokens": 0.5, "frozen_exponent": 1.75,
+                                  "lags": {"random_top": 0.6}})
+    trained = p.model_copy(update={"frozen_clock": "trained"})
+    frozen = [plan(1e6, 1e8), plan(2e6, 5e7, operator="random_top", share=0.5), plan(2e6, 3e8)]
+    unfrozen = [plan(1e6, 1e8), plan(2e6, 5e7, operator="random_top"), plan(2e6, 3e8)]
+    assert trajectory(trained, frozen)[1][-1] < trajectory(p, frozen)[1][-1] - 1e-4
+    np.testing.assert_allclose(trajectory(trained, unfrozen)[1], trajectory(p, unfrozen)[1], rtol=1e-12)
 
 
 def test_a_lingering_deficit_outlasts_a_fading_one_with_the_same_time_scale():
@@ -703,7 +719,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fields = {c.field.partition(".")[0] for c in coordinates(structure)}
     # chosen or read off the data, not fitted
     fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form",
-             "startup_growth", "lag_clock"}
+             "startup_growth", "lag_clock", "frozen_form",
+             "frozen_clock"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
@@ -713,7 +730,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name in ("structure", "aspect_range", "startup_form", "startup_growth", "lag_clock"):
+        if name in ("structure", "aspect_range", "startup_form", "startup_growth", "lag_clock", "frozen_form",
+                    "frozen_clock"):
             assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})
