@@ -24,6 +24,7 @@ from costsim.loss import (
     batch_efficiency,
     efolds_outside,
     equivalent_tokens,
+    frozen_efficiency,
     full_training_loss,
     model_error,
     noise_factor,
@@ -222,6 +223,20 @@ def test_a_fading_deficit_is_the_integral_of_its_rate_and_a_boundary_changes_not
     grid = np.concatenate([[0.0], np.geomspace(1e-3, s1, 20000)])  # fine at every time scale
     lost = np.trapezoid(growth.remaining(p, state, since + rate * grid), grid)
     assert state.d + s1 - first == pytest.approx(lost, rel=1e-4, abs=1e-3)
+
+
+@settings(max_examples=100, deadline=None)
+@given(k=st.floats(0.0, 4.0), share=st.floats(1e-4, 1.0))
+def test_a_saturating_frozen_phase_matches_the_power_form_at_half_and_stays_linear_near_zero(k, share):
+    power = PARAMS.model_copy(update={"frozen_exponent": k})
+    saturating = power.model_copy(update={"frozen_form": "saturating"})
+    assert frozen_efficiency(saturating, 0.5) == pytest.approx(frozen_efficiency(power, 0.5), rel=1e-12)
+    assert frozen_efficiency(saturating, 1.0) == frozen_efficiency(power, 1.0) == 1.0
+    assert 0 < frozen_efficiency(saturating, share) <= 1.0
+    if k >= 1 and share < 0.5:  # the power form falls faster below half
+        assert frozen_efficiency(saturating, share) >= frozen_efficiency(power, share) * (1 - 1e-12)
+    if k > 0.01:  # linear near zero, with slope 1 / (2**k - 1)
+        assert frozen_efficiency(saturating, 1e-9) == pytest.approx(1e-9 / (2**k - 1), rel=1e-6)
 
 
 def test_on_the_trained_clock_a_frozen_phase_pays_more_of_the_deficit_and_no_other_schedule_changes():
