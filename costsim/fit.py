@@ -454,8 +454,8 @@ def relative_error(runs: list[RunData], params: LossParams, residual_std: float)
     return float(residual_std / max(np.median(reducible), 1e-9))
 
 
-DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "bumps", "transient_steps", "jumps", "reset_jump",
-                 "lags", "lag_tokens", "lag_size_slope", "lag_reference_params")
+DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "frozen_form", "frozen_clock", "bumps", "transient_steps",
+                 "jumps", "reset_jump", "lags", "lag_tokens", "lag_clock", "lag_size_slope", "lag_reference_params")
 
 
 def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
@@ -509,7 +509,7 @@ def main(argv: list[str] | None = None) -> int:
                         "shipped profile's) or 'saturating' (the same at half, linear as the share goes to 0)")
     parser.add_argument("--frozen-clock", choices=typing.get_args(LossParams.model_fields["frozen_clock"].annotation),
                         default=None, help="how a frozen phase advances the growth deficit's clock: 'ideal' (its "
-                        "discounted tokens, the shipped profile's) or 'trained' (the tokens its trainable blocks see)")
+                        "discounted tokens) or 'trained' (the tokens its trainable blocks see: the shipped profile's)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)

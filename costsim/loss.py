@@ -40,12 +40,18 @@ is the *growth structure*, a registered class chosen by ``LossParams.structure``
 - ``fading``: its tokens count at efficiency 1 - lag * exp(-s / (lag_tokens * D_g)) after
   growth (s: ideal tokens since growth, D_g: equivalent tokens at growth), a deficit that
   fades;
+- ``lingering``: at 1 - lag / (1 + s / (lag_tokens * D_g)), a deficit that fades ever
+  more slowly (shipped);
 - ``multiplier``: its tokens count at 1 - lag for the rest of the run (lag < 0: faster);
 - ``grow_into``: the new parameters start contributing nothing (a share ``lag`` of them)
   and the effective parameter count approaches N with the same time constant.
 
 Lags are per operator and scale with the share of parameters the growth adds, like the
-jumps. Boundaries also cost transients that decay over ``transient_steps`` optimizer
+jumps. The deficit's clock s counts ideal tokens (``lag_clock`` can count its time in
+tokens per parameter instead); a frozen phase advances it by its discounted tokens or,
+with ``frozen_clock: trained``, by the tokens its trainable blocks (the grown ones) see.
+
+Boundaries also cost transients that decay over ``transient_steps`` optimizer
 steps (``bumps`` x reducible loss): switching a frozen model to training all blocks
 (stale optimizer state), a fresh optimizer (its first steps are large), and a growth
 operator (stacked copies at first compute the wrong function, recovered within a few

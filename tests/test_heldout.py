@@ -397,6 +397,6 @@ def test_longer_held_out_study_schedule_over_three_seeds_is_within_the_ratio_tar
     # 0.95 measured over three seeds (0.99, 0.92, 0.98). The 69-run profile predicted 1.11 (a
     # miss, held here as a strict xfail until the refit); the 88-run one predicts 1.09, inside
     # by 0.01: full training's slow-starting seed 2 still decides most of the gap
-    # (docs/loss-model.md, "A deficit that lingers" and "Shipped: every growth family")
+    # (docs/loss-model.md, "A deficit that lingers" and "Every growth family")
     score = _longer_schedule(longer, "S2 freeze")
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15

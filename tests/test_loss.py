@@ -842,8 +842,8 @@ def test_the_shipped_profile_ends_every_corpus_run_at_64_to_256_sequences_near_i
     # 0.24 above the measured loss (its critical batch grew too slowly as the loss fell); the
     # 67-run fit was within 0.11 of every such run's end (the two furthest at 256: 0.108 and 0.109),
     # the 69-run `lingering` fit within 0.12 (0.109 and 0.114), the shipped 88-run refit within 0.13
-    # (0.120 and 0.123; its new runs are all at 32 sequences; docs/loss-model.md, "Batches above 32"
-    # and "Shipped: every growth family")
+    # (0.120 and 0.123, 0.119 and 0.122 with the frozen phase's clock; its new runs are all at 32
+    # sequences; docs/loss-model.md, "Batches above 32" and "Every growth family")
     from costsim.corpus import load_runs
     from costsim.loss import load_loss_profile
 
@@ -872,3 +872,19 @@ def test_the_shipped_profile_ranks_small_batches_as_training_did(shape, better, 
     predicted = {batch: p[0] for batch, _, _, p in rows}
     assert measured[better] < measured[worse]
     assert predicted[better] < predicted[worse]
+
+
+def test_the_shipped_published_law_carries_every_growth_choice_of_the_fitted_profile():
+    """``chinchilla`` is the published law with the growth parameters fitted on the corpus
+    (``costsim.fit.transfer``): every dimensionless growth field, the structure's choices
+    included, must be the fitted profile's, or the search would run another growth model."""
+    from costsim.fit import DIMENSIONLESS
+    from costsim.loss import load_loss_profile
+
+    fitted, moved = load_loss_profile("stdlib-bytes"), load_loss_profile("chinchilla")
+    for field in DIMENSIONLESS:
+        assert getattr(moved.params, field) == getattr(fitted.params, field), field
+    published = load_loss_profile("chinchilla-published").params
+    assert (moved.params.A, moved.params.B, moved.params.E) == (published.A, published.B, published.E)
+    growth_fields = {f for f in LossParams.model_fields if f.startswith(("lag", "frozen", "jump", "bump"))}
+    assert growth_fields <= set(DIMENSIONLESS) | {"jumps", "bumps"}
