@@ -454,6 +454,18 @@ def relative_error(runs: list[RunData], params: LossParams, residual_std: float)
     return float(residual_std / max(np.median(reducible), 1e-9))
 
 
+# the structure's choices (not fitted numbers) the fit CLI can start from, with their help
+CHOICES = {
+    "startup_growth": "what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the share in "
+    "use, 'depth_escapes' ends it for depth growth and continues it for width growth, 'carry' continues it from the "
+    "old model's share in use (the shipped profile's)",
+    "lag_clock": "the growth deficit's unit of time: 'tokens_seen' (equivalent tokens at growth, the shipped "
+    "profile's) or 'parameters' (tokens per parameter of the grown model)",
+    "frozen_form": "a frozen phase's efficiency in its trainable share: 'power' (the shipped profile's) or "
+    "'saturating' (the same at half, linear as the share goes to 0)",
+    "frozen_clock": "how a frozen phase advances the growth deficit's clock: 'ideal' (its discounted tokens) or "
+    "'trained' (the tokens its trainable blocks see: the shipped profile's)",
+}
 DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "frozen_form", "frozen_clock", "bumps", "transient_steps",
                  "jumps", "reset_jump", "lags", "lag_tokens", "lag_clock", "lag_size_slope", "lag_reference_params")
 
@@ -498,25 +510,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--width-free-startup", action="store_true", help="hold the start-up's width exponent "
                         "at 0 (start-up time independent of d_model)")
     parser.add_argument("--lag-tokens", type=float, default=None, metavar="X",
-                        help="hold the growth deficit's time scale at X equivalent tokens at growth instead of "
-                        "fitting it (the shipped profile holds it at 3; docs/loss-model.md, \"A deficit that fades "
-                        "faster\", compares held values)")
-    parser.add_argument("--lag-clock", choices=typing.get_args(LossParams.model_fields["lag_clock"].annotation),
-                        default=None, help="the growth deficit's unit of time: 'tokens_seen' (equivalent tokens at "
-                        "growth, the shipped profile's) or 'parameters' (tokens per parameter of the grown model)")
-    parser.add_argument("--frozen-form", choices=typing.get_args(LossParams.model_fields["frozen_form"].annotation),
-                        default=None, help="a frozen phase's efficiency in its trainable share: 'power' (the "
-                        "shipped profile's) or 'saturating' (the same at half, linear as the share goes to 0)")
-    parser.add_argument("--frozen-clock", choices=typing.get_args(LossParams.model_fields["frozen_clock"].annotation),
-                        default=None, help="how a frozen phase advances the growth deficit's clock: 'ideal' (its "
-                        "discounted tokens) or 'trained' (the tokens its trainable blocks see: the shipped profile's)")
+                        help="hold the growth deficit's time scale at X units of --lag-clock (equivalent tokens "
+                        "at growth by default) instead of fitting it (the shipped profile holds it at 3; "
+                        "docs/loss-model.md, \"A deficit that fades faster\", compares held values)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
-    growth_modes = typing.get_args(LossParams.model_fields["startup_growth"].annotation)
-    parser.add_argument("--startup-growth", choices=growth_modes, default=None,
-                        help="what growth does to the start-up: 'escape' ends it, 'inherit' continues it from the "
-                        "share in use, 'depth_escapes' ends it for depth growth and continues it for "
-                        "width growth (default: the shipped profile's)")
+    for choice, help_text in CHOICES.items():  # the LossParams choices a fit starts from (default: the shipped ones)
+        parser.add_argument(f"--{choice.replace('_', '-')}", default=None, help=help_text,
+                            choices=typing.get_args(LossParams.model_fields[choice].annotation))
     parser.add_argument("--holdout-marker", default="[holdout]", help="runs whose spec name contains this are held out")
     parser.add_argument("--bootstrap", type=int, default=20, help="bootstrap refits for the intervals")
     parser.add_argument("--cv", action="store_true", help="also run leave-one-schedule-out cross-validation and "
@@ -550,14 +551,7 @@ def main(argv: list[str] | None = None) -> int:
              "width_free_startup": "startup_width_exponent", "sgd_batches": "small_batch_exponent"}
     hold = tuple(field for flag, field in flags.items() if getattr(args, flag))
     start = holding(start, hold)
-    if args.startup_growth:
-        start = start.model_copy(update={"startup_growth": args.startup_growth})
-    if args.frozen_clock:
-        start = start.model_copy(update={"frozen_clock": args.frozen_clock})
-    if args.frozen_form:
-        start = start.model_copy(update={"frozen_form": args.frozen_form})
-    if args.lag_clock:
-        start = start.model_copy(update={"lag_clock": args.lag_clock})
+    start = start.model_copy(update={choice: getattr(args, choice) for choice in CHOICES if getattr(args, choice)})
     if args.lag_tokens is not None:
         if not 0 < args.lag_tokens < math.inf:
             raise CostsimError(f"--lag-tokens must be a positive finite number, got {args.lag_tokens}")

@@ -369,11 +369,11 @@ class GrowthState:
     n_params: float
     d: float  # equivalent (ideal) tokens at the start of the current stage
     lag: float = 0.0  # deficit at the last growth (structure's meaning)
-    d_growth: float = 1.0  # the deficit's unit of time in ideal tokens (deficit_clock), set at the last growth
+    d_growth: float = 1.0  # the deficit's unit of time in ideal tokens (deficit_time_unit), set at the last growth
     since: float = 0.0  # ideal tokens since the last growth, at the start of the current stage
 
 
-def deficit_clock(p: LossParams, d, n_new: float):
+def deficit_time_unit(p: LossParams, d, n_new: float):
     """The deficit's unit of time after growing to ``n_new`` parameters with ``d``
     equivalent tokens, in ideal tokens (``lag_tokens`` of them is its time scale)."""
     if p.lag_clock == "parameters":
@@ -404,7 +404,7 @@ class GrowthStructure(ABC):
         remaining = self.remaining(p, state, end_since)
         lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
         d = equivalent_tokens(p, n_new * in_use, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_clock(p, d, n_new), since=0.0)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_time_unit(p, d, n_new), since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
         return state.lag
@@ -492,7 +492,7 @@ class GrowInto(GrowthStructure):
         lag = np.minimum(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag) * in_use
         d = equivalent_tokens(p, n_eff, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_clock(p, d, n_new), since=0.0)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_time_unit(p, d, n_new), since=0.0)
 
     def continued(self, p, state, loss_minus_e, end_since, in_use=1.0):
         n_eff = self._n_eff(p, state, end_since) * in_use
@@ -532,10 +532,10 @@ class FitStack:
         first = fits[0]
         kinds = ("structure", "startup_form", "startup_growth", "lag_clock", "frozen_form", "frozen_clock")
         if any(getattr(f, k) != getattr(first, k) for f in fits for k in kinds):
-            raise ValueError("a FitStack holds fits of one structure, start-up form and deficit clock")
+            raise ValueError(f"a FitStack holds fits that agree on {', '.join(kinds)}")
         self.fits, self.size = fits, len(fits)
-        (self.structure, self.startup_form, self.startup_growth, self.lag_clock, self.frozen_form,
-         self.frozen_clock) = (getattr(first, k) for k in kinds)
+        for kind in kinds:
+            setattr(self, kind, getattr(first, kind))
         for name in LossParams.model_fields:
             if isinstance(getattr(first, name), float | int):
                 setattr(self, name, self._column([getattr(f, name) for f in fits]))
