@@ -22,7 +22,8 @@ start-up; /delay: the token-delay start-up; /unpaired: fitted on the runs' point
 growth runs' gaps to their same-seed baselines; /ltX: the deficit's time scale held at X; /pclock: the
 deficit's time counted in tokens per parameter (``lag_clock``); /satfrozen: a frozen phase's efficiency
 saturating (``frozen_form``); /trainedclock: a frozen phase advances the deficit's clock by the tokens its
-trainable blocks see (``frozen_clock``). The shipped profile's variant is named in docs/loss-model.md.)
+trainable blocks see (``frozen_clock``); /interaction: the law's capacity and data terms combined as
+(a^q + b^q)^(1/q), q fitted (``law_interaction``). The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -39,7 +40,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, PAIRED_WEIGHT, SeedNoise, holding, seed_noise
+from costsim.fit import HELD_VALUES, INTERACTION_START, PAIRED_WEIGHT, SeedNoise, holding, seed_noise
 from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -165,7 +166,7 @@ UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points 
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
                 "pclock": {"lag_clock": "parameters"}, "satfrozen": {"frozen_form": "saturating"},
-                "trainedclock": {"frozen_clock": "trained"}}
+                "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -198,8 +199,8 @@ def variant_sets(variant: str) -> dict:
     """/delay: the start-up as a token delay instead of a capacity ramp; /inherit: growth
     continues the start-up from the share in use; /widthinherit: only width growth does
     (depth growth ends it); /carry: every growth continues it from the old model's share;
-    /pclock, /satfrozen, /trainedclock: the deficit's and the frozen phase's alternatives
-    (``VARIANT_SETS``)."""
+    /pclock, /satfrozen, /trainedclock: the deficit's and the frozen phase's alternatives;
+    /interaction: the law's capacity-data interaction fitted (``VARIANT_SETS``)."""
     sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
     held = [value for f in variant.split("/")[1:] if (value := _lag_tokens(f)) is not None]
     return sets | ({"lag_tokens": held[-1]} if held else {})

@@ -31,6 +31,7 @@ from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
+    LAW_INTERACTION_MAX,
     NOISE_EXPONENT_MAX,
     SMALL_BATCH_EXPONENT_MAX,
     STRUCTURES,
@@ -73,7 +74,18 @@ PAIRED_WEIGHT = 1.0
 # what it was before it was fitted). The fit CLI's --no-shape ... --sgd-batches and
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
-               "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0}
+               "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0,
+               "law_interaction": 1.0}
+# Terms a fit leaves at their held value unless it starts away from it (``opt_in_held``):
+# added after profiles and documented fits that never had them, whose commands keep meaning
+# what they meant.
+OPT_IN = ("law_interaction",)
+INTERACTION_START = 2.0  # where --fit-interaction starts law_interaction
+
+
+def opt_in_held(start: LossParams, hold: tuple[str, ...]) -> tuple[str, ...]:
+    """``hold`` plus every ``OPT_IN`` term ``start`` has at its held value."""
+    return hold + tuple(f for f in OPT_IN if f not in hold and getattr(start, f) == HELD_VALUES[f])
 
 
 def holding(start: LossParams, fields: tuple[str, ...]) -> LossParams:
@@ -110,6 +122,7 @@ COMMON = (
     Coordinate("B", -5.0, 25.0, log=True, law=True),
     Coordinate("beta", 0.02, 2.0, law=True),
     Coordinate("d0", 0.0, math.log(1e12), log=True, law=True),
+    Coordinate("law_interaction", 1.0, LAW_INTERACTION_MAX, prior=1.0, regularised=True, law=True),
     Coordinate("shape_exponent", -1.0, 1.0, prior=0.0, regularised=True, law=True),
     Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
     Coordinate("bcrit_exponent", 0.0, 10.0, prior=1 / 0.21, regularised=True, law=True),
@@ -229,7 +242,8 @@ def _solve(runs: list[RunData], start: LossParams, structure: str, free: np.ndar
     pairs = gap_pairs(runs) if paired_weight > 0 else []
     weights = point_weights(runs)
     lower, upper = _bounds(coords)
-    x0 = np.clip(to_vector(start, structure), lower + 1e-9, upper - 1e-9)
+    x0 = to_vector(start, structure)  # held values stay exact (an opt-in term held at its bound is still held)
+    x0[free] = np.clip(x0[free], lower[free] + 1e-9, upper[free] - 1e-9)
     prior = np.array([x if c.prior is None else (math.log(max(c.prior, 1e-300)) if c.log else c.prior)
                       for c, x in zip(coords, x0, strict=True)])
     regularised = np.array([c.regularised for c in coords]) & free
@@ -260,6 +274,7 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     (nats)."""
     structure = structure or start.structure
     coords = coordinates(structure)
+    hold = opt_in_held(start, hold)
     aspects = [plan.aspect for run in runs for plan in run.plans if plan.aspect > 0]
     if aspects:  # the shape effect is known only over the shapes fitted on
         start = start.model_copy(update={"aspect_range": (min(aspects), max(aspects))})
@@ -298,6 +313,7 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
         if grown:
             picked += [grown[i] for i in rng.integers(0, len(grown), len(grown))]
         resamples.append(picked)
+    hold = opt_in_held(best, hold)
     free = np.array([c.field not in hold for c in coordinates(best.structure)])
     refit = partial(_solve, start=best, structure=best.structure, free=free, max_nfev=max_nfev,
                     paired_weight=paired_weight)
@@ -513,6 +529,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="hold the growth deficit's time scale at X units of --lag-clock (equivalent tokens "
                         "at growth by default) instead of fitting it (the shipped profile holds it at 3; "
                         "docs/loss-model.md, \"A deficit that fades faster\", compares held values)")
+    parser.add_argument("--fit-interaction", action="store_true", help="fit the law's capacity-data interaction "
+                        f"(law_interaction, from {INTERACTION_START:g}) instead of adding the two terms (1)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     for choice, help_text in CHOICES.items():  # the LossParams choices a fit starts from (default: the shipped ones)
@@ -552,6 +570,8 @@ def main(argv: list[str] | None = None) -> int:
     hold = tuple(field for flag, field in flags.items() if getattr(args, flag))
     start = holding(start, hold)
     start = start.model_copy(update={choice: getattr(args, choice) for choice in CHOICES if getattr(args, choice)})
+    if args.fit_interaction and start.law_interaction == HELD_VALUES["law_interaction"]:
+        start = start.model_copy(update={"law_interaction": INTERACTION_START})
     if args.lag_tokens is not None:
         if not 0 < args.lag_tokens < math.inf:
             raise CostsimError(f"--lag-tokens must be a positive finite number, got {args.lag_tokens}")

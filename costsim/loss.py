@@ -93,6 +93,7 @@ NOISE_EXPONENT_MAX = 5.0
 BATCH_PIVOT_TOKENS = 2048.0
 SMALL_BATCH_EXPONENT_MAX = 0.75
 STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted
+LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plain max(a, b)
 
 
 class LossParams(BaseModel):
@@ -105,6 +106,10 @@ class LossParams(BaseModel):
     B: float = Field(gt=0)
     beta: float = Field(gt=0)
     d0: float = Field(0.0, ge=0, description="tokens offset: the untrained model's loss is finite")
+    law_interaction: float = Field(1.0, ge=1, le=LAW_INTERACTION_MAX, description="the capacity term a and the "
+                                   "data term b combine as (a^q + b^q)^(1/q): 1 adds them (Chinchilla's form); "
+                                   "above 1 a model near its capacity gains less from more data, its curve "
+                                   "flattening sooner (Kaplan et al. 2020's form is q = 1/alpha_D, about 10)")
     shape_exponent: float = Field(0.0, description="capacity counts N * (d_model/layers)^this: at one size, "
                                   "wider, shallower models reach lower loss (0: N alone)")
     aspect_range: tuple[float, float] = Field((1.0, 1e6), description="d_model/layers the shape effect was fitted "
@@ -267,13 +272,25 @@ def capacity(p: LossParams, n_params, aspect=0.0):
 
 
 def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
-    return p.A / np.power(n_params, p.alpha) + p.B / np.power(np.maximum(tokens + p.d0, 1.0), p.beta)
+    capacity_part = p.A / np.power(n_params, p.alpha)
+    data_part = p.B / np.power(np.maximum(tokens + p.d0, 1.0), p.beta)
+    if np.all(p.law_interaction == 1):
+        return capacity_part + data_part
+    q = p.law_interaction
+    return np.power(np.power(capacity_part, q) + np.power(data_part, q), 1 / q)
 
 
 def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
     """Tokens at which a model of ``n_params`` from scratch has reducible loss
     ``loss_minus_e`` (inf: at or below that size's limit), elementwise over fits and sizes."""
-    data_part = loss_minus_e - p.A / np.power(n_params, p.alpha)
+    capacity_part = p.A / np.power(n_params, p.alpha)
+    if np.all(p.law_interaction == 1):
+        data_part = loss_minus_e - capacity_part
+    else:  # the inverse of reducible's combination: b = ((L - E)^q - a^q)^(1/q)
+        q = p.law_interaction
+        with np.errstate(invalid="ignore"):
+            left = np.power(np.maximum(loss_minus_e, 0.0), q) - np.power(capacity_part, q)
+            data_part = np.where(left > 0, np.power(np.maximum(left, 0.0), 1 / q), left)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
     return np.where(data_part > 0, d, np.inf)
