@@ -511,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--name", default="fitted", help="profile name")
     parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),
                         help=f"growth structure (default {DEFAULT_STRUCTURE}, the lowest leave-one-schedule-out rms; "
-                        "the shipped profile is lingering with --lag-tokens 3, whose final gap is less biased: "
+                        "the shipped profile is lingering with --lag-tokens 2, whose final gap is less biased: "
                         "docs/loss-model.md)")
     parser.add_argument("--no-shape", action="store_true", help="hold the law's shape term at 0 (capacity in N "
                         "alone): the shipped profile does, see docs/loss-model.md")
@@ -527,7 +527,7 @@ def main(argv: list[str] | None = None) -> int:
                         "at 0 (start-up time independent of d_model)")
     parser.add_argument("--lag-tokens", type=float, default=None, metavar="X",
                         help="hold the growth deficit's time scale at X units of --lag-clock (equivalent tokens "
-                        "at growth by default) instead of fitting it (the shipped profile holds it at 3; "
+                        "at growth by default) instead of fitting it (the shipped profile holds it at 2; "
                         "docs/loss-model.md, \"A deficit that fades faster\", compares held values)")
     parser.add_argument("--fit-interaction", action="store_true", help="fit the law's capacity-data interaction "
                         f"(law_interaction, from {INTERACTION_START:g}) instead of adding the two terms (1)")

@@ -596,11 +596,23 @@ class Planner:
         d, layers, batch, loss = self.full_training_grid()
         if not np.isfinite(loss).any():
             raise SpecError(self.why_nothing_fits())
-        best = int(np.argmin(loss))
-        candidate = self.attempt(layers=int(layers[best]), d_model=int(d[best]), n_stages=1,
-                                 batch_tokens=int(batch[best]))
+        return self._full_training_at(int(np.argmin(loss)), d, layers, batch, "compute-optimal")
+
+    def runner_up_full_training(self, best: Evaluation) -> Evaluation | None:
+        """The best full-training model of another shape (d_model, layers) than ``best``'s:
+        where the law ranks shapes by less than it can resolve, training this one too says
+        whether its pick was the best (None: no other shape fits)."""
+        d, layers, batch, loss = self.full_training_grid()
+        same = (d == best.spec.model.d_model) & (layers == best.spec.stages[-1].layers)
+        loss = np.where(same, np.inf, loss)
+        if not np.isfinite(loss).any():
+            return None
+        return self._full_training_at(int(np.argmin(loss)), d, layers, batch, "runner-up")
+
+    def _full_training_at(self, i: int, d, layers, batch, which: str) -> Evaluation:
+        candidate = self.attempt(layers=int(layers[i]), d_model=int(d[i]), n_stages=1, batch_tokens=int(batch[i]))
         if candidate.spec is None:  # the grid and the builder disagree: say so rather than crash
-            raise SpecError(f"the compute-optimal full-training shape cannot be built: {candidate.reason}")
+            raise SpecError(f"the {which} full-training shape cannot be built: {candidate.reason}")
         return self.evaluate(candidate.spec)
 
     def why_nothing_fits(self) -> str:

@@ -224,6 +224,7 @@ class SearchResult:
     trials: list  # optuna FrozenTrials of the whole study
     objectives: tuple[str, ...] = ("loss",)
     comparison: Comparison | None = None  # the best schedule against full training, when it grows
+    runner_up: Evaluation | None = None  # the best full training of another shape than baseline's
 
     @property
     def recommendation(self) -> Evaluation:
@@ -287,7 +288,8 @@ def run(budget: Budget, hardware: HardwareSpec, *, space: SearchSpace | None = N
     finished = sum(t.state == TrialState.COMPLETE for t in study.trials)
     return SearchResult(best=best, baseline=baseline, paper=paper, n_trials=finished,
                         budget_for_equal_loss=equal, budget_for_paper_loss=paper_equal, study_name=name,
-                        trials=study.trials, objectives=objectives, comparison=comparison)
+                        trials=study.trials, objectives=objectives, comparison=comparison,
+                        runner_up=planner.runner_up_full_training(baseline))
 
 
 def name_metrics(study, objectives: tuple[str, ...]) -> None:
@@ -365,11 +367,24 @@ def report(result: SearchResult) -> dict:
         return None if e is None else asdict(e.summary())
 
     return {"best": [summary(b) for b in result.best], "baseline": summary(result.baseline),
+            "runner_up": summary(result.runner_up),
             "paper": summary(result.paper), "budget_for_equal_loss": result.budget_for_equal_loss,
             "budget_for_paper_loss": result.budget_for_paper_loss,
             "comparison": asdict(result.comparison) if result.comparison else None,
             "recommendation": summary(result.recommendation),
             "n_trials": result.n_trials}
+
+
+def _runner_up_line(result: SearchResult, seed_std: float) -> str:
+    """The next full-training shape, and whether the law ranks it apart from the best: two
+    shapes predicted closer than one run's seed noise are a tie to it, whichever it picked."""
+    gap = result.runner_up.loss - result.baseline.loss
+    line = f"  next full-training shape: {describe(result.runner_up)}, {gap:+.4f} nats"
+    if seed_std <= 0:  # a profile without measured seed noise cannot say what a tie is
+        return line
+    if gap < seed_std:
+        return f"{line}, closer than one run's seed noise ({seed_std:.3f}): the loss model does not rank these two"
+    return f"{line}, behind by more than one run's seed noise ({seed_std:.3f})"
 
 
 def planner_interval(loss_profile: str) -> float:
@@ -560,6 +575,8 @@ def main(argv: list[str] | None = None) -> int:
     if note:
         print(note)
     print(f"full training (compute-optimal at this budget): {describe(result.baseline)}")
+    if result.runner_up is not None:
+        print(_runner_up_line(result, profile.seed_std))
     if result.comparison is not None:
         print(_comparison_line(result, budget, planner_interval(args.loss_profile)))
     elif len(result.best) == 1:

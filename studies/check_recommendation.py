@@ -2,7 +2,8 @@
 
 Runs ``costsim.search`` at a budget of counted FLOPs, then trains for real (CPU or GPU,
 through ``validate.run``) its best schedule, the compute-optimal full-training model it
-compared against, and the study's schedule at the same budget, each with ``--seeds``
+compared against (or, when that is the best, the best full-training model of another
+shape, the runner-up), and the study's schedule at the same budget, each with ``--seeds``
 seeds, and prints predicted against measured:
 
 - each schedule's final loss: predicted with its interval, measured mean and spread
@@ -57,7 +58,7 @@ DEFAULT_OUT = "results/check"
 
 @dataclass
 class Outcome:
-    role: str  # "best", "full training", "study"
+    role: str  # "best", "full training" (when the best grows or is another shape), "runner-up" (else), "study"
     name: str
     flops_counted: float
     predicted: float
@@ -95,6 +96,10 @@ def schedules(result) -> list[tuple[str, Evaluation]]:
     out = [("best", result.best[0])]
     if grows(result.best[0].spec) or result.best[0].spec != result.baseline.spec:
         out.append(("full training", result.baseline))
+    elif result.runner_up is not None:
+        # the best is the compute-optimal full-training shape: the next shape says whether
+        # the law's ranking of shapes, often closer than seed noise, held when trained
+        out.append(("runner-up", result.runner_up))
     if result.paper is not None:
         out.append(("study", result.paper))
     return out

@@ -67,3 +67,37 @@ def test_runs_trained_in_parallel_come_back_by_role_in_seed_order(monkeypatch, t
     trained = check.train_all([("best", None), ("study", None)], 3, tmp_path / "x.duckdb", tmp_path, 1, "cpu",
                               parallel=2)
     assert trained == {"best": ["best/1/1", "best/2/1", "best/3/1"], "study": ["study/1/1", "study/2/1", "study/3/1"]}
+
+
+def _checked(role: str, predicted: float, measured: list[float]):
+    from studies.check_recommendation import Outcome
+
+    return Outcome(role, role, 4e12, predicted, predicted - 0.09, predicted + 0.09, measured, [role] * len(measured))
+
+
+def test_when_the_best_is_full_training_the_next_shape_is_trained_and_judged(monkeypatch) -> None:
+    """Two shapes the law calls a tie (1.5612 both) that trained 0.08 apart: the check
+    trains the runner-up beside the best, and a runner-up that trains clearly better
+    contradicts the pick (the shipped profile's pick at 4e12, d32 L4, as measured, against seeds
+    spread around d64 L2's measured mean, 1.5397)."""
+    from types import SimpleNamespace
+
+    from costsim.loss import load_loss_profile
+    from studies import check_recommendation as check
+
+    monkeypatch.setattr(check, "grows", lambda spec: False)  # every schedule here is full training
+    best, other, paper = (SimpleNamespace(spec=name, flops_counted=4e12) for name in ("a", "b", "c"))
+    result = SimpleNamespace(best=[best], baseline=best, runner_up=other, paper=paper, comparison=None)
+    assert [role for role, _ in check.schedules(result)] == ["best", "runner-up", "study"]
+    assert [role for role, _ in check.schedules(SimpleNamespace(**{**vars(result), "runner_up": None}))] == \
+        ["best", "study"]
+
+    profile = load_loss_profile("stdlib-bytes")
+    worse_pick = [_checked("best", 1.5612, [1.6149, 1.6338, 1.6147]),
+                  _checked("runner-up", 1.5612 + 4e-5, [1.5350, 1.5400, 1.5441]),
+                  _checked("study", 1.6234, [1.6488, 1.6838, 1.6616])]
+    report = check.summarise(result, worse_pick, {}, profile)
+    pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {"best", "runner-up"})
+    assert pair["measured"] == "b better" and not pair["agree"] and report["verdict"] == "contradicted"
+    tied = [worse_pick[0], _checked("runner-up", 1.5612 + 4e-5, [1.6150, 1.6300, 1.6200]), worse_pick[2]]
+    assert check.summarise(result, tied, {}, profile)["verdict"] == "confirmed"

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -600,6 +601,34 @@ def test_a_tie_recommends_full_training() -> None:
     win = dataclasses.replace(tie, lower=0.0005, verdict="growth better")
     assert dataclasses.replace(result, comparison=win).recommendation is growth
     assert "recommend full training" in tie.describe(0.9) and "growing is better" in win.describe(0.9)
+
+
+def test_the_runner_up_is_the_best_full_training_of_another_shape() -> None:
+    planner = make_planner(Budget(flops=1e19), H100X8)
+    base = planner.best_full_training()
+    runner_up = planner.runner_up_full_training(base)
+    shape = (base.spec.model.d_model, base.spec.stages[-1].layers)
+    assert (runner_up.spec.model.d_model, runner_up.spec.stages[-1].layers) != shape
+    assert not grows_spec(runner_up.spec) and runner_up.loss >= base.loss
+    d, layers, _, loss = planner.full_training_grid()
+    other = (d != shape[0]) | (layers != shape[1])
+    # the grid's best among the other shapes, evaluated as the search evaluates any schedule
+    assert (runner_up.spec.model.d_model, runner_up.spec.stages[-1].layers) == \
+        (d[other][np.argmin(loss[other])], layers[other][np.argmin(loss[other])])
+
+
+def test_the_search_says_when_it_cannot_rank_its_best_shape_against_the_next() -> None:
+    planner = make_planner(Budget(flops=1e19), H100X8)
+    base = planner.best_full_training()
+    runner_up = planner.runner_up_full_training(base)
+    result = search.SearchResult(best=[base], baseline=base, paper=None, n_trials=1, budget_for_equal_loss=None,
+                                 budget_for_paper_loss=None, study_name="t", trials=[], runner_up=runner_up)
+    gap = runner_up.loss - base.loss
+    close = search._runner_up_line(result, seed_std=gap + 0.01)
+    assert close.startswith("  next full-training shape: ") and "does not rank these two" in close
+    assert f"{gap:+.4f} nats" in close and "\n" not in close
+    assert "behind by more than one run's seed noise" in search._runner_up_line(result, seed_std=gap / 2)
+    assert "seed noise" not in search._runner_up_line(result, seed_std=0.0)
 
 
 def test_paired_comparison_calls_an_identical_schedule_a_tie(tmp_path: Path) -> None:

@@ -35,7 +35,7 @@ class CheckOutcome:
     """One schedule of a check: its predicted final loss and what its seeds measured
     (``report_json``'s ``outcomes``, as ``studies.check_recommendation`` judged them)."""
 
-    role: str  # "best", "full training" or "study"
+    role: str  # "best", "full training", "runner-up" or "study"
     name: str
     flops_counted: float
     predicted: float
