@@ -11,11 +11,11 @@ seeds, and prints predicted against measured:
 - the order of the schedules, and for each pair whether the measured gap exceeds seed
   noise (twice the standard error of the difference) or is a tie;
 - compute-to-match of the best schedule against full training along the curves;
-- a verdict: **confirmed** (every measured gap beyond noise has the predicted sign, the
-  search's recommendation, grow or not, agrees with the measured comparison, and the
-  recommended schedule's mean measured loss lies inside its interval),
-  **tie** (the search predicted a difference the runs cannot tell from noise), or
-  **contradicted**.
+- a verdict: **confirmed** (every measured gap beyond noise has the predicted sign, no
+  trained schedule beats the recommended one beyond noise, the search's recommendation,
+  grow or not, agrees with the measured comparison, and the recommended schedule's mean
+  measured loss lies inside its interval), **tie** (the search predicted a difference the
+  runs cannot tell from noise), or **contradicted**.
 
 Runs train ``--jobs`` at a time; a complete run of the same spec already in ``--db`` is
 reused, so an interrupted check resumes where it stopped.
@@ -192,7 +192,12 @@ def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> d
         _, b_flops, b_loss = curve_of(runs_by_role["best"])
         match = asdict(compare_curves(b_flops, b_loss, f_flops, f_loss))
     recommended = by_role["best"] if recommended_growth or "full training" not in by_role else by_role["full training"]
-    if any(not p["agree"] for p in pairs):
+    # another trained schedule ahead of the recommendation by more than seed noise beats the
+    # answer, whichever of the two the law put ahead (a runner-up within its resolution too)
+    beaten_by = [p["b"] if p["a"] == recommended.role else p["a"] for p in pairs
+                 if p["measured"] == ("b better" if p["a"] == recommended.role else "a better")
+                 and recommended.role in (p["a"], p["b"])]
+    if any(not p["agree"] for p in pairs) or beaten_by:
         verdict = "contradicted"
     elif not recommended.lower <= recommended.mean <= recommended.upper:
         verdict = "contradicted"  # the order held, but the recommendation did not train to its interval
@@ -208,6 +213,7 @@ def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> d
             "comparison": asdict(comparison) if comparison else None,
             "outcomes": [asdict(o) | {"mean": o.mean, "spread": o.spread, "inside": o.inside} for o in outcomes],
             "pairs": pairs, "compute_to_match_measured": match, "verdict": verdict,
+            "recommended_role": recommended.role, "beaten_by": beaten_by,
             "loss_profile": profile.name, "seed_std_profile": profile.seed_std, "by_role": list(by_role)}
 
 
@@ -231,6 +237,9 @@ def render(report: dict) -> str:
         ratio = f"{m['ratio']:.2f}" if m["ratio"] is not None else f">{m['ratio_floor']:.2f}"
         lines += ["", f"best against full training, measured: compute-to-match ratio {ratio}, crossover "
                   f"{m['crossover_kind']}" + (f" at {m['crossover_flops']:.3g} FLOPs" if m["crossover_flops"] else "")]
+    if report.get("beaten_by"):
+        lines += ["", f"the recommended schedule ({report['recommended_role']}) trained worse than "
+                  f"{' and '.join(report['beaten_by'])} beyond seed noise"]
     lines += ["", f"verdict: **{report['verdict']}**"]
     return "\n".join(lines)
 

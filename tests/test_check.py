@@ -99,5 +99,12 @@ def test_when_the_best_is_full_training_the_next_shape_is_trained_and_judged(mon
     report = check.summarise(result, worse_pick, {}, profile)
     pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {"best", "runner-up"})
     assert pair["measured"] == "b better" and not pair["agree"] and report["verdict"] == "contradicted"
+    assert report["beaten_by"] == ["runner-up"]
+    # as trained at 4e12: the law put the runner-up ahead by 4e-5 nats, so the pair's sign
+    # agrees, yet the search recommended the other; the recommendation is what is judged
+    swapped = [_checked("best", 1.5612, worse_pick[0].measured), _checked("runner-up", 1.5612 - 4e-5,
+                                                                           worse_pick[1].measured), worse_pick[2]]
+    report = check.summarise(result, swapped, {}, profile)
+    assert all(p["agree"] for p in report["pairs"]) and report["verdict"] == "contradicted"
     tied = [worse_pick[0], _checked("runner-up", 1.5612 + 4e-5, [1.6150, 1.6300, 1.6200]), worse_pick[2]]
     assert check.summarise(result, tied, {}, profile)["verdict"] == "confirmed"

@@ -557,6 +557,19 @@ def test_check_without_its_runs_or_profile_still_shows_its_report(tmp_path: Path
     assert len(figures) == 2 and "[interval]" in figures[0].data[0].header["values"][2]
 
 
+def test_a_runner_up_that_trains_better_than_the_pick_is_why_the_check_is_contradicted(tmp_path: Path) -> None:
+    # the shipped profile's check at 4e12: the law put the two shapes 4e-5 nats apart, the runner-up ahead,
+    # and the search recommended the other; trained, the runner-up was 0.078 better (these seeds: 0.081)
+    store = Store(tmp_path / "check.duckdb")
+    outcomes = [Outcome("best", "s", 4e12, 1.56119, 1.4722, 1.6500, [1.6149, 1.6338, 1.6147], ["a", "b", "c"]),
+                Outcome("runner-up", "r", 4e12, 1.56115, 1.4733, 1.6488, [1.5350, 1.5400, 1.5441], ["d", "e", "f"])]
+    store_check(store.path, _check_report(outcomes, "contradicted", "full training"))
+    [check] = check_data(store).checks
+    assert all(p.agree for p in check.pairs) and check.recommended().role == "best"
+    assert check.verdict_words == ("contradicted: runner-up better beyond seed noise (0.0814 nats), where 0.0000 was "
+                                   "predicted.")
+
+
 # --- units ------------------------------------------------------------------------------------
 
 BPE_YAML = """\

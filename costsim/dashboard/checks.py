@@ -103,6 +103,10 @@ class Check:
         elif not recommended.lower <= recommended.mean <= recommended.upper:
             because = (f"the recommended schedule ({recommended.role}) measured {recommended.mean:.4f} nats, "
                        f"outside its interval [{recommended.lower:.4f}, {recommended.upper:.4f}]")
+        elif beaten := [p for p in self.pairs if recommended.role in (p.a, p.b)
+                        and p.measured == ("b better" if p.a == recommended.role else "a better")]:
+            because = "; ".join(f"{p.says(p.measured)} beyond seed noise ({abs(p.measured_gap):.4f} nats), where "
+                                f"{abs(p.predicted_gap):.4f} was predicted" for p in beaten)
         else:
             because = f"the search recommended {self.recommendation}, the runs measured the other way"
         return f"{self.verdict}: {because}."
