@@ -18,7 +18,7 @@ from costsim.heldout import (
     score_schedules,
     seed_mean_curve,
 )
-from costsim.loss import LossParams, LossProfile, load_loss_profile
+from costsim.loss import LossParams, LossProfile, load_loss_profile, predict
 
 FLOPS = np.linspace(1.0, 10.0, 10)
 BASE = 3.0 - np.log(FLOPS)
@@ -247,8 +247,8 @@ def test_larger_held_out_ratio_within_the_target(larger, name):
 
 
 @pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md): width growth to d128 seed 1 measured "
-                   "0.83, predicted 1.06 (1.07 by the 69-run profile, registered 1.02; seed 2 measured 0.96); the lags "
-                   "make growth too costly at this size")
+                   "0.83, predicted 1.05 (1.06 at a time scale of 3, 1.07 by the 69-run profile, registered 1.02; "
+                   "seed 2 measured 0.96); the lags make growth too costly at this size")
 def test_larger_held_out_width_growth_ratio_within_the_target(larger):
     score = larger[1]["widen d64->128 L6 at0.25 seed1"]
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
@@ -343,7 +343,7 @@ def test_the_deep_no_freeze_schedule_over_three_seeds_is_within_the_ratio_target
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
     strict=True, reason="seed 1 of full training at d128 L8 is the slow starter: against it growth needed 0.41 "
-    "and 0.33 of its compute, predicted 0.91 and 0.72 (registered 0.93 and 0.77)"))
+    "and 0.33 of its compute, predicted 0.90 and 0.72 (registered 0.93 and 0.77)"))
     if n.endswith("seed1") else n for n in GROWN_DEEP])
 def test_deep_held_out_ratio_within_the_target(deep, name):
     score = deep[1][name]
@@ -419,3 +419,42 @@ def test_longer_held_out_study_schedule_over_three_seeds_is_within_the_ratio_tar
     # gap (docs/loss-model.md, "A deficit that lingers" and "Every growth family")
     score = _longer_schedule(longer, "S2 freeze")
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
+
+
+# --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
+
+def _check_means():
+    by_schedule: dict[str, list[float]] = {}
+    runs = load_runs("heldout_check")
+    for run in runs:
+        by_schedule.setdefault(run.schedule, []).append(float(run.loss[-1]))
+    predicted = {run.schedule: float(predict(load_loss_profile("stdlib-bytes"), run.plans, at_tokens=run.tokens[-1:],
+                                             after_boundary=True).loss[-1]) for run in runs}
+    return {k: float(np.mean(v)) for k, v in by_schedule.items()}, predicted, by_schedule
+
+
+def test_the_checks_runner_up_trained_clearly_better_than_its_pick_and_two_heads_explain_a_quarter():
+    """Held out (never fitted): the search's pick at 4e12 (d32 L4, one head of 32) and its
+    runner-up (d64 L2), three seeds each, and the pick with the corpus's two heads of 16."""
+    measured, predicted, seeds = _check_means()
+    pick, runner_up = "full d32 L4 batch16 at4e12", "full d64 L2 batch16 at4e12"
+    two_heads = "full d32 L4 heads2 batch16 at4e12"
+    assert all(len(v) == 3 for v in seeds.values())
+    assert abs(predicted[pick] - predicted[runner_up]) < 1e-3  # a tie to the law
+    assert measured[pick] - measured[runner_up] > 0.05  # 0.078 trained
+    # one head of 32 costs 0.019 of it; with two the pick is still 0.059 behind
+    assert 0.01 < measured[pick] - measured[two_heads] < 0.03
+    assert measured[two_heads] - measured[runner_up] > 0.04
+    for schedule in seeds:  # every final inside its interval nonetheless
+        run = next(r for r in load_runs("heldout_check") if r.schedule == schedule)
+        curve = predict(load_loss_profile("stdlib-bytes"), run.plans, at_tokens=run.tokens[-1:], after_boundary=True)
+        assert all(curve.lower[-1] <= x <= curve.upper[-1] for x in seeds[schedule])
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Ranking full-training shapes at CPU "
+                   "budgets'): the law in N alone predicts d32 L4 and d64 L2 at 4e12 within 0.0001 where they "
+                   "trained 0.078 apart; d32 L4 ends 0.06 above its prediction, d64 L2 0.02 below")
+def test_the_shipped_profile_ranks_the_checks_shapes_as_they_trained():
+    measured, predicted, _ = _check_means()
+    pick, runner_up = "full d32 L4 batch16 at4e12", "full d64 L2 batch16 at4e12"
+    assert abs((predicted[pick] - predicted[runner_up]) - (measured[pick] - measured[runner_up])) <= 0.03
