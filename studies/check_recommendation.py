@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from costsim.corpus import RunData, load_store
+from costsim.dashboard.checks import CheckPair
 from costsim.errors import CostsimError, cli_errors
 from costsim.fit import cumulative_flops
 from costsim.heldout import compare_curves
@@ -195,8 +196,7 @@ def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> d
     # another trained schedule ahead of the recommendation by more than seed noise beats the
     # answer, whichever of the two the law put ahead (a runner-up within its resolution too)
     beaten_by = [p["b"] if p["a"] == recommended.role else p["a"] for p in pairs
-                 if p["measured"] == ("b better" if p["a"] == recommended.role else "a better")
-                 and recommended.role in (p["a"], p["b"])]
+                 if CheckPair(**p).beats(recommended.role)]
     if any(not p["agree"] for p in pairs) or beaten_by:
         verdict = "contradicted"
     elif not recommended.lower <= recommended.mean <= recommended.upper:
