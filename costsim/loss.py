@@ -286,11 +286,10 @@ def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
     capacity_part = p.A / np.power(n_params, p.alpha)
     if np.all(p.law_interaction == 1):
         data_part = loss_minus_e - capacity_part
-    else:  # the inverse of reducible's combination: b = ((L - E)^q - a^q)^(1/q)
+    else:  # the inverse of reducible's combination: b = ((L - E)^q - a^q)^(1/q), 0 at or below the limit
         q = p.law_interaction
-        with np.errstate(invalid="ignore"):
-            left = np.power(np.maximum(loss_minus_e, 0.0), q) - np.power(capacity_part, q)
-            data_part = np.where(left > 0, np.power(np.maximum(left, 0.0), 1 / q), left)
+        left = np.power(np.maximum(loss_minus_e, 0.0), q) - np.power(capacity_part, q)
+        data_part = np.power(np.maximum(left, 0.0), 1 / q)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
     return np.where(data_part > 0, d, np.inf)

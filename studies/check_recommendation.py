@@ -195,8 +195,7 @@ def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> d
     recommended = by_role["best"] if recommended_growth or "full training" not in by_role else by_role["full training"]
     # another trained schedule ahead of the recommendation by more than seed noise beats the
     # answer, whichever of the two the law put ahead (a runner-up within its resolution too)
-    beaten_by = [p["b"] if p["a"] == recommended.role else p["a"] for p in pairs
-                 if CheckPair(**p).beats(recommended.role)]
+    beaten_by = [other for p in pairs if (other := CheckPair(**p).ahead_of(recommended.role))]
     if any(not p["agree"] for p in pairs) or beaten_by:
         verdict = "contradicted"
     elif not recommended.lower <= recommended.mean <= recommended.upper:

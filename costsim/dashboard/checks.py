@@ -66,10 +66,14 @@ class CheckPair:
         """A verdict ("a better", "tie") in the roles' names: "best better", "tie"."""
         return {"a better": f"{self.a} better", "b better": f"{self.b} better"}.get(which, which)
 
-    def beats(self, role: str) -> bool:
-        """Whether the other schedule of this pair measured better than ``role`` beyond seed noise
+    def ahead_of(self, role: str) -> str | None:
+        """The other schedule of this pair, if it measured better than ``role`` beyond seed noise
         (``studies.check_recommendation`` calls a recommendation so beaten contradicted)."""
-        return role in (self.a, self.b) and self.measured == ("b better" if self.a == role else "a better")
+        if role == self.a and self.measured == "b better":
+            return self.b
+        if role == self.b and self.measured == "a better":
+            return self.a
+        return None
 
 
 @dataclass(frozen=True)
@@ -108,7 +112,7 @@ class Check:
         elif not recommended.lower <= recommended.mean <= recommended.upper:
             because = (f"the recommended schedule ({recommended.role}) measured {recommended.mean:.4f} nats, "
                        f"outside its interval [{recommended.lower:.4f}, {recommended.upper:.4f}]")
-        elif beaten := [p for p in self.pairs if p.beats(recommended.role)]:
+        elif beaten := [p for p in self.pairs if p.ahead_of(recommended.role)]:
             because = "; ".join(f"{p.says(p.measured)} beyond seed noise ({abs(p.measured_gap):.4f} nats), where "
                                 f"{abs(p.predicted_gap):.4f} was predicted" for p in beaten)
         else:
