@@ -678,3 +678,20 @@ def test_bad_output_paths_fail_before_the_search(tmp_path: Path, flag: str, valu
     assert done.returncode == 2 and says in done.stderr and done.stdout == ""
     assert time.monotonic() - started < 30  # before 5000 trials, not after
     assert not (tmp_path / "missing").exists()
+
+
+@settings(max_examples=200, deadline=None)
+@given(head_dim=st.sampled_from([8, 16, 32, 64, 128]), multiple=st.integers(1, 40), min_heads=st.integers(1, 4))
+def test_search_space_heads_divide_the_width_and_keep_the_fewest(head_dim, multiple, min_heads):
+    """Every width the space holds gets a whole number of heads, at least ``min_heads``
+    (the corpus's models all have two or more), and ``head_dim``-wide heads wherever the
+    width holds enough of them."""
+    space = SearchSpace(head_dim=head_dim, min_heads=min_heads)
+    d_model = head_dim * multiple
+    heads = int(space.n_heads(d_model))
+    assert d_model % heads == 0
+    assert heads >= min(min_heads, d_model)
+    if multiple >= min_heads:
+        assert heads == multiple
+    grid = space.n_heads(np.array([d_model, head_dim]))
+    assert list(grid) == [heads, int(space.n_heads(head_dim))]
