@@ -217,6 +217,15 @@ def corpus() -> list[Run]:
             deepen(*dims, "random_top", 0.5, seed=seed),
             *([deepen(*dims, "random_top", 0.1, seed=seed)] if seed == 3 else []))],
         study(96, 6, 3, LARGE_STEPS, freeze=False, seed=2),
+        # full training's shapes at one length: depths 2 to 8 at d32-d64 and d96 L2, then two
+        # small models four times as long. The search at small budgets picks among d32-d64 with
+        # 2-4 layers trained 50-300 tokens per parameter, and the corpus had one depth at most
+        # widths: the check at 4e12 trained d32 L4 0.06 worse and d64 L2 0.02 better than a law
+        # in N alone predicted, so the law's shape term and its data term past 100 tokens per
+        # parameter need these shapes
+        full(32, 4, LARGE_STEPS), full(64, 2, LARGE_STEPS), full(48, 2, LARGE_STEPS), full(32, 6, LARGE_STEPS),
+        full(48, 6, LARGE_STEPS), full(96, 2, LARGE_STEPS), full(32, 8, LARGE_STEPS),
+        full(32, 4, 4 * LARGE_STEPS, tag=" long"), full(64, 2, 4 * LARGE_STEPS, tag=" long"),
     ]
 
 
