@@ -174,17 +174,31 @@ def check(budget: float, *, vocab_size: int, seq_len: int, loss_profile: str, se
     return report
 
 
+def _tie_band(comparison, a: str, b: str) -> tuple[float, float] | None:
+    """The 90% interval of the gap b − a where the search called best against full training
+    a tie (its gap is full training's loss minus the best's), else None."""
+    if comparison is None or comparison.verdict != "tie" or {a, b} != {"best", "full training"}:
+        return None
+    lower, upper = comparison.lower, comparison.upper
+    return (lower, upper) if (a, b) == ("best", "full training") else (-upper, -lower)
+
+
 def summarise(result, outcomes: list[Outcome], runs_by_role: dict, profile) -> dict:
     by_role = {o.role: o for o in outcomes}
+    comparison = result.comparison
     pairs = []
     for i, a in enumerate(outcomes):
         for b in outcomes[i + 1:]:
             gap, noise, measured = pair_verdict(a, b, profile.seed_std)
             predicted = "a better" if b.predicted > a.predicted else "b better"
+            agree = measured == "tie" or measured == predicted
+            band = _tie_band(comparison, a.role, b.role)
+            if band is not None:
+                # the search called this pair a tie: what it claimed is the gap's interval, not
+                # the sign of its centre, so the pair agrees when the measured gap lies inside
+                predicted, agree = "tie", band[0] <= gap <= band[1]
             pairs.append({"a": a.role, "b": b.role, "measured_gap": gap, "noise": noise, "measured": measured,
-                          "predicted_gap": b.predicted - a.predicted, "predicted": predicted,
-                          "agree": measured == "tie" or measured == predicted})
-    comparison = result.comparison
+                          "predicted_gap": b.predicted - a.predicted, "predicted": predicted, "agree": agree})
     recommended_growth = comparison is not None and comparison.verdict == "growth better"
     growth_vs_full = next((p for p in pairs if {p["a"], p["b"]} == {"best", "full training"}), None)
     match = None
@@ -229,7 +243,8 @@ def render(report: dict) -> str:
               "|---|---|---|---|---|---|"]
     for p in report["pairs"]:
         label = {"a better": f"{p['a']} better", "b better": f"{p['b']} better", "tie": "tie"}[p["measured"]]
-        lines.append(f"| {p['a']} vs {p['b']} | {p['predicted_gap']:+.4f} | {p['measured_gap']:+.4f} | "
+        tie = " (the search: a tie)" if p["predicted"] == "tie" else ""
+        lines.append(f"| {p['a']} vs {p['b']} | {p['predicted_gap']:+.4f}{tie} | {p['measured_gap']:+.4f} | "
                      f"{p['noise']:.4f} | {label} | {'yes' if p['agree'] else 'NO'} |")
     m = report["compute_to_match_measured"]
     if m:

@@ -108,3 +108,36 @@ def test_when_the_best_is_full_training_the_next_shape_is_trained_and_judged(mon
     assert all(p["agree"] for p in report["pairs"]) and report["verdict"] == "contradicted"
     tied = [worse_pick[0], _checked("runner-up", 1.5612 + 4e-5, [1.6150, 1.6300, 1.6200]), worse_pick[2]]
     assert check.summarise(result, tied, {}, profile)["verdict"] == "confirmed"
+
+
+def test_a_pair_the_search_called_a_tie_is_judged_on_its_interval_not_its_sign(monkeypatch) -> None:
+    """The shipped profile's check at 4e12: the search's best grows (d64 L1 to L2, identity,
+    predicted 0.0078 ahead of full training of d64 L2, 90% interval of the gap -0.086 to
+    +0.099: a tie, so it recommends full training). Trained, full training was 0.054 ahead:
+    inside the interval, and the recommendation trained best. A gap outside the interval
+    contradicts it, as does the runs putting growth clearly ahead."""
+    from types import SimpleNamespace
+
+    from costsim.loss import load_loss_profile
+    from costsim.planner import Comparison
+    from studies import check_recommendation as check
+
+    monkeypatch.setattr(check, "grows", lambda spec: spec == "a")
+    best, full, paper = (SimpleNamespace(spec=name, flops_counted=4e12) for name in ("a", "b", "c"))
+    tie = Comparison(gap=0.0078, lower=-0.0861, upper=0.0992, intervals_overlap=True, verdict="tie")
+    result = SimpleNamespace(best=[best], baseline=full, runner_up=None, paper=paper, comparison=tie)
+    profile = load_loss_profile("stdlib-bytes")
+    trained = [_checked("best", 1.5376, [1.6047, 1.5982, 1.5877]),  # as measured
+               _checked("full training", 1.5454, [1.5477, 1.5470, 1.5341]),
+               _checked("study", 1.6705, [1.6283, 1.6633, 1.6349])]
+    report = check.summarise(result, trained, {}, profile)
+    pair = next(p for p in report["pairs"] if {p["a"], p["b"]} == {"best", "full training"})
+    assert pair["predicted"] == "tie" and pair["measured"] == "b better" and pair["agree"]
+    assert report["recommendation"] == "full training" and report["verdict"] == "confirmed"
+    # the same pair, full training far further ahead than the interval allows
+    far = [_checked("best", 1.5376, [1.7061, 1.6876, 1.6970]), *trained[1:]]
+    assert check.summarise(result, far, {}, profile)["verdict"] == "contradicted"
+    # growth clearly ahead: inside the interval, but it beats the recommended full training
+    ahead = [_checked("best", 1.5376, [1.4961, 1.4976, 1.4970]), *trained[1:]]
+    report = check.summarise(result, ahead, {}, profile)
+    assert report["verdict"] == "contradicted" and report["beaten_by"] == ["best"]

@@ -58,8 +58,8 @@ class CheckPair:
     predicted_gap: float
     measured_gap: float
     noise: float
-    predicted: Literal["a better", "b better"]
-    measured: Literal["a better", "b better", "tie"]
+    predicted: Literal["a better", "b better", "tie"]  # tie: the search called the pair one, its gap's interval
+    measured: Literal["a better", "b better", "tie"]  # spanning 0 (the pair agrees when the measured gap is inside)
     agree: bool
 
     def says(self, which: str) -> str:
@@ -99,7 +99,8 @@ class Check:
         """The verdict and why, in a sentence."""
         recommended = self.recommended()
         if self.verdict == "confirmed":
-            return (f"confirmed: every measured gap beyond seed noise has the predicted sign, the search's "
+            return (f"confirmed: every measured gap beyond seed noise has the predicted sign (or, where the search "
+                    f"called the pair a tie, lies inside the gap's predicted interval), the search's "
                     f"recommendation ({self.recommendation}) agrees with what was measured, and the recommended "
                     f"schedule ({recommended.role}) measured {recommended.mean:.4f} nats, inside its interval.")
         if self.verdict == "tie":
@@ -108,6 +109,7 @@ class Check:
         wrong = [p for p in self.pairs if not p.agree]
         if wrong:
             because = "; ".join(f"{p.says(p.measured)} beyond seed noise, where {p.says(p.predicted)} was predicted"
+                                + (" and the measured gap lies outside its interval" if p.predicted == "tie" else "")
                                 for p in wrong)
         elif not recommended.lower <= recommended.mean <= recommended.upper:
             because = (f"the recommended schedule ({recommended.role}) measured {recommended.mean:.4f} nats, "
