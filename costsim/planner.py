@@ -23,6 +23,7 @@ from costsim.errors import SpecError
 from costsim.growth import DEPTH_OPERATORS
 from costsim.hardware import GPUSpec
 from costsim.loss import (
+    LossParams,
     LossProfile,
     capacity,
     fit_stack,
@@ -98,6 +99,9 @@ class SearchSpace(BaseModel):
     operators: tuple[str, ...] = DEPTH_OPERATORS
     batch_tokens: tuple[int, ...] = (2**18, 2**19, 2**20, 2**21)
     aspect_ratio: tuple[float, float] = (16.0, 256.0)  # d_model / layers: outside, shapes train badly
+    # every growing stage's d_model / layers too, where a loss profile knows the shapes it
+    # was fitted on (None: only the final shape is bounded, as for a published law)
+    stage_aspect_ratio: tuple[float, float] | None = None
     width_growth: bool = True
     precision: str = "bf16-mixed"
     lr: float | None = Field(None, gt=0, description="peak LR of every schedule (None: the spec's default)")
@@ -108,7 +112,7 @@ class SearchSpace(BaseModel):
 
     def n_heads(self, d_model):
         """Heads of ``head_dim``, or where that makes fewer than ``min_heads`` the fewest
-        heads from ``min_heads`` up that divide the width."""
+        heads from ``min_heads`` to twice it that divide the width (one if none does)."""
         d_model = np.asarray(d_model)
         wanted = d_model // self.head_dim
         narrow = np.arange(self.min_heads, 2 * self.min_heads + 1)[:, None]  # a whole number of heads lies here
@@ -153,6 +157,10 @@ class SearchSpace(BaseModel):
         fitted_lo, fitted_hi = profile.params.aspect_range
         aspect = (max(4.0, fitted_lo), min(512.0, fitted_hi))
         fixed.setdefault("aspect_ratio", aspect if aspect[0] <= aspect[1] else (4.0, 512.0))
+        if (fitted_lo, fitted_hi) != tuple(LossParams.model_fields["aspect_range"].default):
+            # at 4e12 on bytes the search grew d64 from 1 layer (aspect 64, fitted 4-48), and
+            # it trained 0.054 behind the full training it was predicted to tie
+            fixed.setdefault("stage_aspect_ratio", fixed["aspect_ratio"])
         return cls(vocab_size=vocab_size, seq_len=seq_len, d_models=tuple(d_models), min_layers=int(min_layers),
                    max_layers=int(max_layers), batch_tokens=batches, head_dim=head_dim, lr=profile.lr,
                    min_steps=min_steps, **fixed)
@@ -354,15 +362,13 @@ class Planner:
         stages = self.stages_layout(layers=layers, d_model=d_model, n_stages=n_stages, first_fraction=first_fraction,
                                     grow_share=grow_share, freeze_share=freeze_share, operator=operator,
                                     width_stages=width_stages)
-        # every stage a shape the profile has seen, not only the last: at 4e12 on bytes the
-        # search grew d64 from 1 layer (aspect 64, fitted 4-48) and it trained 0.054 behind
-        # the full training it was predicted to tie
-        for stage in stages:
+        for stage in stages if s.stage_aspect_ratio else ():
             aspect = stage.get("d_model", d_model) / stage["layers"]
-            if not lo <= aspect <= hi:
+            if not s.stage_aspect_ratio[0] <= aspect <= s.stage_aspect_ratio[1]:
                 return Candidate(None, {"spec": 1.0}, f"a stage of {stage['layers']} layers at d_model "
                                  f"{stage.get('d_model', d_model)} (d_model/layers = {aspect:.3g}) is outside the "
-                                 f"search space's aspect ratio {lo:g} to {hi:g}")
+                                 f"shapes the loss profile was fitted on, {s.stage_aspect_ratio[0]:g} to "
+                                 f"{s.stage_aspect_ratio[1]:g}")
         n_gpus = self.hardware.n_gpus
         batch = max(n_gpus, batch_tokens // s.seq_len // n_gpus * n_gpus)
         model = {"d_model": d_model, "n_heads": int(s.n_heads(d_model)), "vocab_size": s.vocab_size,
