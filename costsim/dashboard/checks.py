@@ -58,8 +58,10 @@ class CheckPair:
     predicted_gap: float
     measured_gap: float
     noise: float
-    predicted: Literal["a better", "b better", "tie"]  # tie: the search called the pair one, its gap's interval
-    measured: Literal["a better", "b better", "tie"]  # spanning 0 (the pair agrees when the measured gap is inside)
+    # "tie": the search called the pair one (its gap's interval spans 0), and the pair agrees
+    # when the measured gap lies inside that interval
+    predicted: Literal["a better", "b better", "tie"]
+    measured: Literal["a better", "b better", "tie"]
     agree: bool
 
     def says(self, which: str) -> str:
