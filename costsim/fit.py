@@ -514,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                         "the shipped profile is lingering with --lag-tokens 2, whose final gap is less biased: "
                         "docs/loss-model.md)")
     parser.add_argument("--no-shape", action="store_true", help="hold the law's shape term at 0 (capacity in N "
-                        "alone): the shipped profile does, see docs/loss-model.md")
+                        "alone): profiles before the 97-run corpus did; the shipped one fits it (docs/loss-model.md)")
     parser.add_argument("--flat-lags", action="store_true", help="hold the lags' size slope at 0 (one lag "
                         "at every size)")
     parser.add_argument("--linear-startup", action="store_true", help="hold the from-scratch start-up's depth "
