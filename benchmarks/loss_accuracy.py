@@ -40,7 +40,15 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import numpy as np
 
 from costsim.corpus import load_runs
-from costsim.fit import HELD_VALUES, INTERACTION_START, PAIRED_WEIGHT, SeedNoise, holding, seed_noise
+from costsim.fit import (
+    HELD_VALUES,
+    INTERACTION_START,
+    PAIRED_WEIGHT,
+    WIDTH_LAG_SCALE_START,
+    SeedNoise,
+    holding,
+    seed_noise,
+)
 from costsim.heldout import CurveComparison, RunScore, cross_validate, ratio_seed_noise, size_holdout
 from costsim.loss import STRUCTURES, load_loss_profile
 
@@ -166,7 +174,8 @@ UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points 
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
                 "pclock": {"lag_clock": "parameters"}, "satfrozen": {"frozen_form": "saturating"},
-                "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START}}
+                "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START},
+                "widthclock": {"width_lag_scale": WIDTH_LAG_SCALE_START}}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -200,7 +209,8 @@ def variant_sets(variant: str) -> dict:
     continues the start-up from the share in use; /widthinherit: only width growth does
     (depth growth ends it); /carry: every growth continues it from the old model's share;
     /pclock, /satfrozen, /trainedclock: the deficit's and the frozen phase's alternatives;
-    /interaction: the law's capacity-data interaction fitted (``VARIANT_SETS``)."""
+    /interaction: the law's capacity-data interaction fitted; /widthclock: width growth's own deficit
+    time scale fitted (``VARIANT_SETS``)."""
     sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
     held = [value for f in variant.split("/")[1:] if (value := _lag_tokens(f)) is not None]
     return sets | ({"lag_tokens": held[-1]} if held else {})

@@ -75,12 +75,13 @@ PAIRED_WEIGHT = 1.0
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
                "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0,
-               "law_interaction": 1.0}
+               "law_interaction": 1.0, "width_lag_scale": 1.0}
 # Terms a fit leaves at their held value unless it starts away from it (``opt_in_held``):
 # added after profiles and documented fits that never had them, whose commands keep meaning
 # what they meant.
-OPT_IN = ("law_interaction",)
+OPT_IN = ("law_interaction", "width_lag_scale")
 INTERACTION_START = 2.0  # where --fit-interaction starts law_interaction
+WIDTH_LAG_SCALE_START = 2.0  # where --fit-width-lag-scale starts width_lag_scale
 
 
 def opt_in_held(start: LossParams, hold: tuple[str, ...]) -> tuple[str, ...]:
@@ -153,6 +154,8 @@ def coordinates(structure: str) -> tuple[Coordinate, ...]:
         extra.append(Coordinate("lag_size_slope", -1.0, 1.0, prior=0.0, regularised=True))
     if "lag_tokens" in s.fitted:
         extra.append(Coordinate("lag_tokens", math.log(1e-3), math.log(1e3), log=True, regularised=True))
+        extra.append(Coordinate("width_lag_scale", math.log(1e-2), math.log(1e2), log=True, prior=1.0,
+                                regularised=True))
     return COMMON + tuple(extra)
 
 
@@ -483,7 +486,8 @@ CHOICES = {
     "'trained' (the tokens its trainable blocks see: the shipped profile's)",
 }
 DIMENSIONLESS = ("structure", "anneal", "frozen_exponent", "frozen_form", "frozen_clock", "bumps", "transient_steps",
-                 "jumps", "reset_jump", "lags", "lag_tokens", "lag_clock", "lag_size_slope", "lag_reference_params")
+                 "jumps", "reset_jump", "lags", "lag_tokens", "lag_clock", "lag_size_slope", "lag_reference_params",
+                 "width_lag_scale")
 
 
 def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
@@ -531,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
                         "docs/loss-model.md, \"A deficit that fades faster\", compares held values)")
     parser.add_argument("--fit-interaction", action="store_true", help="fit the law's capacity-data interaction "
                         f"(law_interaction, from {INTERACTION_START:g}) instead of adding the two terms (1)")
+    parser.add_argument("--fit-width-lag-scale", action="store_true", help="fit width growth's own deficit time "
+                        f"scale (width_lag_scale, from {WIDTH_LAG_SCALE_START:g}) instead of one time scale for "
+                        "every operator (1)")
     parser.add_argument("--sgd-batches", action="store_true", help="hold the small-batch exponent at 0 (every "
                         "batch under the critical batch spends its tokens alike, as before it was fitted)")
     for choice, help_text in CHOICES.items():  # the LossParams choices a fit starts from (default: the shipped ones)
@@ -572,6 +579,8 @@ def main(argv: list[str] | None = None) -> int:
     start = start.model_copy(update={choice: getattr(args, choice) for choice in CHOICES if getattr(args, choice)})
     if args.fit_interaction and start.law_interaction == HELD_VALUES["law_interaction"]:
         start = start.model_copy(update={"law_interaction": INTERACTION_START})
+    if args.fit_width_lag_scale and start.width_lag_scale == HELD_VALUES["width_lag_scale"]:
+        start = start.model_copy(update={"width_lag_scale": WIDTH_LAG_SCALE_START})
     if args.lag_tokens is not None:
         if not 0 < args.lag_tokens < math.inf:
             raise CostsimError(f"--lag-tokens must be a positive finite number, got {args.lag_tokens}")

@@ -76,7 +76,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from costsim.errors import SpecError
-from costsim.growth import JUMP_OPERATORS, OPERATORS
+from costsim.growth import JUMP_OPERATORS, OPERATORS, WIDTH_OPERATORS
 from costsim.lr import lr_at
 from costsim.shipped import shipped_names, shipped_text
 from costsim.spec import ScheduleSpec
@@ -143,6 +143,10 @@ class LossParams(BaseModel):
     lags: dict[str, float] = Field(default_factory=dict, description="learning deficit after growth per operator, "
                                    "per new share (meaning depends on the structure)")
     lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, in units of lag_clock")
+    width_lag_scale: float = Field(1.0, gt=0, description="width growth's deficit lasts this many times longer "
+                                   "than depth growth's (lag_tokens x this): a widened model's copied neurons "
+                                   "must first grow apart, where added blocks start learning at once (1: one "
+                                   "time scale for every operator)")
     lag_clock: Literal["tokens_seen", "parameters"] = Field(
         "tokens_seen", description="the deficit's unit of time: 'tokens_seen' is the equivalent tokens at growth "
         "D_g (a model grown late takes longer to catch up), 'parameters' the grown model's non-embedding "
@@ -186,6 +190,10 @@ class LossParams(BaseModel):
         if n_params is None or self.lag_size_slope == 0 or operator not in self.lags:
             return lag
         return lag + self.lag_size_slope * math.log(n_params / self.lag_reference_params)
+
+    def lag_scale(self, operator: str) -> float:
+        """The operator's deficit time scale relative to ``lag_tokens``."""
+        return self.width_lag_scale if operator in WIDTH_OPERATORS else 1.0
 
 
 class LossProfile(BaseModel):
@@ -420,7 +428,8 @@ class GrowthStructure(ABC):
         remaining = self.remaining(p, state, end_since)
         lag = np.minimum(p.lag(operator, n_new) * share + remaining * (1 - share), self.max_lag)
         d = equivalent_tokens(p, n_new * in_use, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_time_unit(p, d, n_new), since=0.0)
+        unit = deficit_time_unit(p, d, n_new) * p.lag_scale(operator)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=unit, since=0.0)
 
     def remaining(self, p: LossParams, state: GrowthState, since: float) -> float:
         return state.lag
@@ -508,7 +517,8 @@ class GrowInto(GrowthStructure):
         lag = np.minimum(gap / n_new, 0.999)
         n_eff = n_new * (1 - lag) * in_use
         d = equivalent_tokens(p, n_eff, loss_minus_e)
-        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=deficit_time_unit(p, d, n_new), since=0.0)
+        unit = deficit_time_unit(p, d, n_new) * p.lag_scale(operator)
+        return GrowthState(n_params=n_new, d=d, lag=lag, d_growth=unit, since=0.0)
 
     def continued(self, p, state, loss_minus_e, end_since, in_use=1.0):
         n_eff = self._n_eff(p, state, end_since) * in_use
@@ -566,6 +576,9 @@ class FitStack:
 
     def jump(self, operator: str) -> np.ndarray:
         return self._column([f.jump(operator) for f in self.fits])
+
+    def lag_scale(self, operator: str) -> np.ndarray:
+        return self._column([f.lag_scale(operator) for f in self.fits])
 
     def lag(self, operator: str, n_params=None) -> np.ndarray:
         if n_params is None:

@@ -72,9 +72,38 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert set(held) == {"shape_exponent", "lag_size_slope", "lag_tokens"}
     assert variant_sets("lingering/N/flat/carry/lt3") == {"startup_growth": "carry", "lag_tokens": 3.0}
     assert "lag_tokens" not in variant_holds("fading/N")[1] and "lag_tokens" not in variant_sets("fading/N")
+    assert variant_sets("lingering/widthclock")["width_lag_scale"] > 1  # starts away from 1, so it is fitted
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant_holds(bad)
+
+
+def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
+    """Without the start-up a from-scratch model has no slow start for growth to skip, so
+    at every size of the ladder both study schedules cost at least as much; without the
+    lags they cost less; the no-freeze variant has no frozen phase to price."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from scale_sensitivity import LADDER, SWITCHES, comparison, switched
+
+    from costsim.loss import load_loss_profile
+    from costsim.spec import ModelSpec, TrainingSpec
+
+    profile = load_loss_profile("stdlib-bytes")
+    for d, layers, seq, batch, steps in (LADDER[0], LADDER[-1]):
+        model = ModelSpec(d_model=d, n_heads=max(2, d // 64), vocab_size=256, seq_len=seq)
+        training = TrainingSpec(micro_batch_size=batch, batch_size=batch, precision="fp32",
+                                lr_schedule={"kind": "constant", "lr": 2e-3, "warmup_steps": 0})
+        tokens = steps * batch * seq
+        for freeze in (True, False):
+            ratio = {name: comparison(switched(profile, update), model, training, layers, tokens, freeze)[0].ratio
+                     for name, update in SWITCHES.items()}
+            assert ratio["no start-up"] > ratio["shipped"] > ratio["no lags"]
+            if not freeze:
+                assert ratio["no frozen cost"] == pytest.approx(ratio["shipped"], rel=1e-9)
+    done = subprocess.run([sys.executable, "benchmarks/scale_sensitivity.py"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert sum(line.strip().startswith("d") for line in done.stdout.splitlines()) == len(LADDER)
 
 
 def test_gap_bias_splits_every_schedule_final_gap_error_along_the_run():

@@ -17,6 +17,7 @@ from costsim.growth import OPERATORS
 from costsim.loss import (
     NOISE_EXPONENT_MAX,
     STRUCTURES,
+    FitStack,
     GrowthState,
     LossParams,
     LossProfile,
@@ -936,3 +937,33 @@ def test_the_shipped_published_law_carries_every_growth_choice_of_the_fitted_pro
     assert (moved.params.A, moved.params.B, moved.params.E) == (published.A, published.B, published.E)
     growth_fields = {f for f in LossParams.model_fields if f.startswith(("lag", "frozen", "jump", "bump"))}
     assert growth_fields <= set(DIMENSIONLESS) | {"jumps", "bumps"}
+
+
+@pytest.mark.parametrize("structure", ["fading", "lingering"])
+def test_width_growths_own_deficit_time_scale_stretches_width_growth_alone(structure):
+    """``width_lag_scale`` multiplies the deficit's time scale of width operators: at 1 every
+    operator shares ``lag_tokens``; above 1 a widened model loses more tokens to the same
+    lag (its deficit lasts longer) while depth growth does not change."""
+    p = PARAMS.model_copy(update={"structure": structure, "lag_tokens": 0.5})
+    stretched = p.model_copy(update={"width_lag_scale": 4.0})
+    assert p.lag_scale("widen_preserving") == 1.0 and stretched.lag_scale("widen_random") == 4.0
+    assert stretched.lag_scale("random_top") == stretched.lag_scale("identity") == 1.0
+    depth = [plan(1e6, 1e8), plan(2e6, 3e8, operator="identity")]
+    width = [plan(1e6, 1e8), plan(4e6, 3e8, operator="widen_preserving")]
+    np.testing.assert_allclose(trajectory(stretched, depth)[1], trajectory(p, depth)[1], rtol=1e-12)
+    before, after = trajectory(p, width)[1], trajectory(stretched, width)[1]
+    np.testing.assert_allclose(after[:16], before[:16], rtol=1e-12)  # nothing changes before growth
+    assert np.all(after[17:] > before[17:])
+    # the bootstrap's vectorised path agrees with one fit's
+    stack = FitStack([stretched, p])
+    np.testing.assert_allclose(trajectory(stack, width)[1][0], after, rtol=1e-12)
+    np.testing.assert_allclose(trajectory(stack, width)[1][1], before, rtol=1e-12)
+
+
+def test_width_lag_scale_is_opt_in_and_travels_with_the_growth_parameters():
+    from costsim.fit import DIMENSIONLESS, coordinates, opt_in_held
+
+    assert "width_lag_scale" in opt_in_held(PARAMS, ())
+    assert "width_lag_scale" not in opt_in_held(PARAMS.model_copy(update={"width_lag_scale": 2.0}), ())
+    assert "width_lag_scale" in [c.field for c in coordinates("lingering")]
+    assert "width_lag_scale" in DIMENSIONLESS
