@@ -45,9 +45,11 @@ from studies.growth_corpus import (
     EVALS_PER_RUN,
     HELDOUT_DATASET,
     LONGER_DATASET,
+    WIDE_DATASET,
     heldout,
     heldout_deep,
     heldout_longer,
+    heldout_wide,
 )
 
 PROFILE = "stdlib-bytes"
@@ -55,7 +57,10 @@ PROFILE = "stdlib-bytes"
 SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name("heldout_larger_predicted.json")),
         "deep": (heldout_deep, DEEP_DATASET, "heldout-deep", Path(__file__).with_name("heldout_deep_predicted.json")),
         "longer": (heldout_longer, LONGER_DATASET, "heldout-longer",
-                   Path(__file__).with_name("heldout_longer_predicted.json"))}
+                   Path(__file__).with_name("heldout_longer_predicted.json")),
+        "wide": (heldout_wide, WIDE_DATASET, "heldout-wide", Path(__file__).with_name("heldout_wide_predicted.json"))}
+# where along a run the depth pairs' gaps are read (shares of its evaluations)
+PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 
 
 def profile_digest() -> str:
@@ -106,11 +111,35 @@ def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
               f"({mean.crossover_kind}, end {mean.end_gap:+.3f}); predicted {predicted.ratio:.2f}")
 
 
+def depth_pairs(runs: list, profile) -> list[str]:
+    """For full training of one width and seed at two depths: the deeper model's loss minus
+    the shallower one's, measured and predicted, along the run. A deep model from scratch
+    starts slower (the start-up), so the gap starts above 0 and falls below it once its
+    depth is in use; how soon it falls is what the start-up's length says."""
+    lines = []
+    full = [r for r in runs if r.is_full_training]
+    for deep in full:
+        for shallow in full:
+            if (shallow.spec.model.d_model, shallow.seed) != (deep.spec.model.d_model, deep.seed) \
+                    or shallow.final_shape[1] >= deep.final_shape[1] or len(shallow.tokens) != len(deep.tokens) \
+                    or not np.allclose(shallow.tokens, deep.tokens):
+                continue
+            pred = {r.name: predict(profile, r.plans, at_tokens=r.tokens, after_boundary=True).loss
+                    for r in (deep, shallow)}
+            parts = []
+            for share in PAIR_SHARES:
+                i = max(0, round(share * len(deep.tokens)) - 1)
+                parts.append(f"{deep.tokens[i] / 1e6:.2f}M {deep.loss[i] - shallow.loss[i]:+.3f}/"
+                             f"{pred[deep.name][i] - pred[shallow.name][i]:+.3f}")
+            lines.append(f"{deep.name} minus {shallow.name} (measured/predicted): " + "  ".join(parts))
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
-                        "growth trained as long as d96")
+                        "growth trained as long as d96; wide: full training of d192 at 6 and 3 layers")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")
@@ -167,6 +196,8 @@ def main() -> None:
         print()
         print(summary_line(profile.name, summary(schedules, ratio_noise, noise)) + "  (per schedule)")
     repeated_baselines(runs, scores)
+    for line in depth_pairs(runs, profile):
+        print(line)
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:
         for name, pre in registered["runs"].items():

@@ -510,7 +510,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m costsim.fit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="runs: a DuckDB store (*.duckdb), a corpus file or a shipped "
-                        "dataset's name (growth_corpus, heldout_larger, heldout_deep, heldout_longer, "
+                        "dataset's name (growth_corpus, heldout_larger, heldout_deep, heldout_longer, heldout_wide, "
                         "heldout_check), several comma-separated (default: the shipped growth corpus)")
     parser.add_argument("--name", default="fitted", help="profile name")
     parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),

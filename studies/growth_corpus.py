@@ -28,7 +28,9 @@ about two hours:
   variant at d96 on two.
 
 ``--set heldout`` trains runs larger than the corpus's largest (``heldout()``: d128 L6),
-and ``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), which no fit sees:
+``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), ``--set heldout-longer``
+longer ones (d64 L4 for 3,200 steps) and ``--set heldout-wide`` wider ones (d192 with 6 and
+3 layers, full training: the start-up at a width no fit has seen), which no fit sees:
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
@@ -292,8 +294,24 @@ def heldout_longer() -> list[Run]:
         deepen(*longer, "identity", 0.25, tag=" long", seed=seed))]
 
 
+WIDE_DATASET = "heldout_wide"
+
+
+def heldout_wide() -> list[Run]:
+    """The start-up at a width no fit has seen: full training of d192 with 6 layers and with
+    3 (2.65M and 1.33M non-embedding parameters, 4x and 2x the corpus's largest), at the
+    corpus's batch and LR for 1,600 steps (3.3M tokens). Beyond the corpus the start-up
+    carries the growth answer (``benchmarks/scale_sensitivity.py``), and the shipped profile
+    counts it in tokens, proportional to depth and the same at every width: it predicts the
+    6-layer model no better than the 3-layer one for most of this run, as d96 L6 tracked
+    d96 L3 for its first 3M tokens. Predictions registered before training
+    (``benchmarks/heldout_larger.py --set wide --predict``)."""
+    return [full(192, 6, MIDDLE_STEPS), full(192, 3, MIDDLE_STEPS)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
-        "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET)}
+        "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
+        "heldout-wide": (heldout_wide, WIDE_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -322,9 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
-                        help="corpus: the runs the loss model is fitted on; heldout, heldout-deep, heldout-longer: "
-                        f"runs it is only checked on (exported to costsim/data/corpus/{HELDOUT_DATASET}.json, "
-                        f"{DEEP_DATASET}.json and {LONGER_DATASET}.json)")
+                        help="corpus: the runs the loss model is fitted on; heldout, heldout-deep, heldout-longer, "
+                        "heldout-wide: runs it is only checked on (exported to costsim/data/corpus/"
+                        f"{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json and {WIDE_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
