@@ -144,9 +144,9 @@ class LossParams(BaseModel):
                                    "per new share (meaning depends on the structure)")
     lag_tokens: float = Field(1.0, gt=0, description="how long the deficit lasts, in units of lag_clock")
     width_lag_scale: float = Field(1.0, gt=0, description="width growth's deficit lasts this many times longer "
-                                   "than depth growth's (lag_tokens x this): a widened model's copied neurons "
-                                   "must first grow apart, where added blocks start learning at once (1: one "
-                                   "time scale for every operator)")
+                                   "than depth growth's (lag_tokens x this): a widened model's new neurons "
+                                   "(copies, or fresh slices) must first grow apart from the old ones, where "
+                                   "added blocks start learning at once (1: one time scale for every operator)")
     lag_clock: Literal["tokens_seen", "parameters"] = Field(
         "tokens_seen", description="the deficit's unit of time: 'tokens_seen' is the equivalent tokens at growth "
         "D_g (a model grown late takes longer to catch up), 'parameters' the grown model's non-embedding "
