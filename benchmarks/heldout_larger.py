@@ -176,15 +176,20 @@ def main() -> None:
     runs = load_dataset(dataset_path(dataset))
     scores: list[RunScore] = []
     for run in runs:
-        scores.append(score_run(run, baseline_for(run, runs), profile.params, profile))
+        scores.append(score := score_run(run, baseline_for(run, runs), profile.params, profile))
         pre = registered["runs"].get(run.name, {})
         curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)  # the final's interval
         inside = curve.lower[-1] <= run.loss[-1] <= curve.upper[-1]
         line = (f"{run.name:42s} final measured {run.loss[-1]:.4f}  predicted {curve.loss[-1]:.4f} "
-                f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}] {'inside' if inside else 'OUTSIDE'}")
+                f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}] {'inside' if inside else 'OUTSIDE'}  "
+                f"rms {score.rms:.3f}  coverage {score.coverage:.0%}")
         if pre and not same:
             line += f"  (pre-registered {pre['final']:.4f})"
         print(line)
+    if all(run.is_full_training for run in runs):  # no growth to score: the depth pairs say the rest
+        for line in depth_pairs(runs, profile):
+            print(line)
+        return
     print()
     print(table(scores, ratio_noise))
     print()

@@ -421,6 +421,64 @@ def test_longer_held_out_study_schedule_over_three_seeds_is_within_the_ratio_tar
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
 
 
+# --- d192, wider than any fitted run: the start-up at a width no fit has seen -----------------
+
+def test_the_wide_held_out_set_is_registered_before_training_and_apart_from_the_corpus():
+    from pathlib import Path
+
+    from studies.growth_corpus import corpus, heldout_wide
+
+    wide = heldout_wide()
+    assert not {r.name for r in corpus()} & {r.name for r in wide}
+    registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_wide_predicted.json"
+    assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in wide}
+
+
+def _wide():
+    from studies.growth_corpus import WIDE_DATASET
+
+    runs = {r.name: r for r in load_dataset(dataset_path(WIDE_DATASET))}
+    profile = load_loss_profile("stdlib-bytes")
+    curves = {name: predict(profile, r.plans, at_tokens=r.tokens, after_boundary=True) for name, r in runs.items()}
+    return runs, curves
+
+
+def test_a_shallow_d192_model_at_the_corpus_lr_is_predicted_within_its_interval():
+    """The law transfers to 4x the corpus's largest width for a 3-layer model: final 1.4113
+    measured against 1.3983 predicted, every point inside its interval."""
+    runs, curves = _wide()
+    run, curve = runs["full d192 L3 seed1"], curves["full d192 L3 seed1"]
+    assert abs(curve.loss[-1] - run.loss[-1]) < 0.03
+    assert np.mean((run.loss >= curve.lower) & (run.loss <= curve.upper)) >= 0.9
+
+
+def _depth_gap(runs, curves, deep, shallow, share=0.5):
+    i = round(share * len(runs[deep].tokens)) - 1
+    assert runs[deep].tokens[i] == runs[shallow].tokens[i]
+    return runs[deep].loss[i] - runs[shallow].loss[i], curves[deep].loss[i] - curves[shallow].loss[i]
+
+
+def test_at_a_quarter_of_the_lr_the_d192_depth_handicap_mostly_goes():
+    """Measured, on two seeds: at the corpus's LR d192 with 6 layers trails d192 with 3 by
+    0.23 nats half-way (the profile says 0.02); at a quarter of the LR by 0.03. The slow
+    start of this deep model from scratch is mostly a learning rate too high for its width and
+    depth, which the loss model cannot see (it reads the LR relative to its peak)."""
+    runs, curves = _wide()
+    for seed in (1, 2):
+        assert _depth_gap(runs, curves, f"full d192 L6 seed{seed}", "full d192 L3 seed1")[0] > 0.2
+    low, _ = _depth_gap(runs, curves, "full d192 L6 lr0.0005 seed1", "full d192 L3 lr0.0005 seed1")
+    assert 0 < low < 0.06
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out wider'): at the corpus's LR "
+                   "d192 L6 trails L3 by 0.23 half-way, predicted 0.02; the start-up is proportional to depth "
+                   "alone and the model has no peak-LR term")
+def test_the_d192_depth_handicap_at_the_corpus_lr_is_predicted():
+    runs, curves = _wide()
+    measured, predicted = _depth_gap(runs, curves, "full d192 L6 seed1", "full d192 L3 seed1")
+    assert abs(measured - predicted) < 0.1
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():
