@@ -125,11 +125,13 @@ def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool,
                 "training": _training(steps, seed=seed), "stages": stages}, f"study-{kind}")
 
 
-def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1, tag: str = "") -> Run:
+def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1, tag: str = "",
+           lr: float = LR) -> Run:
     """Half the blocks for the first ``at`` of the steps, then all of them (``operator``)."""
     first = round(steps * at)
+    tag += "" if lr == LR else f" lr{lr:g}"
     return Run({"name": f"deepen d{d_model} L{layers // 2}->{layers} {operator} at{at:g}{tag} seed{seed}",
-                "model": _model(d_model), "training": _training(steps, seed=seed),
+                "model": _model(d_model), "training": _training(steps, seed=seed, peak=lr),
                 "stages": [{"layers": layers // 2, "tokens": _tokens(first), "name": "half depth"},
                            {"layers": layers, "tokens": _tokens(steps - first), "growth": operator,
                             "name": "full depth"}]},
@@ -310,9 +312,14 @@ def heldout_wide() -> list[Run]:
     nats behind L3 for its first 1.8M tokens, far beyond either prediction; then a second
     seed of L6 (a slow seed, or the depth?) and both depths at a quarter of the LR for half
     the steps (a start-up set by depth, or by a learning rate too high for a wide, deep
-    model? The loss model sees the LR only relative to its peak)."""
+    model? The loss model sees the LR only relative to its peak). At a quarter of the LR the
+    handicap mostly went, so last the main question at both LRs: growth from 3 to 6 layers
+    (``random_top`` at 25%, 800 steps) against full training at the same LR (the 1,600-step
+    run's first half is that baseline at the corpus's constant LR)."""
     return [full(192, 6, MIDDLE_STEPS), full(192, 3, MIDDLE_STEPS), full(192, 6, MIDDLE_STEPS, seed=2),
-            full(192, 6, MIDDLE_STEPS // 2, lr=LR / 4), full(192, 3, MIDDLE_STEPS // 2, lr=LR / 4)]
+            full(192, 6, MIDDLE_STEPS // 2, lr=LR / 4), full(192, 3, MIDDLE_STEPS // 2, lr=LR / 4),
+            deepen(192, 6, MIDDLE_STEPS // 2, "random_top", 0.25), deepen(192, 6, MIDDLE_STEPS // 2, "random_top",
+                                                                           0.25, lr=LR / 4)]
 
 
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
