@@ -25,11 +25,12 @@ from pathlib import Path
 import numpy as np
 from loss_accuracy import summary, summary_line, table
 
-from costsim.corpus import dataset_path, load_dataset, load_runs
+from costsim.corpus import baselines_for, dataset_path, load_dataset, load_runs
 from costsim.fit import cumulative_flops, seed_noise
 from costsim.heldout import (
     RunScore,
     baseline_for,
+    baseline_prefix,
     compare_curves,
     measured_comparison,
     ratio_seed_noise,
@@ -100,12 +101,12 @@ def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
     when it leaves its first plateau varies with the seed, and the measured ratio with it."""
     predicted_by_run = {s.run: s.predicted for s in scores}
     for run in (r for r in runs if not r.is_full_training):
-        bases = [r for r in runs if r.is_full_training and r.final_shape == run.final_shape]
+        bases = baselines_for(run, runs)
         if len(bases) < 2 or predicted_by_run.get(run.name) is None:
             continue
         predicted = predicted_by_run[run.name]
         parts = [f"seed {b.seed} {measured_comparison(run, b).ratio:.2f}" for b in bases]
-        flops, loss = seed_mean_curve(bases)
+        flops, loss = seed_mean_curve(bases, keep=baseline_prefix(run, bases[0]))  # a longer baseline's prefix
         mean = compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss, flops, loss)
         print(f"{run.name:42s} ratio against full training {', '.join(parts)}, their mean {mean.ratio:.2f} "
               f"({mean.crossover_kind}, end {mean.end_gap:+.3f}); predicted {predicted.ratio:.2f}")

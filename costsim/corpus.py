@@ -62,13 +62,17 @@ class RunData:
         return self.spec.training.seed
 
 
+def baselines_for(run: RunData, runs: list[RunData]) -> list[RunData]:
+    """Every full training of the run's final size at its batch and LR schedule (kind and peak)."""
+    return [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
+            and r.spec.training.batch_size == run.spec.training.batch_size
+            and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind
+            and r.spec.training.lr_schedule.lr == run.spec.training.lr_schedule.lr]
+
+
 def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:
-    """Full training of the run's final size at its batch and LR schedule (kind and peak), same
-    seed if there is one."""
-    candidates = [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
-                  and r.spec.training.batch_size == run.spec.training.batch_size
-                  and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind
-                  and r.spec.training.lr_schedule.lr == run.spec.training.lr_schedule.lr]
+    """The run's baseline (``baselines_for``), of the same seed if there is one."""
+    candidates = baselines_for(run, runs)
     same_seed = [r for r in candidates if r.seed == run.seed]
     return (same_seed or candidates or [None])[0]
 

@@ -95,7 +95,7 @@ def _band(x: np.ndarray, diff: np.ndarray, last_ahead: int, cross: float, noise:
             float(max(x[hi], cross)) if hi > last_ahead else cross)
 
 
-def _same_tokens(run: RunData, base: RunData) -> np.ndarray:
+def baseline_prefix(run: RunData, base: RunData) -> np.ndarray:
     """The baseline's points up to the run's token count, when that is the same run cut
     short: under a constant learning rate a longer baseline's prefix is full training
     for the run's tokens (a decaying schedule would have annealed sooner, so it is kept whole)."""
@@ -147,7 +147,7 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
         flops = cumulative_flops(run.spec, run.steps, run.tokens)
         base_flops = cumulative_flops(base.spec, base.steps, base.tokens)
         base_predicted = trajectory(params, base.plans, at_tokens=base.tokens)[1]
-        kept = _same_tokens(run, base)
+        kept = baseline_prefix(run, base)
         gap_noise = np.sqrt(2) * profile.seed_std if profile is not None else 0.0  # two runs' noise
         score.measured = measured_comparison(run, base, gap_noise)
         score.predicted = compare_curves(flops, predicted, base_flops[kept], base_predicted[kept])
@@ -156,7 +156,7 @@ def score_run(run: RunData, base: RunData | None, params: LossParams, profile: L
 
 def measured_comparison(run: RunData, base: RunData, noise: float = 0.0) -> CurveComparison:
     """The run's measured curve against its baseline's (``compare_curves``)."""
-    kept = _same_tokens(run, base)
+    kept = baseline_prefix(run, base)
     return compare_curves(cumulative_flops(run.spec, run.steps, run.tokens), run.loss,
                           cumulative_flops(base.spec, base.steps, base.tokens)[kept], base.loss[kept], noise=noise)
 
@@ -193,7 +193,7 @@ def schedule_curves(held: list[RunData], runs: list[RunData], params: LossParams
     if not pairs:
         return None
     run, base = pairs[0]
-    kept = _same_tokens(run, base)
+    kept = baseline_prefix(run, base)
     flops, loss = seed_mean_curve([r for r, _ in pairs])
     base_flops, base_loss = seed_mean_curve([b for _, b in pairs], kept)
     predicted = trajectory(params, run.plans, at_tokens=run.tokens[:len(flops)], after_boundary=True)[1]
