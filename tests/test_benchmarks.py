@@ -80,7 +80,7 @@ def test_loss_accuracy_variants_hold_what_they_name():
 
 def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
     """Without the start-up a from-scratch model has no slow start for growth to skip, so
-    at every size of the ladder both study schedules cost at least as much; without the
+    at every size of the ladder both study schedules cost more than with it; without the
     lags they cost less; the no-freeze variant has no frozen phase to price."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from scale_sensitivity import LADDER, SWITCHES, comparison, switched
