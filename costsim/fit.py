@@ -347,7 +347,7 @@ def flops_to_reach(target: float, flops: np.ndarray, loss: np.ndarray) -> float 
 
 
 def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
-    """The range of sizes, tokens and FLOPs the runs cover."""
+    """The range of sizes, tokens, FLOPs, depths and peak LRs the runs cover."""
     from costsim.engine import stage_shape
     from costsim.flops import parameter_counts
 
@@ -355,8 +355,10 @@ def domain_of(runs: list[RunData]) -> dict[str, list[float]]:
     tokens = [float(t) for r in runs for t in (r.tokens[0], r.tokens[-1])]
     flops = [float(f) for r in runs for f in cumulative_flops(r.spec, r.steps, r.tokens[[0, -1]])]
     depths = [float(stage.layers) for r in runs for stage in r.spec.stages]
+    peaks = [float(r.spec.training.lr_schedule.lr) for r in runs]
     return {"non_embedding_params": [min(sizes), max(sizes)], "tokens": [min(tokens), max(tokens)],
-            "flops_counted": [min(flops), max(flops)], "layers": [min(depths), max(depths)]}
+            "flops_counted": [min(flops), max(flops)], "layers": [min(depths), max(depths)],
+            "peak_lr": [min(peaks), max(peaks)]}
 
 
 def seed_noise(runs: list[RunData], at: float = 1.0) -> tuple[float, int]:

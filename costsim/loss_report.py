@@ -10,6 +10,10 @@ from costsim.loss import LossProfile, predict_curve, profile_for_spec
 from costsim.spec import ScheduleSpec
 
 DOMAIN_FACTOR = 10.0
+# The model reads the LR relative to its peak, so a run at another peak LR than the fit's is
+# outside it however near its size: at d192 a quarter of the corpus's LR changed what growth
+# saves from 0.74 to 0.30 of full training's compute (docs/loss-model.md, "Held out wider")
+PEAK_LR_FACTOR = 2.0
 
 
 class LossPoint(BaseModel):
@@ -30,21 +34,27 @@ class LossReport(BaseModel):
 
 
 def domain_warning(profile: LossProfile, *, non_embedding_params: float, tokens: float,
-                   flops_counted: float | None = None) -> str | None:
-    """One line when a prediction lies more than DOMAIN_FACTOR beyond the fitted range."""
-    values = {"non_embedding_params": non_embedding_params, "tokens": tokens, "flops_counted": flops_counted}
+                   flops_counted: float | None = None, peak_lr: float | None = None) -> str | None:
+    """One line when a prediction lies more than DOMAIN_FACTOR beyond the fitted range of
+    sizes, tokens or FLOPs, or its peak LR more than PEAK_LR_FACTOR from the fitted ones."""
+    values = {"non_embedding_params": non_embedding_params, "tokens": tokens, "flops_counted": flops_counted,
+              "peak_lr": peak_lr}
     outside = []
     for key, value in values.items():
-        if value is None or key not in profile.domain:
+        if value is None or value <= 0 or key not in profile.domain:
             continue
         lo, hi = profile.domain[key]
-        if value > hi * DOMAIN_FACTOR or value < lo / DOMAIN_FACTOR:
-            factor = value / hi if value > hi else lo / value
-            outside.append(f"{key.replace('_', ' ')} {value:.3g} is {factor:.0f}x "
+        factor = PEAK_LR_FACTOR if key == "peak_lr" else DOMAIN_FACTOR
+        if value > hi * factor or value < lo / factor:
+            times = value / hi if value > hi else lo / value
+            outside.append(f"{key.replace('_', ' ')} {value:.3g} is {times:.{1 if key == 'peak_lr' else 0}f}x "
                            f"{'above' if value > hi else 'below'} its fitted range {lo:.3g}-{hi:.3g}")
     if not outside:
         return None
-    return f"note: loss profile {profile.name!r} extrapolates here: " + "; ".join(outside)
+    note = f"note: loss profile {profile.name!r} extrapolates here: " + "; ".join(outside)
+    if any(part.startswith("peak lr") for part in outside):
+        note += " (it reads the LR relative to its peak; how much growth saves depends on the peak: docs/loss-model.md)"
+    return note
 
 
 def spec_domain_warning(spec: ScheduleSpec, profile: LossProfile, steps: list[int] | None = None) -> str | None:
@@ -54,7 +64,8 @@ def spec_domain_warning(spec: ScheduleSpec, profile: LossProfile, steps: list[in
     tokens = result.total.tokens if steps is None else sum(
         n * spec.training.batch_size * spec.model.seq_len for n in steps)
     return domain_warning(profile, non_embedding_params=max(s.params_non_embedding for s in result.stages),
-                          tokens=tokens, flops_counted=result.total.flops_counted if steps is None else None)
+                          tokens=tokens, flops_counted=result.total.flops_counted if steps is None else None,
+                          peak_lr=spec.training.lr_schedule.lr)
 
 
 def loss_report(spec: ScheduleSpec, profile: LossProfile | None = None, points_per_stage: int = 64) -> LossReport:
