@@ -3,15 +3,20 @@
 ``studies.growth_corpus --set heldout`` trains d128 with 6 layers (1.18M non-embedding
 parameters, 1.8x the corpus's largest): full training and three growth schedules;
 ``--set heldout-deep`` trains d128 with 8 layers (1.57M, deeper than any fitted run): full
-training, the study's schedule and its no-freeze variant. No fit sees them, and the
+training, the study's schedule and its no-freeze variant; ``--set heldout-longer`` d64 L4
+growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (4x the corpus's
+largest width) at the corpus's LR and a quarter of it, and growth between them at both.
+No fit sees them, and the
 shipped profile's predictions for them were written down before they were trained:
 
-    python benchmarks/heldout_larger.py [--set deep] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep]            # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|longer|wide] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|longer|wide]            # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
-coverage) and each run's final loss against its interval, and checks that the pre-registered predictions are the ones
+coverage), each run's final loss against its interval and rms along it, for full training of
+one width at two depths the deeper one's gap to the shallower along the run (the start-up),
+and checks that the pre-registered predictions are the ones
 the shipped profile still makes (a refit since then is named, not hidden).
 """
 
@@ -140,7 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
-                        "growth trained as long as d96; wide: full training of d192 at 6 and 3 layers")
+                        "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
+                        "between them")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")
