@@ -784,9 +784,11 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     fixed = {"structure", "batch_reference_tokens", "aspect_range", "lag_reference_params", "startup_form",
              "startup_growth", "lag_clock", "frozen_form",
              "frozen_clock"}
-    growth_only = {"lags", "lag_tokens", "lag_size_slope"} - set(STRUCTURES[structure].fitted)
+    growth_only = {"lags", "lag_tokens", "lag_size_slope", "width_lag_scale"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
+    if "lag_tokens" in STRUCTURES[structure].fitted:  # width growth's own time scale is a multiple of it
+        growth_only.discard("width_lag_scale")
     assert fields == set(LossParams.model_fields) - fixed - growth_only
     lags = [c.field for c in coordinates(structure) if c.field.startswith("lags.")]
     assert lags == ([f"lags.{op}" for op in OPERATORS] if "lags" in STRUCTURES[structure].fitted else [])
