@@ -4,7 +4,7 @@
 parameters, 1.8x the corpus's largest): full training and three growth schedules;
 ``--set heldout-deep`` trains d128 with 8 layers (1.57M, deeper than any fitted run): full
 training, the study's schedule and its no-freeze variant; ``--set heldout-longer`` d64 L4
-growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (4x the corpus's
+growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (twice the corpus's
 largest width) at the corpus's LR and a quarter of it, and growth between them at both.
 No fit sees them, and the
 shipped profile's predictions for them were written down before they were trained:

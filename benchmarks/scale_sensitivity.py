@@ -29,7 +29,8 @@ from costsim.paper import full_training, paper_incremental
 from costsim.spec import ModelSpec, TrainingSpec
 
 # (d_model, layers, seq_len, batch, steps of the growing part): the first is the study's CPU
-# preset (studies.incremental_training), the rest byte-level GPTs at growing scale
+# preset's shape, batch and steps (studies.incremental_training; without its 20 warmup
+# steps), the rest byte-level GPTs at growing scale
 LADDER = ((96, 8, 64, 16, 480), (128, 8, 64, 32, 800), (256, 8, 256, 32, 1200), (384, 12, 256, 64, 2000),
           (512, 12, 512, 64, 3000))
 STAGES = 4
@@ -40,6 +41,14 @@ SWITCHES = {"shipped": {}, "no start-up": {"startup_tokens": 0.0}, "no lags": {"
 def switched(profile: LossProfile, update: dict) -> LossProfile:
     """The profile's point fit with ``update`` (no bootstrap: only the point prediction is read)."""
     return profile.model_copy(update={"params": profile.params.model_copy(update=update), "samples": []})
+
+
+def rung(d_model: int, layers: int, seq_len: int, batch: int, steps: int) -> tuple[ModelSpec, TrainingSpec, float]:
+    """A ladder row's model, training (constant LR at the corpus's peak) and growing part's tokens."""
+    model = ModelSpec(d_model=d_model, n_heads=max(2, d_model // 64), vocab_size=256, seq_len=seq_len)
+    training = TrainingSpec(micro_batch_size=batch, batch_size=batch, precision="fp32",
+                            lr_schedule={"kind": "constant", "lr": 2e-3, "warmup_steps": 0})
+    return model, training, float(steps * batch * seq_len)
 
 
 def comparison(profile: LossProfile, model: ModelSpec, training: TrainingSpec, layers: int, tokens: float,
@@ -61,15 +70,13 @@ def main() -> None:
     print(f"{'model':>10} {'FLOPs':>8} {'outside':>8}  " + "  ".join(f"{name:>24}" for name in SWITCHES))
     print(f"{'':>10} {'':>8} {'e-folds':>8}  " + "  ".join(f"{'freeze / no-freeze':>24}" for _ in SWITCHES))
     for d, layers, seq, batch, steps in LADDER:
-        model = ModelSpec(d_model=d, n_heads=max(2, d // 64), vocab_size=256, seq_len=seq)
-        training = TrainingSpec(micro_batch_size=batch, batch_size=batch, precision="fp32",
-                                lr_schedule={"kind": "constant", "lr": 2e-3, "warmup_steps": 0})
+        model, training, tokens = rung(d, layers, seq, batch, steps)
         cells, flops = [], 0.0
         for update in SWITCHES.values():
             p = switched(profile, update)
             pair = []
             for freeze in (True, False):
-                c, flops = comparison(p, model, training, layers, steps * batch * seq, freeze)
+                c, flops = comparison(p, model, training, layers, tokens, freeze)
                 ratio = f"{c.ratio:.2f}" if c.ratio is not None else f">{c.ratio_floor:.2f}"
                 pair.append(f"{ratio} ({c.end_gap:+.3f})")
             cells.append(" / ".join(pair))

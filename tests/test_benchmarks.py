@@ -83,17 +83,14 @@ def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
     at every size of the ladder both study schedules cost more than with it; without the
     lags they cost less; the no-freeze variant has no frozen phase to price."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from scale_sensitivity import LADDER, SWITCHES, comparison, switched
+    from scale_sensitivity import LADDER, SWITCHES, comparison, rung, switched
 
     from costsim.loss import load_loss_profile
-    from costsim.spec import ModelSpec, TrainingSpec
 
     profile = load_loss_profile("stdlib-bytes")
-    for d, layers, seq, batch, steps in (LADDER[0], LADDER[-1]):
-        model = ModelSpec(d_model=d, n_heads=max(2, d // 64), vocab_size=256, seq_len=seq)
-        training = TrainingSpec(micro_batch_size=batch, batch_size=batch, precision="fp32",
-                                lr_schedule={"kind": "constant", "lr": 2e-3, "warmup_steps": 0})
-        tokens = steps * batch * seq
+    for row in (LADDER[0], LADDER[-1]):
+        model, training, tokens = rung(*row)
+        layers = row[1]
         for freeze in (True, False):
             ratio = {name: comparison(switched(profile, update), model, training, layers, tokens, freeze)[0].ratio
                      for name, update in SWITCHES.items()}
