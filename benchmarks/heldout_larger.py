@@ -51,10 +51,12 @@ from studies.growth_corpus import (
     EVALS_PER_RUN,
     HELDOUT_DATASET,
     LONGER_DATASET,
+    LR_DATASET,
     WIDE_DATASET,
     heldout,
     heldout_deep,
     heldout_longer,
+    heldout_lr,
     heldout_wide,
 )
 
@@ -64,7 +66,8 @@ SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name
         "deep": (heldout_deep, DEEP_DATASET, "heldout-deep", Path(__file__).with_name("heldout_deep_predicted.json")),
         "longer": (heldout_longer, LONGER_DATASET, "heldout-longer",
                    Path(__file__).with_name("heldout_longer_predicted.json")),
-        "wide": (heldout_wide, WIDE_DATASET, "heldout-wide", Path(__file__).with_name("heldout_wide_predicted.json"))}
+        "wide": (heldout_wide, WIDE_DATASET, "heldout-wide", Path(__file__).with_name("heldout_wide_predicted.json")),
+        "lr": (heldout_lr, LR_DATASET, "heldout-lr", Path(__file__).with_name("heldout_lr_predicted.json"))}
 # where along a run the depth pairs' gaps are read (shares of its evaluations)
 PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 

@@ -100,7 +100,8 @@ def full(d_model: int, layers: int, steps: int, *, seed: int = 1, batch: int = B
                "full" if batch == BATCH and schedule == "constant" and lr == LR else f"full{tag}")
 
 
-def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool, seed: int = 1, tag: str = "") -> Run:
+def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool, seed: int = 1, tag: str = "",
+          lr: float = LR) -> Run:
     """The study's shape: the first half of the steps grows (stage 1, then each later
     stage a freeze phase that trains only the new blocks and an all-blocks phase, or one
     all-blocks phase without freezing); the second half is continual training of the
@@ -121,8 +122,9 @@ def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool,
     stages.append({"layers": layers, "tokens": _tokens(steps - per_stage * n_stages), "reset_optimizer": True,
                    "name": "continual"})
     kind = "freeze" if freeze else "nofreeze"
+    tag += "" if lr == LR else f" lr{lr:g}"
     return Run({"name": f"study d{d_model} L{layers} S{n_stages} {kind}{tag} seed{seed}", "model": _model(d_model),
-                "training": _training(steps, seed=seed), "stages": stages}, f"study-{kind}")
+                "training": _training(steps, seed=seed, peak=lr), "stages": stages}, f"study-{kind}")
 
 
 def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, seed: int = 1, tag: str = "",
@@ -322,9 +324,27 @@ def heldout_wide() -> list[Run]:
                                                                            0.25, lr=LR / 4)]
 
 
+LR_DATASET = "heldout_lr"
+
+
+def heldout_lr() -> list[Run]:
+    """The main question at a learning rate that suits full training. Every fitted run has one
+    peak LR (2e-3), and at d192 it was too high for 6 layers: full training started far slower
+    than 3 layers, and most of that slow start, which growth skips, went at a quarter of the LR
+    (``heldout_wide``). The loss model reads the LR only relative to its peak, so it predicts
+    one curve at every peak. Here d128 with 8 layers (``heldout_deep``'s shape and length, three
+    seeds of each schedule at 2e-3) trains from scratch at half and a quarter of the corpus's
+    LR; then the study's schedule and its no-freeze variant at the LR where full training ended
+    lowest, each against full training at that LR: does growth still save compute when full
+    training's LR suits it? Predictions registered before training (``benchmarks/heldout_larger.py
+    --set lr --predict``)."""
+    deep = (128, 8, LARGE_STEPS)
+    return [full(*deep, lr=LR / 2), full(*deep, lr=LR / 4)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
-        "heldout-wide": (heldout_wide, WIDE_DATASET)}
+        "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
