@@ -38,11 +38,6 @@ SWITCHES = {"shipped": {}, "no start-up": {"startup_tokens": 0.0}, "no lags": {"
             "no frozen cost": {"frozen_exponent": 0.0}}
 
 
-def switched(profile: LossProfile, update: dict) -> LossProfile:
-    """The profile's point fit with ``update`` (no bootstrap: only the point prediction is read)."""
-    return profile.model_copy(update={"params": profile.params.model_copy(update=update), "samples": []})
-
-
 def rung(d_model: int, layers: int, seq_len: int, batch: int, steps: int) -> tuple[ModelSpec, TrainingSpec, float]:
     """A ladder row's model, training (constant LR at the corpus's peak) and growing part's tokens."""
     model = ModelSpec(d_model=d_model, n_heads=max(2, d_model // 64), vocab_size=256, seq_len=seq_len)
@@ -73,7 +68,7 @@ def main() -> None:
         model, training, tokens = rung(d, layers, seq, batch, steps)
         cells, flops = [], 0.0
         for update in SWITCHES.values():
-            p = switched(profile, update)
+            p = profile.switched(**update)
             pair = []
             for freeze in (True, False):
                 c, flops = comparison(p, model, training, layers, tokens, freeze)

@@ -231,6 +231,12 @@ class LossProfile(BaseModel):
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
                                            "for non_embedding_params, tokens, flops_counted, layers")
 
+    def switched(self, **update) -> LossProfile:
+        """The point fit with some parameters replaced and no bootstrap samples: what one
+        term contributes to a point prediction, by predicting without it (``startup_tokens=0``:
+        a model from scratch that uses all its depth at once)."""
+        return self.model_copy(update={"params": self.params.model_copy(update=update), "samples": []})
+
     @field_validator("seed_std_along", "seed_std_along_scratch")
     @classmethod
     def _shares_increase(cls, table: list[tuple[float, float]], info: ValidationInfo) -> list[tuple[float, float]]:

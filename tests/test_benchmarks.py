@@ -83,7 +83,7 @@ def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
     at every size of the ladder both study schedules cost more than with it; without the
     lags they cost less; the no-freeze variant has no frozen phase to price."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from scale_sensitivity import LADDER, SWITCHES, comparison, rung, switched
+    from scale_sensitivity import LADDER, SWITCHES, comparison, rung
 
     from costsim.loss import load_loss_profile
 
@@ -92,7 +92,7 @@ def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
         model, training, tokens = rung(*row)
         layers = row[1]
         for freeze in (True, False):
-            ratio = {name: comparison(switched(profile, update), model, training, layers, tokens, freeze)[0].ratio
+            ratio = {name: comparison(profile.switched(**update), model, training, layers, tokens, freeze)[0].ratio
                      for name, update in SWITCHES.items()}
             assert ratio["no start-up"] > ratio["shipped"] > ratio["no lags"]
             if not freeze:

@@ -500,6 +500,20 @@ def test_the_d192_depth_handicap_at_the_corpus_lr_is_predicted():
     assert abs(measured - predicted) < 0.1
 
 
+# --- d128 L8 at the LR that suits full training ---------------------------------------------
+
+def test_the_lr_held_out_set_is_registered_before_training_and_apart_from_the_other_sets():
+    from pathlib import Path
+
+    from studies.growth_corpus import corpus, heldout_deep, heldout_lr
+
+    at_lr = heldout_lr()
+    assert not {r.name for r in corpus() + heldout_deep()} & {r.name for r in at_lr}
+    assert all(r.spec["training"]["lr_schedule"]["lr"] < 2e-3 for r in at_lr)
+    registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_lr_predicted.json"
+    assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in at_lr}
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():
