@@ -344,10 +344,11 @@ def heldout_lr() -> list[Run]:
     return [full(*deep, lr=LR / 2), full(*deep, lr=LR / 4),
             study(128, 8, 4, LARGE_STEPS, freeze=False, lr=LR / 2),
             study(128, 8, 4, LARGE_STEPS, freeze=True, lr=LR / 2),
-            # second seeds at that LR: at the corpus's LR one seed of three started far later
-            # than the others and moved the growth ratios by up to 0.5
-            full(*deep, lr=LR / 2, seed=2), study(128, 8, 4, LARGE_STEPS, freeze=False, lr=LR / 2, seed=2),
-            study(128, 8, 4, LARGE_STEPS, freeze=True, lr=LR / 2, seed=2)]
+            # second and third seeds at that LR: at the corpus's LR one seed of three started far
+            # later than the others and moved the growth ratios by up to 0.5
+            *[run for seed in (2, 3) for run in (
+                full(*deep, lr=LR / 2, seed=seed), study(128, 8, 4, LARGE_STEPS, freeze=False, lr=LR / 2, seed=seed),
+                study(128, 8, 4, LARGE_STEPS, freeze=True, lr=LR / 2, seed=seed))]]
 
 
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
