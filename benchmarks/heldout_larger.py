@@ -5,12 +5,14 @@ parameters, 1.8x the corpus's largest): full training and three growth schedules
 ``--set heldout-deep`` trains d128 with 8 layers (1.57M, deeper than any fitted run): full
 training, the study's schedule and its no-freeze variant; ``--set heldout-longer`` d64 L4
 growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (twice the corpus's
-largest width) at the corpus's LR and a quarter of it, and growth between them at both.
-No fit sees them, and the
-shipped profile's predictions for them were written down before they were trained:
+largest width) at the corpus's LR and a quarter of it, and growth between them at both;
+``--set heldout-lr`` d128 L8 from scratch at half and a quarter of the corpus's LR, and the
+study's schedule and its no-freeze variant at the one where full training ended lowest. No
+fit sees them, and the shipped profile's predictions for them were written down before they
+were trained:
 
-    python benchmarks/heldout_larger.py [--set deep|longer|wide] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep|longer|wide]            # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr]            # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -149,7 +151,7 @@ def main() -> None:
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
-                        "between them")
+                        "between them; lr: d128 L8 at the peak LR that suits its full training")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

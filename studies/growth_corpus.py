@@ -29,8 +29,10 @@ about two hours:
 
 ``--set heldout`` trains runs larger than the corpus's largest (``heldout()``: d128 L6),
 ``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), ``--set heldout-longer``
-longer ones (d64 L4 for 3,200 steps) and ``--set heldout-wide`` wider ones (d192 with 6 and
-3 layers, full training: the start-up at a width no fit has seen), which no fit sees:
+longer ones (d64 L4 for 3,200 steps), ``--set heldout-wide`` wider ones (d192 with 6 and
+3 layers, full training: the start-up at a width no fit has seen) and ``--set heldout-lr``
+d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), which no
+fit sees:
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
@@ -383,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; heldout, heldout-deep, heldout-longer, "
-                        "heldout-wide: runs it is only checked on (exported to costsim/data/corpus/"
-                        f"{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json and {WIDE_DATASET}.json)")
+                        "heldout-wide, heldout-lr: runs it is only checked on (exported to costsim/data/corpus/"
+                        f"{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, {WIDE_DATASET}.json "
+                        f"and {LR_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")

@@ -514,6 +514,62 @@ def test_the_lr_held_out_set_is_registered_before_training_and_apart_from_the_ot
     assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in at_lr}
 
 
+def _at_lr():
+    from studies.growth_corpus import DEEP_DATASET, LR_DATASET
+
+    return load_dataset(dataset_path(LR_DATASET)), load_dataset(dataset_path(DEEP_DATASET))
+
+
+def _schedule_at(runs, kind):
+    (score,) = score_schedules([r for r in runs if f"S4 {kind} " in r.name], runs,
+                               load_loss_profile("stdlib-bytes").params)
+    return score
+
+
+def test_full_training_of_d128_l8_ends_lowest_at_half_the_corpus_lr():
+    """Seed 1 of full training at three peak LRs: 1.2589 at 1e-3, 1.3065 at 5e-4, 1.3205 at
+    the corpus's 2e-3; the profile predicts 1.2783 at every peak (it reads the LR relative to
+    its peak)."""
+    at_lr, deep = _at_lr()
+    final = {r.spec.training.lr_schedule.lr: float(r.loss[-1]) for r in at_lr + deep
+             if r.is_full_training and r.seed == 1}
+    assert final[1e-3] < final[5e-4] - 0.03 and final[1e-3] < final[2e-3] - 0.03
+
+
+@pytest.mark.parametrize("kind", ["freeze", "nofreeze"])
+def test_at_the_lr_that_suits_full_training_growth_saves_less_than_at_the_corpus_lr(kind):
+    """Each schedule against full training at its own LR, over its seeds: at the corpus's LR
+    (three seeds, one of whose baselines started late) the study's schedule needed 0.83 of
+    full training's compute and the no-freeze variant 0.64; at half the LR 1.00 and 0.81 on
+    the first seed. The profile predicts one ratio at both LRs (0.91 and 0.72): within the
+    0.15 target at both, on the side of growth at the lower LR."""
+    at_lr, deep = _at_lr()
+    low, corpus_lr = _schedule_at(at_lr, kind), _schedule_at(deep, kind)
+    assert low.measured.ratio > corpus_lr.measured.ratio + 0.1
+    assert low.predicted.ratio == pytest.approx(corpus_lr.predicted.ratio, rel=1e-9)
+    assert abs(low.measured.ratio - low.predicted.ratio) <= 0.15
+    assert low.predicted.ratio < low.measured.ratio
+
+
+def test_at_the_lr_that_suits_full_training_the_study_schedule_ends_behind_full_training():
+    """The study's finding at d128 L8: at half the corpus's LR the study's schedule falls
+    behind full training at equal compute and ends behind (at the corpus's LR its three seeds
+    ended ahead), and the profile predicts it to end behind too."""
+    at_lr, deep = _at_lr()
+    score = _schedule_at(at_lr, "freeze")
+    assert score.measured.end_gap > 0.015 and score.predicted.end_gap > 0
+    assert _schedule_at(deep, "freeze").measured.end_gap < 0
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out at the LR that suits full "
+                   "training'): at half the corpus's LR the no-freeze variant ends behind full training at equal "
+                   "compute, and the profile, blind to the peak LR, predicts it ahead to the end")
+def test_at_the_lr_that_suits_full_training_the_no_freeze_variants_end_is_predicted_behind():
+    at_lr, _ = _at_lr()
+    score = _schedule_at(at_lr, "nofreeze")
+    assert score.measured.end_gap > 0 and score.predicted.end_gap > 0
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():
