@@ -304,6 +304,10 @@ def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
         q = p.law_interaction
         left = np.power(np.maximum(loss_minus_e, 0.0), q) - np.power(capacity_part, q)
         data_part = np.power(np.maximum(left, 0.0), 1 / q)
+    # a data part within float precision of nothing beside the capacity part is the limit
+    # itself: a loss computed as the capacity part another way can differ in its last bit,
+    # which would otherwise read as ~1e64 tokens rather than "never"
+    data_part = np.where(data_part > 1e-12 * capacity_part, data_part, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
         d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
     return np.where(data_part > 0, d, np.inf)

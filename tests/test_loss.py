@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from costsim.corpus import RunData
@@ -558,6 +558,7 @@ def test_equivalent_tokens_invert_the_law():
 
 @settings(max_examples=100, deadline=None)
 @given(n=st.floats(1e4, 1e10), d=st.floats(1e4, 1e12), q=st.floats(1.0, 20.0))
+@example(n=8831234656.03769, d=1e4, q=1.0)  # the capacity part one bit apart: once read as 1e64 tokens
 def test_the_law_interaction_lies_between_the_larger_term_and_their_sum_and_inverts(n, d, q):
     p = PARAMS.model_copy(update={"law_interaction": q})
     capacity_part, data_part = PARAMS.A / n**PARAMS.alpha, PARAMS.B / (d + PARAMS.d0) ** PARAMS.beta
