@@ -86,6 +86,11 @@ def _training(steps: int, batch: int = BATCH, seed: int = 1, schedule: str = "co
             "lr_schedule": lr, "seed": seed}
 
 
+def _lr_tag(lr: float) -> str:
+    """A run's name says its peak LR where it is not the corpus's (whose runs keep their names)."""
+    return "" if lr == LR else f" lr{lr:g}"
+
+
 def _tokens(steps: int, batch: int = BATCH) -> int:
     return steps * batch * SEQ_LEN
 
@@ -94,7 +99,7 @@ def full(d_model: int, layers: int, steps: int, *, seed: int = 1, batch: int = B
          schedule: str = "constant", tag: str = "", lr: float = LR) -> Run:
     tag += "" if batch == BATCH else f" batch{batch}"
     tag += "" if schedule == "constant" else f" {schedule}"
-    tag += "" if lr == LR else f" lr{lr:g}"
+    tag += _lr_tag(lr)
     steps = steps * BATCH // batch
     return Run({"name": f"full d{d_model} L{layers}{tag} seed{seed}", "model": _model(d_model),
                 "training": _training(steps, batch, seed, schedule, lr),
@@ -124,7 +129,7 @@ def study(d_model: int, layers: int, n_stages: int, steps: int, *, freeze: bool,
     stages.append({"layers": layers, "tokens": _tokens(steps - per_stage * n_stages), "reset_optimizer": True,
                    "name": "continual"})
     kind = "freeze" if freeze else "nofreeze"
-    tag += "" if lr == LR else f" lr{lr:g}"
+    tag += _lr_tag(lr)
     return Run({"name": f"study d{d_model} L{layers} S{n_stages} {kind}{tag} seed{seed}", "model": _model(d_model),
                 "training": _training(steps, seed=seed, peak=lr), "stages": stages}, f"study-{kind}")
 
@@ -133,7 +138,7 @@ def deepen(d_model: int, layers: int, steps: int, operator: str, at: float, *, s
            lr: float = LR) -> Run:
     """Half the blocks for the first ``at`` of the steps, then all of them (``operator``)."""
     first = round(steps * at)
-    tag += "" if lr == LR else f" lr{lr:g}"
+    tag += _lr_tag(lr)
     return Run({"name": f"deepen d{d_model} L{layers // 2}->{layers} {operator} at{at:g}{tag} seed{seed}",
                 "model": _model(d_model), "training": _training(steps, seed=seed, peak=lr),
                 "stages": [{"layers": layers // 2, "tokens": _tokens(first), "name": "half depth"},
