@@ -7,12 +7,13 @@ training, the study's schedule and its no-freeze variant; ``--set heldout-longer
 growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (twice the corpus's
 largest width) at the corpus's LR and a quarter of it, and growth between them at both;
 ``--set heldout-lr`` d128 L8 from scratch at half and a quarter of the corpus's LR, and the
-study's schedule and its no-freeze variant at the one where full training ended lowest. No
-fit sees them, and the shipped profile's predictions for them were written down before they
+study's schedule and its no-freeze variant at the one where full training ended lowest;
+``--set heldout-lr96`` the same schedules (and ``random_top`` late) at the corpus's own d96 L6
+at half its LR. No fit sees them, and the shipped profile's predictions for them were written down before they
 were trained:
 
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr]            # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96]          # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -53,12 +54,14 @@ from studies.growth_corpus import (
     EVALS_PER_RUN,
     HELDOUT_DATASET,
     LONGER_DATASET,
+    LR96_DATASET,
     LR_DATASET,
     WIDE_DATASET,
     heldout,
     heldout_deep,
     heldout_longer,
     heldout_lr,
+    heldout_lr96,
     heldout_wide,
 )
 
@@ -69,7 +72,8 @@ SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name
         "longer": (heldout_longer, LONGER_DATASET, "heldout-longer",
                    Path(__file__).with_name("heldout_longer_predicted.json")),
         "wide": (heldout_wide, WIDE_DATASET, "heldout-wide", Path(__file__).with_name("heldout_wide_predicted.json")),
-        "lr": (heldout_lr, LR_DATASET, "heldout-lr", Path(__file__).with_name("heldout_lr_predicted.json"))}
+        "lr": (heldout_lr, LR_DATASET, "heldout-lr", Path(__file__).with_name("heldout_lr_predicted.json")),
+        "lr96": (heldout_lr96, LR96_DATASET, "heldout-lr96", Path(__file__).with_name("heldout_lr96_predicted.json"))}
 # where along a run the depth pairs' gaps are read (shares of its evaluations)
 PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -151,7 +155,8 @@ def main() -> None:
     parser.add_argument("--set", choices=sorted(SETS), default="larger",
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
-                        "between them; lr: d128 L8 at the peak LR that suits its full training")
+                        "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
+                        "d96 L6 at half its peak LR")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

@@ -31,8 +31,8 @@ about two hours:
 ``--set heldout-deep`` deeper ones (``heldout_deep()``: d128 L8), ``--set heldout-longer``
 longer ones (d64 L4 for 3,200 steps), ``--set heldout-wide`` wider ones (d192 with 6 and
 3 layers, full training: the start-up at a width no fit has seen) and ``--set heldout-lr``
-d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), which no
-fit sees:
+d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), and
+``--set heldout-lr96`` the corpus's d96 L6 at half its LR, which no fit sees:
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
@@ -358,9 +358,31 @@ def heldout_lr() -> list[Run]:
                 study(128, 8, 4, LARGE_STEPS, freeze=True, lr=LR / 2, seed=seed))]]
 
 
+LR96_DATASET = "heldout_lr96"
+
+
+def heldout_lr96() -> list[Run]:
+    """The corpus's largest shape at half its peak LR: d96 with 6 layers, 3,200 steps, the
+    fitted runs' shape and length, from scratch on three seeds and the study's schedule and its
+    no-freeze variant on two, then ``random_top`` at 50% (the schedule leave-one-schedule-out
+    misses most), each against full training at the same LR. At d128 L8 half the LR suited
+    full training and took 0.15 from both schedules' compute savings (``heldout_lr``); every
+    fitted run, d96 L6's included, trained at 2e-3. Is the profile's start-up, fitted there, a
+    depth effect or partly a learning rate that is too high for the corpus's deepest models?
+    Predictions registered before training (``benchmarks/heldout_larger.py --set lr96
+    --predict``)."""
+    large, half = (96, 6, LARGE_STEPS), LR / 2
+    # ordered for two runners (--part 0/2 and 1/2): each seed's baseline trains before its growth runs
+    return [full(*large, lr=half), full(*large, lr=half, seed=2),
+            study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half),
+            full(*large, lr=half, seed=3), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half, seed=2),
+            study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half, seed=2), deepen(*large, "random_top", 0.5, lr=half)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
-        "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET)}
+        "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
+        "heldout-lr96": (heldout_lr96, LR96_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -390,9 +412,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; heldout, heldout-deep, heldout-longer, "
-                        "heldout-wide, heldout-lr: runs it is only checked on (exported to costsim/data/corpus/"
-                        f"{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, {WIDE_DATASET}.json "
-                        f"and {LR_DATASET}.json)")
+                        "heldout-wide, heldout-lr, heldout-lr96: runs it is only checked on (exported to "
+                        f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
+                        f"{WIDE_DATASET}.json, {LR_DATASET}.json and {LR96_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
