@@ -365,7 +365,8 @@ def heldout_lr96() -> list[Run]:
     """The corpus's largest shape at half its peak LR: d96 with 6 layers, 3,200 steps, the
     fitted runs' shape and length, from scratch on three seeds and the study's schedule and its
     no-freeze variant on two, then ``random_top`` at 50% (the schedule leave-one-schedule-out
-    misses most), each against full training at the same LR. At d128 L8 half the LR suited
+    misses most), each against full training at the same LR; then at twice the corpus's LR,
+    full training at 6 layers (two seeds) and 3, and the no-freeze variant (two seeds). At d128 L8 half the LR suited
     full training and took 0.15 from both schedules' compute savings (``heldout_lr``); every
     fitted run, d96 L6's included, trained at 2e-3. Is the profile's start-up, fitted there, a
     depth effect or partly a learning rate that is too high for the corpus's deepest models?
@@ -376,7 +377,15 @@ def heldout_lr96() -> list[Run]:
     return [full(*large, lr=half), full(*large, lr=half, seed=2),
             study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half),
             full(*large, lr=half, seed=3), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half, seed=2),
-            study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half, seed=2), deepen(*large, "random_top", 0.5, lr=half)]
+            study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half, seed=2), deepen(*large, "random_top", 0.5, lr=half),
+            # then twice the corpus's LR. At half of it d96 L6 trained 0.02 worse than at 2e-3 and growth's
+            # ratios moved by at most 0.05; at d128 L8 and d192 L6 the corpus's LR was too high and growth saved
+            # far more than at a lower one. If growth's extra saving is a deep model's slow start at an LR too
+            # high for it, then here full training ends above its 2e-3 runs, the 3-layer model beats it for
+            # longer, and the no-freeze variant needs less of full training's compute than at 2e-3 (0.87)
+            full(*large, lr=2 * LR), full(*large, lr=2 * LR, seed=2),
+            study(96, 6, 3, LARGE_STEPS, freeze=False, lr=2 * LR),
+            study(96, 6, 3, LARGE_STEPS, freeze=False, lr=2 * LR, seed=2), full(96, 3, LARGE_STEPS, lr=2 * LR)]
 
 
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),

@@ -573,6 +573,25 @@ def test_at_the_lr_that_suits_full_training_the_no_freeze_variants_end_is_predic
     assert score.measured.end_gap > 0 and score.predicted.end_gap > 0
 
 
+# --- the corpus's d96 L6 at half its LR ----------------------------------------------------
+
+def test_the_lr96_held_out_set_is_registered_before_training_and_apart_from_the_corpus():
+    from pathlib import Path
+
+    from studies.growth_corpus import corpus, heldout_lr96
+
+    at_lr = heldout_lr96()
+    assert not {r.name for r in corpus()} & {r.name for r in at_lr}
+    assert {r.spec["training"]["lr_schedule"]["lr"] for r in at_lr} == {1e-3, 4e-3}
+    # each growth run's seed has its baseline in the set at its LR (each seed evaluates on its own batches)
+    for lr in (1e-3, 4e-3):
+        at = [r for r in at_lr if r.spec["training"]["lr_schedule"]["lr"] == lr]
+        seeds = {r.spec["training"]["seed"] for r in at if r.family.startswith("full") and " L6 " in r.name}
+        assert {r.spec["training"]["seed"] for r in at} <= seeds
+    registered = Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_lr96_predicted.json"
+    assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in at_lr}
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():
