@@ -127,7 +127,7 @@ def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
 
 
 def depth_pairs(runs: list, profile) -> list[str]:
-    """For full training of one width and seed at two depths: the deeper model's loss minus
+    """For full training of one width, seed and peak LR at two depths: the deeper model's loss minus
     the shallower one's, measured and predicted, along the run. A deep model from scratch
     starts slower (the start-up), so the gap starts above 0 and falls below it once its
     depth is in use; how soon it falls is what the start-up's length says."""
@@ -135,7 +135,8 @@ def depth_pairs(runs: list, profile) -> list[str]:
     full = [r for r in runs if r.is_full_training]
     for deep in full:
         for shallow in full:
-            if (shallow.spec.model.d_model, shallow.seed) != (deep.spec.model.d_model, deep.seed) \
+            if (shallow.spec.model.d_model, shallow.seed, shallow.spec.training.lr_schedule.lr) \
+                    != (deep.spec.model.d_model, deep.seed, deep.spec.training.lr_schedule.lr) \
                     or shallow.final_shape[1] >= deep.final_shape[1] or len(shallow.tokens) != len(deep.tokens) \
                     or not np.allclose(shallow.tokens, deep.tokens):
                 continue

@@ -267,8 +267,8 @@ class Comparison:
     verdict: str  # "growth better", "full training better" or "tie"
     # the same gap predicted without the start-up (a model from scratch using all its depth at
     # once; None where the profile has none): the part of growth's lead that is the slow start
-    # it skips, a term fitted at one peak LR (docs/loss-model.md, "Held out at the LR that suits
-    # full training")
+    # it skips, a term fitted at an LR that suits the corpus's models (docs/loss-model.md, "Held
+    # out at three peak LRs")
     gap_without_startup: float | None = None
 
     def describe(self, interval: float) -> str:
@@ -289,13 +289,15 @@ class Comparison:
 
     def _startup_note(self) -> str:
         """Where growth's lead is the start-up it skips, say so: without that term full
-        training would lead, and the term was measured at one peak LR."""
+        training would lead, and how long the start-up lasts depends on the peak LR, which the
+        profile does not see (fitted at an LR that suits the corpus's models)."""
         if self.verdict != "growth better" or self.gap_without_startup is None or self.gap_without_startup > 0:
             return ""
         return (f"; the lead is the full model's slow start from scratch, which growth skips: without that "
                 f"start-up full training predicts {-self.gap_without_startup:.4f} nats lower, and the start-up was "
-                "fitted at one peak LR; where the LR suits the full model growth saves less (at d128 L8, 0.15 of "
-                "full training's compute less at half the LR: docs/loss-model.md)")
+                "fitted at a peak LR that suits the corpus's models: a peak LR too high for the full model makes "
+                "its start slower and growth save more, one that suits it gives about this answer "
+                "(docs/loss-model.md, 'Held out at three peak LRs')")
 
 
 def grows(spec: ScheduleSpec) -> bool:

@@ -592,6 +592,93 @@ def test_the_lr96_held_out_set_is_registered_before_training_and_apart_from_the_
     assert set(json.loads(registered.read_text())["runs"]) == {r.name for r in at_lr}
 
 
+def _lr96():
+    from studies.growth_corpus import LR96_DATASET
+
+    return load_dataset(dataset_path(LR96_DATASET))
+
+
+def _peak(run) -> float:
+    return run.spec.training.lr_schedule.lr
+
+
+D96_SCHEDULES = ("study d96 L6 S3 freeze", "study d96 L6 S3 nofreeze", "deepen d96 L3->6 random_top at0.5")
+
+
+def test_the_corpus_lr_suits_d96_l6_at_least_as_well_as_half_of_it():
+    """Full training of the corpus's largest model at 1e-3 ends at or above the corpus's runs
+    at 2e-3, seed by seed (1.3302, 1.3439, 1.3224 against 1.3084, 1.3458, 1.3062): half the
+    LR is no better, so the corpus's growth savings were measured at an LR that suits d96 L6."""
+    corpus = {r.seed: float(r.loss[-1]) for r in load_runs() if r.name.startswith("full d96 L6 seed")}
+    half = {r.seed: float(r.loss[-1]) for r in _lr96() if r.name.startswith("full d96 L6 lr0.001")}
+    assert set(half) == set(corpus) == {1, 2, 3}
+    assert all(half[seed] > corpus[seed] - 0.005 for seed in half)
+    assert np.mean(list(half.values())) > np.mean(list(corpus.values()))
+
+
+@pytest.mark.parametrize("schedule", D96_SCHEDULES)
+def test_at_d96_half_the_lr_leaves_growths_compute_ratio_where_it_was(schedule):
+    """Each schedule over its seeds against full training at its own LR: at 2e-3 (fitted)
+    1.05, 0.87 and 0.68, at 1e-3 (held out) 1.03, 0.85 and 0.65. Where the LR is at or below
+    what suits the full model, the LR does not move the growth answer (at d128 L8, where the
+    corpus's LR was too high, half of it took 0.15 from the ratios). The profile predicts
+    0.98, 0.80 and 0.51 at both: within 0.15 of each."""
+    params = load_loss_profile("stdlib-bytes").params
+    at_half, corpus = _lr96(), load_runs()
+    (half,) = score_schedules([r for r in at_half if r.schedule == f"{schedule} lr0.001"], at_half, params)
+    (fitted,) = score_schedules([r for r in corpus if r.schedule == schedule], corpus, params)
+    assert abs(half.measured.ratio - fitted.measured.ratio) < 0.05
+    assert half.predicted.ratio == pytest.approx(fitted.predicted.ratio, rel=1e-9)
+    assert abs(half.measured.ratio - half.predicted.ratio) <= 0.15
+
+
+def test_at_twice_the_corpus_lr_d96_l6_starts_slow_and_ends_worse_while_3_layers_do_not():
+    """The hypothesis registered with the runs (commit 91e35a1): at 4e-3 full training of d96
+    L6 ends above its 2e-3 runs on both seeds (1.3873 and 1.4588 against 1.3084 and 1.3458)
+    and trails 3 layers at the same LR by 0.28 nats at a quarter of the run (predicted 0.035),
+    as d192 L6 did at 2e-3; at 2e-3 the two depths are within 0.02 there. The 3-layer model
+    stays on its curve (rms 0.02): a peak LR too high for the depth, not for the width."""
+    corpus = {r.name: r for r in load_runs()}
+    runs = {r.name: r for r in _lr96()}
+    profile = load_loss_profile("stdlib-bytes")
+    for seed in (1, 2):
+        assert runs[f"full d96 L6 lr0.004 seed{seed}"].loss[-1] > corpus[f"full d96 L6 seed{seed}"].loss[-1] + 0.05
+    both = {**corpus, **runs}
+    curves = {name: predict(profile, both[name].plans, at_tokens=both[name].tokens, after_boundary=True)
+              for name in ("full d96 L6 lr0.004 seed1", "full d96 L3 lr0.004 seed1", "full d96 L6 seed1",
+                           "full d96 L3 seed1")}
+    high, predicted = _depth_gap(both, curves, "full d96 L6 lr0.004 seed1", "full d96 L3 lr0.004 seed1", share=0.25)
+    corpus_lr, _ = _depth_gap(both, curves, "full d96 L6 seed1", "full d96 L3 seed1", share=0.25)
+    assert high > 0.2 and predicted < 0.05 and abs(corpus_lr) < 0.03
+    shallow = runs["full d96 L3 lr0.004 seed1"]
+    assert np.sqrt(np.mean((curves["full d96 L3 lr0.004 seed1"].loss - shallow.loss) ** 2)) < 0.03
+
+
+def _d96_nofreeze(runs, tag=""):
+    (score,) = score_schedules([r for r in runs if r.schedule == f"study d96 L6 S3 nofreeze{tag}"], runs,
+                               load_loss_profile("stdlib-bytes").params)
+    return score
+
+
+def test_at_twice_the_corpus_lr_growth_escapes_the_slow_start_and_wins_outright():
+    """The no-freeze variant, two seeds at each LR against full training at its own LR: 0.87
+    of full training's compute at 2e-3 (ending 0.024 behind at equal compute), 0.85 at 1e-3,
+    0.61 at 4e-3, ending 0.053 ahead. Above the LR that suits the full model growth saves
+    more, as at d128 L8 and d192 L6 at the corpus's LR; at or below it the answer holds."""
+    high, corpus_lr = _d96_nofreeze(_lr96(), " lr0.004"), _d96_nofreeze(load_runs())
+    assert high.measured.ratio < corpus_lr.measured.ratio - 0.15
+    assert high.measured.end_gap < 0 < corpus_lr.measured.end_gap
+    assert high.predicted.ratio == pytest.approx(corpus_lr.predicted.ratio, rel=1e-9)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out at three peak LRs'): at twice the "
+                   "corpus's LR growth needs 0.61 of full training's compute at d96 L6, and the profile, blind to the "
+                   "peak LR, predicts 0.80")
+def test_at_twice_the_corpus_lr_the_growth_saving_is_predicted():
+    high = _d96_nofreeze(_lr96(), " lr0.004")
+    assert abs(high.measured.ratio - high.predicted.ratio) <= 0.15
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():
