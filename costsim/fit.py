@@ -513,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=None, help="runs: a DuckDB store (*.duckdb), a corpus file or a shipped "
                         "dataset's name (growth_corpus, heldout_larger, heldout_deep, heldout_longer, heldout_wide, "
-                        "heldout_check), several comma-separated (default: the shipped growth corpus)")
+                        "heldout_lr, heldout_lr96, heldout_check), several comma-separated (default: the shipped "
+                        "growth corpus)")
     parser.add_argument("--name", default="fitted", help="profile name")
     parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),
                         help=f"growth structure (default {DEFAULT_STRUCTURE}, the lowest leave-one-schedule-out rms; "
