@@ -679,6 +679,25 @@ def test_at_twice_the_corpus_lr_the_growth_saving_is_predicted():
     assert abs(high.measured.ratio - high.predicted.ratio) <= 0.15
 
 
+def test_a_slow_start_is_noted_on_exactly_the_runs_whose_peak_lr_was_too_high_for_their_depth():
+    """``validate.run``'s note on a model from scratch that started far slower than predicted
+    and caught up: over every shipped full-training run it names d96 L6 at twice the
+    corpus's LR (both seeds), d192 L6 at the corpus's LR (both) and d128 L8's slow seed, and
+    none of the others (d192 at a quarter of the LR is slower throughout, not late)."""
+    from costsim.loss_report import slow_start_note
+
+    profile = load_loss_profile("stdlib-bytes")
+    sets = "growth_corpus,heldout_larger,heldout_deep,heldout_longer,heldout_wide,heldout_lr,heldout_lr96,heldout_check"
+    noted = set()
+    for run in load_runs(sets):
+        if run.is_full_training:
+            curve = predict(profile, run.plans, at_tokens=run.tokens, after_boundary=True)
+            if slow_start_note(run.loss, curve.loss, curve.upper):
+                noted.add(run.name)
+    assert noted == {"full d96 L6 lr0.004 seed1", "full d96 L6 lr0.004 seed2", "full d192 L6 seed1",
+                     "full d192 L6 seed2", "full d128 L8 seed1"}
+
+
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------
 
 def _check_means():

@@ -883,6 +883,23 @@ def test_predictions_far_outside_the_fitted_range_say_so():
     assert domain_warning(profile, non_embedding_params=5e5, tokens=5e6, peak_lr=5e-4) is None  # not recorded
 
 
+def test_a_slow_start_is_noted_only_when_the_run_starts_late_and_catches_up():
+    from costsim.loss_report import slow_start_note
+
+    predicted = np.linspace(3.0, 1.5, 20)
+    upper = predicted + 0.08
+    assert slow_start_note(predicted, predicted, upper) is None  # on its curve
+    late = predicted + np.where(np.arange(20) < 10, 0.4, 0.05)
+    note = slow_start_note(late, predicted, upper)
+    assert note.startswith("note: this run from scratch started far slower") and "\n" not in note
+    assert "100% of its first half" in note and "0.400 nats" in note and "+0.050 at the end" in note
+    assert slow_start_note(predicted + 0.4, predicted, upper) is None  # slower throughout: not a late start
+    patchy = late.copy()
+    patchy[:10:2] = predicted[:10:2]  # half the early points on the curve
+    assert slow_start_note(patchy, predicted, upper) is None
+    assert slow_start_note(late[:3], predicted[:3], upper[:3]) is None  # too few evaluations to tell
+
+
 def test_the_shape_effect_is_never_extrapolated_beyond_the_fitted_shapes():
     from costsim.loss import capacity
 

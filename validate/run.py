@@ -124,7 +124,7 @@ def _loss_check(store: Store, run_id: str, spec, steps: list[int]) -> str:
     """The loss model's prediction for the run's last evaluation, read back from the store
     (where the trainer put it beside the measurement), next to what it measured."""
     from costsim.loss import profile_for_spec
-    from costsim.loss_report import spec_domain_warning
+    from costsim.loss_report import slow_start_note, spec_domain_warning
 
     rows = store.query(
         "SELECT e.val_loss, p.profile_name, p.interval_coverage, p.val_loss_predicted, p.val_loss_predicted_lower, "
@@ -139,8 +139,14 @@ def _loss_check(store: Store, run_id: str, spec, steps: list[int]) -> str:
             f"[{r['val_loss_predicted_lower']:.4f}, {r['val_loss_predicted_upper']:.4f}], measured {measured:.4f} "
             f"({measured - predicted:+.4f}, {'inside' if inside else 'outside'} the "
             f"{r['interval_coverage']:.0%} interval)")
-    note = spec_domain_warning(spec, profile_for_spec(spec), steps)
-    return line + (f"\n{note}" if note else "")
+    notes = [spec_domain_warning(spec, profile_for_spec(spec), steps)]
+    if len(spec.stages) == 1:  # a model from scratch: did it start as the law says?
+        curve = store.query(
+            "SELECT e.val_loss, p.val_loss_predicted, p.val_loss_predicted_upper FROM evals AS e "
+            "JOIN loss_predictions AS p USING (run_id, step) WHERE run_id = ? ORDER BY step", [run_id])
+        notes.append(slow_start_note(*zip(*[(c["val_loss"], c["val_loss_predicted"], c["val_loss_predicted_upper"])
+                                            for c in curve])))
+    return "\n".join([line, *(note for note in notes if note)])
 
 
 @cli_errors
