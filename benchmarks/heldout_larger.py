@@ -8,9 +8,10 @@ growth for 3,200 steps; ``--set heldout-wide`` d192 at 6 and 3 layers (twice the
 largest width) at the corpus's LR and a quarter of it, and growth between them at both;
 ``--set heldout-lr`` d128 L8 from scratch at half and a quarter of the corpus's LR, and the
 study's schedule and its no-freeze variant at the one where full training ended lowest;
-``--set heldout-lr96`` the same schedules (and ``random_top`` late) at the corpus's own d96 L6
-at half its LR. No fit sees them, and the shipped profile's predictions for them were written down before they
-were trained:
+``--set heldout-lr96`` the corpus's own d96 L6 at half its LR (the same schedules and
+``random_top`` late) and at twice it (full training at 6 and 3 layers, the no-freeze
+variant). No fit sees them, and the shipped profile's predictions for them were written
+down before they were trained:
 
     python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96] --predict  # from the specs alone
     python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96]          # scores the trained runs
@@ -157,7 +158,7 @@ def main() -> None:
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
                         "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
-                        "d96 L6 at half its peak LR")
+                        "d96 L6 at half and twice its peak LR")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

@@ -32,7 +32,7 @@ about two hours:
 longer ones (d64 L4 for 3,200 steps), ``--set heldout-wide`` wider ones (d192 with 6 and
 3 layers, full training: the start-up at a width no fit has seen) and ``--set heldout-lr``
 d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), and
-``--set heldout-lr96`` the corpus's d96 L6 at half its LR, which no fit sees:
+``--set heldout-lr96`` the corpus's d96 L6 at half and twice its LR, which no fit sees:
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
