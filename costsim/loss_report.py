@@ -16,7 +16,7 @@ DOMAIN_FACTOR = 10.0
 # outside it however near its size: at d192 a quarter of the corpus's LR changed what growth
 # saves from 0.74 to 0.30 of full training's compute (docs/loss-model.md, "Held out wider").
 # Above the fitted peak the note comes sooner: at d96 L6 twice the corpus's LR made growth
-# save 0.26 more of full training's compute, half of it 0.03 less ("Held out at three peak LRs")
+# save 0.26-0.30 more of full training's compute, half of it 0.03 less ("Held out at three peak LRs")
 PEAK_LR_FACTOR_BELOW = 2.0
 PEAK_LR_FACTOR_ABOVE = 1.5
 # A full model from scratch at a peak LR too high for its depth leaves its early plateau late

@@ -881,7 +881,7 @@ def test_predictions_far_outside_the_fitted_range_say_so():
     note = domain_warning(with_lr, non_embedding_params=5e5, tokens=5e6, peak_lr=5e-4)
     assert "peak lr 0.0005 is 4.0x below" in note and "relative to its peak" in note and "\n" not in note
     assert "start slow" not in note
-    # above the fitted peak the note comes at 1.5x: twice the corpus's LR moved d96 L6's growth answer by 0.26
+    # above the fitted peak the note comes at 1.5x: twice the corpus's LR moved d96 L6's growth answer by 0.26-0.30
     assert domain_warning(with_lr, non_embedding_params=5e5, tokens=5e6, peak_lr=2.8e-3) is None
     note = domain_warning(with_lr, non_embedding_params=5e5, tokens=5e6, peak_lr=3.5e-3)
     assert "peak lr 0.0035 is 1.8x above" in note and "start slow and growth save more" in note
