@@ -20,7 +20,7 @@ DOMAIN_FACTOR = 10.0
 PEAK_LR_FACTOR_BELOW = 2.0
 PEAK_LR_FACTOR_ABOVE = 1.5
 # A full model from scratch at a peak LR too high for its depth leaves its early plateau late
-# and then catches up. Over the 76 full-training runs shipped (corpus and held-out sets) the
+# and then catches up. Over the 82 full-training runs shipped (corpus and held-out sets) the
 # five that did (d96 L6 at twice the corpus's LR, d192 L6 at the corpus's LR, d128 L8's slow
 # seed) had 85-100% of their first half's evaluations above the interval and an early excess
 # 0.30-0.37 nats beyond their final one; no other run had more than 70% (d192 at a quarter of

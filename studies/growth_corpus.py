@@ -379,8 +379,8 @@ def heldout_lr96() -> list[Run]:
             study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half),
             full(*large, lr=half, seed=3), study(96, 6, 3, LARGE_STEPS, freeze=False, lr=half, seed=2),
             study(96, 6, 3, LARGE_STEPS, freeze=True, lr=half, seed=2), deepen(*large, "random_top", 0.5, lr=half),
-            # then twice the corpus's LR. At half of it d96 L6 trained 0.02 worse than at 2e-3 and growth's
-            # ratios moved by at most 0.05; at d128 L8 and d192 L6 the corpus's LR was too high and growth saved
+            # then twice the corpus's LR. At half of it d96 L6 trained no better than at 2e-3 and growth's
+            # ratios moved by at most 0.03; at d128 L8 and d192 L6 the corpus's LR was too high and growth saved
             # far more than at a lower one. If growth's extra saving is a deep model's slow start at an LR too
             # high for it, then here full training ends above its 2e-3 runs, the 3-layer model beats it for
             # longer, and the no-freeze variant needs less of full training's compute than at 2e-3 (0.87)

@@ -520,10 +520,17 @@ def _at_lr():
     return load_dataset(dataset_path(LR_DATASET)), load_dataset(dataset_path(DEEP_DATASET))
 
 
-def _schedule_at(runs, kind):
-    (score,) = score_schedules([r for r in runs if f"S4 {kind} " in r.name], runs,
+def _scored(runs, schedule):
+    """The growth schedule named ``schedule`` (its name without the seed) over its seeds in
+    ``runs``, each against full training of its seed at its own peak LR."""
+    (score,) = score_schedules([r for r in runs if r.schedule == schedule], runs,
                                load_loss_profile("stdlib-bytes").params)
     return score
+
+
+def _schedule_at(runs, kind):
+    """d128 L8's study schedule of this kind (freeze or nofreeze) in the lr or the deep set."""
+    return _scored(runs, next(r.schedule for r in runs if f"S4 {kind} " in r.name))
 
 
 def test_full_training_of_d128_l8_ends_lowest_at_half_the_corpus_lr():
@@ -623,10 +630,7 @@ def test_at_d96_half_the_lr_leaves_growths_compute_ratio_where_it_was(schedule):
     what suits the full model, the LR does not move the growth answer (at d128 L8, where the
     corpus's LR was too high, half of it took 0.15 from the ratios). The profile predicts
     0.98, 0.80 and 0.51 at both: within 0.15 of each."""
-    params = load_loss_profile("stdlib-bytes").params
-    at_half, corpus = _lr96(), load_runs()
-    (half,) = score_schedules([r for r in at_half if r.schedule == f"{schedule} lr0.001"], at_half, params)
-    (fitted,) = score_schedules([r for r in corpus if r.schedule == schedule], corpus, params)
+    half, fitted = _scored(_lr96(), f"{schedule} lr0.001"), _scored(load_runs(), schedule)
     assert abs(half.measured.ratio - fitted.measured.ratio) < 0.05
     assert half.predicted.ratio == pytest.approx(fitted.predicted.ratio, rel=1e-9)
     assert abs(half.measured.ratio - half.predicted.ratio) <= 0.15
@@ -655,9 +659,7 @@ def test_at_twice_the_corpus_lr_d96_l6_starts_slow_and_ends_worse_while_3_layers
 
 
 def _d96_study(runs, kind, tag=""):
-    (score,) = score_schedules([r for r in runs if r.schedule == f"study d96 L6 S3 {kind}{tag}"], runs,
-                               load_loss_profile("stdlib-bytes").params)
-    return score
+    return _scored(runs, f"study d96 L6 S3 {kind}{tag}")
 
 
 @pytest.mark.parametrize("kind", ["freeze", "nofreeze"])

@@ -126,13 +126,14 @@ def _loss_check(store: Store, run_id: str, spec, steps: list[int]) -> str:
     from costsim.loss import profile_for_spec
     from costsim.loss_report import slow_start_note, spec_domain_warning
 
+    # the whole curve once: its last evaluation for the line, all of it for the slow-start note
     rows = store.query(
         "SELECT e.val_loss, p.profile_name, p.interval_coverage, p.val_loss_predicted, p.val_loss_predicted_lower, "
         "p.val_loss_predicted_upper FROM evals AS e JOIN loss_predictions AS p USING (run_id, step) "
-        "WHERE run_id = ? ORDER BY step DESC LIMIT 1", [run_id])
+        "WHERE run_id = ? ORDER BY step", [run_id])
     if not rows:
         return "loss model: no prediction stored for this run's evaluations"
-    r = rows[0]
+    r = rows[-1]
     measured, predicted = r["val_loss"], r["val_loss_predicted"]
     inside = r["val_loss_predicted_lower"] <= measured <= r["val_loss_predicted_upper"]
     line = (f"loss model ({r['profile_name']}): final validation loss {predicted:.4f} "
@@ -141,11 +142,8 @@ def _loss_check(store: Store, run_id: str, spec, steps: list[int]) -> str:
             f"{r['interval_coverage']:.0%} interval)")
     notes = [spec_domain_warning(spec, profile_for_spec(spec), steps)]
     if len(spec.stages) == 1:  # a model from scratch: did it start as the law says?
-        curve = store.query(
-            "SELECT e.val_loss, p.val_loss_predicted, p.val_loss_predicted_upper FROM evals AS e "
-            "JOIN loss_predictions AS p USING (run_id, step) WHERE run_id = ? ORDER BY step", [run_id])
-        notes.append(slow_start_note(*zip(*[(c["val_loss"], c["val_loss_predicted"], c["val_loss_predicted_upper"])
-                                            for c in curve])))
+        notes.append(slow_start_note([c["val_loss"] for c in rows], [c["val_loss_predicted"] for c in rows],
+                                     [c["val_loss_predicted_upper"] for c in rows]))
     return "\n".join([line, *(note for note in notes if note)])
 
 
