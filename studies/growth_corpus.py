@@ -392,10 +392,37 @@ def heldout_lr96() -> list[Run]:
                                                                         seed=2)]
 
 
+LR_SWEEP_DATASET = "lr_sweep"
+
+
+def lr_sweep() -> list[Run]:
+    """Full training of the corpus's own shapes at peak LRs other than its 2e-3, for 1,600 steps
+    (the corpus's 2e-3 runs of the same seed are the reference: with a constant LR their first
+    1,600 steps are the same run): how high an LR each width and depth takes before its start
+    slows. Above such a limit a deep model starts slow and growth, which starts shallow, skips
+    it (d96 L6 at 4e-3, d128 L8 and d192 L6 at 2e-3: ``heldout_lr96``, ``heldout_lr``,
+    ``heldout_wide``). Those held-out shapes are not here: a limit fitted on these shapes is
+    checked on them."""
+    steps = MIDDLE_STEPS
+    # ordered for two runners (--part 0/2 and 1/2): the LRs just above the corpus's first
+    return [full(32, 8, steps, lr=2 * LR), full(48, 6, steps, lr=2 * LR), full(64, 4, steps, lr=2 * LR),
+            full(96, 2, steps, lr=2 * LR), full(64, 8, steps), full(64, 8, steps, lr=2 * LR),
+            full(32, 8, steps, lr=4 * LR), full(48, 6, steps, lr=4 * LR), full(64, 4, steps, lr=4 * LR),
+            full(96, 3, steps, lr=4 * LR), full(96, 2, steps, lr=4 * LR), full(64, 8, steps, lr=LR / 2),
+            full(32, 4, steps, lr=4 * LR), full(64, 2, steps, lr=4 * LR), full(32, 8, steps, lr=8 * LR),
+            full(32, 4, steps, lr=8 * LR), full(48, 6, steps, lr=LR / 2), full(64, 4, steps, lr=LR / 2),
+            full(128, 4, steps), full(128, 4, steps, lr=2 * LR), full(128, 4, steps, lr=LR / 2),
+            # then, where the first runs bracket a limit to a factor of two, the LR between (and d64 L2 at
+            # 4e-3, slow at 8e-3 like d64 L4), and second seeds of two slow starts: how much of one is the seed
+            full(64, 8, steps, lr=1.5 * LR), full(64, 4, steps, lr=3 * LR), full(96, 3, steps, lr=3 * LR),
+            full(48, 6, steps, lr=3 * LR), full(64, 2, steps, lr=2 * LR), full(96, 2, steps, lr=3 * LR),
+            full(64, 8, steps, lr=2 * LR, seed=2), full(96, 3, steps, lr=4 * LR, seed=2)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
         "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
-        "heldout-lr96": (heldout_lr96, LR96_DATASET)}
+        "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
