@@ -32,6 +32,7 @@ from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
     LAW_INTERACTION_MAX,
+    LR_LIMIT_DOMAIN,
     NOISE_EXPONENT_MAX,
     SMALL_BATCH_EXPONENT_MAX,
     STRUCTURES,
@@ -330,6 +331,99 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
 
 # --- what a profile knows about its data --------------------------------------------------
 
+LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share",
+                   "lr_slow_tokens")
+# (log limit at d64 with one layer, width exponent, depth exponent, slow share, log recovery tokens): a
+# limit of 1/width through d96 L6 at 3e-3 (slow at 4e-3, not at 2e-3), half the pace lost, recovering over
+# about a start-up's length; bounds wide of anything physical
+LR_LIMIT_START = (math.log(3e-3 * 1.5 * 6**0.5), 1.0, 0.5, 0.5, math.log(2e6))
+LR_LIMIT_BOUNDS = ((math.log(1e-5), 0.0, 0.0, 0.0, math.log(1e3)),
+                   (math.log(1.0), 3.0, 3.0, 1.0, math.log(1e8)))
+
+
+@dataclass(frozen=True)
+class LRLimitFit:
+    params: LossParams
+    runs: list[str]  # the full-training runs it was fitted on
+    rms_before: float  # nats, over their points, with no LR limit
+    rms_after: float
+
+
+def lr_limit_runs(runs: list[RunData], fitted_lr: float, min_width: int = 0) -> list[RunData]:
+    """The runs an LR limit is fitted on: full training at the fitted peak LR or above it, of
+    d_model ``min_width`` or more. A peak below the fitted one trains slower for another reason
+    (each step moves the weights less), which the limit does not describe."""
+    return [r for r in runs if r.is_full_training and not r.holdout and r.final_shape[0] >= min_width
+            and r.spec.training.lr_schedule.lr >= fitted_lr * (1 - 1e-9)]
+
+
+def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
+                 width_exponent: float | None = None, min_width: int = 0) -> LRLimitFit:
+    """The LR limit's five parameters by least squares on full-training curves at several
+    peak LRs, every other parameter held (the corpus the law is fitted on has one peak LR, so
+    the main fit cannot see them); ``width_exponent`` holds the limit's width exponent there,
+    ``min_width`` leaves narrower models out. Points weighed as in the main fit (their seed
+    noise)."""
+    chosen = lr_limit_runs(runs, fitted_lr, min_width)
+    if len({r.spec.training.lr_schedule.lr for r in chosen}) < 2:
+        raise CostsimError("fitting an LR limit needs full training at two or more peak LRs at or above the "
+                           f"profile's ({fitted_lr:g}); train them (python -m studies.growth_corpus --set lr-sweep)")
+    weights = point_weights(chosen)
+
+    free = np.array([True, width_exponent is None, True, True, True])
+    held = np.array(LR_LIMIT_START)
+    if width_exponent is not None:
+        held[1] = width_exponent
+
+    def with_x(xf: np.ndarray) -> LossParams:
+        x = held.copy()
+        x[free] = xf
+        return params.model_copy(update={"lr_limit": math.exp(x[0]), "lr_limit_width_exponent": x[1],
+                                         "lr_limit_depth_exponent": x[2], "lr_slow_share": x[3],
+                                         "lr_slow_tokens": math.exp(x[4])})
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.concatenate([w * r for w, r in zip(weights, run_residuals(with_x(x), chosen), strict=True)])
+
+    lower, upper = (np.array(b)[free] for b in LR_LIMIT_BOUNDS)
+    best = None
+    for limit_scale in (0.5, 1.0, 2.0):  # the limit's step makes the fit start-dependent
+        x0 = held.copy()
+        x0[0] += math.log(limit_scale)
+        x0 = x0[free]
+        result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac", max_nfev=200)
+        if best is None or result.cost < best.cost:
+            best = result
+    off = params.model_copy(update={"lr_limit": 0.0})
+
+    def rms(p: LossParams) -> float:
+        return float(np.sqrt(np.mean(np.concatenate(run_residuals(p, chosen)) ** 2)))
+
+    fitted = with_x(best.x)
+    return LRLimitFit(fitted, [r.name for r in chosen], rms(off), rms(fitted))
+
+
+def with_lr_limit(profile: LossProfile, fit: LRLimitFit, peaks: list[float], source: str,
+                  slow_start: bool = False) -> LossProfile:
+    """``profile`` with an LR limit fitted on its point fit, carried to every bootstrap sample
+    (the limit is fitted once, with the law held); ``peaks`` the peak LRs it was fitted on.
+    Without ``slow_start`` the limit is only known (notes read it) and predictions stay as they
+    were: the fitted slow start predicts full training above the limit well but growth runs
+    there worse than without it (docs/loss-model.md, "The LR limit"), so its share and time are
+    kept in the report, not applied."""
+    values = {name: getattr(fit.params, name) for name in LR_LIMIT_FIELDS}
+    slow = {"lr_slow_share": values["lr_slow_share"], "lr_slow_tokens": values["lr_slow_tokens"]}
+    if not slow_start:
+        values |= {"lr_slow_share": 0.0, "lr_slow_tokens": 0.0}
+    return profile.model_copy(update={
+        "params": profile.params.model_copy(update=values),
+        "samples": [s.model_copy(update=values) for s in profile.samples],
+        "domain": {**profile.domain, LR_LIMIT_DOMAIN: [min(peaks), max(peaks)]},
+        "report": {**profile.report, "lr_limit_from": source, "lr_limit_runs": len(fit.runs),
+                   "lr_limit_rms": [fit.rms_before, fit.rms_after], "lr_slow_start_fitted": slow,
+                   "lr_slow_start_applied": slow_start}})
+
+
 def cumulative_flops(spec: ScheduleSpec, steps: list[int], tokens: np.ndarray) -> np.ndarray:
     return along_schedule(spec, steps, tokens, [s.flops_counted_per_step for s in estimate(spec).stages])
 
@@ -464,7 +558,8 @@ def calibrated(profile: LossProfile, runs: list[RunData], *, residual_std: float
         "growth_rel_std": relative_error(fit_runs, profile.params, residual_std),
         "vocab_size": vocab.pop() if len(vocab) == 1 else None,
         "lr": lrs.pop() if len(lrs) == 1 else None,
-        "domain": domain_of(fit_runs),
+        # an LR limit, fitted apart on runs at several peak LRs, keeps the peaks it was fitted on
+        "domain": {**domain_of(fit_runs), **{k: v for k, v in profile.domain.items() if k == LR_LIMIT_DOMAIN}},
         "report": {**profile.report, "seed_repeats": noise.repeated, **(report or {})}})
 
 
@@ -560,6 +655,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep this profile's fitted parameters and bootstrap samples and measure only the rest "
                         "again on the runs (seed noise, the model's own error, its growth, the domain): seconds, "
                         "not a refit")
+    parser.add_argument("--lr-limit", metavar="PROFILE",
+                        help="keep this profile and fit only its LR limit (the peak LR above which a model from "
+                        "scratch starts slow) on the full-training runs of --data at its peak LR and above, the "
+                        "law held: seconds, not a refit (--data lr_sweep,growth_corpus)")
+    parser.add_argument("--lr-width-exponent", type=float, default=None, metavar="A",
+                        help="with --lr-limit: hold the limit's width exponent at A (the limit falls as "
+                        "d_model^-A; 1 is Adam's in the standard parametrisation) instead of fitting it")
+    parser.add_argument("--lr-min-width", type=int, default=0, metavar="D",
+                        help="with --lr-limit: fit on models of d_model D or more (d32 took 8x the corpus's LR "
+                        "without a slow start, far above where wider models' limit puts it)")
+    parser.add_argument("--lr-slow-start", action="store_true",
+                        help="with --lr-limit: also apply the fitted slow start above the limit to predictions "
+                        "(tried, not shipped: it predicts full training there well and growth runs worse)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
                         "(default: CPUs)")
     parser.add_argument("--paired-weight", type=float, default=PAIRED_WEIGHT,
@@ -599,6 +707,27 @@ def main(argv: list[str] | None = None) -> int:
     growth = args.extrapolation_growth
     if growth is not None and not growth >= 0:
         raise CostsimError(f"--extrapolation-growth must be a non-negative number, got {growth}")
+    if args.lr_limit:
+        old = load_loss_profile(args.lr_limit)
+        if old.lr is None:
+            raise CostsimError(f"--lr-limit {args.lr_limit}: the profile records no peak LR (fitted on runs at "
+                               "several); fit the law on runs at one peak LR first")
+        fit = fit_lr_limit(runs, old.params, old.lr, args.lr_width_exponent, args.lr_min_width)
+        peaks = [r.spec.training.lr_schedule.lr for r in runs if r.name in set(fit.runs)]
+        width = "" if args.lr_width_exponent is None else f" --lr-width-exponent {args.lr_width_exponent:g}"
+        width += f" --lr-min-width {args.lr_min_width}" if args.lr_min_width else ""
+        width += " --lr-slow-start" if args.lr_slow_start else ""
+        profile = with_lr_limit(old, fit, peaks, f"python -m costsim.fit --lr-limit {args.lr_limit} --data "
+                                f"{args.data or 'growth_corpus'}{width}", args.lr_slow_start)
+        profile = profile.model_copy(update={"name": args.name if args.name != "fitted" else old.name})
+        out.write_text(profile.model_dump_json(indent=1) + "\n")
+        q = fit.params
+        print(f"fitted an LR limit on {len(fit.runs)} full-training runs: rms {fit.rms_before:.4f} -> "
+              f"{fit.rms_after:.4f} nats; limit {q.lr_limit:.3g} x (d_model/64)^-{q.lr_limit_width_exponent:.2f} "
+              f"x layers^-{q.lr_limit_depth_exponent:.2f}; above it {q.lr_slow_share:.2f} of the pace lost, "
+              f"recovered over {q.lr_slow_tokens:.3g} ideal tokens ({'applied to' if args.lr_slow_start else 'not in'}"
+              f" predictions); wrote {out}")
+        return 0
     if args.recalibrate:
         old = load_loss_profile(args.recalibrate)
         profile = calibrated(old, runs, residual_std=old.residual_std if residual is None else residual,

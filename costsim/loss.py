@@ -92,7 +92,15 @@ NOISE_EXPONENT_MAX = 5.0
 # law's B absorbs
 BATCH_PIVOT_TOKENS = 2048.0
 SMALL_BATCH_EXPONENT_MAX = 0.75
-STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted
+STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted (and its lr_limit)
+LR_LIMIT_DOMAIN = "lr_limit_peak_lr"  # a profile's domain entry: the peak LRs its LR limit was fitted on
+# A slow start is all or nothing in the runs: at 1.64M tokens every run that started slow needed
+# about twice the tokens of its curve (0.49-0.58, d48 L6 at 8e-3 0.76), however far above its
+# limit, and d64 L8 ran faster at 3e-3 than at 2e-3 and slow at 4e-3. Near the limit the seed
+# decides (d128 L8 at 2e-3: one seed in three). So the share lost rises from none at limit /
+# LR_LIMIT_SPREAD to all of lr_slow_share at limit x LR_LIMIT_SPREAD (a smooth step in log LR):
+# the expected slow start where the seed decides, exactly none below.
+LR_LIMIT_SPREAD = 1.4
 LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plain max(a, b)
 
 
@@ -176,6 +184,15 @@ class LossParams(BaseModel):
         "ends it when growth adds depth and continues it when growth keeps the depth (width growth); 'carry' "
         "continues it from the share the old model had in use, fresh blocks included (growth cannot bring into "
         "use more of the model than its source had)")
+
+    lr_limit: float = Field(0.0, ge=0, description="the highest peak LR a one-layer model of d_model 64 takes "
+                            "from scratch before it starts slow (0: no such limit, the peak LR is not read)")
+    lr_limit_width_exponent: float = Field(0.0, ge=0, description="the limit falls as (d_model / 64) ** -this")
+    lr_limit_depth_exponent: float = Field(0.0, ge=0, description="the limit falls as layers ** -this")
+    lr_slow_share: float = Field(0.0, ge=0, le=1, description="above the limit a model from scratch first "
+                                 "learns at 1 - this of its pace (the share of its tokens it loses at the start)")
+    lr_slow_tokens: float = Field(0.0, ge=0, description="ideal tokens over which a slow start recovers its "
+                                  "pace (it loses share x this ideal tokens in all), at every depth")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -262,6 +279,7 @@ class StagePlan:
     steps: int = 0  # optimizer steps (0: one per lr entry)
     aspect: float = 0.0  # d_model / layers (0: unknown, the capacity is N alone)
     layers: int = 0  # blocks (0: unknown, no start-up delay)
+    peak_lr: float = 0.0  # the schedule's peak LR (0: unknown, no LR limit)
 
     @property
     def n_steps(self) -> int:
@@ -348,6 +366,41 @@ def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
     elapsed = np.asarray(ideal, dtype=float) / np.where(scale > 0, scale, 1.0)
     share = 1 - (1 - 1 / layers) * np.exp(-np.power(np.maximum(elapsed, 0.0), p.startup_shape))
     return np.where(scale > 0, share, 1.0)
+
+
+def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
+    """The highest peak LR a model of this depth and width takes from scratch before its
+    start slows (inf: no limit; an unknown width counts as the reference width)."""
+    layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
+    width = np.asarray(aspect, dtype=float) * layers
+    width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE) / STARTUP_WIDTH_REFERENCE
+    limit = p.lr_limit * np.power(width, -p.lr_limit_width_exponent) * np.power(layers, -p.lr_limit_depth_exponent)
+    return np.where(limit > 0, limit, np.inf)
+
+
+def lr_slow_share(p: LossParams, layers, aspect=0.0, peak=0.0) -> np.ndarray:
+    """The share of its pace a model from scratch loses at the start at this peak LR: none up
+    to its limit / LR_LIMIT_SPREAD, all of ``lr_slow_share`` from limit x LR_LIMIT_SPREAD, a
+    smooth step in log LR between."""
+    over = np.log(np.maximum(np.asarray(peak, dtype=float), 1e-300) / lr_limit(p, layers, aspect))
+    x = np.clip((over / math.log(LR_LIMIT_SPREAD) + 1) / 2, 0.0, 1.0)
+    return p.lr_slow_share * x * x * (3 - 2 * x)
+
+
+def lr_slow_lost(p: LossParams, layers, ideal, aspect=0.0, peak=0.0) -> np.ndarray:
+    """Ideal tokens a model trained from scratch above its LR limit has lost after ``ideal``
+    of them: it first learns at 1 - ``lr_slow_share`` of its pace and recovers over
+    ``lr_slow_tokens`` ideal tokens. In the runs a model at a peak LR too high for its
+    width and depth (d96 L6 at 4e-3, d64 L8 at 4e-3, d192 L6 at 2e-3) needs about twice the
+    tokens its curve says to reach a loss for the first 1.6M tokens, and recovers part of
+    that after, where one under its limit stays on its curve. Growth skips it: a grown model
+    continues from trained blocks (the trajectory applies it only before the first growth)."""
+    lost_share = lr_slow_share(p, layers, aspect, peak)
+    # one recovery time at every depth: the slow runs of 2 to 8 layers were at about 0.5 of
+    # their curve's tokens at 1.64M and 0.56-0.89 at 3.28M alike
+    scale = p.lr_slow_tokens * np.ones_like(np.asarray(layers, dtype=float))
+    safe = np.where(scale > 0, scale, 1.0)
+    return np.where(scale > 0, lost_share * scale * -np.expm1(-np.asarray(ideal, dtype=float) / safe), 0.0)
 
 
 def deficit_rate(p: LossParams, share: float):
@@ -597,13 +650,21 @@ class FitStack:
         return self._column([f.lag(operator, float(n)) for f, n in zip(self.fits, sizes)])
 
 
-def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0) -> np.ndarray:
-    """Ideal tokens less what a 'delay' start-up loses over them (``scratch``: ideal tokens
-    before them while the model has not grown; None after growth; a depth of 0: unknown,
-    no start-up). Trajectories and the planner's full-training grid both go through here."""
-    if scratch is None or not np.any(p.startup_tokens > 0) or p.startup_form != "delay":
+def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0, peak=0.0) -> np.ndarray:
+    """Ideal tokens less what a 'delay' start-up and a slow start above the LR limit lose
+    over them (``scratch``: ideal tokens before them while the model has not grown; None
+    after growth; a depth of 0: unknown, no start-up; ``peak`` the peak LR while the model
+    has never grown, else 0). Trajectories and the planner's full-training grid both go
+    through here."""
+    if scratch is None:
         return ideal
-    return ideal - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
+    after = ideal
+    if np.any(p.startup_tokens > 0) and p.startup_form == "delay":
+        after = after - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
+    if np.any(p.lr_limit > 0) and np.any(np.asarray(peak) > 0):
+        after = after - (lr_slow_lost(p, layers, scratch + ideal, aspect, peak)
+                         - lr_slow_lost(p, layers, scratch, aspect, peak))
+    return after
 
 
 def _startup_share(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0) -> np.ndarray | float:
@@ -655,6 +716,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
     end_n_eff, end_d, end_since = column, column, column
     done = 0.0
     scratch = column  # ideal tokens since the start while the model has not grown (None after)
+    grown = False  # a slow start above the LR limit is a from-scratch model's: growth ends it
     previous: StagePlan | None = None
     last = len(plans) - 1
     for index, plan in enumerate(plans):
@@ -674,6 +736,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
                 bump = bump + p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
+                grown = True
                 scratch = _startup_after_growth(p, previous, plan, scratch)
                 state = structure.grown(p, state, n_cap, plan.operator, current, end_since,
                                         _startup_share(p, plan.layers, scratch, column, plan.aspect))
@@ -683,6 +746,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
                 if plan.trainable_share > previous.trainable_share:
                     bump = bump + p.bump("unfreeze")
             bump = bump * current
+        peak = 0.0 if grown else plan.peak_lr
         slices = len(plan.lr)
         steps_per_slice = plan.n_steps / slices
         per_slice = plan.tokens / slices
@@ -692,8 +756,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             ideal = np.empty((rows, slices))
             before = column
             for a, b in _chunks(slices):
-                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect),
-                                           rate)
+                n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect,
+                                                                    peak), rate)
                 n_eff = _startup_share(p, plan.layers, scratch, before, plan.aspect) * n_eff
                 loss_now = p.E + reducible(p, n_eff, d)
                 ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
@@ -716,8 +780,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             picks = np.clip(np.ceil(local / per_slice - 1e-9).astype(int) - 1, -1, slices - 1)
         # the model is evaluated where it is read: at the picked points and the stage's end
         wanted = np.concatenate([picks + 1, [slices]])
-        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect),
-                                   rate)
+        n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect,
+                                                            peak), rate)
         n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted], plan.aspect) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
@@ -736,16 +800,16 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
     return np.concatenate(tokens_out), loss if isinstance(p, FitStack) else loss[0], np.concatenate(stage_out)
 
 
-def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0, layers=0) -> np.ndarray:
+def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0, layers=0, peak=0.0) -> np.ndarray:
     """Final loss of full training at constant LR, vectorised over shapes: the law at the
-    ideal tokens the batch efficiency and the start-up leave (the same chunks as
-    ``trajectory``)."""
-    n_params, tokens, batch_tokens, aspect, layers = np.broadcast_arrays(
-        *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect, layers)))
+    ideal tokens the batch efficiency, the start-up and a peak LR (``peak``, 0: not read)
+    above the shape's limit leave (the same chunks as ``trajectory``)."""
+    n_params, tokens, batch_tokens, aspect, layers, peak = np.broadcast_arrays(
+        *(np.asarray(a, dtype=float) for a in (n_params, tokens, batch_tokens, aspect, layers, peak)))
     n_params = capacity(p, n_params, aspect)
 
     def started(ideal):  # from scratch: nothing before these tokens
-        return _after_startup(p, layers, 0.0, ideal, aspect)
+        return _after_startup(p, layers, 0.0, ideal, aspect, peak)
 
     def used(ideal):
         return n_params * _startup_share(p, layers, 0.0, ideal, aspect)
@@ -802,6 +866,7 @@ def stage_plans(spec: ScheduleSpec, steps: list[int] | None = None) -> list[Stag
             steps=n,
             aspect=spec.stage_width(stage)[0] / stage.layers,
             layers=stage.layers,
+            peak_lr=float(t.lr_schedule.lr),
         ))
         start += n
     return plans

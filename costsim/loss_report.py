@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from costsim.loss import LossProfile, predict_curve, profile_for_spec
+from costsim.loss import LR_LIMIT_DOMAIN, LR_LIMIT_SPREAD, LossProfile, lr_limit, predict_curve, profile_for_spec
 from costsim.spec import ScheduleSpec
 
 DOMAIN_FACTOR = 10.0
@@ -60,6 +60,9 @@ def domain_warning(profile: LossProfile, *, non_embedding_params: float, tokens:
         if value is None or value <= 0 or key not in profile.domain:
             continue
         lo, hi = profile.domain[key]
+        if key == "peak_lr" and profile.params.lr_limit > 0 and profile.params.lr_slow_share > 0:
+            # a slow start applied above the LR limit reads peaks up to those it was fitted on
+            hi = max(hi, profile.domain.get(LR_LIMIT_DOMAIN, [lo, hi])[1])
         above, below = (PEAK_LR_FACTOR_ABOVE, PEAK_LR_FACTOR_BELOW) if key == "peak_lr" else (DOMAIN_FACTOR,) * 2
         if value > hi * above or value < lo / below:
             times = value / hi if value > hi else lo / value
@@ -70,10 +73,33 @@ def domain_warning(profile: LossProfile, *, non_embedding_params: float, tokens:
     note = f"note: loss profile {profile.name!r} extrapolates here: " + "; ".join(outside)
     if any(part.startswith("peak lr") for part in outside):
         note += " (it reads the LR relative to its peak; how much growth saves depends on the peak"
-        if peak_lr > profile.domain["peak_lr"][1]:
+        if peak_lr > profile.domain["peak_lr"][1] and profile.params.lr_limit <= 0:  # else the LR limit's note says
             note += ", and above the fitted one a deep model can start slow and growth save more than predicted"
         note += ": docs/loss-model.md, 'Held out at three peak LRs')"
     return note
+
+
+def lr_limit_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
+    """One line when the spec's peak LR is above the limit the profile puts on its final shape
+    trained from scratch: full training there may start slow (the seed decides within
+    LR_LIMIT_SPREAD of the limit) or is likely to (beyond it), and growth, which starts
+    shallower, escapes much of that, so a comparison at this LR flatters growth."""
+    p = profile.params
+    if p.lr_limit <= 0:
+        return None
+    last = spec.stages[-1]
+    d_model = spec.stage_width(last)[0]
+    limit = float(lr_limit(p, last.layers, d_model / last.layers))
+    peak = spec.training.lr_schedule.lr
+    if peak <= limit:
+        return None
+    likely = "is likely to" if peak >= limit * LR_LIMIT_SPREAD else "may (near the limit the seed decides)"
+    included = "included in" if p.lr_slow_share > 0 else "not in"
+    return (f"note: peak LR {peak:.3g} is {peak / limit:.1f}x the limit loss profile {profile.name!r} puts on "
+            f"d_model {d_model} with {last.layers} layers from scratch ({limit:.2g}): full training there {likely} "
+            f"start slow (about half its curve's pace early; {included} this prediction), and growth, which starts "
+            f"shallower, escapes much of it, so growth looks better at this LR than at one under {limit:.2g} "
+            "(docs/loss-model.md, 'The LR limit')")
 
 
 def slow_start_note(measured, predicted, upper) -> str | None:
@@ -103,9 +129,10 @@ def spec_domain_warning(spec: ScheduleSpec, profile: LossProfile, steps: list[in
     result = estimate(spec)
     tokens = result.total.tokens if steps is None else sum(
         n * spec.training.batch_size * spec.model.seq_len for n in steps)
-    return domain_warning(profile, non_embedding_params=max(s.params_non_embedding for s in result.stages),
-                          tokens=tokens, flops_counted=result.total.flops_counted if steps is None else None,
-                          peak_lr=spec.training.lr_schedule.lr)
+    notes = [domain_warning(profile, non_embedding_params=max(s.params_non_embedding for s in result.stages),
+                            tokens=tokens, flops_counted=result.total.flops_counted if steps is None else None,
+                            peak_lr=spec.training.lr_schedule.lr), lr_limit_note(spec, profile)]
+    return " ".join(note for note in notes if note) or None
 
 
 def loss_report(spec: ScheduleSpec, profile: LossProfile | None = None, points_per_stage: int = 64) -> LossReport:

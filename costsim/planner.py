@@ -36,6 +36,7 @@ from costsim.loss import (
     widened,
     z_score,
 )
+from costsim.lr import ConstantLR
 from costsim.memory import memory_use, usable_memory_bytes
 from costsim.ops import StageShape
 from costsim.paper import paper_incremental
@@ -266,9 +267,8 @@ class Comparison:
     intervals_overlap: bool  # the two marginal intervals overlap
     verdict: str  # "growth better", "full training better" or "tie"
     # the same gap predicted without the start-up (a model from scratch using all its depth at
-    # once; None where the profile has none): the part of growth's lead that is the slow start
-    # it skips, a term fitted at an LR that suits the corpus's models (docs/loss-model.md, "Held
-    # out at three peak LRs")
+    # once) and without a slow start above the LR limit (None where the profile has neither):
+    # the part of growth's lead that is the slow start it skips (docs/loss-model.md, "The LR limit")
     gap_without_startup: float | None = None
 
     def describe(self, interval: float) -> str:
@@ -288,16 +288,14 @@ class Comparison:
                 f"uncertainty{marginal}{self._startup_note()}")
 
     def _startup_note(self) -> str:
-        """Where growth's lead is the start-up it skips, say so: without that term full
-        training would lead, and how long the start-up lasts depends on the peak LR, which the
-        profile does not see (fitted at an LR that suits the corpus's models)."""
+        """Where growth's lead is the slow start it skips, say so: without it full training
+        would lead, and a peak LR above the full model's limit lengthens it."""
         if self.verdict != "growth better" or self.gap_without_startup is None or self.gap_without_startup > 0:
             return ""
-        return (f"; the lead is the full model's slow start from scratch, which growth skips: without that "
-                f"start-up full training predicts {-self.gap_without_startup:.4f} nats lower, and the start-up was "
-                "fitted at a peak LR that suits the corpus's models: a peak LR too high for the full model makes "
-                "its start slower and growth save more, one that suits it gives about this answer "
-                "(docs/loss-model.md, 'Held out at three peak LRs')")
+        return (f"; the lead is the full model's slow start from scratch, which growth skips: without it full "
+                f"training predicts {-self.gap_without_startup:.4f} nats lower. A peak LR above the full model's "
+                "limit lengthens that start, and growth's lead with it; check the limit before choosing to grow "
+                "(docs/loss-model.md, 'The LR limit')")
 
 
 def grows(spec: ScheduleSpec) -> bool:
@@ -323,6 +321,8 @@ class Planner:
         # what the training framework keeps and overlaps (costsim/trainers.py), as every candidate's spec says
         self.trainer_profile, self.trainer = trainer_profile, load_trainer(trainer_profile)
         self.context_parallel = context_parallel  # GPUs splitting each sequence, in every layout
+        # the peak LR every candidate trains at: the space's, else a spec's default
+        self.peak_lr = space.lr or ConstantLR().lr
 
     # --- building ------------------------------------------------------------------------
 
@@ -564,8 +564,8 @@ class Planner:
         verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"
         overlap = candidate.loss_lower <= baseline.loss_upper and baseline.loss_lower <= candidate.loss_upper
         without = None
-        if profile.params.startup_tokens > 0:
-            bare = profile.switched(startup_tokens=0.0)
+        if profile.params.startup_tokens > 0 or profile.params.lr_limit > 0:
+            bare = profile.switched(startup_tokens=0.0, lr_limit=0.0)  # neither slow start
             without = float(trajectory(bare.params, plans_b, points_per_stage=1)[1][-1]
                             - trajectory(bare.params, plans_c, points_per_stage=1)[1][-1])
         return Comparison(gap=float(gap), lower=float(lower), upper=float(upper), intervals_overlap=bool(overlap),
@@ -590,7 +590,7 @@ class Planner:
             with np.errstate(invalid="ignore"):
                 loss = np.where(steps >= max(1, s.min_steps),
                                 full_training_loss(p, n_params, np.nan_to_num(tokens), batch * s.seq_len,
-                                                   d / layers, layers), np.inf)
+                                                   d / layers, layers, self.peak_lr), np.inf)
             better = loss < best_loss
             best_loss = np.where(better, loss, best_loss)
             best_batch = np.where(better, batch_tokens, best_batch)
