@@ -33,12 +33,14 @@ from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
     LAW_INTERACTION_MAX,
     LR_LIMIT_DOMAIN,
+    LR_LIMIT_SPREAD,
     NOISE_EXPONENT_MAX,
     SMALL_BATCH_EXPONENT_MAX,
     STRUCTURES,
     LossParams,
     LossProfile,
     load_loss_profile,
+    lr_limit,
     seed_std_in,
     seed_table,
     trajectory,
@@ -332,7 +334,7 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
 # --- what a profile knows about its data --------------------------------------------------
 
 LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share",
-                   "lr_slow_tokens")
+                   "lr_slow_tokens", "lr_slow_grown")
 # (log limit at d64 with one layer, width exponent, depth exponent, slow share, log recovery tokens): a
 # limit of 1/width through d96 L6 at 3e-3 (slow at 4e-3, not at 2e-3), half the pace lost, recovering over
 # about a start-up's length; bounds wide of anything physical
@@ -347,6 +349,7 @@ class LRLimitFit:
     runs: list[str]  # the full-training runs it was fitted on
     rms_before: float  # nats, over their points, with no LR limit
     rms_after: float
+    grown_runs: list[str] = field(default_factory=list)  # the growth runs lr_slow_grown was fitted on
 
 
 def lr_limit_runs(runs: list[RunData], fitted_lr: float, min_width: int = 0) -> list[RunData]:
@@ -400,7 +403,26 @@ def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
         return float(np.sqrt(np.mean(np.concatenate(run_residuals(p, chosen)) ** 2)))
 
     fitted = with_x(best.x)
-    return LRLimitFit(fitted, [r.name for r in chosen], rms(off), rms(fitted))
+    grown = grown_lr_runs(runs, fitted, fitted_lr, min_width)
+    if grown:  # then the share a grown model pays, on growth runs whose grown shape is above its limit
+        growth_weights = point_weights(grown)
+
+        def growth_residuals(g: np.ndarray) -> np.ndarray:
+            q = fitted.model_copy(update={"lr_slow_grown": float(g[0])})
+            return np.concatenate([w * r for w, r in zip(growth_weights, run_residuals(q, grown), strict=True)])
+
+        share = least_squares(growth_residuals, [0.5], bounds=([0.0], [1.0]), max_nfev=50).x[0]
+        fitted = fitted.model_copy(update={"lr_slow_grown": float(share)})
+    return LRLimitFit(fitted, [r.name for r in chosen], rms(off), rms(fitted), [r.name for r in grown])
+
+
+def grown_lr_runs(runs: list[RunData], params: LossParams, fitted_lr: float, min_width: int = 0) -> list[RunData]:
+    """Growth runs at the fitted peak LR or above whose final shape is above its LR limit (a
+    slow start is possible): what the share a grown model pays is fitted on."""
+    return [r for r in runs if not r.is_full_training and not r.holdout and r.final_shape[0] >= min_width
+            and r.spec.training.lr_schedule.lr >= fitted_lr * (1 - 1e-9)
+            and r.plans[-1].peak_lr > float(lr_limit(params, r.plans[-1].layers, r.plans[-1].aspect))
+            / LR_LIMIT_SPREAD]
 
 
 def with_lr_limit(profile: LossProfile, fit: LRLimitFit, peaks: list[float], source: str,
@@ -408,13 +430,13 @@ def with_lr_limit(profile: LossProfile, fit: LRLimitFit, peaks: list[float], sou
     """``profile`` with an LR limit fitted on its point fit, carried to every bootstrap sample
     (the limit is fitted once, with the law held); ``peaks`` the peak LRs it was fitted on.
     Without ``slow_start`` the limit is only known (notes read it) and predictions stay as they
-    were: the fitted slow start predicts full training above the limit well but growth runs
-    there worse than without it (docs/loss-model.md, "The LR limit"), so its share and time are
-    kept in the report, not applied."""
+    were (the fitted slow start kept in the report); with it, predictions above the limit
+    include the slow start, a grown model paying its fitted share (docs/loss-model.md, "The LR
+    limit")."""
     values = {name: getattr(fit.params, name) for name in LR_LIMIT_FIELDS}
-    slow = {"lr_slow_share": values["lr_slow_share"], "lr_slow_tokens": values["lr_slow_tokens"]}
+    slow = {name: values[name] for name in ("lr_slow_share", "lr_slow_tokens", "lr_slow_grown")}
     if not slow_start:
-        values |= {"lr_slow_share": 0.0, "lr_slow_tokens": 0.0}
+        values |= {"lr_slow_share": 0.0, "lr_slow_tokens": 0.0, "lr_slow_grown": 0.0}
     return profile.model_copy(update={
         "params": profile.params.model_copy(update=values),
         "samples": [s.model_copy(update=values) for s in profile.samples],
@@ -666,8 +688,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="with --lr-limit: fit on models of d_model D or more (d32 took 8x the corpus's LR "
                         "without a slow start, far above where wider models' limit puts it)")
     parser.add_argument("--lr-slow-start", action="store_true",
-                        help="with --lr-limit: also apply the fitted slow start above the limit to predictions "
-                        "(tried, not shipped: it predicts full training there well and growth runs worse)")
+                        help="with --lr-limit: also apply the fitted slow start above the limit to predictions, a "
+                        "grown model paying its fitted share (not shipped: better on held-out growth on average, "
+                        "worse where the seed decides; without it the limit is only named in notes)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
                         "(default: CPUs)")
     parser.add_argument("--paired-weight", type=float, default=PAIRED_WEIGHT,
@@ -722,7 +745,8 @@ def main(argv: list[str] | None = None) -> int:
         profile = profile.model_copy(update={"name": args.name if args.name != "fitted" else old.name})
         out.write_text(profile.model_dump_json(indent=1) + "\n")
         q = fit.params
-        print(f"fitted an LR limit on {len(fit.runs)} full-training runs: rms {fit.rms_before:.4f} -> "
+        print(f"fitted an LR limit on {len(fit.runs)} full-training runs (and {len(fit.grown_runs)} growth runs "
+              f"above it: a grown model pays {q.lr_slow_grown:.2f} of a slow start): rms {fit.rms_before:.4f} -> "
               f"{fit.rms_after:.4f} nats; limit {q.lr_limit:.3g} x (d_model/64)^-{q.lr_limit_width_exponent:.2f} "
               f"x layers^-{q.lr_limit_depth_exponent:.2f}; above it {q.lr_slow_share:.2f} of the pace lost, "
               f"recovered over {q.lr_slow_tokens:.3g} ideal tokens ({'applied to' if args.lr_slow_start else 'not in'}"

@@ -193,6 +193,9 @@ class LossParams(BaseModel):
                                  "learns at 1 - this of its pace (the share of its tokens it loses at the start)")
     lr_slow_tokens: float = Field(0.0, ge=0, description="ideal tokens over which a slow start recovers its "
                                   "pace (it loses share x this ideal tokens in all), at every depth")
+    lr_slow_grown: float = Field(0.0, ge=0, le=1, description="the share of a slow start a grown model pays when "
+                                 "its new shape is above its LR limit, on a clock from its growth (0: growth skips "
+                                 "it; 1: a grown model starts slow as one from scratch)")
 
     def bump(self, event: str) -> float:
         return self.bumps.get(event, 0.0)
@@ -393,8 +396,8 @@ def lr_slow_lost(p: LossParams, layers, ideal, aspect=0.0, peak=0.0) -> np.ndarr
     ``lr_slow_tokens`` ideal tokens. In the runs a model at a peak LR too high for its
     width and depth (d96 L6 at 4e-3, d64 L8 at 4e-3, d192 L6 at 2e-3) needs about twice the
     tokens its curve says to reach a loss for the first 1.6M tokens, and recovers part of
-    that after, where one under its limit stays on its curve. Growth skips it: a grown model
-    continues from trained blocks (the trajectory applies it only before the first growth)."""
+    that after, where one under its limit stays on its curve. A grown model above its new
+    shape's limit pays ``lr_slow_grown`` of it, on a clock from its growth."""
     lost_share = lr_slow_share(p, layers, aspect, peak)
     # one recovery time at every depth: the slow runs of 2 to 8 layers were at about 0.5 of
     # their curve's tokens at 1.64M and 0.56-0.89 at 3.28M alike
@@ -650,20 +653,20 @@ class FitStack:
         return self._column([f.lag(operator, float(n)) for f, n in zip(self.fits, sizes)])
 
 
-def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0, peak=0.0) -> np.ndarray:
+def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0, peak=0.0, since=None,
+                   pay=1.0) -> np.ndarray:
     """Ideal tokens less what a 'delay' start-up and a slow start above the LR limit lose
-    over them (``scratch``: ideal tokens before them while the model has not grown; None
-    after growth; a depth of 0: unknown, no start-up; ``peak`` the peak LR while the model
-    has never grown, else 0). Trajectories and the planner's full-training grid both go
-    through here."""
-    if scratch is None:
-        return ideal
+    over them (``scratch``: ideal tokens before them while the model has not grown, None
+    after growth; a depth of 0: unknown, no start-up; ``peak``: the peak LR, 0 unknown;
+    ``since``: ideal tokens before them since the model's last growth, or its start;
+    ``pay``: the share of a slow start this model pays, 1 from scratch). Trajectories and
+    the planner's full-training grid both go through here."""
     after = ideal
-    if np.any(p.startup_tokens > 0) and p.startup_form == "delay":
+    if scratch is not None and np.any(p.startup_tokens > 0) and p.startup_form == "delay":
         after = after - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
-    if np.any(p.lr_limit > 0) and np.any(np.asarray(peak) > 0):
-        after = after - (lr_slow_lost(p, layers, scratch + ideal, aspect, peak)
-                         - lr_slow_lost(p, layers, scratch, aspect, peak))
+    if since is not None and np.any(p.lr_limit > 0) and np.any(np.asarray(peak) > 0) and np.any(pay > 0):
+        after = after - pay * (lr_slow_lost(p, layers, since + ideal, aspect, peak)
+                               - lr_slow_lost(p, layers, since, aspect, peak))
     return after
 
 
@@ -716,7 +719,8 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
     end_n_eff, end_d, end_since = column, column, column
     done = 0.0
     scratch = column  # ideal tokens since the start while the model has not grown (None after)
-    grown = False  # a slow start above the LR limit is a from-scratch model's: growth ends it
+    since = column  # ideal tokens since the model last grew (or started): a slow start's clock
+    pay = 1.0  # the share of a slow start above the LR limit this model pays: all from scratch
     previous: StagePlan | None = None
     last = len(plans) - 1
     for index, plan in enumerate(plans):
@@ -736,7 +740,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
                 bump = bump + p.bump("reset")
             state = replace(state, since=end_since)
             if grows:
-                grown = True
+                since, pay = column, p.lr_slow_grown
                 scratch = _startup_after_growth(p, previous, plan, scratch)
                 state = structure.grown(p, state, n_cap, plan.operator, current, end_since,
                                         _startup_share(p, plan.layers, scratch, column, plan.aspect))
@@ -746,7 +750,6 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
                 if plan.trainable_share > previous.trainable_share:
                     bump = bump + p.bump("unfreeze")
             bump = bump * current
-        peak = 0.0 if grown else plan.peak_lr
         slices = len(plan.lr)
         steps_per_slice = plan.n_steps / slices
         per_slice = plan.tokens / slices
@@ -757,7 +760,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
             before = column
             for a, b in _chunks(slices):
                 n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, before, plan.aspect,
-                                                                    peak), rate)
+                                                                    plan.peak_lr, since, pay), rate)
                 n_eff = _startup_share(p, plan.layers, scratch, before, plan.aspect) * n_eff
                 loss_now = p.E + reducible(p, n_eff, d)
                 ideal[:, a:b] = before + np.cumsum(base[:, a:b], axis=1) * batch_efficiency(p, plan.batch_tokens,
@@ -781,7 +784,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
         # the model is evaluated where it is read: at the picked points and the stage's end
         wanted = np.concatenate([picks + 1, [slices]])
         n_eff, d = structure.along(p, state, _after_startup(p, plan.layers, scratch, ideal[:, wanted], plan.aspect,
-                                                            peak), rate)
+                                                            plan.peak_lr, since, pay), rate)
         n_eff = _startup_share(p, plan.layers, scratch, ideal[:, wanted], plan.aspect) * n_eff
         loss = p.E + reducible(p, n_eff[:, :-1], d[:, :-1]) * (1 - p.anneal * decay[picks + 1])
         if np.any(p.noise_tokens > 0) and plan.batch_tokens > 0:
@@ -794,6 +797,7 @@ def trajectory(p: LossParams | FitStack, plans: list[StagePlan], points_per_stag
         end_n_eff, end_d, end_since = n_eff[:, -1:], d[:, -1:], state.since + rate * ideal[:, -1:]
         if scratch is not None:
             scratch = scratch + ideal[:, -1:]
+        since = since + ideal[:, -1:]
         done += plan.tokens
         previous = plan
     loss = np.concatenate(loss_out, axis=1)
@@ -809,7 +813,7 @@ def full_training_loss(p: LossParams, n_params, tokens, batch_tokens, aspect=0.0
     n_params = capacity(p, n_params, aspect)
 
     def started(ideal):  # from scratch: nothing before these tokens
-        return _after_startup(p, layers, 0.0, ideal, aspect, peak)
+        return _after_startup(p, layers, 0.0, ideal, aspect, peak, since=0.0)
 
     def used(ideal):
         return n_params * _startup_share(p, layers, 0.0, ideal, aspect)

@@ -86,6 +86,19 @@ def test_growth_skips_a_slow_start_its_shallow_source_did_not_have():
     assert final(LIMITED, full)[-1] > final(off, full)[-1]
 
 
+def test_a_grown_model_above_its_new_limit_pays_its_share_of_a_slow_start_from_its_growth():
+    """lr_slow_grown 0 is growth skipping it, 1 a grown model starting slow as one from scratch
+    (on a clock from its growth); between, more of it costs more; the source stage, under its
+    limit, is the same in every case."""
+    peak = 1.5 * float(lr_limit(LIMITED, 6, 16.0))
+    grow = [stage(333e3, 1.0e6, layers=3, peak=peak), stage(666e3, 2.3e6, layers=6, peak=peak, operator="stack_copy")]
+    curves = [trajectory(LIMITED.model_copy(update={"lr_slow_grown": g}), grow, points_per_stage=8) for g in
+              (0.0, 0.5, 1.0)]
+    for (_, lower, stages), (_, higher, _) in zip(curves, curves[1:], strict=False):
+        assert lower[stages == 0] == pytest.approx(higher[stages == 0], rel=1e-12)
+        assert np.all(higher[stages == 1] >= lower[stages == 1] - 1e-12) and higher[-1] > lower[-1]
+
+
 @settings(max_examples=40, deadline=None)
 @given(steps=st.integers(1, 3000), layers=st.integers(1, 24), factor=st.floats(0.5, 8.0),
        bcrit=st.sampled_from([0.0, 1e5]))
@@ -162,7 +175,9 @@ def test_the_shipped_limit_falls_with_width_and_depth_and_leaves_predictions_lr_
     limit well but the growth runs there worse than the LR-blind profile (docs/loss-model.md)."""
     profile = load_loss_profile("stdlib-bytes")
     p = profile.params
-    assert p.lr_limit > 0 and p.lr_slow_share == 0 and profile.report["lr_slow_start_fitted"]["lr_slow_share"] > 0
+    assert p.lr_limit > 0 and p.lr_slow_share == 0 and p.lr_slow_grown == 0
+    fitted = profile.report["lr_slow_start_fitted"]
+    assert fitted["lr_slow_share"] > 0 and 0 < fitted["lr_slow_grown"] < 1
     assert 0.5 < p.lr_limit_width_exponent < 1.5 and 0 < p.lr_limit_depth_exponent < 1
     # the corpus's LR suits its largest shape (d96 L6), not d192 L6
     assert 2e-3 < float(lr_limit(p, 6, 96 / 6)) < 4e-3 and float(lr_limit(p, 6, 192 / 6)) < 2e-3
