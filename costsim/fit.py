@@ -362,11 +362,12 @@ def lr_limit_runs(runs: list[RunData], fitted_lr: float, min_width: int = 0) -> 
 
 def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
                  width_exponent: float | None = None, min_width: int = 0) -> LRLimitFit:
-    """The LR limit's five parameters by least squares on full-training curves at several
-    peak LRs, every other parameter held (the corpus the law is fitted on has one peak LR, so
-    the main fit cannot see them); ``width_exponent`` holds the limit's width exponent there,
-    ``min_width`` leaves narrower models out. Points weighed as in the main fit (their seed
-    noise)."""
+    """The LR limit and its slow start (five parameters) by least squares on full-training
+    curves at several peak LRs, every other parameter held (the corpus the law is fitted on has
+    one peak LR, so the main fit cannot see them); ``width_exponent`` holds the limit's width
+    exponent there, ``min_width`` leaves narrower models out. Then, where the runs hold growth
+    whose grown shape could start slow, the share of it a grown model pays (``lr_slow_grown``)
+    on those, all else held. Points weighed as in the main fit (their seed noise)."""
     chosen = lr_limit_runs(runs, fitted_lr, min_width)
     if len({r.spec.training.lr_schedule.lr for r in chosen}) < 2:
         raise CostsimError("fitting an LR limit needs full training at two or more peak LRs at or above the "

@@ -185,8 +185,9 @@ class LossParams(BaseModel):
         "continues it from the share the old model had in use, fresh blocks included (growth cannot bring into "
         "use more of the model than its source had)")
 
-    lr_limit: float = Field(0.0, ge=0, description="the highest peak LR a one-layer model of d_model 64 takes "
-                            "from scratch before it starts slow (0: no such limit, the peak LR is not read)")
+    lr_limit: float = Field(0.0, ge=0, description="the peak LR at which a one-layer model of d_model 64 from "
+                            "scratch starts slow, the middle of a band LR_LIMIT_SPREAD wide either way where the "
+                            "seed decides (0: no limit, the peak LR is not read)")
     lr_limit_width_exponent: float = Field(0.0, ge=0, description="the limit falls as (d_model / 64) ** -this")
     lr_limit_depth_exponent: float = Field(0.0, ge=0, description="the limit falls as layers ** -this")
     lr_slow_share: float = Field(0.0, ge=0, le=1, description="above the limit a model from scratch first "
@@ -372,8 +373,9 @@ def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
 
 
 def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
-    """The highest peak LR a model of this depth and width takes from scratch before its
-    start slows (inf: no limit; an unknown width counts as the reference width)."""
+    """The peak LR at which a model of this depth and width from scratch starts slow: the
+    middle of the band (LR_LIMIT_SPREAD either way) where the seed decides (inf: no limit; an
+    unknown width counts as the reference width)."""
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
     width = np.asarray(aspect, dtype=float) * layers
     width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE) / STARTUP_WIDTH_REFERENCE

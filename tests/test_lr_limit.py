@@ -115,15 +115,18 @@ def test_the_planners_full_training_loss_reads_the_limit_as_the_trajectory_does(
 
 def test_the_fit_recovers_a_known_limit_from_curves_the_model_made():
     """Curves of the LR sweep's specs, made by a known limit: the fit finds it again."""
-    specs = [r for r in load_runs("lr_sweep") if r.is_full_training][:10]
+    sweep = load_runs("lr_sweep")
+    specs = [r for r in sweep if r.is_full_training][:10] + [r for r in sweep if not r.is_full_training][:3]
     assert len({r.spec.training.lr_schedule.lr for r in specs}) >= 2
     truth = LIMITED.model_copy(update={"lr_limit": 1.2e-2, "lr_limit_width_exponent": 0.8,
-                                       "lr_limit_depth_exponent": 0.6, "lr_slow_share": 0.45, "lr_slow_tokens": 1.5e5})
+                                       "lr_limit_depth_exponent": 0.6, "lr_slow_share": 0.45, "lr_slow_tokens": 1.5e5,
+                                       "lr_slow_grown": 0.4})
     made = [RunData(r.run_id, r.name, r.spec, r.steps, r.tokens, trajectory(truth, r.plans, at_tokens=r.tokens)[1],
                     family=r.family) for r in specs]
     start = truth.model_copy(update={"lr_limit": 0.0})
     fit = fit_lr_limit(made, start, 2e-3)
     assert fit.rms_after < 1e-3 < fit.rms_before
+    assert len(fit.grown_runs) == 3 and fit.params.lr_slow_grown == pytest.approx(0.4, abs=0.02)
     for r in made:
         assert lr_limit(fit.params, r.plans[0].layers, r.plans[0].aspect) == pytest.approx(
             lr_limit(truth, r.plans[0].layers, r.plans[0].aspect), rel=0.1)
