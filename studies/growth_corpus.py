@@ -425,10 +425,22 @@ def lr_sweep() -> list[Run]:
             deepen(128, 4, steps, "random_top", 0.25, lr=2 * LR), study(128, 4, 2, steps, freeze=False, lr=2 * LR)]
 
 
+LR160_DATASET = "heldout_lr160"
+
+
+def heldout_lr160() -> list[Run]:
+    """The LR limit at a width no run has had: d160 with 4 layers from scratch, 1,600 steps, at
+    a peak LR the shipped limit (fitted on the LR sweep and the corpus, d48 to d128) puts 1.5x
+    above it (3e-3: predicted to start slow) and at 0.6x of it (1.2e-3: predicted to start
+    normally). Verdicts registered before training in ``benchmarks/lr_limit_predicted.json``."""
+    return [full(160, 4, MIDDLE_STEPS, lr=1.5 * LR), full(160, 4, MIDDLE_STEPS, lr=0.6 * LR)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
         "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
-        "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET)}
+        "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET),
+        "heldout-lr160": (heldout_lr160, LR160_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
