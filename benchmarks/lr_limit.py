@@ -33,7 +33,7 @@ from costsim.heldout import token_efficiency
 from costsim.loss import LR_LIMIT_SPREAD, load_loss_profile, lr_limit, trajectory
 
 FITTED = "lr_sweep,growth_corpus"
-HELD_OUT = "heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer"
+HELD_OUT = "heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer,heldout_lr160"
 READ_AT = (0.82e6, 1.64e6, 3.28e6)  # tokens: early, the middle of a 1,600-step run, its end
 MIN_WIDTH = 48  # d32 took 1.6e-2 without a slow start, far above where wider models' limit puts it
 SLOW = 0.65  # efficiency at 1.64M tokens under which a run started slow: every run at the corpus's LR is above

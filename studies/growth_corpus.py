@@ -32,7 +32,9 @@ about two hours:
 longer ones (d64 L4 for 3,200 steps), ``--set heldout-wide`` wider ones (d192 with 6 and
 3 layers, full training: the start-up at a width no fit has seen) and ``--set heldout-lr``
 d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), and
-``--set heldout-lr96`` the corpus's d96 L6 at half and twice its LR, which no fit sees:
+``--set heldout-lr96`` the corpus's d96 L6 at half and twice its LR, and ``--set heldout-lr160``
+d160 L4 either side of its LR limit, which no fit sees (``--set lr-sweep``: the corpus's shapes at
+other peak LRs, the LR limit's fit):
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
 Every run evaluates about 40 times. Runs already complete in the store are skipped, so
@@ -469,10 +471,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
-                        help="corpus: the runs the loss model is fitted on; heldout, heldout-deep, heldout-longer, "
-                        "heldout-wide, heldout-lr, heldout-lr96: runs it is only checked on (exported to "
+                        help="corpus: the runs the loss model is fitted on; lr-sweep: the runs its LR limit is "
+                        "fitted on; heldout, heldout-deep, heldout-longer, heldout-wide, heldout-lr, heldout-lr96, "
+                        "heldout-lr160: runs it is only checked on (exported to "
                         f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
-                        f"{WIDE_DATASET}.json, {LR_DATASET}.json and {LR96_DATASET}.json)")
+                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json and {LR160_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")

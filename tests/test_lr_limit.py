@@ -141,6 +141,7 @@ def test_the_limit_is_fitted_only_on_full_training_at_the_profiles_peak_or_above
 
 # --- the shipped limit ------------------------------------------------------------------------
 
+# d160 (heldout_lr160) has its own registered test below
 HELD_OUT = "heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer"
 SLOW = 0.65  # token efficiency at 1.64M tokens under which a run started slow (benchmarks/lr_limit.py)
 
@@ -205,3 +206,24 @@ def test_estimate_and_validate_say_when_the_peak_lr_is_above_the_full_models_lim
     else:
         assert says in note and "\n" not in note and "not in this prediction" in note
     assert lr_limit_note(runs[run].spec, profile.switched(lr_limit=0.0)) is None
+
+
+def test_the_limit_at_a_width_no_run_had_says_what_d160_did():
+    """Registered before training (``benchmarks/lr_limit_predicted.json``): d160 L4 at 1.5x the
+    shipped limit starts slow, at 0.6x of it normally."""
+    import json
+    from pathlib import Path
+
+    from costsim.heldout import token_efficiency
+
+    registered = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "lr_limit_predicted.json")
+                            .read_text())["runs"]
+    params = load_loss_profile("stdlib-bytes").params
+    runs = {r.name: r for r in load_runs("heldout_lr160")}
+    assert set(runs) == set(registered)
+    for name, run in runs.items():
+        plan = run.plans[0]
+        assert plan.peak_lr / float(lr_limit(params, plan.layers, plan.aspect)) == pytest.approx(
+            registered[name]["over"], rel=1e-9)
+        started_slow = token_efficiency(run, params, 1.64e6) < SLOW
+        assert started_slow == (registered[name]["verdict"] == "slow")
