@@ -401,8 +401,8 @@ def lr_sweep() -> list[Run]:
     """Full training of the corpus's own shapes at peak LRs other than its 2e-3, for 1,600 steps
     (the corpus's 2e-3 runs of the same seed are the reference: with a constant LR their first
     1,600 steps are the same run): how high an LR each width and depth takes before its start
-    slows. Above such a limit a deep model starts slow and growth, which starts shallow, skips
-    it (d96 L6 at 4e-3, d128 L8 and d192 L6 at 2e-3: ``heldout_lr96``, ``heldout_lr``,
+    slows. Above such a limit a deep model starts slow and growth, which starts shallow, escapes
+    much of it (d96 L6 at 4e-3, d128 L8 and d192 L6 at 2e-3: ``heldout_lr96``, ``heldout_lr``,
     ``heldout_wide``). Those held-out shapes are not here: a limit fitted on these shapes is
     checked on them. Last, six growth runs whose grown shape is above its limit: how much of a
     slow start a grown model pays."""

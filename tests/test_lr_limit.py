@@ -1,5 +1,6 @@
-"""The LR limit: a model from scratch at a peak LR above its shape's limit starts slow, growth
-skips it, and the fitter recovers the limit from curves the model made."""
+"""The LR limit: a model from scratch at a peak LR above its shape's limit starts slow, a grown
+model pays a share of it, the fitter recovers both from curves the model made, and the shipped
+limit says which held-out runs started slow."""
 
 import numpy as np
 import pytest
@@ -175,8 +176,8 @@ def test_the_shipped_limit_names_every_held_out_slow_start_outside_its_band():
 
 
 def test_the_shipped_limit_falls_with_width_and_depth_and_leaves_predictions_lr_blind():
-    """The limit is known, its slow start is not applied: it predicts full training above the
-    limit well but the growth runs there worse than the LR-blind profile (docs/loss-model.md)."""
+    """The limit is known, its slow start is not applied (opt-in: better on the held-out growth
+    runs above a limit on average, worse where the seed decides; docs/loss-model.md)."""
     profile = load_loss_profile("stdlib-bytes")
     p = profile.params
     assert p.lr_limit > 0 and p.lr_slow_share == 0 and p.lr_slow_grown == 0
