@@ -29,8 +29,8 @@ import numpy as np
 
 from costsim.corpus import load_runs
 from costsim.fit import fit_lr_limit, lr_limit_runs
-from costsim.heldout import token_efficiency
-from costsim.loss import LR_LIMIT_SPREAD, load_loss_profile, lr_limit, trajectory
+from costsim.heldout import ratio_seed_noise, score_schedules, token_efficiency
+from costsim.loss import load_loss_profile, lr_limit, lr_verdict, trajectory
 
 FITTED = "lr_sweep,growth_corpus"
 HELD_OUT = "heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer,heldout_lr160"
@@ -59,25 +59,18 @@ def table(title: str, runs: list, params) -> list[tuple]:
         predicted = [token_efficiency(run, params, at, with_limit) for at in READ_AT]
         cells = "  ".join("   -     " if m is None else f"{m:4.2f}/{p:4.2f}" for m, p in zip(measured, predicted,
                                                                                              strict=True))
-        print(f"{run.name:34s} {limit:8.2e} {over:5.2f} {verdict(over):12s} {cells:54s} {run.loss[-1]:6.3f} "
+        print(f"{run.name:34s} {limit:8.2e} {over:5.2f} {lr_verdict(over):12s} {cells:54s} {run.loss[-1]:6.3f} "
               f"{without[-1]:6.3f} "
               f"{with_limit[-1]:6.3f} {rms(without, run.loss):6.3f} {rms(with_limit, run.loss):6.3f}")
         rows.append((run, over, measured[1], predicted[1], without, with_limit))
     return rows
 
 
-def verdict(over: float) -> str:
-    """What the limit says of a model from scratch at ``over`` times it."""
-    if over >= LR_LIMIT_SPREAD:
-        return "slow"
-    return "normal" if over <= 1 / LR_LIMIT_SPREAD else "seed decides"
-
-
 def summary(title: str, rows: list[tuple]) -> None:
     """Per verdict: how many runs started slow (efficiency under SLOW at 1.64M tokens), and the
     rms without and with the fitted slow start."""
     for label in ("normal", "seed decides", "slow"):
-        chosen = [r for r in rows if verdict(r[1]) == label]
+        chosen = [r for r in rows if lr_verdict(r[1]) == label]
         if not chosen:
             continue
         run_loss = np.concatenate([r[0].loss for r in chosen])
@@ -88,6 +81,33 @@ def summary(title: str, rows: list[tuple]) -> None:
         print(f"{title}, limit says {label!r}: {len(chosen)} runs, {slow} of {len(read)} started slow (efficiency "
               f"< {SLOW} at 1.64M); rms {rms(without, run_loss):.4f} as shipped, {rms(with_limit, run_loss):.4f} "
               "with the fitted slow start")
+
+
+def growth_at_limits(params, profile_lr: float) -> None:
+    """Each held-out growth schedule (seeds averaged) whose final shape is at or above its
+    limit's band, at the profile's peak LR or above: its compute-to-match ratio measured, as
+    shipped (LR-blind) and with the fitted slow start (a grown model paying its share)."""
+    blind = params.model_copy(update={"lr_limit": 0.0})
+    noise, _ = ratio_seed_noise(load_runs())
+    rows = []
+    for name in HELD_OUT.split(","):
+        runs = load_runs(name)
+        for shipped, slow in zip(score_schedules(runs, runs, blind), score_schedules(runs, runs, params), strict=True):
+            last = next(r for r in runs if r.schedule == shipped.run).plans[-1]
+            if last.peak_lr >= profile_lr and lr_verdict(last.peak_lr / float(lr_limit(params, last.layers,
+                                                                                      last.aspect))) != "normal":
+                rows.append((shipped.run, shipped.seeds, shipped.measured.ratio, shipped.predicted.ratio,
+                             slow.predicted.ratio))
+    print("\nheld-out growth at or above a limit: compute-to-match ratio (seeds averaged)")
+    print(f"{'schedule':44s} {'seeds':>5s} {'measured':>8s} {'shipped':>8s} {'slow':>8s}")
+    for name, seeds, measured, shipped, slow in rows:
+        print(f"{name:44s} {seeds:5d} {measured:8.2f} {shipped:8.2f} {slow:8.2f}")
+    for label, column in (("shipped (LR-blind)", 3), ("with the fitted slow start", 4)):
+        errors = np.array([abs(r[column] - r[2]) for r in rows])
+        decided = [r for r in rows if abs(r[2] - 1) > noise]  # a measured ratio within seed noise of 1 is a tie
+        signs = sum((r[2] < 1) == (r[column] < 1) for r in decided)
+        print(f"{label}: mean ratio error {errors.mean():.3f}, largest {errors.max():.3f}, within 0.15 "
+              f"{int((errors <= 0.15).sum())}/{len(rows)}, signs {signs}/{len(decided)} (ties within {noise:.3f})")
 
 
 def main() -> None:
@@ -134,6 +154,7 @@ def main() -> None:
                                                       if r[0].spec.training.lr_schedule.lr >= profile.lr])
     # under the profile's LR a run is slower throughout (each step moves the weights less): not a slow start
     summary(f"held out, under {profile.lr:g}", [r for r in held_rows if r[0].spec.training.lr_schedule.lr < profile.lr])
+    growth_at_limits(params, profile.lr)
 
 
 if __name__ == "__main__":

@@ -383,6 +383,14 @@ def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
     return np.where(limit > 0, limit, np.inf)
 
 
+def lr_verdict(over: float) -> str:
+    """What the LR limit says of a model from scratch at ``over`` times it: 'normal' at or under
+    1 / LR_LIMIT_SPREAD, 'slow' at or over LR_LIMIT_SPREAD, 'seed decides' between."""
+    if over >= LR_LIMIT_SPREAD:
+        return "slow"
+    return "normal" if over <= 1 / LR_LIMIT_SPREAD else "seed decides"
+
+
 def lr_slow_share(p: LossParams, layers, aspect=0.0, peak=0.0) -> np.ndarray:
     """The share of its pace a model from scratch loses at the start at this peak LR: none up
     to its limit / LR_LIMIT_SPREAD, all of ``lr_slow_share`` from limit x LR_LIMIT_SPREAD, a

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from costsim.loss import LR_LIMIT_DOMAIN, LR_LIMIT_SPREAD, LossProfile, lr_limit, predict_curve, profile_for_spec
+from costsim.loss import LR_LIMIT_DOMAIN, LossProfile, lr_limit, lr_verdict, predict_curve, profile_for_spec
 from costsim.spec import ScheduleSpec
 
 DOMAIN_FACTOR = 10.0
@@ -93,7 +93,7 @@ def lr_limit_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
     peak = spec.training.lr_schedule.lr
     if peak <= limit:
         return None
-    likely = "is likely to" if peak >= limit * LR_LIMIT_SPREAD else "may (near the limit the seed decides)"
+    likely = "is likely to" if lr_verdict(peak / limit) == "slow" else "may (near the limit the seed decides)"
     included = "included in" if p.lr_slow_share > 0 else "not in"
     return (f"note: peak LR {peak:.3g} is {peak / limit:.1f}x the limit loss profile {profile.name!r} puts on "
             f"d_model {d_model} with {last.layers} layers from scratch ({limit:.2g}): full training there {likely} "

@@ -18,6 +18,7 @@ from costsim.loss import (
     lr_limit,
     lr_slow_lost,
     lr_slow_share,
+    lr_verdict,
     trajectory,
 )
 
@@ -167,11 +168,11 @@ def test_the_shipped_limit_names_every_held_out_slow_start_outside_its_band():
     decides: d128 L8 at 2e-3 started slow on one seed of three."""
     params = load_loss_profile("stdlib-bytes").params
     verdicts = _verdicts(load_runs(HELD_OUT), params)
-    slow = [(name, started) for name, over, started in verdicts if over >= LR_LIMIT_SPREAD]
-    normal = [(name, started) for name, over, started in verdicts if over <= 1 / LR_LIMIT_SPREAD]
+    slow = [(name, started) for name, over, started in verdicts if lr_verdict(over) == "slow"]
+    normal = [(name, started) for name, over, started in verdicts if lr_verdict(over) == "normal"]
     assert len(slow) == 4 and all(started for _, started in slow)
     assert normal and not any(started for _, started in normal)
-    near = {name: started for name, over, started in verdicts if 1 / LR_LIMIT_SPREAD < over < LR_LIMIT_SPREAD}
+    near = {name: started for name, over, started in verdicts if lr_verdict(over) == "seed decides"}
     assert near["full d128 L8 seed1"] and not near["full d128 L8 seed2"] and not near["full d128 L8 seed3"]
 
 
