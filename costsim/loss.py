@@ -674,7 +674,9 @@ def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0
     after = ideal
     if scratch is not None and np.any(p.startup_tokens > 0) and p.startup_form == "delay":
         after = after - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
-    if since is not None and np.any(p.lr_limit > 0) and np.any(np.asarray(peak) > 0) and np.any(pay > 0):
+    # a profile that knows its limit but applies no slow start (the shipped one) skips this on the hot path
+    if since is not None and np.any(p.lr_limit > 0) and np.any(p.lr_slow_share > 0) and np.any(np.asarray(peak) > 0) \
+            and np.any(pay > 0):
         after = after - pay * (lr_slow_lost(p, layers, since + ideal, aspect, peak)
                                - lr_slow_lost(p, layers, since, aspect, peak))
     return after
