@@ -298,10 +298,13 @@ def name_metrics(study, objectives: tuple[str, ...]) -> None:
     import optuna
 
     names = [OBJECTIVES[o] for o in objectives]
-    if study.metric_names == names:
+    # read once: each read queries the storage, and a worker starting beside this one may
+    # name the study between two reads (it then names it the same)
+    current = study.metric_names
+    if current == names:
         return
-    if study.metric_names is not None or len(study.directions) != len(names):
-        had = study.metric_names or f"{len(study.directions)} objective(s)"
+    if current is not None or len(study.directions) != len(names):
+        had = current or f"{len(study.directions)} objective(s)"
         raise CostsimError(f"study '{study.study_name}' was created for objectives {had}, not {names}; resume it "
                            "with the --objectives it was started with, or give another --study-name")
     with warnings.catch_warnings():  # experimental in Optuna since 3.2, and what optuna-dashboard reads

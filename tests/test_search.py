@@ -435,6 +435,38 @@ def check_distributed(storage: str, study_name: str, workdir: Path, n_workers: i
     assert single.best[0].loss == expected.loss == best.value
 
 
+class _NamedBesideUs:
+    """A study that another worker names after its first read: ``metric_names`` is None
+    once, then the names that worker set (as on a shared database with workers starting)."""
+
+    study_name = "shared"
+    directions = [optuna.study.StudyDirection.MINIMIZE]
+
+    def __init__(self, names: list[str]) -> None:
+        self._reads = iter([None])
+        self._names = names
+        self.set_to: list[str] | None = None
+
+    @property
+    def metric_names(self) -> list[str] | None:
+        return next(self._reads, self._names)
+
+    def set_metric_names(self, names: list[str]) -> None:
+        self.set_to = names
+
+
+def test_a_study_named_by_another_worker_between_two_reads_is_not_a_mismatch() -> None:
+    """The CI failure of 2026-12-06 ('created for objectives ['loss'], not ['loss']'): the
+    names are read once, so a worker naming the study beside this one is no conflict."""
+    study = _NamedBesideUs(["loss"])
+    search.name_metrics(study, ("loss",))
+    assert study.set_to == ["loss"]
+    other = _NamedBesideUs(["loss", "cost_usd"])
+    other._reads = iter([["loss", "cost_usd"]])
+    with pytest.raises(CostsimError, match="was created for objectives"):
+        search.name_metrics(other, ("loss",))
+
+
 def test_distributed_workers_on_a_journal_file(fast_dir: Path) -> None:
     check_distributed(str(fast_dir / "study.log"), "shared", fast_dir)
 
