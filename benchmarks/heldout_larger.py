@@ -10,11 +10,12 @@ largest width) at the corpus's LR and a quarter of it, and growth between them a
 study's schedule and its no-freeze variant at the one where full training ended lowest;
 ``--set heldout-lr96`` the corpus's own d96 L6 at half its LR (the same schedules and
 ``random_top`` late) and at twice it (full training at 6 and 3 layers, the no-freeze
-variant). No fit sees them, and the shipped profile's predictions for them were written
-down before they were trained:
+variant); ``--set heldout-lr-band`` d96 L8, d160 L6 and d80 L12 in the LR limit's band, where the
+seed decides, and above it, full training and growth at the same peak LR. No fit sees them,
+and the shipped profile's predictions for them were written down before they were trained:
 
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96]          # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96|lr-band] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96|lr-band]          # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -47,10 +48,11 @@ from costsim.heldout import (
     score_schedules,
     seed_mean_curve,
 )
-from costsim.loss import load_loss_profile, predict, stage_plans
+from costsim.loss import load_loss_profile, lr_limit, lr_slow_probability, lr_verdict, predict, stage_plans
 from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
 from studies.growth_corpus import (
+    BAND_DATASET,
     DEEP_DATASET,
     EVALS_PER_RUN,
     HELDOUT_DATASET,
@@ -63,6 +65,7 @@ from studies.growth_corpus import (
     heldout_longer,
     heldout_lr,
     heldout_lr96,
+    heldout_lr_band,
     heldout_wide,
 )
 
@@ -74,7 +77,9 @@ SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name
                    Path(__file__).with_name("heldout_longer_predicted.json")),
         "wide": (heldout_wide, WIDE_DATASET, "heldout-wide", Path(__file__).with_name("heldout_wide_predicted.json")),
         "lr": (heldout_lr, LR_DATASET, "heldout-lr", Path(__file__).with_name("heldout_lr_predicted.json")),
-        "lr96": (heldout_lr96, LR96_DATASET, "heldout-lr96", Path(__file__).with_name("heldout_lr96_predicted.json"))}
+        "lr96": (heldout_lr96, LR96_DATASET, "heldout-lr96", Path(__file__).with_name("heldout_lr96_predicted.json")),
+        "lr-band": (heldout_lr_band, BAND_DATASET, "heldout-lr-band",
+                    Path(__file__).with_name("heldout_lr_band_predicted.json"))}
 # where along a run the depth pairs' gaps are read (shares of its evaluations)
 PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -100,14 +105,30 @@ def predicted_runs(listing=heldout) -> dict:
     out = {}
     for name, (spec, steps, tokens, curve) in curves.items():
         row = {"final": float(curve.loss[-1]), "lower": float(curve.lower[-1]), "upper": float(curve.upper[-1])}
+        plan = stage_plans(spec)[-1]
+        over = plan.peak_lr / float(lr_limit(profile.params, plan.layers, plan.aspect))
+        row |= {"lr_over_limit": over, "p_slow": float(lr_slow_probability(profile.params, over)),
+                "lr_verdict": lr_verdict(profile.params, over, profile.interval)}
         if len(spec.stages) > 1:
-            base = next(v for v in curves.values() if len(v[0].stages) == 1)
+            base = baseline_curve(spec, curves)
             c = compare_curves(cumulative_flops(spec, steps, tokens), curve.loss,
                                cumulative_flops(base[0], base[1], base[2]), base[3].loss)
             row |= {"ratio": c.ratio, "crossover_kind": c.crossover_kind, "crossover_flops": c.crossover_flops,
                     "end_gap": c.end_gap}
         out[name] = row
     return {"profile": PROFILE, "profile_sha256_16": profile_digest(), "runs": out}
+
+
+def baseline_curve(spec, curves: dict) -> tuple:
+    """Full training for a growth spec among ``curves``: the same final shape, peak LR and seed
+    where the set has it, else its first full-training run (the sets trained before the LR
+    band hold one baseline per shape and LR, first)."""
+    full = [v for v in curves.values() if len(v[0].stages) == 1]
+
+    def key(s) -> tuple:
+        return (s.model.d_model, s.stages[-1].layers, s.training.lr_schedule.lr, s.training.seed)
+
+    return next((v for v in full if key(v[0]) == key(spec)), full[0])
 
 
 def _same_predictions(registered: dict, fresh: dict) -> bool:
@@ -117,7 +138,7 @@ def _same_predictions(registered: dict, fresh: dict) -> bool:
         return a == b
 
     return registered.keys() == fresh.keys() and all(
-        registered[name].keys() == fresh[name].keys()
+        registered[name].keys() <= fresh[name].keys()  # a key added since is information, not a prediction
         and all(close(registered[name][k], fresh[name][k]) for k in registered[name]) for name in registered)
 
 
@@ -169,7 +190,8 @@ def main() -> None:
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
                         "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
-                        "d96 L6 at half and twice its peak LR")
+                        "d96 L6 at half and twice its peak LR; lr-band: d96 L8, d160 L6 and d80 L12 in and above the LR "
+                        "limit's band")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

@@ -19,7 +19,7 @@ import argparse
 import math
 import os
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
 from pathlib import Path
 
@@ -33,13 +33,14 @@ from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
     LAW_INTERACTION_MAX,
     LR_LIMIT_DOMAIN,
-    LR_LIMIT_SPREAD,
     NOISE_EXPONENT_MAX,
     SMALL_BATCH_EXPONENT_MAX,
+    STARTUP_WIDTH_REFERENCE,
     STRUCTURES,
     LossParams,
     LossProfile,
     load_loss_profile,
+    lr_band,
     lr_limit,
     seed_std_in,
     seed_table,
@@ -333,20 +334,28 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
 
 # --- what a profile knows about its data --------------------------------------------------
 
-LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share",
-                   "lr_slow_tokens", "lr_slow_grown")
-# (log limit at d64 with one layer, width exponent, depth exponent, slow share, log recovery tokens): a
-# limit of 1/width through d96 L6 at 3e-3 (slow at 4e-3, not at 2e-3), half the pace lost, recovering over
-# about a start-up's length; bounds wide of anything physical
-LR_LIMIT_START = (math.log(3e-3 * 1.5 * 6**0.5), 1.0, 0.5, 0.5, math.log(2e6))
-LR_LIMIT_BOUNDS = ((math.log(1e-5), 0.0, 0.0, 0.0, math.log(1e3)),
-                   (math.log(1.0), 3.0, 3.0, 1.0, math.log(1e8)))
+LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_spread", "lr_limit_width_exponent", "lr_limit_depth_exponent",
+                   "lr_slow_share", "lr_slow_tokens", "lr_slow_grown")
+# A run started slow when at SLOW_AT tokens it has the loss its LR-blind curve reaches with under
+# SLOW_EFFICIENCY of them: every run at the corpus's LR is above, every run above a limit far under
+# (0.43-0.62), a gap the seed noise does not cross (at 2e-3 the lowest was 0.74)
+SLOW_AT = 1.64e6
+SLOW_EFFICIENCY = 0.65
+# (log limit at d64 with one layer, width exponent, depth exponent, log spread): a limit of 1/width
+# through d96 L6 at 3e-3 (slow at 4e-3, not at 2e-3), a band of about 1.4x either way
+LR_LIMIT_START = (math.log(3e-3 * 1.5 * 6**0.5), 1.0, 0.5, math.log(0.2))
+LR_SPREAD_MIN = 0.02  # a band of 2% in LR: runs cut apart cleanly say only that it is narrow
+# (slow share, log recovery tokens): half the pace lost, recovering over about a start-up's length;
+# bounds wide of anything physical
+LR_SLOW_START = (0.5, math.log(2e6))
+LR_SLOW_BOUNDS = ((0.0, math.log(1e3)), (1.0, math.log(1e8)))
 
 
 @dataclass(frozen=True)
 class LRLimitFit:
     params: LossParams
-    runs: list[str]  # the full-training runs it was fitted on
+    runs: list[str]  # the full-training runs the limit was fitted on
+    slow_runs: list[str]  # those that started slow: the slow start's share and recovery were fitted on them
     rms_before: float  # nats, over their points, with no LR limit
     rms_after: float
     grown_runs: list[str] = field(default_factory=list)  # the growth runs lr_slow_grown was fitted on
@@ -354,56 +363,105 @@ class LRLimitFit:
 
 def lr_limit_runs(runs: list[RunData], fitted_lr: float, min_width: int = 0) -> list[RunData]:
     """The runs an LR limit is fitted on: full training at the fitted peak LR or above it, of
-    d_model ``min_width`` or more. A peak below the fitted one trains slower for another reason
-    (each step moves the weights less), which the limit does not describe."""
+    d_model ``min_width`` or more, long enough to tell a slow start (``started_slow``). A peak
+    below the fitted one trains slower for another reason (each step moves the weights less),
+    which the limit does not describe."""
     return [r for r in runs if r.is_full_training and not r.holdout and r.final_shape[0] >= min_width
-            and r.spec.training.lr_schedule.lr >= fitted_lr * (1 - 1e-9)]
+            and r.spec.training.lr_schedule.lr >= fitted_lr * (1 - 1e-9) and r.tokens[-1] >= 0.95 * SLOW_AT]
+
+
+def token_efficiency(run: RunData, params: LossParams, at: float, loss: np.ndarray | None = None) -> float | None:
+    """Of a full-training run (or of ``loss``, a curve at its evaluations): the tokens the
+    profile's LR-blind curve for it needs to reach its loss at ``at`` tokens, over those tokens
+    (1 on the curve, 0.5 a run that needs twice the tokens; None past the run's end). A slow
+    start above the LR limit shows as about 0.5 at 1.64M tokens."""
+    if run.tokens[-1] < 0.95 * at:
+        return None
+    first = run.plans[0]
+    longer = replace(first, tokens=4 * first.tokens, steps=4 * first.n_steps,  # a slow run gets there later
+                     lr=np.concatenate([first.lr, np.full(3 * len(first.lr), first.lr[-1])]))
+    grid = np.linspace(first.tokens / 400, 4 * first.tokens, 1600)
+    curve = trajectory(params.model_copy(update={"lr_limit": 0.0}), [longer], at_tokens=grid)[1]
+    best = np.minimum.accumulate(run.loss if loss is None else loss)
+    i = int(np.argmin(abs(run.tokens - at)))
+    need = flops_to_reach(float(best[i]), grid, np.minimum.accumulate(curve))
+    return None if need is None else need / float(run.tokens[i])
+
+
+def started_slow(run: RunData, params: LossParams) -> bool:
+    """Whether a full-training run started slow: under SLOW_EFFICIENCY of its LR-blind curve's
+    pace at SLOW_AT tokens (``token_efficiency``)."""
+    efficiency = token_efficiency(run, params, SLOW_AT)
+    return efficiency is not None and efficiency < SLOW_EFFICIENCY
 
 
 def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
-                 width_exponent: float | None = None, min_width: int = 0) -> LRLimitFit:
-    """The LR limit and its slow start (five parameters) by least squares on full-training
-    curves at several peak LRs, every other parameter held (the corpus the law is fitted on has
-    one peak LR, so the main fit cannot see them); ``width_exponent`` holds the limit's width
-    exponent there, ``min_width`` leaves narrower models out. Then, where the runs hold growth
-    whose grown shape could start slow, the share of it a grown model pays (``lr_slow_grown``)
-    on those, all else held. Points weighed as in the main fit (their seed noise)."""
+                 width_exponent: float | None = 1.0, min_width: int = 0) -> LRLimitFit:
+    """The LR limit, fitted apart from the law (the corpus the law is fitted on has one peak LR,
+    so the main fit cannot see it), in three steps on full-training runs at several peak LRs:
+
+    1. where: which runs started slow (``started_slow``), and by maximum likelihood the limit
+       (where half of all seeds start slow) and the band where the seed decides, a probit in
+       log LR; ``width_exponent`` holds the limit's width exponent (default 1, Adam's: an
+       update's size in a wider layer; None fits it), ``min_width`` leaves narrower models out;
+    2. how much: the share of the pace a slow start loses and its recovery, by least squares
+       on the curves of the runs that started slow, the law held;
+    3. growth: the share of a slow start a grown model above its new shape's limit pays
+       (``lr_slow_grown``), on such growth runs, all else held.
+
+    Points weighed as in the main fit (their seed noise)."""
+    from scipy.optimize import minimize
+    from scipy.stats import norm
+
     chosen = lr_limit_runs(runs, fitted_lr, min_width)
     if len({r.spec.training.lr_schedule.lr for r in chosen}) < 2:
         raise CostsimError("fitting an LR limit needs full training at two or more peak LRs at or above the "
                            f"profile's ({fitted_lr:g}); train them (python -m studies.growth_corpus --set lr-sweep)")
-    weights = point_weights(chosen)
+    slow = np.array([started_slow(r, params) for r in chosen])
+    if slow.all() or not slow.any():
+        raise CostsimError(f"fitting an LR limit needs runs that started slow and runs that did not; all {len(chosen)} "
+                           f"{'did' if slow.all() else 'did not'}: add peak LRs {'under' if slow.all() else 'above'} "
+                           "these (python -m studies.growth_corpus --set lr-sweep)")
+    log_width = np.log([r.final_shape[0] / STARTUP_WIDTH_REFERENCE for r in chosen])
+    log_depth = np.log([float(r.plans[0].layers) for r in chosen])
+    log_peak = np.log([r.spec.training.lr_schedule.lr for r in chosen])
 
-    free = np.array([True, width_exponent is None, True, True, True])
-    held = np.array(LR_LIMIT_START)
-    if width_exponent is not None:
-        held[1] = width_exponent
+    def unpack(x: np.ndarray) -> tuple[float, float, float, float]:
+        log_limit, depth, log_spread = x[0], x[-2], x[-1]
+        width = x[1] if width_exponent is None else width_exponent
+        return log_limit, width, depth, max(math.exp(log_spread), LR_SPREAD_MIN)
 
-    def with_x(xf: np.ndarray) -> LossParams:
-        x = held.copy()
-        x[free] = xf
-        return params.model_copy(update={"lr_limit": math.exp(x[0]), "lr_limit_width_exponent": x[1],
-                                         "lr_limit_depth_exponent": x[2], "lr_slow_share": x[3],
-                                         "lr_slow_tokens": math.exp(x[4])})
+    def negative_log_likelihood(x: np.ndarray) -> float:
+        log_limit, width, depth, spread = unpack(x)
+        z = (log_peak - (log_limit - width * log_width - depth * log_depth)) / spread
+        return -float(np.sum(np.where(slow, norm.logcdf(z), norm.logcdf(-z))))
 
-    def residuals(x: np.ndarray) -> np.ndarray:
-        return np.concatenate([w * r for w, r in zip(weights, run_residuals(with_x(x), chosen), strict=True)])
+    start = np.array(LR_LIMIT_START if width_exponent is None else [LR_LIMIT_START[i] for i in (0, 2, 3)])
+    best = min((minimize(negative_log_likelihood, start + np.eye(len(start))[0] * math.log(scale),
+                         method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9})
+                for scale in (0.5, 1.0, 2.0)), key=lambda r: r.fun)  # from three limits: the likelihood is flat
+    log_limit, width, depth, spread = unpack(best.x)
+    located = params.model_copy(update={"lr_limit": math.exp(log_limit), "lr_limit_spread": spread,
+                                        "lr_limit_width_exponent": width, "lr_limit_depth_exponent": depth})
 
-    lower, upper = (np.array(b)[free] for b in LR_LIMIT_BOUNDS)
-    best = None
-    for limit_scale in (0.5, 1.0, 2.0):  # the limit's step makes the fit start-dependent
-        x0 = held.copy()
-        x0[0] += math.log(limit_scale)
-        x0 = x0[free]
-        result = least_squares(residuals, x0, bounds=(lower, upper), x_scale="jac", max_nfev=200)
-        if best is None or result.cost < best.cost:
-            best = result
+    slow_runs = [r for r, s in zip(chosen, slow, strict=True) if s]
+    weights = point_weights(slow_runs)
+
+    def with_slow_start(x: np.ndarray, q: LossParams = located) -> LossParams:
+        return q.model_copy(update={"lr_slow_share": float(x[0]), "lr_slow_tokens": math.exp(x[1])})
+
+    def slow_residuals(x: np.ndarray) -> np.ndarray:
+        # each run's observed outcome, not the likelier one: a limit this low makes every one of them slow
+        q = with_slow_start(x, located.model_copy(update={"lr_limit": 1e-12}))
+        return np.concatenate([w * r for w, r in zip(weights, run_residuals(q, slow_runs), strict=True)])
+
+    solved = least_squares(slow_residuals, LR_SLOW_START, bounds=LR_SLOW_BOUNDS, x_scale="jac", max_nfev=200)
+    fitted = with_slow_start(solved.x)
     off = params.model_copy(update={"lr_limit": 0.0})
 
     def rms(p: LossParams) -> float:
         return float(np.sqrt(np.mean(np.concatenate(run_residuals(p, chosen)) ** 2)))
 
-    fitted = with_x(best.x)
     grown = grown_lr_runs(runs, fitted, fitted_lr, min_width)
     if grown:  # then the share a grown model pays, on growth runs whose grown shape is above its limit
         growth_weights = point_weights(grown)
@@ -414,26 +472,26 @@ def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
 
         share = least_squares(growth_residuals, [0.5], bounds=([0.0], [1.0]), max_nfev=50).x[0]
         fitted = fitted.model_copy(update={"lr_slow_grown": float(share)})
-    return LRLimitFit(fitted, [r.name for r in chosen], rms(off), rms(fitted), [r.name for r in grown])
+    return LRLimitFit(fitted, [r.name for r in chosen], [r.name for r in slow_runs], rms(off), rms(fitted),
+                      [r.name for r in grown])
 
 
 def grown_lr_runs(runs: list[RunData], params: LossParams, fitted_lr: float, min_width: int = 0) -> list[RunData]:
-    """Growth runs at the fitted peak LR or above whose final shape is above its LR limit (a
-    slow start is possible): what the share a grown model pays is fitted on."""
+    """Growth runs at the fitted peak LR or above whose final shape is at or above its LR limit
+    (a slow start the likelier outcome): what the share a grown model pays is fitted on."""
     return [r for r in runs if not r.is_full_training and not r.holdout and r.final_shape[0] >= min_width
             and r.spec.training.lr_schedule.lr >= fitted_lr * (1 - 1e-9)
-            and r.plans[-1].peak_lr > float(lr_limit(params, r.plans[-1].layers, r.plans[-1].aspect))
-            / LR_LIMIT_SPREAD]
+            and r.plans[-1].peak_lr >= float(lr_limit(params, r.plans[-1].layers, r.plans[-1].aspect))]
 
 
 def with_lr_limit(profile: LossProfile, fit: LRLimitFit, peaks: list[float], source: str,
-                  slow_start: bool = False) -> LossProfile:
+                  slow_start: bool = True) -> LossProfile:
     """``profile`` with an LR limit fitted on its point fit, carried to every bootstrap sample
     (the limit is fitted once, with the law held); ``peaks`` the peak LRs it was fitted on.
-    Without ``slow_start`` the limit is only known (notes read it) and predictions stay as they
-    were (the fitted slow start kept in the report); with it, predictions above the limit
-    include the slow start, a grown model paying its fitted share (docs/loss-model.md, "The LR
-    limit")."""
+    Predictions at or above a shape's limit include the slow start, a grown model paying its
+    fitted share, and where the seed decides their intervals cover both outcomes
+    (docs/loss-model.md, "The LR limit"); without ``slow_start`` the limit is only known (notes
+    read it), predictions stay LR-blind and the fitted slow start is kept in the report."""
     values = {name: getattr(fit.params, name) for name in LR_LIMIT_FIELDS}
     slow = {name: values[name] for name in ("lr_slow_share", "lr_slow_tokens", "lr_slow_grown")}
     if not slow_start:
@@ -443,6 +501,7 @@ def with_lr_limit(profile: LossProfile, fit: LRLimitFit, peaks: list[float], sou
         "samples": [s.model_copy(update=values) for s in profile.samples],
         "domain": {**profile.domain, LR_LIMIT_DOMAIN: [min(peaks), max(peaks)]},
         "report": {**profile.report, "lr_limit_from": source, "lr_limit_runs": len(fit.runs),
+                   "lr_limit_slow_runs": len(fit.slow_runs), "lr_limit_grown_runs": len(fit.grown_runs),
                    "lr_limit_rms": [fit.rms_before, fit.rms_after], "lr_slow_start_fitted": slow,
                    "lr_slow_start_applied": slow_start}})
 
@@ -682,16 +741,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="keep this profile and fit only its LR limit (the peak LR above which a model from "
                         "scratch starts slow) on the full-training runs of --data at its peak LR and above, the "
                         "law held: seconds, not a refit (--data lr_sweep,growth_corpus)")
-    parser.add_argument("--lr-width-exponent", type=float, default=None, metavar="A",
+    parser.add_argument("--lr-width-exponent", default="1", metavar="A",
                         help="with --lr-limit: hold the limit's width exponent at A (the limit falls as "
-                        "d_model^-A; 1 is Adam's in the standard parametrisation) instead of fitting it")
+                        "d_model^-A; default 1, Adam's in the standard parametrisation), or 'free' to fit it")
     parser.add_argument("--lr-min-width", type=int, default=0, metavar="D",
                         help="with --lr-limit: fit on models of d_model D or more (d32 took 8x the corpus's LR "
                         "without a slow start, far above where wider models' limit puts it)")
-    parser.add_argument("--lr-slow-start", action="store_true",
-                        help="with --lr-limit: also apply the fitted slow start above the limit to predictions, a "
-                        "grown model paying its fitted share (not shipped: better on held-out growth on average, "
-                        "worse where the seed decides; without it the limit is only named in notes)")
+    parser.add_argument("--lr-limit-only", action="store_true",
+                        help="with --lr-limit: record the limit (notes name it) but leave predictions LR-blind, "
+                        "the fitted slow start kept in the profile's report")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1, help="processes for the bootstrap and --cv "
                         "(default: CPUs)")
     parser.add_argument("--paired-weight", type=float, default=PAIRED_WEIGHT,
@@ -736,22 +794,32 @@ def main(argv: list[str] | None = None) -> int:
         if old.lr is None:
             raise CostsimError(f"--lr-limit {args.lr_limit}: the profile records no peak LR (fitted on runs at "
                                "several); fit the law on runs at one peak LR first")
-        fit = fit_lr_limit(runs, old.params, old.lr, args.lr_width_exponent, args.lr_min_width)
+        if args.lr_width_exponent == "free":
+            width_exponent = None
+        else:
+            try:
+                width_exponent = float(args.lr_width_exponent)
+                assert width_exponent >= 0
+            except (ValueError, AssertionError):
+                raise CostsimError(f"--lr-width-exponent {args.lr_width_exponent!r}: give a number >= 0 or 'free'") \
+                    from None
+        fit = fit_lr_limit(runs, old.params, old.lr, width_exponent, args.lr_min_width)
         peaks = [r.spec.training.lr_schedule.lr for r in runs if r.name in set(fit.runs)]
-        width = "" if args.lr_width_exponent is None else f" --lr-width-exponent {args.lr_width_exponent:g}"
-        width += f" --lr-min-width {args.lr_min_width}" if args.lr_min_width else ""
-        width += " --lr-slow-start" if args.lr_slow_start else ""
+        options = "" if args.lr_width_exponent == "1" else f" --lr-width-exponent {args.lr_width_exponent}"
+        options += f" --lr-min-width {args.lr_min_width}" if args.lr_min_width else ""
+        options += " --lr-limit-only" if args.lr_limit_only else ""
         profile = with_lr_limit(old, fit, peaks, f"python -m costsim.fit --lr-limit {args.lr_limit} --data "
-                                f"{args.data or 'growth_corpus'}{width}", args.lr_slow_start)
+                                f"{args.data or 'growth_corpus'}{options}", not args.lr_limit_only)
         profile = profile.model_copy(update={"name": args.name if args.name != "fitted" else old.name})
         out.write_text(profile.model_dump_json(indent=1) + "\n")
         q = fit.params
-        print(f"fitted an LR limit on {len(fit.runs)} full-training runs (and {len(fit.grown_runs)} growth runs "
-              f"above it: a grown model pays {q.lr_slow_grown:.2f} of a slow start): rms {fit.rms_before:.4f} -> "
-              f"{fit.rms_after:.4f} nats; limit {q.lr_limit:.3g} x (d_model/64)^-{q.lr_limit_width_exponent:.2f} "
-              f"x layers^-{q.lr_limit_depth_exponent:.2f}; above it {q.lr_slow_share:.2f} of the pace lost, "
-              f"recovered over {q.lr_slow_tokens:.3g} ideal tokens ({'applied to' if args.lr_slow_start else 'not in'}"
-              f" predictions); wrote {out}")
+        print(f"fitted an LR limit on {len(fit.runs)} full-training runs ({len(fit.slow_runs)} started slow) and "
+              f"{len(fit.grown_runs)} growth runs above it: limit {q.lr_limit:.3g} x (d_model/64)^-"
+              f"{q.lr_limit_width_exponent:.2f} x layers^-{q.lr_limit_depth_exponent:.2f}, where half of all seeds "
+              f"start slow, the seed deciding within {lr_band(q):.2f}x of it; a slow start loses "
+              f"{q.lr_slow_share:.2f} of the pace, recovered over {q.lr_slow_tokens:.3g} ideal tokens, and a grown "
+              f"model pays {q.lr_slow_grown:.2f} of it; rms {fit.rms_before:.4f} -> {fit.rms_after:.4f} nats "
+              f"({'not in' if args.lr_limit_only else 'applied to'} predictions); wrote {out}")
         return 0
     if args.recalibrate:
         old = load_loss_profile(args.recalibrate)

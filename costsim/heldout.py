@@ -22,7 +22,7 @@ seed's ratio moves by more than the targets at the smaller sizes (``ratio_seed_n
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -93,24 +93,6 @@ def _band(x: np.ndarray, diff: np.ndarray, last_ahead: int, cross: float, noise:
         hi += 1
     return (float(min(x[lo], cross)) if lo <= last_ahead else cross,
             float(max(x[hi], cross)) if hi > last_ahead else cross)
-
-
-def token_efficiency(run: RunData, params: LossParams, at: float, loss: np.ndarray | None = None) -> float | None:
-    """Of a full-training run (or of ``loss``, a curve at its evaluations): the tokens the
-    profile's LR-blind curve for it needs to reach its loss at ``at`` tokens, over those tokens
-    (1 on the curve, 0.5 a run that needs twice the tokens; None past the run's end). A slow
-    start above the LR limit shows as about 0.5 at 1.64M tokens."""
-    if run.tokens[-1] < 0.95 * at:
-        return None
-    first = run.plans[0]
-    longer = replace(first, tokens=4 * first.tokens, steps=4 * first.n_steps,  # a slow run gets there later
-                     lr=np.concatenate([first.lr, np.full(3 * len(first.lr), first.lr[-1])]))
-    grid = np.linspace(first.tokens / 400, 4 * first.tokens, 1600)
-    curve = trajectory(params.model_copy(update={"lr_limit": 0.0}), [longer], at_tokens=grid)[1]
-    best = np.minimum.accumulate(run.loss if loss is None else loss)
-    i = int(np.argmin(abs(run.tokens - at)))
-    need = flops_to_reach(float(best[i]), grid, np.minimum.accumulate(curve))
-    return None if need is None else need / float(run.tokens[i])
 
 
 def baseline_prefix(run: RunData, base: RunData) -> np.ndarray:

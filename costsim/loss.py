@@ -95,12 +95,12 @@ SMALL_BATCH_EXPONENT_MAX = 0.75
 STARTUP_WIDTH_REFERENCE = 64.0  # d_model at which a profile's startup_tokens is quoted (and its lr_limit)
 LR_LIMIT_DOMAIN = "lr_limit_peak_lr"  # a profile's domain entry: the peak LRs its LR limit was fitted on
 # A slow start is all or nothing in the runs: at 1.64M tokens every run that started slow needed
-# about twice the tokens of its curve (0.49-0.58, d48 L6 at 8e-3 0.76), however far above its
-# limit, and d64 L8 ran faster at 3e-3 than at 2e-3 and slow at 4e-3. Near the limit the seed
-# decides (d128 L8 at 2e-3: one seed in three). So the share lost rises from none at limit /
-# LR_LIMIT_SPREAD to all of lr_slow_share at limit x LR_LIMIT_SPREAD (a smooth step in log LR):
-# the expected slow start where the seed decides, exactly none below.
-LR_LIMIT_SPREAD = 1.4
+# about twice the tokens of its curve (0.43-0.62), however far above its limit, and d64 L8 ran
+# faster at 3e-3 than at 2e-3 and slow at 4e-3. Near the limit the seed decides (d128 L8 at 2e-3:
+# one seed in three). So the limit is where half of all seeds start slow (a probit in log LR,
+# ``lr_limit_spread`` wide), and a prediction follows the likelier outcome: the whole slow start
+# at or above the limit, none below; where the other outcome has at least the interval's tail
+# probability, the interval covers it too (``lr_branches``).
 LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plain max(a, b)
 
 
@@ -185,9 +185,11 @@ class LossParams(BaseModel):
         "continues it from the share the old model had in use, fresh blocks included (growth cannot bring into "
         "use more of the model than its source had)")
 
-    lr_limit: float = Field(0.0, ge=0, description="the peak LR at which a one-layer model of d_model 64 from "
-                            "scratch starts slow, the middle of a band LR_LIMIT_SPREAD wide either way where the "
-                            "seed decides (0: no limit, the peak LR is not read)")
+    lr_limit: float = Field(0.0, ge=0, description="the peak LR at which half of the seeds of a one-layer model of "
+                            "d_model 64 from scratch start slow (0: no limit, the peak LR is not read)")
+    lr_limit_spread: float = Field(0.0, ge=0, description="how wide in log LR the band is where the seed decides: "
+                                   "the share of seeds that start slow is Phi(ln(peak / limit) / this) (0: a sharp "
+                                   "limit)")
     lr_limit_width_exponent: float = Field(0.0, ge=0, description="the limit falls as (d_model / 64) ** -this")
     lr_limit_depth_exponent: float = Field(0.0, ge=0, description="the limit falls as layers ** -this")
     lr_slow_share: float = Field(0.0, ge=0, le=1, description="above the limit a model from scratch first "
@@ -373,9 +375,8 @@ def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
 
 
 def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
-    """The peak LR at which a model of this depth and width from scratch starts slow: the
-    middle of the band (LR_LIMIT_SPREAD either way) where the seed decides (inf: no limit; an
-    unknown width counts as the reference width)."""
+    """The peak LR at which half of the seeds of a model of this depth and width from scratch
+    start slow (inf: no limit; an unknown width counts as the reference width)."""
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
     width = np.asarray(aspect, dtype=float) * layers
     width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE) / STARTUP_WIDTH_REFERENCE
@@ -383,21 +384,46 @@ def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
     return np.where(limit > 0, limit, np.inf)
 
 
-def lr_verdict(over: float) -> str:
-    """What the LR limit says of a model from scratch at ``over`` times it: 'normal' at or under
-    1 / LR_LIMIT_SPREAD, 'slow' at or over LR_LIMIT_SPREAD, 'seed decides' between."""
-    if over >= LR_LIMIT_SPREAD:
+def lr_slow_probability(p: LossParams, over) -> np.ndarray:
+    """The share of seeds that start slow at ``over`` times the limit: a probit in log LR."""
+    from scipy.stats import norm
+
+    log_over = np.log(np.maximum(np.asarray(over, dtype=float), 1e-300))
+    if p.lr_limit_spread <= 0:
+        return (log_over >= 0).astype(float)
+    return norm.cdf(log_over / p.lr_limit_spread)
+
+
+def lr_band(p: LossParams, interval: float = 0.9) -> float:
+    """The factor either side of the limit within which each outcome has at least the
+    interval's tail probability ((1 - interval) / 2): where the seed decides."""
+    return math.exp(z_score(interval) * p.lr_limit_spread)
+
+
+def lr_verdict(p: LossParams, over: float, interval: float = 0.9) -> str:
+    """What the LR limit says of a model from scratch at ``over`` times it: 'slow' where the
+    slow start is the likelier outcome and the other one is under the interval's tail, 'normal'
+    the same way round, 'seed decides' between (``lr_band``)."""
+    band = lr_band(p, interval)  # >= 1
+    if over >= band:
         return "slow"
-    return "normal" if over <= 1 / LR_LIMIT_SPREAD else "seed decides"
+    return "normal" if over < 1 / band else "seed decides"
 
 
 def lr_slow_share(p: LossParams, layers, aspect=0.0, peak=0.0) -> np.ndarray:
-    """The share of its pace a model from scratch loses at the start at this peak LR: none up
-    to its limit / LR_LIMIT_SPREAD, all of ``lr_slow_share`` from limit x LR_LIMIT_SPREAD, a
-    smooth step in log LR between."""
-    over = np.log(np.maximum(np.asarray(peak, dtype=float), 1e-300) / lr_limit(p, layers, aspect))
-    x = np.clip((over / math.log(LR_LIMIT_SPREAD) + 1) / 2, 0.0, 1.0)
-    return p.lr_slow_share * x * x * (3 - 2 * x)
+    """The share of its pace a model from scratch loses at the start at this peak LR: all of
+    ``lr_slow_share`` at or above its limit (the likelier outcome there), none below."""
+    over = np.maximum(np.asarray(peak, dtype=float), 0.0) / lr_limit(p, layers, aspect)
+    return np.where(over >= 1, p.lr_slow_share, 0.0)
+
+
+def lr_branches(p: LossParams, interval: float = 0.9) -> tuple[LossParams, LossParams]:
+    """The point fit with the limit moved so that a shape starts slow where that outcome has at
+    least the interval's tail probability (the pessimistic branch), and only where the other
+    has less (the optimistic one): a prediction's interval covers both."""
+    band = lr_band(p, interval)
+    return (p.model_copy(update={"lr_limit": p.lr_limit / band}),
+            p.model_copy(update={"lr_limit": p.lr_limit * band}))
 
 
 def lr_slow_lost(p: LossParams, layers, ideal, aspect=0.0, peak=0.0) -> np.ndarray:
@@ -937,7 +963,22 @@ def predict(profile: LossProfile, plans: list[StagePlan], points_per_stage: int 
     model = model_error(profile, max(plan.n_params for plan in plans), max(plan.layers for plan in plans))
     spread = np.sqrt(model**2 + seed**2 + (profile.law_rel_std * (loss - p.E))**2)
     lower, upper = widened(loss, lo, hi, z_score(profile.interval) * spread)
+    for branch in seed_decided_branches(profile, plans):  # the other outcome, where the seed decides
+        other = trajectory(branch, plans, points_per_stage, at_tokens, after_boundary)[1]
+        lower, upper = np.minimum(lower, lower + other - loss), np.maximum(upper, upper + other - loss)
     return LossCurve(tokens=tokens, loss=loss, lower=lower, upper=upper, stage=stage)
+
+
+def seed_decided_branches(profile: LossProfile, plans: list[StagePlan]) -> tuple[LossParams, ...]:
+    """``lr_branches`` of the point fit where a stage's shape is in the band where the seed
+    decides whether it starts slow (none elsewhere: the likelier outcome is the only one the
+    interval needs)."""
+    p = profile.params
+    if p.lr_limit <= 0 or p.lr_slow_share <= 0 or p.lr_limit_spread <= 0:
+        return ()
+    band = lr_band(p, profile.interval)
+    overs = [plan.peak_lr / float(lr_limit(p, plan.layers, plan.aspect)) for plan in plans if plan.peak_lr > 0]
+    return lr_branches(p, profile.interval) if any(1 / band < over < band for over in overs) else ()
 
 
 def widened(value, lo, hi, noise):

@@ -33,7 +33,8 @@ longer ones (d64 L4 for 3,200 steps), ``--set heldout-wide`` wider ones (d192 wi
 3 layers, full training: the start-up at a width no fit has seen) and ``--set heldout-lr``
 d128 L8 at the peak LR that suits its full training (the corpus has one peak LR), and
 ``--set heldout-lr96`` the corpus's d96 L6 at half and twice its LR, and ``--set heldout-lr160``
-d160 L4 either side of its LR limit, which no fit sees (``--set lr-sweep``: the corpus's shapes at
+d160 L4 either side of its LR limit, which no fit sees, and ``--set heldout-lr-band`` the band where
+the seed decides and above it at d96 L8, d160 L6 and d80 L12 (``--set lr-sweep``: the corpus's shapes at
 other peak LRs, the LR limit's fit):
 ``benchmarks/heldout_larger.py`` scores the shipped profile on them.
 
@@ -438,11 +439,30 @@ def heldout_lr160() -> list[Run]:
     return [full(160, 4, MIDDLE_STEPS, lr=1.5 * LR), full(160, 4, MIDDLE_STEPS, lr=0.6 * LR)]
 
 
+BAND_DATASET = "heldout_lr_band"
+
+
+def heldout_lr_band() -> list[Run]:
+    """The LR limit's band, where the seed decides, and above it, at shapes no run has had
+    (d96 L8, d160 L6, and d80 L12, deeper than any fit has seen), 1,600 steps: full training
+    in the band (two seeds where it is widest), above it and under it; growth whose grown shape is
+    above its limit, against full training at the same peak LR. Predictions registered before
+    training in ``benchmarks/lr_band_predicted.json``."""
+    steps = MIDDLE_STEPS
+    # ordered for two runners (--part 0/2 and 1/2), about the same time each
+    return [full(96, 8, steps, lr=1.5 * LR), full(160, 6, steps), full(96, 8, steps, lr=1.5 * LR, seed=2),
+            full(160, 6, steps, seed=2), full(160, 6, steps, lr=1.5 * LR), full(96, 8, steps, lr=2 * LR),
+            full(80, 12, steps, lr=2 * LR), full(80, 12, steps, lr=1.5 * LR),
+            deepen(160, 6, steps, "stack_copy", 0.25, lr=1.5 * LR), study(160, 6, 3, steps, freeze=False, lr=1.5 * LR),
+            deepen(96, 8, steps, "random_top", 0.25, lr=2 * LR), study(96, 8, 4, steps, freeze=True, lr=2 * LR),
+            full(160, 6, steps, lr=LR / 2), full(96, 8, steps)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
         "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
         "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET),
-        "heldout-lr160": (heldout_lr160, LR160_DATASET)}
+        "heldout-lr160": (heldout_lr160, LR160_DATASET), "heldout-lr-band": (heldout_lr_band, BAND_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -473,9 +493,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; lr-sweep: the runs its LR limit is "
                         "fitted on; heldout, heldout-deep, heldout-longer, heldout-wide, heldout-lr, heldout-lr96, "
-                        "heldout-lr160: runs it is only checked on (exported to "
+                        "heldout-lr160, heldout-lr-band: runs it is only checked on (exported to "
                         f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
-                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json and {LR160_DATASET}.json)")
+                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json, {LR160_DATASET}.json and "
+                        f"{BAND_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")

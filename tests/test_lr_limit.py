@@ -150,7 +150,7 @@ SLOW = 0.65  # token efficiency at 1.64M tokens under which a run started slow (
 
 def _verdicts(runs, params):
     """(over the limit, started slow) of each full-training run at the profile's peak LR or above."""
-    from costsim.heldout import token_efficiency
+    from costsim.fit import token_efficiency
 
     out = []
     for run in runs:
@@ -216,7 +216,7 @@ def test_the_limit_at_a_width_no_run_had_says_what_d160_did():
     import json
     from pathlib import Path
 
-    from costsim.heldout import token_efficiency
+    from costsim.fit import token_efficiency
 
     registered = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "lr_limit_predicted.json")
                             .read_text())["runs"]
