@@ -8,7 +8,16 @@ from __future__ import annotations
 import numpy as np
 from pydantic import BaseModel
 
-from costsim.loss import LR_LIMIT_DOMAIN, LossProfile, lr_limit, lr_verdict, predict_curve, profile_for_spec
+from costsim.loss import (
+    LR_LIMIT_DOMAIN,
+    LossProfile,
+    lr_band,
+    lr_limit,
+    lr_slow_probability,
+    lr_verdict,
+    predict_curve,
+    profile_for_spec,
+)
 from costsim.spec import ScheduleSpec
 
 DOMAIN_FACTOR = 10.0
@@ -80,10 +89,12 @@ def domain_warning(profile: LossProfile, *, non_embedding_params: float, tokens:
 
 
 def lr_limit_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
-    """One line when the spec's peak LR is above the limit the profile puts on its final shape
-    trained from scratch: full training there may start slow (the seed decides within
-    LR_LIMIT_SPREAD of the limit) or is likely to (beyond it), and growth, which starts
-    shallower, escapes much of that, so a comparison at this LR flatters growth."""
+    """One line when the spec's peak LR puts its final shape, trained from scratch, in or above
+    the band of its LR limit: full training there may start slow (the seed decides, and the
+    limit says for about what share of seeds) or is likely to, and growth, which starts
+    shallower, escapes much of that, so growth looks better at this LR than under the limit.
+    Says whether the prediction holds the slow start (its point where it is the likelier
+    outcome, its interval where the seed decides)."""
     p = profile.params
     if p.lr_limit <= 0:
         return None
@@ -91,14 +102,21 @@ def lr_limit_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
     d_model = spec.stage_width(last)[0]
     limit = float(lr_limit(p, last.layers, d_model / last.layers))
     peak = spec.training.lr_schedule.lr
-    if peak <= limit:
+    verdict = lr_verdict(p, peak / limit, profile.interval)
+    if verdict == "normal":
         return None
-    likely = "is likely to" if lr_verdict(peak / limit) == "slow" else "may (near the limit the seed decides)"
-    included = "included in" if p.lr_slow_share > 0 else "not in"
-    return (f"note: peak LR {peak:.3g} is {peak / limit:.1f}x the limit loss profile {profile.name!r} puts on "
+    chance = float(lr_slow_probability(p, peak / limit))
+    likely = "is likely to" if verdict == "slow" else f"may (the seed decides: about {chance:.0%} of seeds)"
+    if p.lr_slow_share <= 0:
+        included = "not in this prediction"
+    elif verdict == "slow" or chance >= 0.5:
+        included = "in this prediction" + ("" if verdict == "slow" else ", its interval covering a normal start")
+    else:
+        included = "in this prediction's interval, not its point"
+    return (f"note: peak LR {peak:.3g} is {peak / limit:.2f}x the limit loss profile {profile.name!r} puts on "
             f"d_model {d_model} with {last.layers} layers from scratch ({limit:.2g}): full training there {likely} "
-            f"start slow (about half its curve's pace early; {included} this prediction), and growth, which starts "
-            f"shallower, escapes much of it, so growth looks better at this LR than at one under {limit:.2g} "
+            f"start slow (about half its curve's pace early; {included}), and growth, which starts shallower, "
+            f"escapes much of it, so growth looks better at this LR than at one under {limit / lr_band(p):.2g} "
             "(docs/loss-model.md, 'The LR limit')")
 
 

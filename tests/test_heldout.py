@@ -470,15 +470,17 @@ def test_at_a_quarter_of_the_lr_the_d192_depth_handicap_mostly_goes():
     assert 0 < low < 0.06
 
 
-def test_growth_at_d192_saves_far_more_at_the_corpus_lr_than_at_a_quarter_of_it_and_the_model_cannot_tell():
+def test_growth_at_d192_saves_far_more_at_the_corpus_lr_than_at_a_quarter_of_it_and_the_limit_tells():
     """Growth from 3 to 6 layers escapes the deep model's slow start: at the corpus's LR it
     needs 0.26 of full training's compute, at a quarter of the LR 0.70 (each against full
-    training at its own LR); the profile reads the LR relative to its peak and predicts 0.78
-    for both, near the lower LR's measurement."""
+    training at its own LR). LR-blind the profile predicted 0.78 for both; with the LR limit
+    (d192 L6 at 2e-3 is 1.28x its limit, 89% of seeds slow; never fitted) it predicts 0.24 and
+    0.78."""
     from costsim.heldout import measured_comparison
 
     runs, _ = _wide()
     profile = load_loss_profile("stdlib-bytes")
+    blind = profile.params.model_copy(update={"lr_limit": 0.0})
     measured, predicted = {}, {}
     for tag in ("", " lr0.0005"):
         run = runs[f"deepen d192 L3->6 random_top at0.25{tag} seed1"]
@@ -486,18 +488,20 @@ def test_growth_at_d192_saves_far_more_at_the_corpus_lr_than_at_a_quarter_of_it_
         assert base.spec.training.lr_schedule.lr == run.spec.training.lr_schedule.lr
         measured[tag] = measured_comparison(run, base).ratio
         predicted[tag] = score_run(run, base, profile.params, profile).predicted.ratio
+        assert score_run(run, base, blind, profile).predicted.ratio == pytest.approx(0.78, abs=0.01)
     assert measured[""] < 0.4 and 0.5 < measured[" lr0.0005"] < 0.9
-    assert predicted[""] == pytest.approx(predicted[" lr0.0005"], rel=1e-9)
-    assert abs(predicted[" lr0.0005"] - measured[" lr0.0005"]) <= 0.15
+    assert predicted[""] < 0.4 < 0.5 < predicted[" lr0.0005"]
+    assert abs(predicted[""] - measured[""]) <= 0.15 and abs(predicted[" lr0.0005"] - measured[" lr0.0005"]) <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out wider'): at the corpus's LR "
-                   "d192 L6 trails L3 by 0.23 half-way, predicted 0.02; the start-up is proportional to depth "
-                   "alone and the model has no peak-LR term")
 def test_the_d192_depth_handicap_at_the_corpus_lr_is_predicted():
+    """At the corpus's LR d192 L6 trails L3 by 0.23 half-way (two seeds); LR-blind the profile
+    said 0.02 (the start-up is proportional to depth alone), with the LR limit L6 starts slow
+    and L3 (0.99x its limit, the seed deciding) not: within 0.1."""
     runs, curves = _wide()
-    measured, predicted = _depth_gap(runs, curves, "full d192 L6 seed1", "full d192 L3 seed1")
-    assert abs(measured - predicted) < 0.1
+    for seed in (1, 2):
+        measured, predicted = _depth_gap(runs, curves, f"full d192 L6 seed{seed}", "full d192 L3 seed1")
+        assert abs(measured - predicted) < 0.1
 
 
 # --- d128 L8 at the LR that suits full training ---------------------------------------------
@@ -639,9 +643,10 @@ def test_at_d96_half_the_lr_leaves_growths_compute_ratio_where_it_was(schedule):
 def test_at_twice_the_corpus_lr_d96_l6_starts_slow_and_ends_worse_while_3_layers_do_not():
     """The hypothesis registered with the runs (commit 91e35a1): at 4e-3 full training of d96
     L6 ends above its 2e-3 runs on both seeds (1.3873 and 1.4588 against 1.3084 and 1.3458)
-    and trails 3 layers at the same LR by 0.28 nats at a quarter of the run (predicted 0.035),
-    as d192 L6 did at 2e-3; at 2e-3 the two depths are within 0.02 there. The 3-layer model
-    stays on its curve (rms 0.02): a peak LR too high for the depth, not for the width."""
+    and trails 3 layers at the same LR by 0.28 nats at a quarter of the run (LR-blind the
+    profile said 0.035; with the LR limit, never fitted on d96 L6, 0.26), as d192 L6 did at
+    2e-3; at 2e-3 the two depths are within 0.02 there. The 3-layer model stays on its curve
+    (rms 0.02): a peak LR too high for the depth, not for the width."""
     corpus = {r.name: r for r in load_runs()}
     runs = {r.name: r for r in _lr96()}
     profile = load_loss_profile("stdlib-bytes")
@@ -653,7 +658,8 @@ def test_at_twice_the_corpus_lr_d96_l6_starts_slow_and_ends_worse_while_3_layers
                            "full d96 L3 seed1")}
     high, predicted = _depth_gap(both, curves, "full d96 L6 lr0.004 seed1", "full d96 L3 lr0.004 seed1", share=0.25)
     corpus_lr, _ = _depth_gap(both, curves, "full d96 L6 seed1", "full d96 L3 seed1", share=0.25)
-    assert high > 0.2 and predicted < 0.05 and abs(corpus_lr) < 0.03
+    assert high > 0.2 and abs(corpus_lr) < 0.03
+    assert abs(predicted - high) < 0.1  # with the LR limit; LR-blind it said 0.035
     shallow = runs["full d96 L3 lr0.004 seed1"]
     assert np.sqrt(np.mean((curves["full d96 L3 lr0.004 seed1"].loss - shallow.loss) ** 2)) < 0.03
 
@@ -669,39 +675,47 @@ def test_at_twice_the_corpus_lr_growth_escapes_the_slow_start_and_wins_outright(
     no-freeze variant 0.87 and 0.61; both end behind at 2e-3 (+0.032, +0.024 at equal compute)
     and ahead at 4e-3 (-0.075, -0.053): the published finding reverses at an LR too high for
     the full model. At 1e-3 they needed 1.03 and 0.85: at or below the LR that suits the full
-    model the answer holds."""
+    model the answer holds. LR-blind the profile predicted one ratio at every LR; with the LR
+    limit it predicts the saving at 4e-3 too (0.64 and 0.39)."""
     high, corpus_lr = _d96_study(_lr96(), kind, " lr0.004"), _d96_study(load_runs(), kind)
     assert high.measured.ratio < corpus_lr.measured.ratio - 0.15
     assert high.measured.end_gap < 0 < corpus_lr.measured.end_gap
-    assert high.predicted.ratio == pytest.approx(corpus_lr.predicted.ratio, rel=1e-9)
+    assert high.predicted.ratio < corpus_lr.predicted.ratio - 0.15 and high.predicted.end_gap < 0
 
 
-@pytest.mark.parametrize("kind", ["freeze", "nofreeze"])
-@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out at three peak LRs'): at twice the "
-                   "corpus's LR the study's schedule needs 0.75 of full training's compute at d96 L6 and the no-freeze "
-                   "variant 0.61; the profile, blind to the peak LR, predicts 0.98 and 0.80")
+@pytest.mark.parametrize("kind", ["freeze", pytest.param("nofreeze", marks=pytest.mark.xfail(
+    strict=True, reason="known miss (docs/loss-model.md, 'The LR limit'): at twice the corpus's LR the no-freeze "
+    "variant needs 0.61 of full training's compute at d96 L6; with the LR limit the profile predicts 0.39 (LR-blind "
+    "0.80): one share of a slow start for every grown model is too little for one grown without a frozen phase"))])
 def test_at_twice_the_corpus_lr_the_growth_saving_is_predicted(kind):
+    """The study's schedule at 4e-3: 0.75 measured, 0.64 with the LR limit (LR-blind 0.98)."""
     high = _d96_study(_lr96(), kind, " lr0.004")
     assert abs(high.measured.ratio - high.predicted.ratio) <= 0.15
 
 
 def test_a_slow_start_is_noted_on_exactly_the_runs_whose_peak_lr_was_too_high_for_their_depth():
-    """``validate.run``'s note on a model from scratch that started far slower than predicted
-    and caught up: over every shipped full-training run it names d96 L6 at twice the
-    corpus's LR (both seeds), d192 L6 at the corpus's LR (both) and d128 L8's slow seed, and
-    none of the others (d192 at a quarter of the LR is slower throughout, not late)."""
+    """``validate.run``'s note on a model from scratch that started far slower than its
+    prediction allowed and caught up: LR-blind, over every shipped full-training run it names
+    d96 L6 at twice the corpus's LR (both seeds), d192 L6 at the corpus's LR (both) and d128
+    L8's slow seed, and none of the others (d192 at a quarter of the LR is slower throughout,
+    not late). With the LR limit the prediction (d96 L6, d192 L6) or its interval (d128 L8,
+    where the seed decides) holds every one of them, and it names none."""
     from costsim.loss_report import slow_start_note
 
     profile = load_loss_profile("stdlib-bytes")
     sets = "growth_corpus,heldout_larger,heldout_deep,heldout_longer,heldout_wide,heldout_lr,heldout_lr96,heldout_check"
-    noted = set()
+    blind = profile.model_copy(update={"params": profile.params.model_copy(update={"lr_limit": 0.0}),
+                                       "samples": [s.model_copy(update={"lr_limit": 0.0}) for s in profile.samples]})
+    noted = {"limit": set(), "blind": set()}
     for run in load_runs(sets):
         if run.is_full_training:
-            curve = predict(profile, run.plans, at_tokens=run.tokens, after_boundary=True)
-            if slow_start_note(run.loss, curve.loss, curve.upper):
-                noted.add(run.name)
-    assert noted == {"full d96 L6 lr0.004 seed1", "full d96 L6 lr0.004 seed2", "full d192 L6 seed1",
-                     "full d192 L6 seed2", "full d128 L8 seed1"}
+            for name, p in (("limit", profile), ("blind", blind)):
+                curve = predict(p, run.plans, at_tokens=run.tokens, after_boundary=True)
+                if slow_start_note(run.loss, curve.loss, curve.upper):
+                    noted[name].add(run.name)
+    assert noted["blind"] == {"full d96 L6 lr0.004 seed1", "full d96 L6 lr0.004 seed2", "full d192 L6 seed1",
+                              "full d192 L6 seed2", "full d128 L8 seed1"}
+    assert noted["limit"] == set()
 
 
 # --- the check at 4e12: two full-training shapes the shipped profile calls a tie --------------

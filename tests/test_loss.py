@@ -786,8 +786,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
              "startup_growth", "lag_clock", "frozen_form",
              "frozen_clock",
              # the corpus has one peak LR: the LR limit is fitted on its own, on the LR sweep, the law held
-             "lr_limit", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share", "lr_slow_tokens",
-             "lr_slow_grown"}
+             "lr_limit", "lr_limit_spread", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share",
+             "lr_slow_tokens", "lr_slow_grown"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope", "width_lag_scale"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
