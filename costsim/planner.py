@@ -11,6 +11,7 @@ only draws parameters; everything it knows about a schedule comes from here.
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, fields
 
@@ -31,6 +32,7 @@ from costsim.loss import (
     model_error,
     predict,
     reducible,
+    seed_decided_branches,
     stage_plans,
     trajectory,
     widened,
@@ -561,6 +563,12 @@ class Planner:
                            profile.growth_rel_std * (candidate.loss - profile.params.E))
         noise = z_score(profile.interval) * np.sqrt(2 * profile.seed_std**2 + growth_error**2)
         lower, upper = (float(v) for v in widened(gap, lo, hi, noise))
+        # where the seed decides whether either run starts slow, every pair of outcomes
+        ends_b = [trajectory(q, plans_b, points_per_stage=1)[1][-1] for q in seed_decided_branches(profile, plans_b)]
+        ends_c = [trajectory(q, plans_c, points_per_stage=1)[1][-1] for q in seed_decided_branches(profile, plans_c)]
+        for end_b, end_c in itertools.product([baseline.loss, *ends_b], [candidate.loss, *ends_c]):
+            shift = float(end_b - end_c) - gap
+            lower, upper = min(lower, lower + shift), max(upper, upper + shift)
         verdict = "growth better" if lower > 0 else "full training better" if upper < 0 else "tie"
         overlap = candidate.loss_lower <= baseline.loss_upper and baseline.loss_lower <= candidate.loss_upper
         without = None
