@@ -38,7 +38,8 @@ from costsim.heldout import ratio_seed_noise, score_schedules
 from costsim.loss import load_loss_profile, lr_limit, lr_slow_probability, lr_verdict, trajectory
 
 FITTED = "lr_sweep,growth_corpus"
-HELD_OUT = "heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer,heldout_lr160"
+HELD_OUT = ("heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer,heldout_lr160,"
+            "heldout_lr_band")
 READ_AT = (0.82e6, 1.64e6, 3.28e6)  # tokens: early, the middle of a 1,600-step run, its end
 MIN_WIDTH = 48  # d32 took 1.6e-2 without a slow start, far above where wider models' limit puts it
 
@@ -90,14 +91,19 @@ def summary(title: str, rows: list[tuple], params) -> None:
               f"{rms(without, run_loss):.4f} LR-blind, {rms(with_limit, run_loss):.4f} with the limit")
 
 
-def growth_at_limits(params, profile_lr: float) -> None:
+def held_out_sets(fitted: str) -> list[str]:
+    """The held-out sets the limit was not fitted on (a set named in ``--fitted`` is not held out)."""
+    return [name for name in HELD_OUT.split(",") if name not in fitted.split(",")]
+
+
+def growth_at_limits(params, profile_lr: float, held: list[str]) -> None:
     """Each held-out growth schedule (seeds averaged) whose final shape is in its limit's band or
     above, at the profile's peak LR or above: its compute-to-match ratio measured, LR-blind and
     with the limit (the likelier outcome: a grown model paying its share of a slow start)."""
     blind = params.model_copy(update={"lr_limit": 0.0})
     noise, _ = ratio_seed_noise(load_runs())
     rows = []
-    for name in HELD_OUT.split(","):
+    for name in held:
         runs = load_runs(name)
         for shipped, slow in zip(score_schedules(runs, runs, blind), score_schedules(runs, runs, params), strict=True):
             last = next(r for r in runs if r.schedule == shipped.run).plans[-1]
@@ -154,7 +160,8 @@ def main() -> None:
                       key=lambda r: (r.final_shape[0], r.final_shape[1], r.spec.training.lr_schedule.lr, r.seed))
 
     sweep = full_at_batch32([r for r in fitted_on if r.family.startswith("full")])
-    held = full_at_batch32(load_runs(HELD_OUT))
+    held_sets = held_out_sets(args.fitted)
+    held = full_at_batch32(load_runs(",".join(held_sets)))
     fitted_rows = table(f"the LR sweep and the corpus (full training at batch 32, constant LR; fitted where at "
                         f"{profile.lr:g} or above and d_model {args.min_width} or wider)", sweep, params)
     held_rows = table("held out (never fitted)", held, params)
@@ -168,7 +175,7 @@ def main() -> None:
     # under the profile's LR a run is slower throughout (each step moves the weights less): not a slow start
     summary(f"held out, under {profile.lr:g}", [r for r in held_rows if r[0].spec.training.lr_schedule.lr < profile.lr],
             params)
-    growth_at_limits(params, profile.lr)
+    growth_at_limits(params, profile.lr, held_sets)
 
 
 if __name__ == "__main__":

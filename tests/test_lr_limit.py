@@ -296,3 +296,71 @@ def test_the_limit_at_a_width_no_run_had_says_what_d160_did():
         assert slow == (registered[name]["verdict"] == "slow")
         over = plan.peak_lr / float(lr_limit(params, plan.layers, plan.aspect))
         assert slow == (float(lr_slow_probability(params, over)) >= 0.5)
+
+
+# --- the band, registered before training (heldout_lr_band) ------------------------------------
+
+def _band():
+    """The band set's runs and its registered predictions (``benchmarks/heldout_lr_band_predicted.json``,
+    written from the shipped profile before any of them was trained)."""
+    import json
+    from pathlib import Path
+
+    registered = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_lr_band_predicted.json")
+                            .read_text())["runs"]
+    return {r.name: r for r in load_runs("heldout_lr_band")}, registered
+
+
+def test_the_band_set_was_registered_before_training_from_the_shipped_limit():
+    from studies.growth_corpus import corpus, heldout_lr_band, lr_sweep
+
+    runs, registered = _band()
+    assert set(runs) == set(registered) == {r.name for r in heldout_lr_band()}
+    assert not {r.name for r in corpus() + lr_sweep()} & set(runs)
+    params = load_loss_profile("stdlib-bytes").params
+    for name, run in runs.items():
+        plan = run.plans[-1]
+        over = plan.peak_lr / float(lr_limit(params, plan.layers, plan.aspect))
+        assert over == pytest.approx(registered[name]["lr_over_limit"], rel=1e-9)  # the limit is the registered one
+
+
+def test_in_the_band_where_the_limit_calls_a_slow_start_certain_it_happened():
+    """d96 L8 at 4e-3 (96% of seeds expected slow) and d160 L6 at 3e-3 (99%) started slow
+    (efficiency 0.57 and 0.42 at 1.64M tokens), and every run the limit calls normal did not."""
+    runs, registered = _band()
+    params = load_loss_profile("stdlib-bytes").params
+    full = {name: run for name, run in runs.items() if run.is_full_training}
+    slow = [started_slow(run, params) for name, run in full.items() if registered[name]["lr_verdict"] == "slow"]
+    normal = [started_slow(run, params) for name, run in full.items() if registered[name]["lr_verdict"] == "normal"]
+    assert len(slow) == 2 and all(slow)
+    assert not any(normal)
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'The LR limit'): registered in the band, "
+                   "d96 L8 at 3e-3 (two seeds), d160 L6 at 2e-3 (two seeds) and d80 L12 at 3e-3 and 4e-3 were expected "
+                   "to start slow on 57-95% of seeds; one run of six did (d96 L8 seed 1). The limit fitted on 2 to 8 "
+                   "layers is too low at these shapes, most at 12 layers")
+def test_in_the_band_as_many_runs_started_slow_as_the_limit_expected():
+    runs, registered = _band()
+    params = load_loss_profile("stdlib-bytes").params
+    band = [(registered[name]["p_slow"], started_slow(run, params)) for name, run in runs.items()
+            if run.is_full_training and registered[name]["lr_verdict"] == "seed decides"]
+    chances = np.array([chance for chance, _ in band])
+    slow = sum(started for _, started in band)
+    assert abs(slow - chances.sum()) <= 2 * np.sqrt(np.sum(chances * (1 - chances)))
+
+
+def test_growth_at_or_above_the_limit_saves_compute_as_registered():
+    """Each growth run against full training at its own peak LR: all four save compute, as
+    registered (ratios 0.56, 0.76, 0.37, 0.66 measured; 0.54, 0.57, 0.46, 0.34 registered;
+    LR-blind the profile says 0.67, 0.69, 0.72, 0.75)."""
+    from costsim.heldout import measured_comparison
+
+    runs, registered = _band()
+    growth = [run for run in runs.values() if not run.is_full_training]
+    assert len(growth) == 4
+    for run in growth:
+        base = next(r for r in runs.values() if r.is_full_training and r.final_shape == run.final_shape
+                    and r.spec.training.lr_schedule.lr == run.spec.training.lr_schedule.lr and r.seed == run.seed)
+        measured = measured_comparison(run, base).ratio
+        assert measured < 0.85 and registered[run.name]["ratio"] < 0.85
