@@ -460,9 +460,9 @@ def _depth_gap(runs, curves, deep, shallow, share=0.5):
 
 def test_at_a_quarter_of_the_lr_the_d192_depth_handicap_mostly_goes():
     """Measured, on two seeds: at the corpus's LR d192 with 6 layers trails d192 with 3 by
-    0.23 nats half-way (the profile says 0.02); at a quarter of the LR by 0.03. The slow
-    start of this deep model from scratch is mostly a learning rate too high for its width and
-    depth, which the loss model cannot see (it reads the LR relative to its peak)."""
+    0.23 nats half-way (the LR-blind profile said 0.02); at a quarter of the LR by 0.03. The
+    slow start of this deep model from scratch is mostly a learning rate too high for its width
+    and depth, which only the LR limit sees."""
     runs, curves = _wide()
     for seed in (1, 2):
         assert _depth_gap(runs, curves, f"full d192 L6 seed{seed}", "full d192 L3 seed1")[0] > 0.2
