@@ -190,8 +190,8 @@ def main() -> None:
                         help="larger: d128 L6 (the default); deep: d128 L8, deeper than any fitted run; longer: d64 L4 "
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
                         "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
-                        "d96 L6 at half and twice its peak LR; lr-band: d96 L8, d160 L6 and d80 L12 in and above the LR "
-                        "limit's band")
+                        "d96 L6 at half and twice its peak LR; lr-band: d96 L8, d160 L6 and d80 L12 in and above the "
+                        "LR limit's band")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

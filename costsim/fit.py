@@ -33,6 +33,7 @@ from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
     LAW_INTERACTION_MAX,
     LR_LIMIT_DOMAIN,
+    LR_LIMIT_WIDTH_REACH,
     NOISE_EXPONENT_MAX,
     SMALL_BATCH_EXPONENT_MAX,
     STARTUP_WIDTH_REFERENCE,
@@ -334,8 +335,8 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
 
 # --- what a profile knows about its data --------------------------------------------------
 
-LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_spread", "lr_limit_width_exponent", "lr_limit_depth_exponent",
-                   "lr_slow_share", "lr_slow_tokens", "lr_slow_grown")
+LR_LIMIT_FIELDS = ("lr_limit", "lr_limit_spread", "lr_limit_widths", "lr_limit_width_exponent",
+                   "lr_limit_depth_exponent", "lr_slow_share", "lr_slow_tokens", "lr_slow_grown")
 # A run started slow when at SLOW_AT tokens it has the loss its LR-blind curve reaches with under
 # SLOW_EFFICIENCY of them: every run at the corpus's LR is above, every run above a limit far under
 # (0.43-0.62), a gap the seed noise does not cross (at 2e-3 the lowest was 0.74)
@@ -441,8 +442,10 @@ def fit_lr_limit(runs: list[RunData], params: LossParams, fitted_lr: float,
                          method="Nelder-Mead", options={"maxiter": 4000, "xatol": 1e-6, "fatol": 1e-9})
                 for scale in (0.5, 1.0, 2.0)), key=lambda r: r.fun)  # from three limits: the likelihood is flat
     log_limit, width, depth, spread = unpack(best.x)
+    widths = [float(r.final_shape[0]) for r in chosen]
     located = params.model_copy(update={"lr_limit": math.exp(log_limit), "lr_limit_spread": spread,
-                                        "lr_limit_width_exponent": width, "lr_limit_depth_exponent": depth})
+                                        "lr_limit_width_exponent": width, "lr_limit_depth_exponent": depth,
+                                        "lr_limit_widths": (min(widths), max(widths) * LR_LIMIT_WIDTH_REACH)})
 
     slow_runs = [r for r, s in zip(chosen, slow, strict=True) if s]
     weights = point_weights(slow_runs)

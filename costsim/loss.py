@@ -101,6 +101,10 @@ LR_LIMIT_DOMAIN = "lr_limit_peak_lr"  # a profile's domain entry: the peak LRs i
 # ``lr_limit_spread`` wide), and a prediction follows the likelier outcome: the whole slow start
 # at or above the limit, none below; where the other outcome has at least the interval's tail
 # probability, the interval covers it too (``lr_branches``).
+# The limit was measured on d48-d128 (20 warmup steps) and held at d160 and d192; a slow start is
+# predicted up to this many times the widest fitted width, and only noted beyond: at GPT-2's width
+# the fitted power law would put a standard recipe (6e-4) twice over its limit
+LR_LIMIT_WIDTH_REACH = 2.0
 LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plain max(a, b)
 
 
@@ -190,6 +194,10 @@ class LossParams(BaseModel):
     lr_limit_spread: float = Field(0.0, ge=0, description="how wide in log LR the band is where the seed decides: "
                                    "the share of seeds that start slow is Phi(ln(peak / limit) / this) (0: a sharp "
                                    "limit)")
+    lr_limit_widths: tuple[float, float] = Field((0.0, 0.0), description="the d_model range a slow start is "
+                                                 "predicted in: the widths the limit was measured on, reached "
+                                                 "LR_LIMIT_WIDTH_REACH times further up (outside it the limit is "
+                                                 "only noted; an upper end of 0: no upper end)")
     lr_limit_width_exponent: float = Field(0.0, ge=0, description="the limit falls as (d_model / 64) ** -this")
     lr_limit_depth_exponent: float = Field(0.0, ge=0, description="the limit falls as layers ** -this")
     lr_slow_share: float = Field(0.0, ge=0, le=1, description="above the limit a model from scratch first "
@@ -412,9 +420,19 @@ def lr_verdict(p: LossParams, over: float, interval: float = 0.9) -> str:
 
 def lr_slow_share(p: LossParams, layers, aspect=0.0, peak=0.0) -> np.ndarray:
     """The share of its pace a model from scratch loses at the start at this peak LR: all of
-    ``lr_slow_share`` at or above its limit (the likelier outcome there), none below."""
+    ``lr_slow_share`` at or above its limit (the likelier outcome there), none below, and none
+    at a width outside ``lr_limit_widths`` (where the limit is not known)."""
     over = np.maximum(np.asarray(peak, dtype=float), 0.0) / lr_limit(p, layers, aspect)
-    return np.where(over >= 1, p.lr_slow_share, 0.0)
+    return np.where((over >= 1) & lr_limit_known(p, layers, aspect), p.lr_slow_share, 0.0)
+
+
+def lr_limit_known(p: LossParams, layers, aspect=0.0) -> np.ndarray:
+    """Whether a shape's width is in ``lr_limit_widths``, where a slow start is predicted (an
+    unknown width counts as the reference width)."""
+    width = np.asarray(aspect, dtype=float) * np.asarray(layers, dtype=float)
+    width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE)
+    low, high = p.lr_limit_widths
+    return (width >= low) & (width <= np.where(np.asarray(high) > 0, high, np.inf))
 
 
 def lr_branches(p: LossParams, interval: float = 0.9) -> tuple[LossParams, LossParams]:
@@ -668,6 +686,7 @@ class FitStack:
             if isinstance(getattr(first, name), float | int):
                 setattr(self, name, self._column([getattr(f, name) for f in fits]))
         self.aspect_range = tuple(self._column([f.aspect_range[i] for f in fits]) for i in (0, 1))
+        self.lr_limit_widths = tuple(self._column([f.lr_limit_widths[i] for f in fits]) for i in (0, 1))
 
     @staticmethod
     def _column(values) -> np.ndarray:
@@ -977,7 +996,8 @@ def seed_decided_branches(profile: LossProfile, plans: list[StagePlan]) -> tuple
     if p.lr_limit <= 0 or p.lr_slow_share <= 0 or p.lr_limit_spread <= 0:
         return ()
     band = lr_band(p, profile.interval)
-    overs = [plan.peak_lr / float(lr_limit(p, plan.layers, plan.aspect)) for plan in plans if plan.peak_lr > 0]
+    overs = [plan.peak_lr / float(lr_limit(p, plan.layers, plan.aspect)) for plan in plans
+             if plan.peak_lr > 0 and lr_limit_known(p, plan.layers, plan.aspect)]
     return lr_branches(p, profile.interval) if any(1 / band < over < band for over in overs) else ()
 
 

@@ -13,6 +13,7 @@ from costsim.loss import (
     LossProfile,
     lr_band,
     lr_limit,
+    lr_limit_known,
     lr_slow_probability,
     lr_verdict,
     predict_curve,
@@ -109,6 +110,10 @@ def lr_limit_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
     likely = "is likely to" if verdict == "slow" else f"may (the seed decides: about {chance:.0%} of seeds)"
     if p.lr_slow_share <= 0:
         included = "not in this prediction"
+    elif not lr_limit_known(p, last.layers, d_model / last.layers):
+        low, high = p.lr_limit_widths
+        included = (f"not in this prediction: the limit is predicted on d_model {low:g} to {high:g}, its measured "
+                    "widths and twice them, and only named here")
     elif verdict == "slow" or chance >= 0.5:
         included = "in this prediction" + ("" if verdict == "slow" else ", its interval covering a normal start")
     else:

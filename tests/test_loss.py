@@ -786,8 +786,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
              "startup_growth", "lag_clock", "frozen_form",
              "frozen_clock",
              # the corpus has one peak LR: the LR limit is fitted on its own, on the LR sweep, the law held
-             "lr_limit", "lr_limit_spread", "lr_limit_width_exponent", "lr_limit_depth_exponent", "lr_slow_share",
-             "lr_slow_tokens", "lr_slow_grown"}
+             "lr_limit", "lr_limit_spread", "lr_limit_widths", "lr_limit_width_exponent", "lr_limit_depth_exponent",
+             "lr_slow_share", "lr_slow_tokens", "lr_slow_grown"}
     growth_only = {"lags", "lag_tokens", "lag_size_slope", "width_lag_scale"} - set(STRUCTURES[structure].fitted)
     if "lags" in STRUCTURES[structure].fitted:
         growth_only.discard("lag_size_slope")
@@ -799,8 +799,8 @@ def test_the_fit_vector_covers_every_loss_parameter_and_round_trips(structure):
     params = PARAMS.model_copy(update={"structure": structure, "bcrit": 1e5})
     again = to_params(to_vector(params), structure, params)
     for name in LossParams.model_fields:
-        if name in ("structure", "aspect_range", "startup_form", "startup_growth", "lag_clock", "frozen_form",
-                    "frozen_clock"):
+        if name in ("structure", "aspect_range", "lr_limit_widths", "startup_form", "startup_growth", "lag_clock",
+                    "frozen_form", "frozen_clock"):
             assert getattr(again, name) == getattr(params, name)
         elif name in ("jumps", "lags", "bumps"):
             assert getattr(again, name) == pytest.approx({**getattr(params, name), **getattr(again, name)})

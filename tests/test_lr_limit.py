@@ -121,6 +121,31 @@ def test_where_the_seed_decides_the_interval_covers_both_outcomes(factor):
     assert outside.upper == pytest.approx(predict(sharp, far, points_per_stage=8).upper, rel=1e-12)
 
 
+def test_outside_the_widths_it_was_measured_on_the_limit_is_only_named():
+    """A slow start is predicted only for widths in ``lr_limit_widths``: the shipped profile's
+    are the fit's (d48 to d128) with the widest doubled, so d512 at 3.8x its limit is predicted
+    LR-blind, point and interval, and its note says why."""
+    from costsim.loss_report import lr_limit_note
+
+    profile = load_loss_profile("stdlib-bytes")
+    assert profile.params.lr_limit_widths == (48.0, 256.0)
+    blind = profile.model_copy(update={"params": profile.params.model_copy(update={"lr_limit": 0.0}),
+                                       "samples": [q.model_copy(update={"lr_limit": 0.0}) for q in profile.samples]})
+    for width, inside in ((32, False), (96, True), (256, True), (512, False)):
+        layers = 8
+        limit = float(lr_limit(profile.params, layers, width / layers))
+        plans = [stage(12 * width**2 * layers, 3.3e6, layers=layers, d_model=width, peak=2 * limit)]
+        curve, lr_blind = predict(profile, plans, points_per_stage=4), predict(blind, plans, points_per_stage=4)
+        assert (curve.loss[-1] > lr_blind.loss[-1]) == inside
+        if not inside:
+            assert curve.upper == pytest.approx(lr_blind.upper, rel=1e-12)
+    run = next(r for r in load_runs("heldout_deep") if r.name == "full d128 L8 seed1")
+    wide = run.spec.model_copy(update={"model": run.spec.model.model_copy(update={"d_model": 512, "n_heads": 8})})
+    note = lr_limit_note(wide, profile)
+    assert "is likely to start slow" in note and "not in this prediction: the limit is predicted on d_model 48 to 256" \
+        in note
+
+
 def test_growth_skips_a_slow_start_its_shallow_source_did_not_have():
     """At a peak the 6-layer model cannot take from scratch but 3 layers can, growing 3 -> 6 is
     predicted as if there were no limit, while full training at 6 is slower."""
