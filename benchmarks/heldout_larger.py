@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 from loss_accuracy import summary, summary_line, table
 
-from costsim.corpus import baselines_for, dataset_path, load_dataset, load_runs
+from costsim.corpus import baseline_setup, baselines_for, dataset_path, load_dataset, load_runs
 from costsim.fit import cumulative_flops, seed_noise
 from costsim.heldout import (
     RunScore,
@@ -120,15 +120,13 @@ def predicted_runs(listing=heldout) -> dict:
 
 
 def baseline_curve(spec, curves: dict) -> tuple:
-    """Full training for a growth spec among ``curves``: the same final shape, peak LR and seed
-    where the set has it, else its first full-training run (the sets trained before the LR
-    band hold one baseline per shape and LR, first)."""
+    """Full training for a growth spec among ``curves``: its baseline by the corpus's rule
+    (``costsim.corpus.baseline_setup``), of the same seed where there is one, else the set's
+    first full-training run (the sets trained before the LR band hold their baseline first)."""
     full = [v for v in curves.values() if len(v[0].stages) == 1]
-
-    def key(s) -> tuple:
-        return (s.model.d_model, s.stages[-1].layers, s.training.lr_schedule.lr, s.training.seed)
-
-    return next((v for v in full if key(v[0]) == key(spec)), full[0])
+    matching = [v for v in full if baseline_setup(v[0]) == baseline_setup(spec)]
+    same_seed = [v for v in matching if v[0].training.seed == spec.training.seed]
+    return (same_seed or matching or full)[0]
 
 
 def _same_predictions(registered: dict, fresh: dict) -> bool:

@@ -44,9 +44,7 @@ class RunData:
 
     @property
     def final_shape(self) -> tuple:
-        m = self.spec.model
-        d_model, _, _ = self.spec.stage_width(self.spec.stages[-1])
-        return (d_model, self.spec.stages[-1].layers, m.mlp, m.vocab_size)
+        return final_shape(self.spec)
 
     @property
     def is_full_training(self) -> bool:
@@ -62,12 +60,23 @@ class RunData:
         return self.spec.training.seed
 
 
+def final_shape(spec: ScheduleSpec) -> tuple:
+    """(d_model, layers, mlp, vocab) of a schedule's last stage."""
+    d_model, _, _ = spec.stage_width(spec.stages[-1])
+    return (d_model, spec.stages[-1].layers, spec.model.mlp, spec.model.vocab_size)
+
+
+def baseline_setup(spec: ScheduleSpec) -> tuple:
+    """What a growth run and its full-training baseline share: the final shape, the batch and
+    the LR schedule (kind and peak)."""
+    t = spec.training
+    return (final_shape(spec), t.batch_size, t.lr_schedule.kind, t.lr_schedule.lr)
+
+
 def baselines_for(run: RunData, runs: list[RunData]) -> list[RunData]:
     """Every full training of the run's final size at its batch and LR schedule (kind and peak)."""
-    return [r for r in runs if r.is_full_training and r is not run and r.final_shape == run.final_shape
-            and r.spec.training.batch_size == run.spec.training.batch_size
-            and r.spec.training.lr_schedule.kind == run.spec.training.lr_schedule.kind
-            and r.spec.training.lr_schedule.lr == run.spec.training.lr_schedule.lr]
+    return [r for r in runs if r.is_full_training and r is not run
+            and baseline_setup(r.spec) == baseline_setup(run.spec)]
 
 
 def baseline_for(run: RunData, runs: list[RunData]) -> RunData | None:

@@ -200,7 +200,7 @@ class LossParams(BaseModel):
                                                  "only noted; an upper end of 0: no upper end)")
     lr_limit_width_exponent: float = Field(0.0, ge=0, description="the limit falls as (d_model / 64) ** -this")
     lr_limit_depth_exponent: float = Field(0.0, ge=0, description="the limit falls as layers ** -this")
-    lr_slow_share: float = Field(0.0, ge=0, le=1, description="above the limit a model from scratch first "
+    lr_slow_share: float = Field(0.0, ge=0, le=1, description="at or above the limit a model from scratch first "
                                  "learns at 1 - this of its pace (the share of its tokens it loses at the start)")
     lr_slow_tokens: float = Field(0.0, ge=0, description="ideal tokens over which a slow start recovers its "
                                   "pace (it loses share x this ideal tokens in all), at every depth")
@@ -382,12 +382,17 @@ def startup_capacity(p: LossParams, layers, ideal, aspect=0.0) -> np.ndarray:
     return np.where(scale > 0, share, 1.0)
 
 
+def _limit_width(layers, aspect) -> np.ndarray:
+    """d_model of a shape for the LR limit (an unknown width counts as the reference width)."""
+    width = np.asarray(aspect, dtype=float) * np.maximum(np.asarray(layers, dtype=float), 1.0)
+    return np.where(width > 0, width, STARTUP_WIDTH_REFERENCE)
+
+
 def lr_limit(p: LossParams, layers, aspect=0.0) -> np.ndarray:
     """The peak LR at which half of the seeds of a model of this depth and width from scratch
     start slow (inf: no limit; an unknown width counts as the reference width)."""
     layers = np.maximum(np.asarray(layers, dtype=float), 1.0)
-    width = np.asarray(aspect, dtype=float) * layers
-    width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE) / STARTUP_WIDTH_REFERENCE
+    width = _limit_width(layers, aspect) / STARTUP_WIDTH_REFERENCE
     limit = p.lr_limit * np.power(width, -p.lr_limit_width_exponent) * np.power(layers, -p.lr_limit_depth_exponent)
     return np.where(limit > 0, limit, np.inf)
 
@@ -429,8 +434,7 @@ def lr_slow_share(p: LossParams, layers, aspect=0.0, peak=0.0) -> np.ndarray:
 def lr_limit_known(p: LossParams, layers, aspect=0.0) -> np.ndarray:
     """Whether a shape's width is in ``lr_limit_widths``, where a slow start is predicted (an
     unknown width counts as the reference width)."""
-    width = np.asarray(aspect, dtype=float) * np.asarray(layers, dtype=float)
-    width = np.where(width > 0, width, STARTUP_WIDTH_REFERENCE)
+    width = _limit_width(layers, aspect)
     low, high = p.lr_limit_widths
     return (width >= low) & (width <= np.where(np.asarray(high) > 0, high, np.inf))
 
@@ -719,7 +723,7 @@ def _after_startup(p: LossParams, layers, scratch, ideal: np.ndarray, aspect=0.0
     after = ideal
     if scratch is not None and np.any(p.startup_tokens > 0) and p.startup_form == "delay":
         after = after - (startup_lost(p, layers, scratch + ideal, aspect) - startup_lost(p, layers, scratch, aspect))
-    # a profile that knows its limit but applies no slow start (the shipped one) skips this on the hot path
+    # a profile with no limit, or one that only names it (--lr-limit-only), skips this on the hot path
     if since is not None and np.any(p.lr_limit > 0) and np.any(p.lr_slow_share > 0) and np.any(np.asarray(peak) > 0) \
             and np.any(pay > 0):
         after = after - pay * (lr_slow_lost(p, layers, since + ideal, aspect, peak)

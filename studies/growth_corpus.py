@@ -447,7 +447,7 @@ def heldout_lr_band() -> list[Run]:
     (d96 L8, d160 L6, and d80 L12, deeper than any fit has seen), 1,600 steps: full training
     in the band (two seeds where it is widest), above it and under it; growth whose grown shape is
     above its limit, against full training at the same peak LR. Predictions registered before
-    training in ``benchmarks/lr_band_predicted.json``."""
+    training in ``benchmarks/heldout_lr_band_predicted.json``."""
     steps = MIDDLE_STEPS
     # ordered for two runners (--part 0/2 and 1/2), about the same time each
     return [full(96, 8, steps, lr=1.5 * LR), full(160, 6, steps), full(96, 8, steps, lr=1.5 * LR, seed=2),
