@@ -11,11 +11,13 @@ study's schedule and its no-freeze variant at the one where full training ended 
 ``--set heldout-lr96`` the corpus's own d96 L6 at half its LR (the same schedules and
 ``random_top`` late) and at twice it (full training at 6 and 3 layers, the no-freeze
 variant); ``--set heldout-lr-band`` d96 L8, d160 L6 and d80 L12 in the LR limit's band, where the
-seed decides, and above it, full training and growth at the same peak LR. No fit sees them,
+seed decides, and above it, full training and growth at the same peak LR; ``--set heldout-deep12`` d80
+at 12 layers (the corpus stops at 8) and 6 at the corpus's LR, full training and four growth
+schedules. No fit sees them,
 and the shipped profile's predictions for them were written down before they were trained:
 
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96|lr-band] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep|longer|wide|lr|lr96|lr-band]          # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|...|deep12] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|...|deep12]            # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -53,6 +55,7 @@ from costsim.shipped import shipped_text
 from costsim.spec import parse_spec
 from studies.growth_corpus import (
     BAND_DATASET,
+    DEEP12_DATASET,
     DEEP_DATASET,
     EVALS_PER_RUN,
     HELDOUT_DATASET,
@@ -62,6 +65,7 @@ from studies.growth_corpus import (
     WIDE_DATASET,
     heldout,
     heldout_deep,
+    heldout_deep12,
     heldout_longer,
     heldout_lr,
     heldout_lr96,
@@ -79,7 +83,9 @@ SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name
         "lr": (heldout_lr, LR_DATASET, "heldout-lr", Path(__file__).with_name("heldout_lr_predicted.json")),
         "lr96": (heldout_lr96, LR96_DATASET, "heldout-lr96", Path(__file__).with_name("heldout_lr96_predicted.json")),
         "lr-band": (heldout_lr_band, BAND_DATASET, "heldout-lr-band",
-                    Path(__file__).with_name("heldout_lr_band_predicted.json"))}
+                    Path(__file__).with_name("heldout_lr_band_predicted.json")),
+        "deep12": (heldout_deep12, DEEP12_DATASET, "heldout-deep12",
+                   Path(__file__).with_name("heldout_deep12_predicted.json"))}
 # where along a run the depth pairs' gaps are read (shares of its evaluations)
 PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 
@@ -189,7 +195,7 @@ def main() -> None:
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
                         "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
                         "d96 L6 at half and twice its peak LR; lr-band: d96 L8, d160 L6 and d80 L12 in and above the "
-                        "LR limit's band")
+                        "LR limit's band; deep12: d80 at 12 and 6 layers, full training and growth")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
                         "default the shipped one, the only one --predict registers): a candidate refit is scored "
                         "on the same held-out runs")

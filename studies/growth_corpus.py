@@ -458,11 +458,33 @@ def heldout_lr_band() -> list[Run]:
             full(160, 6, steps, lr=LR / 2), full(96, 8, steps)]
 
 
+DEEP12_DATASET = "heldout_deep12"
+
+
+def heldout_deep12() -> list[Run]:
+    """The main question at 12 layers, deeper than any fit (the corpus stops at 8), at the
+    corpus's LR, where the shipped limit expects few slow starts (d80 L12's limit is about
+    1.5x above 2e-3): the start-up a deep model from scratch pays is what growth skips, and
+    the profile carries it to depth as a power of the layers fitted on 2 to 8 of them; at 12
+    it decides what the search says at GPU scale. d80 (two heads of 40), 1,600 steps, the band
+    set's d80 L12 runs at 3e-3 and 4e-3 its LR companions: full training at 12 layers (two
+    seeds) and at 6 (the depth pair: the start-up itself), the study's schedule in 4 stages
+    and its no-freeze variant, ``stack_copy`` early and ``random_top`` late from 6 layers.
+    Predictions registered before training (``benchmarks/heldout_larger.py --set deep12
+    --predict``)."""
+    steps = MIDDLE_STEPS
+    # ordered for two runners (--part 0/2 and 1/2), about the same time each
+    return [full(80, 12, steps), full(80, 6, steps), study(80, 12, 4, steps, freeze=True),
+            study(80, 12, 4, steps, freeze=False), deepen(80, 12, steps, "stack_copy", 0.25),
+            full(80, 12, steps, seed=2), deepen(80, 12, steps, "random_top", 0.5)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
         "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
         "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET),
-        "heldout-lr160": (heldout_lr160, LR160_DATASET), "heldout-lr-band": (heldout_lr_band, BAND_DATASET)}
+        "heldout-lr160": (heldout_lr160, LR160_DATASET), "heldout-lr-band": (heldout_lr_band, BAND_DATASET),
+        "heldout-deep12": (heldout_deep12, DEEP12_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -493,10 +515,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; lr-sweep: the runs its LR limit is "
                         "fitted on; heldout, heldout-deep, heldout-longer, heldout-wide, heldout-lr, heldout-lr96, "
-                        "heldout-lr160, heldout-lr-band: runs it is only checked on (exported to "
+                        "heldout-lr160, heldout-lr-band, heldout-deep12: runs it is only checked on (exported to "
                         f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
-                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json, {LR160_DATASET}.json and "
-                        f"{BAND_DATASET}.json)")
+                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json, {LR160_DATASET}.json, "
+                        f"{BAND_DATASET}.json and {DEEP12_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
