@@ -802,3 +802,79 @@ def test_the_checks_pick_with_the_shape_term_trained_ahead_of_its_runner_up_and_
     assert predicted[pick] < predicted[runner_up] and measured[pick] < measured[runner_up] - 0.04
     assert abs(predicted[grown] - predicted[pick]) < 0.01
     assert measured[grown] - measured[pick] > 0.04
+
+
+# --- 12 layers at the corpus's LR (heldout_deep12), registered before training ---------------
+
+
+@pytest.fixture(scope="module")
+def deep12():
+    """The d80 runs at 12 and 6 layers, scored with the shipped profile."""
+    from studies.growth_corpus import DEEP12_DATASET
+
+    runs = load_dataset(dataset_path(DEEP12_DATASET))
+    profile = load_loss_profile("stdlib-bytes")
+    return runs, profile, {r.name: score_run(r, baseline_for(r, runs), profile.params, profile) for r in runs}
+
+
+GROWN_DEEP12 = ("study d80 L12 S4 freeze seed1", "study d80 L12 S4 nofreeze seed1",
+                "deepen d80 L6->12 stack_copy at0.25 seed1", "deepen d80 L6->12 random_top at0.5 seed1")
+
+
+def test_the_deep12_set_is_registered_before_training_and_apart_from_every_fit():
+    from pathlib import Path
+
+    from studies.growth_corpus import corpus, heldout_deep12, lr_sweep
+
+    runs = heldout_deep12()
+    assert not {r.name for r in corpus() + lr_sweep()} & {r.name for r in runs}
+    assert all(r.spec["training"]["lr_schedule"]["lr"] == 2e-3 for r in runs)
+    registered = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_deep12_predicted.json")
+                            .read_text())
+    assert set(registered["runs"]) == {r.name for r in runs}
+    # every run trained is one the set lists, and the shipped corpus stops at 8 layers
+    assert {r.name for r in load_dataset(dataset_path("heldout_deep12"))} == {r.name for r in runs}
+    assert max(r.plans[-1].layers for r in load_runs()) == 8
+
+
+def _final(runs, name):
+    return next(r for r in runs if r.name == name).loss[-1]
+
+
+def test_at_d80_twelve_layers_lead_six_from_the_first_quarter_of_the_run(deep12):
+    # measured: no start-up handicap for the deeper model at this width (docs/loss-model.md,
+    # "Held out at 12 layers"); the shipped profile predicts 12 layers behind 6 to the end
+    runs, _, _ = deep12
+    deep, shallow = (next(r for r in runs if r.name == f"full d80 L{n} seed1") for n in (12, 6))
+    assert np.array_equal(deep.tokens, shallow.tokens)
+    quarter = deep.tokens >= deep.tokens[-1] / 4
+    assert np.all(deep.loss[quarter] < shallow.loss[quarter])
+    assert _final(runs, "full d80 L12 seed2") < _final(runs, "full d80 L6 seed1")
+
+
+@pytest.mark.parametrize("name", GROWN_DEEP12)
+def test_deep12_growth_ratio_is_within_the_target_and_its_sign_right(deep12, name):
+    _, _, scores = deep12
+    score = scores[name]
+    assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
+    assert score.measured.ratio < 1 and score.predicted.ratio < 1
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out at 12 layers'): the start-up, "
+                   "proportional to depth, makes d80 L12 from scratch end 0.10-0.12 nats above both seeds "
+                   "(predicted 1.627 [1.532, 1.714], measured 1.506 and 1.524)")
+def test_deep12_full_training_ends_inside_its_interval(deep12):
+    runs, profile, _ = deep12
+    for run in (r for r in runs if r.is_full_training and " L12 " in r.name):
+        curve = predict(profile, run.plans, at_tokens=run.tokens[-1:], after_boundary=True)
+        assert curve.lower[-1] <= run.loss[-1] <= curve.upper[-1], run.name
+
+
+@pytest.mark.xfail(strict=True, reason="known miss (docs/loss-model.md, 'Held out at 12 layers'): growth's end gap "
+                   "to full training at equal compute is predicted 0.08 nats too favourable on average; the "
+                   "study's schedule is predicted ahead to the end (-0.111) and measured level (+0.004)")
+def test_deep12_growth_end_gaps_are_within_seed_noise_of_measured(deep12):
+    _, _, scores = deep12
+    noise, _ = seed_noise(load_runs())
+    for name in GROWN_DEEP12:
+        assert abs(scores[name].predicted.end_gap - scores[name].measured.end_gap) <= 2 * noise, name
