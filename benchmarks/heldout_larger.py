@@ -13,11 +13,12 @@ study's schedule and its no-freeze variant at the one where full training ended 
 variant); ``--set heldout-lr-band`` d96 L8, d160 L6 and d80 L12 in the LR limit's band, where the
 seed decides, and above it, full training and growth at the same peak LR; ``--set heldout-deep12`` d80
 at 12 layers (the corpus stops at 8) and 6 at the corpus's LR, full training and four growth
-schedules. No fit sees them,
-and the shipped profile's predictions for them were written down before they were trained:
+schedules; ``--set heldout-depth`` d64 at 16 layers and d48 at 12, registered with the shipped
+profile and a candidate (``depth_candidate_profile.json``, its start-up's depth exponent
+fitted). No fit sees them, and the shipped profile's predictions for them were written down before they were trained:
 
-    python benchmarks/heldout_larger.py [--set deep|...|deep12] --predict  # from the specs alone
-    python benchmarks/heldout_larger.py [--set deep|...|deep12]            # scores the trained runs
+    python benchmarks/heldout_larger.py [--set deep|...|depth] --predict  # from the specs alone
+    python benchmarks/heldout_larger.py [--set deep|...|depth]            # scores the trained runs
 
 The second prints, per growth run and per schedule (seeds averaged), the same columns as
 ``loss_accuracy.py`` (measured and predicted compute-to-match ratio, sign, crossover, rms,
@@ -57,6 +58,7 @@ from studies.growth_corpus import (
     BAND_DATASET,
     DEEP12_DATASET,
     DEEP_DATASET,
+    DEPTH_DATASET,
     EVALS_PER_RUN,
     HELDOUT_DATASET,
     LONGER_DATASET,
@@ -66,6 +68,7 @@ from studies.growth_corpus import (
     heldout,
     heldout_deep,
     heldout_deep12,
+    heldout_depth,
     heldout_longer,
     heldout_lr,
     heldout_lr96,
@@ -85,18 +88,27 @@ SETS = {"larger": (heldout, HELDOUT_DATASET, "heldout", Path(__file__).with_name
         "lr-band": (heldout_lr_band, BAND_DATASET, "heldout-lr-band",
                     Path(__file__).with_name("heldout_lr_band_predicted.json")),
         "deep12": (heldout_deep12, DEEP12_DATASET, "heldout-deep12",
-                   Path(__file__).with_name("heldout_deep12_predicted.json"))}
+                   Path(__file__).with_name("heldout_deep12_predicted.json")),
+        "depth": (heldout_depth, DEPTH_DATASET, "heldout-depth",
+                  Path(__file__).with_name("heldout_depth_predicted.json"))}
 # where along a run the depth pairs' gaps are read (shares of its evaluations)
 PAIR_SHARES = (0.125, 0.25, 0.5, 0.75, 1.0)
 
 
-def profile_digest() -> str:
-    return hashlib.sha256(shipped_text("loss", PROFILE).encode()).hexdigest()[:16]
+def profile_digest(profile: str = PROFILE) -> str:
+    text = shipped_text("loss", PROFILE) if profile == PROFILE else Path(profile).read_text()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def predicted_runs(listing=heldout) -> dict:
-    """What the shipped profile says of every held-out run, from its spec alone."""
-    profile = load_loss_profile(PROFILE)
+def candidate_file(predicted: Path) -> Path:
+    """Where a candidate profile's registered predictions for a set go, beside the shipped one's."""
+    return predicted.with_name(predicted.stem + "_candidate.json")
+
+
+def predicted_runs(listing=heldout, profile_ref: str = PROFILE) -> dict:
+    """What a profile (the shipped one, or a candidate's JSON file) says of every held-out run,
+    from its spec alone."""
+    profile = load_loss_profile(profile_ref)
     specs = {run.name: parse_spec({**run.spec, "name": f"{run.name} [{run.family}]"}) for run in listing()}
     curves = {}
     for name, spec in specs.items():
@@ -122,7 +134,7 @@ def predicted_runs(listing=heldout) -> dict:
             row |= {"ratio": c.ratio, "crossover_kind": c.crossover_kind, "crossover_flops": c.crossover_flops,
                     "end_gap": c.end_gap}
         out[name] = row
-    return {"profile": PROFILE, "profile_sha256_16": profile_digest(), "runs": out}
+    return {"profile": profile_ref, "profile_sha256_16": profile_digest(profile_ref), "runs": out}
 
 
 def baseline_curve(spec, curves: dict) -> tuple:
@@ -144,6 +156,36 @@ def _same_predictions(registered: dict, fresh: dict) -> bool:
     return registered.keys() == fresh.keys() and all(
         registered[name].keys() <= fresh[name].keys()  # a key added since is information, not a prediction
         and all(close(registered[name][k], fresh[name][k]) for k in registered[name]) for name in registered)
+
+
+def against_candidate(runs: list, scores: list[RunScore], shipped: dict, candidate: dict) -> list[str]:
+    """Both registrations side by side against what was measured: each run's final loss, each
+    growth run's ratio and end gap (against its own seed's baseline), and which profile was
+    nearer, counted."""
+    lines = ["", f"registered before training, shipped ({shipped['profile']}, {shipped['profile_sha256_16']}) "
+             f"against candidate ({candidate['profile']}, {candidate['profile_sha256_16']}):"]
+    errors: dict[str, list[tuple[float, float]]] = {"final": [], "ratio": [], "end gap": []}
+    by_name = {s.run: s for s in scores}
+    for run in runs:
+        a, b, score = shipped["runs"][run.name], candidate["runs"][run.name], by_name[run.name]
+        cells = [("final", run.loss[-1], a["final"], b["final"])]
+        if score.measured is not None and "ratio" in a:
+            cells += [("ratio", score.measured.ratio, a["ratio"], b["ratio"]),
+                      ("end gap", score.measured.end_gap, a["end_gap"], b["end_gap"])]
+        parts = []
+        for key, measured, x, y in cells:
+            if measured is None or x is None or y is None:
+                parts.append(f"{key} not reached")
+                continue
+            errors[key].append((abs(x - measured), abs(y - measured)))
+            parts.append(f"{key} {measured:+.3f} measured, {x:+.3f} / {y:+.3f}")
+        lines.append(f"  {run.name:42s} " + "; ".join(parts))
+    for key, pairs in errors.items():
+        if pairs:
+            e = np.array(pairs)
+            lines.append(f"  {key}: mean error shipped {e[:, 0].mean():.3f}, candidate {e[:, 1].mean():.3f}; "
+                         f"candidate nearer on {int(np.sum(e[:, 1] < e[:, 0]))}/{len(e)}")
+    return lines
 
 
 def repeated_baselines(runs: list, scores: list[RunScore]) -> None:
@@ -195,25 +237,29 @@ def main() -> None:
                         "growth trained as long as d96; wide: d192 at 6 and 3 layers at two peak LRs, and growth "
                         "between them; lr: d128 L8 at the peak LR that suits its full training; lr96: the corpus's "
                         "d96 L6 at half and twice its peak LR; lr-band: d96 L8, d160 L6 and d80 L12 in and above the "
-                        "LR limit's band; deep12: d80 at 12 and 6 layers, full training and growth")
+                        "LR limit's band; deep12: d80 at 12 and 6 layers, full training and growth; depth: d64 L16 "
+                        "and d48 L12")
     parser.add_argument("--profile", default=PROFILE, help="score this loss profile (a name or a JSON path; "
-                        "default the shipped one, the only one --predict registers): a candidate refit is scored "
-                        "on the same held-out runs")
+                        "default the shipped one; --predict registers another as a candidate): a candidate refit is "
+                        "scored on the same held-out runs")
     parser.add_argument("--predict", action="store_true", help="write the predictions to the set's "
-                        "*_predicted.json")
+                        "*_predicted.json (with --profile FILE: a candidate's, to *_predicted_candidate.json)")
     args = parser.parse_args()
     listing, dataset, set_flag, predicted = SETS[args.set]
     fresh = predicted_runs(listing)
     if args.predict:
-        if args.profile != PROFILE:
-            raise SystemExit(f"--predict registers the shipped profile's predictions only; "
-                             f"drop --profile {args.profile}")
-        if predicted.exists() and json.loads(predicted.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
+        target = predicted
+        if args.profile != PROFILE:  # a candidate's predictions, registered beside the shipped one's
+            if not Path(args.profile).is_file():
+                raise SystemExit(f"--predict --profile {args.profile}: give a candidate profile's JSON file (a "
+                                 "file in the repository, so that its registration can be checked)")
+            target, fresh = candidate_file(predicted), predicted_runs(listing, args.profile)
+        if target.exists() and json.loads(target.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
             # the registered file is the evidence: a refit must not overwrite it
-            raise SystemExit(f"{predicted.name} holds another profile's predictions, made before the runs were "
+            raise SystemExit(f"{target.name} holds another profile's predictions, made before the runs were "
                              "trained; keep it, or move it aside to register anew")
-        predicted.write_text(json.dumps(fresh, indent=1) + "\n")
-        print(f"wrote {predicted}")
+        target.write_text(json.dumps(fresh, indent=1) + "\n")
+        print(f"wrote {target}")
         return
     if not dataset_path(dataset).exists():
         raise SystemExit(f"{dataset_path(dataset)}: not trained yet; run python -m studies.growth_corpus "
@@ -262,6 +308,9 @@ def main() -> None:
     repeated_baselines(runs, scores)
     for line in depth_pairs(runs, profile):
         print(line)
+    if candidate_file(predicted).exists():
+        for line in against_candidate(runs, scores, registered, json.loads(candidate_file(predicted).read_text())):
+            print(line)
     # after a refit the registered ratios are the honest held-out ones: print them too
     if not same:
         for name, pre in registered["runs"].items():

@@ -479,12 +479,32 @@ def heldout_deep12() -> list[Run]:
             full(80, 12, steps, seed=2), deepen(80, 12, steps, "random_top", 0.5)]
 
 
+DEPTH_DATASET = "heldout_depth"
+
+
+def heldout_depth() -> list[Run]:
+    """Deeper still, at widths the corpus has: d64 with 16 layers and d48 with 12 (the corpus
+    has d64 L8 and d48 L6 at the same steps, batch and LR), each far under its LR limit at
+    the corpus's LR, so a slow start there is the depth's, not the LR's. Registered before
+    training with two profiles (``benchmarks/heldout_larger.py --set depth --predict``): the
+    shipped one, whose start-up is proportional to depth, and a candidate whose start-up's
+    depth exponent is fitted (docs/loss-model.md, "Held out at 12 layers"). Full training at
+    16 layers (two seeds) and 12, the study's schedule in 4 stages and its no-freeze variant
+    at d64, ``stack_copy`` early from 8 layers; at d48 the no-freeze variant and
+    ``random_top`` late from 6."""
+    steps = MIDDLE_STEPS
+    # ordered for two runners (--part 0/2 and 1/2), about the same time each
+    return [full(64, 16, steps), study(64, 16, 4, steps, freeze=True), full(64, 16, steps, seed=2),
+            study(64, 16, 4, steps, freeze=False), deepen(64, 16, steps, "stack_copy", 0.25),
+            full(48, 12, steps), study(48, 12, 4, steps, freeze=False), deepen(48, 12, steps, "random_top", 0.5)]
+
+
 SETS = {"corpus": (corpus, DATASET), "heldout": (heldout, HELDOUT_DATASET),
         "heldout-deep": (heldout_deep, DEEP_DATASET), "heldout-longer": (heldout_longer, LONGER_DATASET),
         "heldout-wide": (heldout_wide, WIDE_DATASET), "heldout-lr": (heldout_lr, LR_DATASET),
         "heldout-lr96": (heldout_lr96, LR96_DATASET), "lr-sweep": (lr_sweep, LR_SWEEP_DATASET),
         "heldout-lr160": (heldout_lr160, LR160_DATASET), "heldout-lr-band": (heldout_lr_band, BAND_DATASET),
-        "heldout-deep12": (heldout_deep12, DEEP12_DATASET)}
+        "heldout-deep12": (heldout_deep12, DEEP12_DATASET), "heldout-depth": (heldout_depth, DEPTH_DATASET)}
 
 
 def _complete_names(db: Path) -> set[str]:
@@ -515,10 +535,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; lr-sweep: the runs its LR limit is "
                         "fitted on; heldout, heldout-deep, heldout-longer, heldout-wide, heldout-lr, heldout-lr96, "
-                        "heldout-lr160, heldout-lr-band, heldout-deep12: runs it is only checked on (exported to "
+                        "heldout-lr160, heldout-lr-band, heldout-deep12, heldout-depth: runs it is only checked on "
+                        "(exported to "
                         f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
                         f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json, {LR160_DATASET}.json, "
-                        f"{BAND_DATASET}.json and {DEEP12_DATASET}.json)")
+                        f"{BAND_DATASET}.json, {DEEP12_DATASET}.json and {DEPTH_DATASET}.json)")
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")
