@@ -705,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--flat-lags", action="store_true", help="hold the lags' size slope at 0 (one lag "
                         "at every size)")
     parser.add_argument("--linear-startup", action="store_true", help="hold the from-scratch start-up's depth "
-                        "exponent at 1 (start-up time proportional to depth): the shipped profile does")
+                        "exponent at 1 (start-up time proportional to depth): shipped profiles did until the depth "
+                        "exponent was registered against it at 12 and 16 layers (docs/loss-model.md)")
     parser.add_argument("--no-startup", action="store_true", help="no from-scratch start-up term (as before it "
                         "existed)")
     parser.add_argument("--exponential-startup", action="store_true", help="hold the start-up's shape at 1 "

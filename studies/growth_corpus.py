@@ -316,8 +316,8 @@ def heldout_wide() -> list[Run]:
     """The start-up at a width no fit has seen: full training of d192 with 6 layers and with
     3 (2.65M and 1.33M non-embedding parameters, 4x and 2x the corpus's largest), at the
     corpus's batch and LR for 1,600 steps (3.3M tokens). Beyond the corpus the start-up
-    carries the growth answer (``benchmarks/scale_sensitivity.py``), and the shipped profile
-    counts it in tokens, proportional to depth and the same at every width: it predicts the
+    carries the growth answer (``benchmarks/scale_sensitivity.py``), and the profile shipped
+    then counted it in tokens, proportional to depth and the same at every width: it predicted the
     6-layer model no better than the 3-layer one for most of this run, as d96 L6 tracked
     d96 L3 for its first 3M tokens. Predictions registered before training
     (``benchmarks/heldout_larger.py --set wide --predict``). The first L6 run stayed 0.2-0.4
@@ -487,8 +487,8 @@ def heldout_depth() -> list[Run]:
     has d64 L8 and d48 L6 at the same steps, batch and LR), each far under its LR limit at
     the corpus's LR, so a slow start there is the depth's, not the LR's. Registered before
     training with two profiles (``benchmarks/heldout_larger.py --set depth --predict``): the
-    shipped one, whose start-up is proportional to depth, and a candidate whose start-up's
-    depth exponent is fitted (docs/loss-model.md, "Held out at 12 layers"). Full training at
+    one shipped then, whose start-up is proportional to depth, and a candidate whose start-up's
+    depth exponent is fitted (docs/loss-model.md, "Held out at 12 layers"), shipped since. Full training at
     16 layers (two seeds) and 12, the study's schedule in 4 stages and its no-freeze variant
     at d64, ``stack_copy`` early from 8 layers; at d48 the no-freeze variant and
     ``random_top`` late from 6."""

@@ -732,9 +732,10 @@ def test_search_space_heads_divide_the_width_and_keep_the_fewest(head_dim, multi
 def test_the_comparison_says_how_much_of_growths_lead_is_the_start_up_it_skips() -> None:
     """Without the start-up a model from scratch uses all its depth at once: full training
     loses the slow start growth skips, so growth's lead shrinks. The study's schedule at d128
-    L8 for 4e13 FLOPs, byte-level (the held-out sets' shape): 0.008 ahead of full training,
-    0.056 behind without the start-up. A law without a start-up (the published one) has
-    nothing to say."""
+    L8 for 4e13 FLOPs, byte-level (the held-out sets' shape): 0.032 behind full training with
+    the start-up's depth exponent fitted, 0.050 behind without the start-up (with the linear
+    start-up shipped before: 0.008 ahead, 0.056 behind). A law without a start-up (the
+    published one) has nothing to say."""
     profile = load_loss_profile("stdlib-bytes")
     budget = Budget(flops=4e13)
     space = SearchSpace.for_budget(budget.amount, profile=profile, vocab_size=256, seq_len=64)
@@ -742,7 +743,7 @@ def test_the_comparison_says_how_much_of_growths_lead_is_the_start_up_it_skips()
     base = planner.evaluate(planner.build(d_model=128, layers=8, batch_tokens=2048))
     compared = planner.compare(planner.paper_schedule(8, 128, 2048), base)
     assert compared.gap_without_startup is not None
-    assert compared.gap_without_startup < 0 < compared.gap
+    assert compared.gap_without_startup < compared.gap - 0.01
     assert make_planner(Budget(flops=1e19), H100X8).compare(base, base).gap_without_startup is None
 
 
