@@ -15,7 +15,8 @@ seed decides, and above it, full training and growth at the same peak LR; ``--se
 at 12 layers (the corpus stops at 8) and 6 at the corpus's LR, full training and four growth
 schedules; ``--set heldout-depth`` d64 at 16 layers and d48 at 12, registered with the shipped
 profile and a candidate (``depth_candidate_profile.json``, its start-up's depth exponent
-fitted). No fit sees them, and the shipped profile's predictions for them were written down before they were trained:
+fitted, shipped since). No fit sees them, and the shipped profile's predictions for them were
+written down before they were trained:
 
     python benchmarks/heldout_larger.py [--set deep|...|depth] --predict  # from the specs alone
     python benchmarks/heldout_larger.py [--set deep|...|depth]            # scores the trained runs
@@ -162,8 +163,9 @@ def against_candidate(runs: list, scores: list[RunScore], shipped: dict, candida
     """Both registrations side by side against what was measured: each run's final loss, each
     growth run's ratio and end gap (against its own seed's baseline), and which profile was
     nearer, counted."""
-    lines = ["", f"registered before training, shipped ({shipped['profile']}, {shipped['profile_sha256_16']}) "
-             f"against candidate ({candidate['profile']}, {candidate['profile_sha256_16']}):"]
+    lines = ["", f"registered before training: the profile shipped then ({shipped['profile']}, "
+             f"{shipped['profile_sha256_16']}) / the candidate ({candidate['profile']}, "
+             f"{candidate['profile_sha256_16']}):"]
     errors: dict[str, list[tuple[float, float]]] = {"final": [], "ratio": [], "end gap": []}
     by_name = {s.run: s for s in scores}
     for run in runs:
@@ -183,7 +185,7 @@ def against_candidate(runs: list, scores: list[RunScore], shipped: dict, candida
     for key, pairs in errors.items():
         if pairs:
             e = np.array(pairs)
-            lines.append(f"  {key}: mean error shipped {e[:, 0].mean():.3f}, candidate {e[:, 1].mean():.3f}; "
+            lines.append(f"  {key}: mean error shipped then {e[:, 0].mean():.3f}, candidate {e[:, 1].mean():.3f}; "
                          f"candidate nearer on {int(np.sum(e[:, 1] < e[:, 0]))}/{len(e)}")
     return lines
 

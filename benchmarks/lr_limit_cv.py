@@ -27,7 +27,7 @@ from costsim.fit import fit_lr_limit, lr_limit_runs, started_slow
 from costsim.loss import load_loss_profile, lr_limit, lr_slow_probability
 
 DATA = ("lr_sweep,growth_corpus,heldout_lr96,heldout_wide,heldout_deep,heldout_lr,heldout_larger,heldout_longer,"
-        "heldout_lr160,heldout_lr_band")
+        "heldout_lr160,heldout_lr_band,heldout_deep12,heldout_depth")
 VARIANTS = {"width exponent 1, d48+ (shipped)": (1.0, 48), "width exponent fitted, d48+": (None, 48),
             "width exponent 1, every width": (1.0, 0)}
 
