@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 from scipy.optimize import least_squares
 
-from costsim.corpus import RunData, baseline_for, batch_partner, load_runs
+from costsim.corpus import RunData, baseline_for, batch_partner, dataset_path, load_runs
 from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
@@ -691,10 +691,9 @@ def transfer(fitted: LossProfile, law: LossProfile, name: str) -> LossProfile:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m costsim.fit", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    shipped = ", ".join(sorted(path.stem for path in dataset_path().parent.glob("*.json")))
     parser.add_argument("--data", default=None, help="runs: a DuckDB store (*.duckdb), a corpus file or a shipped "
-                        "dataset's name (growth_corpus, heldout_larger, heldout_deep, heldout_longer, heldout_wide, "
-                        "heldout_lr, heldout_lr96, heldout_check), several comma-separated (default: the shipped "
-                        "growth corpus)")
+                        f"dataset's name ({shipped}), several comma-separated (default: the shipped growth corpus)")
     parser.add_argument("--name", default="fitted", help="profile name")
     parser.add_argument("--structure", default=DEFAULT_STRUCTURE, choices=sorted(STRUCTURES),
                         help=f"growth structure (default {DEFAULT_STRUCTURE}, the lowest leave-one-schedule-out rms; "

@@ -487,11 +487,11 @@ def heldout_depth() -> list[Run]:
     has d64 L8 and d48 L6 at the same steps, batch and LR), each far under its LR limit at
     the corpus's LR, so a slow start there is the depth's, not the LR's. Registered before
     training with two profiles (``benchmarks/heldout_larger.py --set depth --predict``): the
-    one shipped then, whose start-up is proportional to depth, and a candidate whose start-up's
-    depth exponent is fitted (docs/loss-model.md, "Held out at 12 layers"), shipped since. Full training at
-    16 layers (two seeds) and 12, the study's schedule in 4 stages and its no-freeze variant
-    at d64, ``stack_copy`` early from 8 layers; at d48 the no-freeze variant and
-    ``random_top`` late from 6."""
+    one shipped then, whose start-up is proportional to depth, and a candidate whose
+    start-up's depth exponent is fitted (docs/loss-model.md, "Held out at 12 layers"), shipped
+    since. Full training at 16 layers (two seeds) and 12, the study's schedule in 4 stages and
+    its no-freeze variant at d64, ``stack_copy`` early from 8 layers; at d48 the no-freeze
+    variant and ``random_top`` late from 6."""
     steps = MIDDLE_STEPS
     # ordered for two runners (--part 0/2 and 1/2), about the same time each
     return [full(64, 16, steps), study(64, 16, 4, steps, freeze=True), full(64, 16, steps, seed=2),
