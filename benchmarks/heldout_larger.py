@@ -248,14 +248,14 @@ def main() -> None:
                         "*_predicted.json (with --profile FILE: a candidate's, to *_predicted_candidate.json)")
     args = parser.parse_args()
     listing, dataset, set_flag, predicted = SETS[args.set]
-    fresh = predicted_runs(listing)
     if args.predict:
         target = predicted
         if args.profile != PROFILE:  # a candidate's predictions, registered beside the shipped one's
             if not Path(args.profile).is_file():
                 raise SystemExit(f"--predict --profile {args.profile}: give a candidate profile's JSON file (a "
                                  "file in the repository, so that its registration can be checked)")
-            target, fresh = candidate_file(predicted), predicted_runs(listing, args.profile)
+            target = candidate_file(predicted)
+        fresh = predicted_runs(listing, args.profile)
         if target.exists() and json.loads(target.read_text())["profile_sha256_16"] != fresh["profile_sha256_16"]:
             # the registered file is the evidence: a refit must not overwrite it
             raise SystemExit(f"{target.name} holds another profile's predictions, made before the runs were "
@@ -266,7 +266,7 @@ def main() -> None:
     if not dataset_path(dataset).exists():
         raise SystemExit(f"{dataset_path(dataset)}: not trained yet; run python -m studies.growth_corpus "
                          f"--set {set_flag} --db {set_flag}.duckdb, then the same with --export")
-    registered = json.loads(predicted.read_text())
+    registered, fresh = json.loads(predicted.read_text()), predicted_runs(listing)
     unchanged = registered["profile_sha256_16"] == fresh["profile_sha256_16"]
     # a profile file can change without changing these predictions (the LR limit, known but not applied)
     same = unchanged or _same_predictions(registered["runs"], fresh["runs"])

@@ -855,17 +855,19 @@ GROWN_DEEP12 = ("study d80 L12 S4 freeze seed1", "study d80 L12 S4 nofreeze seed
                 "deepen d80 L6->12 stack_copy at0.25 seed1", "deepen d80 L6->12 random_top at0.5 seed1")
 
 
-def test_the_deep12_set_is_registered_before_training_and_apart_from_every_fit():
+def _registered(name: str) -> dict:
     from pathlib import Path
 
+    return json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / name).read_text())
+
+
+def test_the_deep12_set_is_registered_before_training_and_apart_from_every_fit():
     from studies.growth_corpus import corpus, heldout_deep12, lr_sweep
 
     runs = heldout_deep12()
     assert not {r.name for r in corpus() + lr_sweep()} & {r.name for r in runs}
     assert all(r.spec["training"]["lr_schedule"]["lr"] == 2e-3 for r in runs)
-    registered = json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / "heldout_deep12_predicted.json")
-                            .read_text())
-    assert set(registered["runs"]) == {r.name for r in runs}
+    assert set(_registered("heldout_deep12_predicted.json")["runs"]) == {r.name for r in runs}
     # every run trained is one the set lists, and the shipped corpus stops at 8 layers
     assert {r.name for r in load_dataset(dataset_path("heldout_deep12"))} == {r.name for r in runs}
     assert max(r.plans[-1].layers for r in load_runs()) == 8
@@ -893,12 +895,6 @@ def test_deep12_growth_ratio_is_within_the_target_and_its_sign_right(deep12, nam
     score = scores[name]
     assert abs(score.measured.ratio - score.predicted.ratio) <= 0.15
     assert score.measured.ratio < 1 and score.predicted.ratio < 1
-
-
-def _registered(name: str) -> dict:
-    from pathlib import Path
-
-    return json.loads((Path(__file__).resolve().parents[1] / "benchmarks" / name).read_text())
 
 
 def test_deep12_full_training_fell_outside_the_linear_start_ups_registered_interval(deep12):
@@ -945,7 +941,6 @@ def depth():
 def test_the_depth_set_is_registered_with_both_profiles_and_the_candidate_is_what_ships():
     from pathlib import Path
 
-    from costsim.loss import load_loss_profile as load
     from studies.growth_corpus import corpus, heldout_depth, lr_sweep
 
     names = {r.name for r in heldout_depth()}
@@ -954,7 +949,8 @@ def test_the_depth_set_is_registered_with_both_profiles_and_the_candidate_is_wha
     assert set(shipped_then["runs"]) == set(candidate["runs"]) == names
     assert shipped_then["profile_sha256_16"] != candidate["profile_sha256_16"]
     # the shipped profile's fitted parameters are the candidate's that was registered
-    registered = load(str(Path(__file__).resolve().parents[1] / "benchmarks" / "depth_candidate_profile.json"))
+    registered = load_loss_profile(str(Path(__file__).resolve().parents[1] / "benchmarks" /
+                                       "depth_candidate_profile.json"))
     assert registered.params == load_loss_profile("stdlib-bytes").params
     assert 0.2 < registered.params.startup_depth_exponent < 0.4
 
