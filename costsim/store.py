@@ -10,7 +10,9 @@ experiments (/work/shared/ECOSYSTEM.md). So producers never open the database. E
 (temp name, fsync, ``os.replace``), which any number of processes can do at once and
 which a SIGKILL cannot leave half-visible. ``Store.flush`` moves the spool into the
 database under an exclusive ``fcntl.flock`` on a separate lock file, the guard that lost
-nothing in the same experiments. It is idempotent: every row carries a unique
+nothing in the same experiments. It never writes the database in place: it ingests
+into a copy and ``os.replace``s the copy over it, so a flusher killed mid-checkpoint
+leaves the previous database, not a corrupt one. It is idempotent: every row carries a unique
 ``record_id`` and ingestion skips ids already present, so a crash between the commit and
 the deletion of the spool files duplicates nothing. Reads flush first, then open the
 database read-only under a shared lock.
@@ -19,6 +21,7 @@ Layout, for ``Store("costsim.duckdb")``::
 
     costsim.duckdb                        the database users query (duckdb CLI, Python)
     costsim.duckdb.lock                   flock mutex; its content is meaningless
+    costsim.duckdb.next                   a flush's copy, renamed over the database when done
     costsim.duckdb.spool/<table>/<uuid>.parquet   appended, not yet ingested
 
 The schemas live in ``TABLES`` and nowhere else; docs/store.md explains the tables.
@@ -30,7 +33,10 @@ that the ``duckdb`` CLI a user installs with pip, or an older Python ``duckdb``,
 from __future__ import annotations
 
 import fcntl
+import functools
 import os
+import shutil
+import tempfile
 import threading
 import time
 import uuid
@@ -415,14 +421,29 @@ class Store:
         commit, so files spooled meanwhile wait for the next flush. Rows whose
         ``record_id`` is already stored are skipped, which makes a re-run after a crash
         between commit and deletion harmless.
+
+        The database itself is never written in place: the flush copies it to
+        ``<path>.next``, ingests there, and ``os.replace``s the copy over it. A SIGKILL
+        mid-checkpoint once left a file DuckDB refused to open ("Corrupt database file:
+        computed checksum ... does not match", about 1 flusher kill in a few hundred under
+        CI load); with the copy, a kill at any point leaves the last whole database and
+        the spool it has not yet ingested.
         """
         with self._locked(fcntl.LOCK_EX):
             batches = {table: sorted(self.spool_dir.joinpath(table).glob("*.parquet")) for table in TABLES}
+            self._discard_unfinished_copy()
+            if self.path.exists():
+                self._recover_foreign_wal()
+                if not any(batches.values()) and self._schema_signature(self.path) == _expected_signature():
+                    self._sweep_stale_temp_files()
+                    return 0
+                shutil.copyfile(self.path, self._next_path)
             ingested = 0
             # Only this connection can create the file, so only it names the format; readers
             # keep DuckDB's default configuration, which a user's own read-only connection
             # in the same process shares (DuckDB refuses two configurations of one file).
-            connection = duckdb.connect(str(self.path), config={"storage_compatibility_version": STORAGE_VERSION})
+            connection = duckdb.connect(str(self._next_path),
+                                        config={"storage_compatibility_version": STORAGE_VERSION})
             try:
                 connection.execute("BEGIN")
                 _ensure_schema(connection)
@@ -437,12 +458,44 @@ class Store:
                         ).fetchone()[0]
                 connection.execute("COMMIT")
             finally:
-                connection.close()
+                connection.close()  # checkpoints the copy: its .wal is folded in and removed
+            _fsync(self._next_path)
+            os.replace(self._next_path, self.path)
+            _fsync(self.path.parent)
             for files in batches.values():
                 for file in files:
                     file.unlink(missing_ok=True)
             self._sweep_stale_temp_files()
         return ingested
+
+    @property
+    def _next_path(self) -> Path:
+        return Path(f"{self.path}.next")
+
+    def _discard_unfinished_copy(self) -> None:
+        """Remove the copy (and its WAL) a flush killed before its ``os.replace`` left."""
+        for leftover in (self._next_path, Path(f"{self._next_path}.wal")):
+            leftover.unlink(missing_ok=True)
+
+    def _recover_foreign_wal(self) -> None:
+        """Fold a ``.wal`` beside the database into it, in place, before copying.
+
+        The store's own flushes never leave one (they write a copy, which they close
+        before renaming it), but a user's read-write session killed mid-way, or a flush by
+        an older costsim, can. Copying the file without it would drop committed rows, and
+        replacing the file under it would replay it onto the wrong database; so DuckDB's
+        own recovery runs on the file here, as it did before the copy existed.
+        """
+        if Path(f"{self.path}.wal").exists():
+            duckdb.connect(str(self.path)).close()
+
+    def _schema_signature(self, path: Path) -> tuple:
+        """Tables, columns and view definitions of the database at ``path``, read-only."""
+        connection = duckdb.connect(str(path), read_only=True)
+        try:
+            return _signature(connection)
+        finally:
+            connection.close()
 
     @contextmanager
     def connect_readonly(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -587,6 +640,37 @@ def _ensure_schema(connection: duckdb.DuckDBPyConnection) -> None:
             if (table, column.name) not in existing:
                 connection.execute(f'ALTER TABLE {table} ADD COLUMN "{column.name}" {column.type}')
     connection.execute(RUN_SUMMARY_SQL)
+
+
+def _signature(connection: duckdb.DuckDBPyConnection) -> tuple:
+    """What ``_ensure_schema`` decides: every table's columns and types, every view's SQL."""
+    columns = connection.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE schema_name = 'main' "
+        "ORDER BY ALL").fetchall()
+    views = connection.execute(
+        "SELECT view_name, sql FROM duckdb_views() WHERE NOT internal AND schema_name = 'main' ORDER BY ALL").fetchall()
+    return tuple(columns), tuple(views)
+
+
+@functools.cache
+def _expected_signature() -> tuple:
+    """The signature of a database ``_ensure_schema`` has just brought up to date.
+
+    Built in a stored file, not in memory: DuckDB rewrites a view's SQL when it stores it
+    (it adds parentheses), and the signature must match what a reopened store reports.
+    """
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "schema.duckdb"
+        connection = duckdb.connect(str(path), config={"storage_compatibility_version": STORAGE_VERSION})
+        try:
+            _ensure_schema(connection)
+        finally:
+            connection.close()
+        connection = duckdb.connect(str(path), read_only=True)
+        try:
+            return _signature(connection)
+        finally:
+            connection.close()
 
 
 def _fsync(path: Path) -> None:

@@ -167,6 +167,66 @@ def test_sigkilled_flusher_leaves_a_store_that_reopens_with_every_row_once(tmp_p
         assert totals == {"n": expected, "ids": expected}
 
 
+def test_a_flush_killed_before_its_rename_leaves_the_last_database_and_the_spool(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The flush writes a copy; dying anywhere before the rename loses nothing."""
+    store = Store(tmp_path / "costsim.duckdb")
+    store.append("events", _event_rows(0, 0))
+    store.flush()
+    before = store.path.read_bytes()
+    store.append("events", _event_rows(0, 1))
+
+    def killed(*args: object) -> None:
+        raise KeyboardInterrupt  # stands in for the SIGKILL: nothing after this line runs
+
+    monkeypatch.setattr("costsim.store.os.replace", killed)
+    with pytest.raises(KeyboardInterrupt):
+        store.flush()
+    monkeypatch.undo()
+    assert store.path.read_bytes() == before  # never written in place
+    assert Path(f"{store.path}.next").exists() and len(list(store.spool_dir.glob("events/*.parquet"))) == 1
+
+    assert store.flush() == ROWS_PER_APPEND
+    assert not Path(f"{store.path}.next").exists()
+    assert _events_by_batch(store, 0) == {0: ROWS_PER_APPEND, 1: ROWS_PER_APPEND}
+
+
+def test_a_read_with_nothing_spooled_leaves_the_database_file_alone(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    store.append("events", _event_rows(0, 0))
+    store.flush()
+    inode, mtime = store.path.stat().st_ino, store.path.stat().st_mtime_ns
+    assert store.query("SELECT count(*) AS n FROM events") == [{"n": ROWS_PER_APPEND}]
+    assert (store.path.stat().st_ino, store.path.stat().st_mtime_ns) == (inode, mtime)
+    store.append("events", _event_rows(0, 1))
+    assert store.query("SELECT count(*) AS n FROM events") == [{"n": 2 * ROWS_PER_APPEND}]
+    assert store.path.stat().st_ino != inode  # rows to ingest: a new copy took its place
+
+
+def _commit_and_die(path: str) -> None:
+    """A user's read-write session that commits a row and is killed before closing."""
+    connection = duckdb.connect(path)
+    connection.execute("INSERT INTO events (record_id, run_id, step, kind, detail) "
+                       "VALUES ('foreign', 'user', 0, 'test', 'x')")
+    os._exit(0)  # no close, no checkpoint: the row lives only in the .wal
+
+
+def test_a_wal_a_killed_user_session_left_is_kept_through_the_next_flush(tmp_path: Path) -> None:
+    store = Store(tmp_path / "costsim.duckdb")
+    store.append("events", _event_rows(0, 0))
+    store.flush()
+    user = SPAWN.Process(target=_commit_and_die, args=(str(store.path),))
+    user.start()
+    user.join()
+    assert Path(f"{store.path}.wal").exists()
+
+    store.append("events", _event_rows(0, 1))
+    assert store.flush() == ROWS_PER_APPEND
+    assert not Path(f"{store.path}.wal").exists()
+    assert store.query("SELECT count(*) AS n FROM events WHERE run_id = 'user'") == [{"n": 1}]
+    assert store.query("SELECT count(*) AS n FROM events") == [{"n": 2 * ROWS_PER_APPEND + 1}]
+
+
 def test_temp_files_are_never_ingested_and_stale_ones_are_swept(tmp_path: Path) -> None:
     store = Store(tmp_path / "costsim.duckdb")
     store.append("steps", [_step_row(0)])
