@@ -432,40 +432,55 @@ class Store:
         with self._locked(fcntl.LOCK_EX):
             batches = {table: sorted(self.spool_dir.joinpath(table).glob("*.parquet")) for table in TABLES}
             self._discard_unfinished_copy()
+            guard = None
             if self.path.exists():
                 self._recover_foreign_wal()
-                if not any(batches.values()) and self._schema_signature(self.path) == _expected_signature():
-                    self._sweep_stale_temp_files()
-                    return 0
-                shutil.copyfile(self.path, self._next_path)
-            ingested = 0
-            # Only this connection can create the file, so only it names the format; readers
-            # keep DuckDB's default configuration, which a user's own read-only connection
-            # in the same process shares (DuckDB refuses two configurations of one file).
-            connection = duckdb.connect(str(self._next_path),
-                                        config={"storage_compatibility_version": STORAGE_VERSION})
+                # A read-only connection held until the rename takes DuckDB's shared lock: a
+                # read-write session elsewhere makes this fail at once (before anything is
+                # copied), and none can start and write into a file about to be replaced.
+                guard = duckdb.connect(str(self.path), read_only=True)
             try:
-                connection.execute("BEGIN")
-                _ensure_schema(connection)
-                for table, files in batches.items():
-                    if files:
-                        ingested += connection.execute(
-                            f"""INSERT INTO {table} BY NAME
-                                SELECT * FROM read_parquet(?, union_by_name = true) AS f
-                                WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.record_id = f.record_id)
-                                QUALIFY row_number() OVER (PARTITION BY f.record_id) = 1""",
-                            [[str(file) for file in files]],
-                        ).fetchone()[0]
-                connection.execute("COMMIT")
+                return self._ingest_into_copy(batches, guard)
             finally:
-                connection.close()  # checkpoints the copy: its .wal is folded in and removed
-            _fsync(self._next_path)
-            os.replace(self._next_path, self.path)
-            _fsync(self.path.parent)
-            for files in batches.values():
-                for file in files:
-                    file.unlink(missing_ok=True)
-            self._sweep_stale_temp_files()
+                if guard is not None:
+                    guard.close()
+
+    def _ingest_into_copy(self, batches: dict[str, list[Path]],
+                          guard: duckdb.DuckDBPyConnection | None) -> int:
+        """Copy the database (``guard`` is open on it, if it exists), ingest, rename over it."""
+        if guard is not None:
+            if not any(batches.values()) and _signature(guard) == _expected_signature():
+                self._sweep_stale_temp_files()
+                return 0
+            shutil.copyfile(self.path, self._next_path)
+        ingested = 0
+        # Only this connection can create the file, so only it names the format; readers
+        # keep DuckDB's default configuration, which a user's own read-only connection
+        # in the same process shares (DuckDB refuses two configurations of one file).
+        connection = duckdb.connect(str(self._next_path),
+                                    config={"storage_compatibility_version": STORAGE_VERSION})
+        try:
+            connection.execute("BEGIN")
+            _ensure_schema(connection)
+            for table, files in batches.items():
+                if files:
+                    ingested += connection.execute(
+                        f"""INSERT INTO {table} BY NAME
+                            SELECT * FROM read_parquet(?, union_by_name = true) AS f
+                            WHERE NOT EXISTS (SELECT 1 FROM {table} AS t WHERE t.record_id = f.record_id)
+                            QUALIFY row_number() OVER (PARTITION BY f.record_id) = 1""",
+                        [[str(file) for file in files]],
+                    ).fetchone()[0]
+            connection.execute("COMMIT")
+        finally:
+            connection.close()  # checkpoints the copy: its .wal is folded in and removed
+        _fsync(self._next_path)
+        os.replace(self._next_path, self.path)
+        _fsync(self.path.parent)
+        for files in batches.values():
+            for file in files:
+                file.unlink(missing_ok=True)
+        self._sweep_stale_temp_files()
         return ingested
 
     @property
@@ -489,20 +504,12 @@ class Store:
         if Path(f"{self.path}.wal").exists():
             duckdb.connect(str(self.path)).close()
 
-    def _schema_signature(self, path: Path) -> tuple:
-        """Tables, columns and view definitions of the database at ``path``, read-only."""
-        connection = duckdb.connect(str(path), read_only=True)
-        try:
-            return _signature(connection)
-        finally:
-            connection.close()
-
     @contextmanager
     def connect_readonly(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Flush, then yield a read-only connection; hold it briefly, it blocks flushes.
 
-        The shared flock lets readers run side by side while keeping a flush (which needs
-        the file read-write) from starting until every reader has closed.
+        The shared flock lets readers run side by side while keeping a flush (which
+        replaces the file) from starting until every reader has closed.
         """
         self.flush()
         with self._locked(fcntl.LOCK_SH):

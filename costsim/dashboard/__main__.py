@@ -68,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
         raise CostsimError(f"--out {out}: exists and is not a folder; choose another path")
     try:
         data = dashboard_data(store, _run_ids(args.runs), specs)
-    except duckdb.IOException as exc:  # the duckdb CLI (even -readonly) holds the file's lock
+    except duckdb.IOException as exc:  # a read-write session (the duckdb CLI) holds the file's lock
         raise CostsimError(f"{args.db}: cannot open the store ({str(exc).splitlines()[0]}); "
                            "close other programs that hold it open, such as the duckdb CLI, and retry") from None
     index = write_dashboard(data, out)
