@@ -20,6 +20,9 @@ d_model 48 and wider. This fits it again (or reads the profile's own, ``--shippe
   outcome), and both rms;
 - per verdict, fitted and held out: how many runs started slow (efficiency under 0.65 at
   1.64M) against how many the limit expected, and the rms LR-blind and with the limit;
+- full-training runs under the profile's LR, which the model predicts on the curve of a run
+  at its LR: their token efficiency against LR over the profile's, and a power law in it
+  fitted on the sweep and read on the held-out runs;
 - the held-out growth schedules in a limit's band or above: compute-to-match ratio measured,
   LR-blind and with the limit.
 
@@ -89,6 +92,42 @@ def summary(title: str, rows: list[tuple], params) -> None:
         print(f"{title}, limit says {label!r}: {len(chosen)} runs, {slow} of {len(read)} started slow (efficiency "
               f"< {SLOW_EFFICIENCY} at {SLOW_AT / 1e6:.2f}M; expected {expected:.1f}); rms "
               f"{rms(without, run_loss):.4f} LR-blind, {rms(with_limit, run_loss):.4f} with the limit")
+
+
+def under_the_profile_lr(fitted_rows: list[tuple], held_rows: list[tuple], profile_lr: float) -> None:
+    """Full-training runs at a peak LR under the profile's (the corpus's): the loss model counts
+    a step's tokens at its LR relative to the run's own peak, so it predicts them on the curve
+    of a run at the profile's LR. Each run's token efficiency at 1.64M tokens (as in the tables)
+    against its LR over the profile's; a power law, efficiency = (LR / profile LR)^alpha, fitted
+    on the sweep's runs and read on the held-out ones, says how much a term for it would carry."""
+    def under(rows):
+        return [r for r in rows if r[0].spec.training.lr_schedule.lr < profile_lr and r[2] is not None]
+
+    fitted, held = under(fitted_rows), under(held_rows)
+    print(f"\nunder the profile's LR ({profile_lr:g}): efficiency at {SLOW_AT / 1e6:.2f}M tokens against LR / "
+          f"{profile_lr:g} (the model predicts 1); final loss measured minus predicted")
+    print(f"{'run':34s} {'set':8s} {'LR ratio':>8s} {'over':>5s} {'efficiency':>10s} {'final error':>11s}")
+    for label, rows in (("sweep", fitted), ("held out", held)):
+        for run, over, efficiency, _, _, with_limit in rows:
+            ratio = run.spec.training.lr_schedule.lr / profile_lr
+            print(f"{run.name:34s} {label:8s} {ratio:8.2f} {over:5.2f} {efficiency:10.2f} "
+                  f"{run.loss[-1] - with_limit[-1]:+11.3f}")
+    if not fitted or not held:
+        return
+    x = np.log([r[0].spec.training.lr_schedule.lr / profile_lr for r in fitted])
+    alpha = float(np.dot(x, np.log([r[2] for r in fitted])) / np.dot(x, x))
+    ratios = np.array([r[0].spec.training.lr_schedule.lr / profile_lr for r in held])
+    measured = np.array([r[2] for r in held])
+    errors = np.array([r[0].loss[-1] - r[5][-1] for r in held])
+    overs = np.array([r[1] for r in fitted + held])
+    efficiencies = np.array([r[2] for r in fitted + held])
+    print(f"efficiency = (LR ratio)^alpha fitted on the sweep's {len(fitted)} runs: alpha {alpha:.2f}; on the "
+          f"{len(held)} held-out runs it predicts efficiency with rms {rms(ratios ** alpha, measured):.2f} "
+          f"(the model's 1: {rms(np.ones_like(measured), measured):.2f}); their final losses are "
+          f"{errors.mean():+.3f} nats from the model's on average, above it on {int((errors > 0).sum())}/{len(errors)}")
+    print(f"over all {len(overs)}, efficiency against LR over the shape's limit ('over'): correlation "
+          f"{np.corrcoef(np.log(overs), efficiencies)[0, 1]:+.2f}; under 0.3 of the limit mean "
+          f"{efficiencies[overs < 0.3].mean():.2f}, at 0.3 or more {efficiencies[overs >= 0.3].mean():.2f}")
 
 
 def held_out_sets(fitted: str) -> list[str]:
@@ -175,6 +214,7 @@ def main() -> None:
     # under the profile's LR a run is slower throughout (each step moves the weights less): not a slow start
     summary(f"held out, under {profile.lr:g}", [r for r in held_rows if r[0].spec.training.lr_schedule.lr < profile.lr],
             params)
+    under_the_profile_lr(fitted_rows, held_rows, profile.lr)
     growth_at_limits(params, profile.lr, held_sets)
 
 
