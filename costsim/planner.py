@@ -105,6 +105,9 @@ class SearchSpace(BaseModel):
     # every growing stage's d_model / layers too, where a loss profile knows the shapes it
     # was fitted on (None: only the final shape is bounded, as for a published law)
     stage_aspect_ratio: tuple[float, float] | None = None
+    # every stage's layers at least this, where a loss profile records the depths it was
+    # fitted on (None: no floor beyond min_layers, as for a published law)
+    stage_min_layers: int | None = None
     width_growth: bool = True
     precision: str = "bf16-mixed"
     lr: float | None = Field(None, gt=0, description="peak LR of every schedule (None: the spec's default)")
@@ -139,7 +142,17 @@ class SearchSpace(BaseModel):
         grain = head_dim  # every width a whole number of heads
         d_models = sorted({int(max(grain, round(d / grain) * grain)) for d in np.geomspace(lo, hi, 10)})
         d_models = [d for d in d_models if lo <= d <= hi] or [int(max(grain, round(lo / grain) * grain))]
-        min_layers, max_layers = layers_range or (1, min(max(8, 4 * layers_opt), LIMITS["layers"]))
+        # no shallower than the profile was fitted on: 1-layer models lie below every fitted
+        # depth, and the two the checks trained on bytes were worse than predicted (d32 L1 at
+        # 2e12 by 0.10 nats, beaten by the d32 L2 it was predicted to beat; d64 grown from 1
+        # layer at 4e12 ended 0.054 behind full training, predicted 0.020 ahead). Deeper than
+        # the fits is allowed: the start-up's depth was
+        # registered at 12 and 16 layers and held (docs/loss-model.md)
+        fitted_depth = profile.domain.get("layers")
+        floor = max(1, int(np.ceil(fitted_depth[0]))) if fitted_depth else 1
+        min_layers, max_layers = layers_range or (floor, max(floor, min(max(8, 4 * layers_opt), LIMITS["layers"])))
+        if fitted_depth:
+            fixed.setdefault("stage_min_layers", floor)
         smallest = seq_len * n_gpus
         if batch_range:
             b_lo, b_hi = batch_range
@@ -381,6 +394,10 @@ class Planner:
         stages = self.stages_layout(layers=layers, d_model=d_model, n_stages=n_stages, first_fraction=first_fraction,
                                     grow_share=grow_share, freeze_share=freeze_share, operator=operator,
                                     width_stages=width_stages)
+        for stage in stages if s.stage_min_layers else ():
+            if stage["layers"] < s.stage_min_layers:
+                return Candidate(None, {"spec": 1.0}, f"a stage of {stage['layers']} layers is shallower than the "
+                                 f"loss profile was fitted on ({s.stage_min_layers} layers or more)")
         for stage in stages if s.stage_aspect_ratio else ():
             aspect = stage.get("d_model", d_model) / stage["layers"]
             if not s.stage_aspect_ratio[0] <= aspect <= s.stage_aspect_ratio[1]:

@@ -791,3 +791,21 @@ def test_a_growth_win_that_is_only_the_skipped_start_up_is_said_to_hang_on_the_l
         assert "full training predicts 0.0200 nats lower" in line
     loss = dataclasses.replace(win, gap=-0.03, lower=-0.05, upper=-0.01, verdict="full training better")
     assert "start-up" not in loss.describe(0.9)
+
+
+def test_no_stage_is_shallower_than_the_profile_was_fitted_on() -> None:
+    """stdlib-bytes was fitted on 2 to 8 layers: a 1-layer model, or growth from 1 layer, is
+    outside it (two trained on bytes were worse than predicted: d32 L1 at 2e12, and d64 grown
+    from 1 layer at 4e12), so the space starts at 2 and a 1-layer first stage is refused with
+    its reason; a published law with no recorded depths keeps 1."""
+    profile = load_loss_profile("stdlib-bytes")
+    assert profile.domain["layers"][0] == 2
+    budget = Budget(flops=2e12)
+    space = SearchSpace.for_budget(budget.amount, profile=profile, vocab_size=256, seq_len=64)
+    assert space.min_layers == 2 and space.stage_min_layers == 2
+    planner = make_planner(budget, H100X8, space=space, loss_profile="stdlib-bytes")
+    grown = planner.attempt(layers=4, d_model=32, n_stages=2, first_fraction=0.25, batch_tokens=1024)
+    assert grown.spec is None and "a stage of 1 layers is shallower than the loss profile" in grown.reason
+    assert planner.attempt(layers=4, d_model=32, n_stages=2, first_fraction=0.5, batch_tokens=1024).spec is not None
+    published = SearchSpace.for_budget(1e19, profile=load_loss_profile(LOSS))
+    assert published.min_layers == 1 and published.stage_min_layers is None
