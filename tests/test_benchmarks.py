@@ -4,6 +4,7 @@ steps at laptop sizes."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -121,3 +122,27 @@ def test_gap_bias_splits_every_schedule_final_gap_error_along_the_run():
         growth, base = rows[-1]
         # at the end the growth run's residual minus its baseline's is the final gap error
         assert growth - base == pytest.approx(score.predicted.end_gap - score.measured.end_gap, abs=1e-3), schedule
+
+
+def test_store_flush_times_a_flush_and_a_read_at_each_size():
+    done = subprocess.run([sys.executable, "benchmarks/store_flush.py", "--rows", "1e5", "--repeats", "1"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    rows = [line.split() for line in done.stdout.splitlines()[1:]]
+    assert [row[0] for row in rows] == ["10,000", "100,000"]
+    assert all(float(value) > 0 for row in rows for value in row[1:])
+
+
+def test_lr_limit_reads_every_full_training_run_under_the_corpuss_lr():
+    """15 runs under 2e-3 (4 in the sweep, 11 held out), each slower than the LR-blind curve at
+    1.64M tokens, and the power law fitted on the sweep nearer the held-out ones than 1."""
+    done = subprocess.run([sys.executable, "benchmarks/lr_limit.py", "--shipped"], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    section = done.stdout.split("under the profile's LR (0.002)")[1].split("\n\n")[0].splitlines()
+    runs = [line for line in section if line.startswith("full ")]
+    assert len(runs) == 15 and sum(" sweep " in line for line in runs) == 4
+    assert all(float(line.split()[-2]) < 1 for line in runs)
+    fitted = next(line for line in section if line.startswith("efficiency = "))
+    power, one = (float(x) for x in re.search(r"rms ([\d.]+) \(the model's 1: ([\d.]+)\)", fitted).groups())
+    assert power < one
