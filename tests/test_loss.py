@@ -1001,3 +1001,24 @@ def test_width_lag_scale_is_opt_in_and_travels_with_the_growth_parameters():
     assert "width_lag_scale" not in opt_in_held(PARAMS.model_copy(update={"width_lag_scale": 2.0}), ())
     assert "width_lag_scale" in [c.field for c in coordinates("lingering")]
     assert "width_lag_scale" in DIMENSIONLESS
+
+
+def test_a_stage_shallower_than_the_profiles_fits_is_said_in_one_line():
+    """The search refuses stages shallower than the profile was fitted on; estimate and
+    validate.run, which predict any spec, say so (the check's d32 L1 and the study's schedule,
+    which grows from 1 layer), and say nothing at the fitted depths or for a law with none."""
+    from costsim.corpus import load_runs
+    from costsim.loss import load_loss_profile
+    from costsim.loss_report import shallow_note, spec_domain_warning
+
+    profile = load_loss_profile("stdlib-bytes")
+    runs = {run.schedule: run for run in load_runs("heldout_check")}
+    one_layer, study, two_layers = (runs[f"{kind} batch16 at2e12"].spec
+                                    for kind in ("full d32 L1", "study d32 L4 S4", "full d32 L2"))
+    for spec in (one_layer, study):
+        note = shallow_note(spec, profile)
+        assert note.startswith("note: a stage of 1 layer is shallower than loss profile 'stdlib-bytes' was fitted "
+                               "on (2 to 8 layers)") and "\n" not in note
+        assert note in spec_domain_warning(spec, profile)
+    assert shallow_note(two_layers, profile) is None
+    assert shallow_note(one_layer, load_loss_profile("chinchilla-published")) is None
