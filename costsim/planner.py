@@ -143,11 +143,11 @@ class SearchSpace(BaseModel):
         d_models = sorted({int(max(grain, round(d / grain) * grain)) for d in np.geomspace(lo, hi, 10)})
         d_models = [d for d in d_models if lo <= d <= hi] or [int(max(grain, round(lo / grain) * grain))]
         # no shallower than the profile was fitted on: 1-layer models lie below every fitted
-        # depth, and the two the checks trained on bytes were worse than predicted (d32 L1 at
+        # depth, and each one the checks trained on bytes was worse than predicted (d32 L1 at
         # 2e12 by 0.10 nats, beaten by the d32 L2 it was predicted to beat; d64 grown from 1
-        # layer at 4e12 ended 0.054 behind full training, predicted 0.020 ahead). Deeper than
-        # the fits is allowed: the start-up's depth was
-        # registered at 12 and 16 layers and held (docs/loss-model.md)
+        # layer at 4e12 ended 0.054 behind full training, predicted 0.020 ahead; d96 L1 under
+        # an earlier profile by 0.057). Deeper than the fits is allowed: the start-up's depth
+        # was registered at 12 and 16 layers and held (docs/loss-model.md)
         fitted_depth = profile.domain.get("layers")
         floor = max(1, int(np.ceil(fitted_depth[0]))) if fitted_depth else 1
         min_layers, max_layers = layers_range or (floor, max(floor, min(max(8, 4 * layers_opt), LIMITS["layers"])))
@@ -396,8 +396,9 @@ class Planner:
                                     width_stages=width_stages)
         for stage in stages if s.stage_min_layers else ():
             if stage["layers"] < s.stage_min_layers:
-                return Candidate(None, {"spec": 1.0}, f"a stage of {stage['layers']} layers is shallower than the "
-                                 f"loss profile was fitted on ({s.stage_min_layers} layers or more)")
+                return Candidate(None, {"spec": 1.0}, f"a stage of {stage['layers']} layer"
+                                 f"{'s' if stage['layers'] > 1 else ''} is shallower than the loss profile was "
+                                 f"fitted on ({s.stage_min_layers} layers or more)")
         for stage in stages if s.stage_aspect_ratio else ():
             aspect = stage.get("d_model", d_model) / stage["layers"]
             if not s.stage_aspect_ratio[0] <= aspect <= s.stage_aspect_ratio[1]:

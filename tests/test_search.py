@@ -805,7 +805,7 @@ def test_no_stage_is_shallower_than_the_profile_was_fitted_on() -> None:
     assert space.min_layers == 2 and space.stage_min_layers == 2
     planner = make_planner(budget, H100X8, space=space, loss_profile="stdlib-bytes")
     grown = planner.attempt(layers=4, d_model=32, n_stages=2, first_fraction=0.25, batch_tokens=1024)
-    assert grown.spec is None and "a stage of 1 layers is shallower than the loss profile" in grown.reason
+    assert grown.spec is None and "a stage of 1 layer is shallower than the loss profile" in grown.reason
     assert planner.attempt(layers=4, d_model=32, n_stages=2, first_fraction=0.5, batch_tokens=1024).spec is not None
     published = SearchSpace.for_budget(1e19, profile=load_loss_profile(LOSS))
     assert published.min_layers == 1 and published.stage_min_layers is None
