@@ -1025,3 +1025,19 @@ def test_the_check_at_1e13_trains_its_pick_ahead_of_the_studys_schedule_and_leve
     assert predicted[second] > predicted[pick] and measured[second] > measured[pick] - 0.01
     noise = 2 * np.sqrt((np.var(seeds[pick], ddof=1) + np.var(seeds[study], ddof=1)) / 3)
     assert measured[study] - measured[pick] > max(noise, 0.05) and predicted[study] - predicted[pick] > 0.05
+
+
+def test_the_check_at_2e13_trains_its_pick_a_small_model_trained_long_behind_the_next_shape():
+    """Held out: at 2e13 the search picks d64 L2 at 32 sequences for 24.9M tokens (about 250
+    per parameter) and calls d96 L2 for 12.1M a tie (0.005 behind). Trained, the pick ends
+    0.049 above its prediction and 0.029 behind d96 L2, beyond the noise of three seeds each:
+    the check says contradicted. It is the known miss on small models trained long (the law's
+    irreducible loss at its bound, 0: docs/loss-model.md, 'What it still cannot express'); the
+    shorter-trained d96 L2 ends 0.015 above its own. Both inside their intervals."""
+    measured, predicted, seeds = _check_means()
+    pick, second, study = (f"{kind} batch32 at2e13" for kind in ("full d64 L2", "full d96 L2", "study d64 L4 S4"))
+    assert abs(predicted[second] - predicted[pick]) < 0.016  # a tie to the search
+    noise = 2 * np.sqrt((np.var(seeds[pick], ddof=1) + np.var(seeds[second], ddof=1)) / 3)
+    assert measured[pick] - measured[second] > noise
+    assert measured[pick] - predicted[pick] > 0.04 > measured[second] - predicted[second]
+    assert measured[study] - measured[second] > 0.05 and predicted[study] - predicted[pick] > 0.05
