@@ -262,6 +262,13 @@ class LossProfile(BaseModel):
     domain: dict[str, list[float]] = Field(default_factory=dict, description="fitted range: name -> [min, max] "
                                            "for non_embedding_params, tokens, flops_counted, layers")
 
+    @property
+    def shallowest_fitted_layers(self) -> int | None:
+        """The fewest layers of any model it was fitted on (None: not recorded, as for a published
+        law): the search keeps every stage at least this deep, and a prediction below it says so."""
+        depths = self.domain.get("layers")
+        return max(1, math.ceil(depths[0])) if depths else None
+
     def switched(self, **update) -> LossProfile:
         """The point fit with some parameters replaced and no bootstrap samples: what one
         term contributes to a point prediction, by predicting without it (``startup_tokens=0``:

@@ -150,10 +150,11 @@ def shallow_note(spec: ScheduleSpec, profile: LossProfile) -> str | None:
     """One line when a stage is shallower than every model the profile was fitted on: the
     search refuses such stages, and every 1-layer model checked by training on bytes ended
     worse than predicted (d32 L1 at 2e12 by 0.10 nats)."""
-    depths = profile.domain.get("layers")
+    floor = profile.shallowest_fitted_layers
     shallowest = min(stage.layers for stage in spec.stages)
-    if not depths or shallowest >= depths[0]:
+    if floor is None or shallowest >= floor:
         return None
+    depths = profile.domain["layers"]
     return (f"note: a stage of {shallowest} layer{'s' if shallowest > 1 else ''} is shallower than loss profile "
             f"{profile.name!r} was fitted on ({depths[0]:g} to {depths[1]:g} layers), which the search refuses: the "
             "1-layer models trained so far ended worse than predicted, by up to 0.10 nats (docs/loss-model.md, "

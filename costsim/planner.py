@@ -148,11 +148,10 @@ class SearchSpace(BaseModel):
         # layer at 4e12 ended 0.054 behind full training, predicted 0.020 ahead; d96 L1 under
         # an earlier profile by 0.057). Deeper than the fits is allowed: the start-up's depth
         # was registered at 12 and 16 layers and held (docs/loss-model.md)
-        fitted_depth = profile.domain.get("layers")
-        floor = max(1, int(np.ceil(fitted_depth[0]))) if fitted_depth else 1
+        if profile.shallowest_fitted_layers:
+            fixed.setdefault("stage_min_layers", profile.shallowest_fitted_layers)
+        floor = profile.shallowest_fitted_layers or 1
         min_layers, max_layers = layers_range or (floor, max(floor, min(max(8, 4 * layers_opt), LIMITS["layers"])))
-        if fitted_depth:
-            fixed.setdefault("stage_min_layers", floor)
         smallest = seq_len * n_gpus
         if batch_range:
             b_lo, b_hi = batch_range

@@ -425,8 +425,8 @@ class Store:
         The database itself is never written in place: the flush copies it to
         ``<path>.next``, ingests there, and ``os.replace``s the copy over it. A SIGKILL
         mid-checkpoint once left a file DuckDB refused to open ("Corrupt database file:
-        computed checksum ... does not match": once in CI; 70 local repetitions of that
-        test, 210 kills, did not reproduce it); with the copy, a kill at any point leaves
+        computed checksum ... does not match": once in CI; 40 local repetitions of that
+        test, 120 kills, did not reproduce it); with the copy, a kill at any point leaves
         the last whole database and the spool it has not yet ingested.
         """
         with self._locked(fcntl.LOCK_EX):

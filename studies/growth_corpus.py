@@ -532,14 +532,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--db", default="growth_corpus.duckdb", help="DuckDB store the runs go to")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1),
                         help="torch threads for the one run at a time (default: 2 or the CPU count)")
+    checked_only = [name for name in SETS if name not in ("corpus", "lr-sweep")]
     parser.add_argument("--set", choices=sorted(SETS), default="corpus",
                         help="corpus: the runs the loss model is fitted on; lr-sweep: the runs its LR limit is "
-                        "fitted on; heldout, heldout-deep, heldout-longer, heldout-wide, heldout-lr, heldout-lr96, "
-                        "heldout-lr160, heldout-lr-band, heldout-deep12, heldout-depth: runs it is only checked on "
-                        "(exported to "
-                        f"costsim/data/corpus/{HELDOUT_DATASET}.json, {DEEP_DATASET}.json, {LONGER_DATASET}.json, "
-                        f"{WIDE_DATASET}.json, {LR_DATASET}.json, {LR96_DATASET}.json, {LR160_DATASET}.json, "
-                        f"{BAND_DATASET}.json, {DEEP12_DATASET}.json and {DEPTH_DATASET}.json)")
+                        f"fitted on; {', '.join(checked_only)}: runs it is only checked on; each is exported to "
+                        "costsim/data/corpus/ as " + ", ".join(f"{SETS[name][1]}.json" for name in SETS))
     parser.add_argument("--only", help="run only the runs whose name contains this text")
     parser.add_argument("--part", metavar="I/N", help="run only every N-th run still to do, from the I-th (0-based): "
                         "N runners with --threads 1 share a machine's cores")

@@ -727,37 +727,19 @@ def test_bad_input_is_one_line_and_exit_2(fx: Fixture, tmp_path: Path, capsys, a
     assert err.startswith("error: ") and message in err and err.count("\n") == 1
 
 
-def _hold_open(path: Path, read_only: bool) -> subprocess.Popen:
-    """Another process (the duckdb CLI, a notebook) holding the store open until killed."""
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; "
-                               "c = duckdb.connect(sys.argv[1], read_only=sys.argv[2] == '1'); "
-                               "print('ready', flush=True); time.sleep(30)", str(path), str(int(read_only))],
-        stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == "ready"
-    return holder
-
-
-def test_a_store_held_open_for_writing_elsewhere_is_one_line_and_exit_2(fx: Fixture, tmp_path: Path, capsys) -> None:
-    holder = _hold_open(fx.store.path, read_only=False)
-    try:
+def test_a_store_held_open_for_writing_elsewhere_is_one_line_and_exit_2(fx: Fixture, tmp_path: Path, capsys,
+                                                                       held_open) -> None:
+    with held_open(fx.store.path, False):
         assert main(["--db", str(fx.store.path), "--out", str(tmp_path / "out")]) == 2
-    finally:
-        holder.kill()
-        holder.wait()
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "cannot open the store" in err and err.count("\n") == 1
 
 
-def test_a_store_another_reader_holds_open_still_draws(fx: Fixture, tmp_path: Path) -> None:
+def test_a_store_another_reader_holds_open_still_draws(fx: Fixture, tmp_path: Path, held_open) -> None:
     """Readers share DuckDB's lock, and a flush writes a copy, so a reader blocks nothing."""
     fx.store.append("events", [{"run_id": "r", "step": 0, "kind": "test", "detail": None}])
-    holder = _hold_open(fx.store.path, read_only=True)
-    try:
+    with held_open(fx.store.path, True):
         assert main(["--db", str(fx.store.path), "--out", str(tmp_path / "out")]) == 0
-    finally:
-        holder.kill()
-        holder.wait()
     assert fx.store.query("SELECT count(*) AS n FROM events WHERE run_id = 'r'") == [{"n": 1}]
 
 

@@ -203,22 +203,13 @@ def test_a_read_with_nothing_spooled_leaves_the_database_file_alone(tmp_path: Pa
     assert store.path.stat().st_ino != inode  # rows to ingest: a new copy took its place
 
 
-def test_a_read_write_session_elsewhere_stops_a_flush_before_it_copies(tmp_path: Path) -> None:
+def test_a_read_write_session_elsewhere_stops_a_flush_before_it_copies(tmp_path: Path, held_open) -> None:
     store = Store(tmp_path / "costsim.duckdb")
     store.append("events", _event_rows(0, 0))
     store.flush()
     store.append("events", _event_rows(0, 1))
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
-                               "print('ready', flush=True); time.sleep(30)", str(store.path)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "ready"
-        with pytest.raises(duckdb.IOException, match="lock"):
-            store.flush()
-    finally:
-        holder.kill()
-        holder.wait()
+    with held_open(store.path, False), pytest.raises(duckdb.IOException, match="lock"):
+        store.flush()
     assert not Path(f"{store.path}.next").exists()  # nothing was copied to replace it with
     assert store.flush() == ROWS_PER_APPEND  # the spooled rows waited
     assert _events_by_batch(store, 0) == {0: ROWS_PER_APPEND, 1: ROWS_PER_APPEND}
