@@ -20,8 +20,9 @@ from costsim.spec import ScheduleSpec, parse_spec
 
 
 def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: int = 1, device: str = "cpu",
-               eval_every: int = 25, eval_batches: int = 8, label: str | None = None) -> dict:
-    """Train ``spec`` into the store ``db``; returns validate.run's JSON summary (run_id, steps, ...)."""
+               eval_every: int = 25, eval_batches: int = 8, label: str | None = None, data: str | None = None) -> dict:
+    """Train ``spec`` into the store ``db``; returns validate.run's JSON summary (run_id, steps, ...).
+    ``data``: validate.run's ``--data`` source (None: its default, the stdlib's bytes)."""
     body = spec.model_dump(mode="json", exclude_none=True) if isinstance(spec, ScheduleSpec) else spec
     workdir.mkdir(parents=True, exist_ok=True)
     path = workdir / f"spec-{os.getpid()}-{abs(hash(json.dumps(body, sort_keys=True)))}.yaml"
@@ -30,7 +31,7 @@ def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: i
     result = subprocess.run(
         [sys.executable, "-m", "validate.run", str(path), "--db", str(db), "--device", device, "--no-progress",
          "--json", "--eval-every", str(max(1, eval_every)), "--eval-batches", str(max(1, eval_batches)),
-         "--checkpoint-every", "1000000", "--run-dir", str(workdir / "runs")],
+         "--checkpoint-every", "1000000", "--run-dir", str(workdir / "runs"), *(["--data", data] if data else [])],
         env=env, capture_output=True, text=True)
     if result.returncode:
         last = (result.stderr.strip().splitlines() or ["failed with no message"])[-1]
