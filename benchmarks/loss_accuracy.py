@@ -23,7 +23,9 @@ growth runs' gaps to their same-seed baselines; /ltX: the deficit's time scale h
 deficit's time counted in tokens per parameter (``lag_clock``); /satfrozen: a frozen phase's efficiency
 saturating (``frozen_form``); /trainedclock: a frozen phase advances the deficit's clock by the tokens its
 trainable blocks see (``frozen_clock``); /interaction: the law's capacity and data terms combined as
-(a^q + b^q)^(1/q), q fitted (``law_interaction``). The shipped profile's variant is named in docs/loss-model.md.)
+(a^q + b^q)^(1/q), q fitted (``law_interaction``); /break: the law's data term a smoothly broken power law, its
+break and late exponent fitted (``data_break_tokens``, ``late_beta``). The shipped profile's variant is named in
+docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -41,6 +43,7 @@ import numpy as np
 
 from costsim.corpus import load_runs
 from costsim.fit import (
+    DATA_BREAK_START,
     HELD_VALUES,
     INTERACTION_START,
     PAIRED_WEIGHT,
@@ -175,7 +178,8 @@ VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth"
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
                 "pclock": {"lag_clock": "parameters"}, "satfrozen": {"frozen_form": "saturating"},
                 "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START},
-                "widthclock": {"width_lag_scale": WIDTH_LAG_SCALE_START}}
+                "widthclock": {"width_lag_scale": WIDTH_LAG_SCALE_START},
+                "break": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START))}
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -210,7 +214,7 @@ def variant_sets(variant: str) -> dict:
     (depth growth ends it); /carry: every growth continues it from the old model's share;
     /pclock, /satfrozen, /trainedclock: the deficit's and the frozen phase's alternatives;
     /interaction: the law's capacity-data interaction fitted; /widthclock: width growth's own deficit
-    time scale fitted (``VARIANT_SETS``)."""
+    time scale fitted; /break: a break in the law's data term fitted (``VARIANT_SETS``)."""
     sets = {k: v for f in variant.split("/")[1:] for k, v in VARIANT_SETS.get(f, {}).items()}
     held = [value for f in variant.split("/")[1:] if (value := _lag_tokens(f)) is not None]
     return sets | ({"lag_tokens": held[-1]} if held else {})

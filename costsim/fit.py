@@ -31,6 +31,7 @@ from costsim.engine import along_schedule, estimate
 from costsim.errors import CostsimError, cli_errors
 from costsim.growth import JUMP_OPERATORS, OPERATORS
 from costsim.loss import (
+    LATE_BETA_MAX,
     LAW_INTERACTION_MAX,
     LR_LIMIT_DOMAIN,
     LR_LIMIT_WIDTH_REACH,
@@ -80,13 +81,16 @@ PAIRED_WEIGHT = 1.0
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
                "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0,
-               "law_interaction": 1.0, "width_lag_scale": 1.0}
+               "law_interaction": 1.0, "width_lag_scale": 1.0, "data_break_tokens": 0.0, "late_beta": 0.0}
 # Terms a fit leaves at their held value unless it starts away from it (``opt_in_held``):
 # added after profiles and documented fits that never had them, whose commands keep meaning
 # what they meant.
-OPT_IN = ("law_interaction", "width_lag_scale")
+OPT_IN = ("law_interaction", "width_lag_scale", "data_break_tokens", "late_beta")
 INTERACTION_START = 2.0  # where --fit-interaction starts law_interaction
 WIDTH_LAG_SCALE_START = 2.0  # where --fit-width-lag-scale starts width_lag_scale
+# where --fit-data-break starts the law's break: the best of a grid of law-only fits on the
+# 97-run corpus's full training (docs/loss-model.md, "Small models trained long, explained")
+DATA_BREAK_START = (3e6, 0.9)
 
 
 def opt_in_held(start: LossParams, hold: tuple[str, ...]) -> tuple[str, ...]:
@@ -121,6 +125,9 @@ class Coordinate:
         return float(np.log(max(value, 1e-300))) if self.log else float(value)
 
 
+LOG_ZERO = math.log(1e-300)  # what Coordinate.get gives a log field at 0
+
+
 COMMON = (
     Coordinate("E", 0.0, 10.0, law=True),
     Coordinate("A", -5.0, 25.0, log=True, law=True),
@@ -128,6 +135,8 @@ COMMON = (
     Coordinate("B", -5.0, 25.0, log=True, law=True),
     Coordinate("beta", 0.02, 2.0, law=True),
     Coordinate("d0", 0.0, math.log(1e12), log=True, law=True),
+    Coordinate("data_break_tokens", math.log(1e4), math.log(1e10), log=True, law=True),
+    Coordinate("late_beta", 0.02, LATE_BETA_MAX, law=True),
     Coordinate("law_interaction", 1.0, LAW_INTERACTION_MAX, prior=1.0, regularised=True, law=True),
     Coordinate("shape_exponent", -1.0, 1.0, prior=0.0, regularised=True, law=True),
     Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
@@ -170,7 +179,8 @@ def to_params(x: np.ndarray, structure: str, base: LossParams | None = None) -> 
     for group in ("jumps", "lags", "bumps"):
         values.setdefault(group, {})
     for c, v in zip(coordinates(structure), x, strict=True):
-        value = float(np.exp(v)) if c.log else float(v)
+        # a log coordinate at Coordinate.get's floor is a value of 0 (a term switched off), not 1e-300
+        value = (0.0 if v <= LOG_ZERO else float(np.exp(v))) if c.log else float(v)
         group, _, key = c.field.partition(".")
         if key:
             values[group] = {**values[group], key: value}
@@ -295,7 +305,12 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
         shape_free = "startup_shape" not in hold
         starts = [start.model_copy(update={"startup_tokens": t, **({"startup_shape": k} if shape_free else {})})
                   for t, k in STARTUP_STARTS if shape_free or k == 1.0]
-    starts = [to_params(np.clip(to_vector(s, structure), *_bounds(coords)), structure, s) for s in starts]
+    # an opt-in term held off stays exactly off (a log coordinate's bound would turn a break at 0
+    # tokens into one at 1e4); every other coordinate starts inside its bounds, as it always has
+    switched_off = np.array([c.field in OPT_IN and c.field in hold for c in coords])
+    lower, upper = _bounds(coords)
+    starts = [to_params(np.where(switched_off, to_vector(s, structure), np.clip(to_vector(s, structure), lower, upper)),
+                        structure, s) for s in starts]
     if full:
         law = free & np.array([c.law for c in coords])
         fits = [_solve(full, s, structure, law, max_nfev) for s in starts]
@@ -718,6 +733,9 @@ def main(argv: list[str] | None = None) -> int:
                         "docs/loss-model.md, \"A deficit that fades faster\", compares held values)")
     parser.add_argument("--fit-interaction", action="store_true", help="fit the law's capacity-data interaction "
                         f"(law_interaction, from {INTERACTION_START:g}) instead of adding the two terms (1)")
+    parser.add_argument("--fit-data-break", action="store_true", help="fit a break in the law's data term "
+                        "(data_break_tokens, late_beta, from {:g} tokens and {:g}): a smoothly broken power law "
+                        "instead of one".format(*DATA_BREAK_START))
     parser.add_argument("--fit-width-lag-scale", action="store_true", help="fit width growth's own deficit time "
                         f"scale (width_lag_scale, from {WIDTH_LAG_SCALE_START:g}) instead of one time scale for "
                         "every operator (1)")
@@ -775,6 +793,8 @@ def main(argv: list[str] | None = None) -> int:
     start = start.model_copy(update={choice: getattr(args, choice) for choice in CHOICES if getattr(args, choice)})
     if args.fit_interaction and start.law_interaction == HELD_VALUES["law_interaction"]:
         start = start.model_copy(update={"law_interaction": INTERACTION_START})
+    if args.fit_data_break and start.data_break_tokens == HELD_VALUES["data_break_tokens"]:
+        start = start.model_copy(update=dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START)))
     if args.fit_width_lag_scale and start.width_lag_scale == HELD_VALUES["width_lag_scale"]:
         start = start.model_copy(update={"width_lag_scale": WIDTH_LAG_SCALE_START})
     if args.lag_tokens is not None:

@@ -106,6 +106,14 @@ LR_LIMIT_DOMAIN = "lr_limit_peak_lr"  # a profile's domain entry: the peak LRs i
 # the fitted power law would put a standard recipe (6e-4) twice over its limit
 LR_LIMIT_WIDTH_REACH = 2.0
 LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plain max(a, b)
+# Every full-training curve of the corpus past 1.5M tokens is, on its own, a floor plus a power
+# law of exponent 0.5-0.85, while a single power law over whole runs settles at 0.23 with the floor
+# at 0 (docs/loss-model.md, "Small models trained long, explained"): the data term is a smoothly
+# broken power law, D^-beta early and D^-late_beta late. Its inverse has no closed form: Newton's
+# method in log tokens, which converges from the unbroken solution (the data term is log-concave
+# in log D when late_beta >= beta).
+LATE_BETA_MAX = 3.0
+INVERSE_ITERATIONS = 40
 
 
 class LossParams(BaseModel):
@@ -118,6 +126,11 @@ class LossParams(BaseModel):
     B: float = Field(gt=0)
     beta: float = Field(gt=0)
     d0: float = Field(0.0, ge=0, description="tokens offset: the untrained model's loss is finite")
+    data_break_tokens: float = Field(0.0, ge=0, description="tokens (offset d0 included) around which the data "
+                                     "term steepens from D^-beta to D^-late_beta: a smoothly broken power law "
+                                     "(0: none, one power law)")
+    late_beta: float = Field(0.0, ge=0, le=LATE_BETA_MAX, description="the data term's exponent well past "
+                             "data_break_tokens (read only with a break)")
     law_interaction: float = Field(1.0, ge=1, le=LAW_INTERACTION_MAX, description="the capacity term a and the "
                                    "data term b combine as (a^q + b^q)^(1/q): 1 adds them (Chinchilla's form); "
                                    "above 1 a model near its capacity gains less from more data, its curve "
@@ -324,9 +337,39 @@ def capacity(p: LossParams, n_params, aspect=0.0):
     return n_params * np.where(aspect > 0, aspect, 1.0) ** p.shape_exponent
 
 
+def data_term(p: LossParams | FitStack, tokens) -> np.ndarray:
+    """The law's data term at ``tokens``: B (D + d0)^-beta, steepening to late_beta past
+    data_break_tokens when the profile has a break."""
+    offset = np.maximum(tokens + p.d0, 1.0)
+    data_part = p.B / np.power(offset, p.beta)
+    if not np.any(p.data_break_tokens > 0):
+        return data_part
+    breaks = np.where(p.data_break_tokens > 0, p.data_break_tokens, np.inf)
+    return data_part * np.power(1 + offset / breaks, -(p.late_beta - p.beta))
+
+
+def _data_inverse(p: LossParams | FitStack, data_part) -> np.ndarray:
+    """Offset tokens (D + d0) at which ``data_term`` is ``data_part`` (> 0), elementwise."""
+    log_offset = (np.log(p.B) - np.log(data_part)) / p.beta  # the unbroken solution: at or right of the root
+    if not np.any(p.data_break_tokens > 0):
+        return np.exp(log_offset)
+    breaks = np.where(p.data_break_tokens > 0, p.data_break_tokens, np.inf)
+    steepening = p.late_beta - p.beta
+    target = np.log(data_part)
+    for _ in range(INVERSE_ITERATIONS):
+        ratio = np.exp(log_offset) / breaks
+        value = np.log(p.B) - p.beta * log_offset - steepening * np.log1p(ratio) - target
+        slope = -p.beta - steepening * ratio / (1 + ratio)
+        step = value / slope
+        log_offset = log_offset - step
+        if np.all(np.abs(step) < 1e-12):
+            break
+    return np.exp(log_offset)
+
+
 def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
     capacity_part = p.A / np.power(n_params, p.alpha)
-    data_part = p.B / np.power(np.maximum(tokens + p.d0, 1.0), p.beta)
+    data_part = data_term(p, tokens)
     if np.all(p.law_interaction == 1):
         return capacity_part + data_part
     q = p.law_interaction
@@ -348,7 +391,7 @@ def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
     # which would otherwise read as ~1e64 tokens rather than "never"
     data_part = np.where(data_part > 1e-12 * capacity_part, data_part, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.maximum(np.power(p.B / np.where(data_part > 0, data_part, 1.0), 1 / p.beta) - p.d0, 0.0)
+        d = np.maximum(_data_inverse(p, np.where(data_part > 0, data_part, 1.0)) - p.d0, 0.0)
     return np.where(data_part > 0, d, np.inf)
 
 

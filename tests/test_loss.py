@@ -23,6 +23,7 @@ from costsim.loss import (
     LossProfile,
     StagePlan,
     batch_efficiency,
+    data_term,
     efolds_outside,
     equivalent_tokens,
     frozen_efficiency,
@@ -569,6 +570,68 @@ def test_the_law_interaction_lies_between_the_larger_term_and_their_sum_and_inve
         assert float(equivalent_tokens(p, n, combined)) == pytest.approx(d, rel=1e-6)
     # at or below the size's limit no amount of data reaches it
     assert float(equivalent_tokens(p, n, capacity_part)) == np.inf
+
+
+@settings(max_examples=100, deadline=None)
+@given(d=st.floats(1e2, 1e12), brk=st.floats(1e4, 1e9), beta=st.floats(0.05, 1.0), late=st.floats(0.05, 2.0))
+def test_a_broken_data_term_falls_with_data_steepens_past_its_break_and_inverts(d, brk, beta, late):
+    p = PARAMS.model_copy(update={"beta": beta, "data_break_tokens": brk, "late_beta": late})
+    unbroken = PARAMS.model_copy(update={"beta": beta})
+    n = 1e6
+    loss = float(reducible(p, n, d))
+    assert float(reducible(p, n, d * 1.5)) <= loss  # more data never hurts
+    if float(data_term(p, d)) > 1e-4 * PARAMS.A / n**PARAMS.alpha:  # not lost beside the capacity term
+        assert float(reducible(p, n, d * 1.5)) < loss
+        assert float(equivalent_tokens(p, n, loss)) == pytest.approx(d, rel=1e-6)
+    # well before the break it is the one power law; the local exponent moves from beta to late_beta
+    early = float(data_term(p, 1e-3 * brk - p.d0)) / float(data_term(unbroken, 1e-3 * brk - p.d0))
+    assert early == pytest.approx(1.0, rel=0.01 * max(1.0, abs(late - beta)))
+    slope = -np.log(float(data_term(p, 2e4 * brk)) / float(data_term(p, 1e4 * brk))) / np.log(2)
+    assert slope == pytest.approx(late, abs=1e-3 + 2e-4 * abs(late - beta) * 10)
+
+
+def test_without_a_break_the_data_term_is_the_one_power_law():
+    d = np.geomspace(1e3, 1e10, 20)
+    assert np.array_equal(data_term(PARAMS, d), PARAMS.B / np.power(d + PARAMS.d0, PARAMS.beta))
+    assert PARAMS.data_break_tokens == 0
+    from costsim.loss import load_loss_profile
+
+    assert load_loss_profile("chinchilla-published").params.data_break_tokens == 0
+
+
+def test_a_stack_of_broken_and_unbroken_fits_follows_each_fit_through_growth():
+    """Growth reads the inverse (equivalent tokens), Newton's in log tokens with a break: the
+    bootstrap's vectorised path must agree with each fit alone, with or without one."""
+    broken = PARAMS.model_copy(update={"data_break_tokens": 3e7, "late_beta": 0.8})
+    schedule = [plan(1e6, 1e8), plan(2e6, 3e8, operator="identity")]
+    stack = trajectory(FitStack([broken, PARAMS]), schedule)[1]
+    np.testing.assert_allclose(stack[0], trajectory(broken, schedule)[1], rtol=1e-10)
+    np.testing.assert_allclose(stack[1], trajectory(PARAMS, schedule)[1], rtol=1e-10)
+    assert np.all(stack[0][1:] < stack[1][1:])  # past the break the data term falls faster
+
+
+def test_fit_recovers_a_data_break_and_holds_it_off_unless_asked(monkeypatch):
+    """The break is opt-in like the interaction: a start without one keeps none (the held
+    log coordinate is 0 again, not 1e-300 tokens), one with a break finds the truth's."""
+    import costsim.fit
+    from costsim.fit import opt_in_held
+
+    monkeypatch.setattr(costsim.fit, "PRIOR_WEIGHT", 0.0)
+    truth = LossParams(structure="fading", E=1.0, A=20.0, alpha=0.35, B=40.0, beta=0.3, d0=3e3,
+                       data_break_tokens=5e4, late_beta=0.9)
+    runs = [r for r in synthetic_runs(truth, noise=0.002, seed=0) if r.is_full_training]
+    hold = ("lag_size_slope", "noise_tokens", "noise_exponent", "small_batch_exponent", "startup_tokens")
+    unbroken = truth.model_copy(update={"data_break_tokens": 0.0, "late_beta": 0.0})
+    assert {"data_break_tokens", "late_beta"} <= set(opt_in_held(unbroken, hold))
+    assert to_params(to_vector(unbroken), "fading", unbroken).data_break_tokens == 0.0
+    start = truth.model_copy(update={"A": 30.0, "B": 60.0, "data_break_tokens": 2e4, "late_beta": 0.6})
+    fitted, rms = fit_params(runs, start, hold=hold)
+    # over these runs' 200k tokens (the break at a quarter of them) the break's place trades off
+    # against beta, d0 and the capacity term at the noise level: what is identifiable is the
+    # runs' curves (rms at the noise) and that they steepen
+    assert rms < 0.0025 and fitted.late_beta > fitted.beta + 0.3
+    single, single_rms = fit_params(runs, unbroken.model_copy(update={"A": 30.0, "B": 60.0}), hold=hold)
+    assert single.data_break_tokens == 0.0 and single_rms > rms
 
 
 def test_with_an_interaction_a_small_model_flattens_sooner_than_a_large_one():
