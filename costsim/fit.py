@@ -736,6 +736,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fit-data-break", action="store_true", help="fit a break in the law's data term "
                         "(data_break_tokens, late_beta, from {:g} tokens and {:g}): a smoothly broken power law "
                         "instead of one".format(*DATA_BREAK_START))
+    parser.add_argument("--data-break", metavar="TOKENS,LATE_BETA", default=None,
+                        help="hold the law's data term broken at TOKENS with late exponent LATE_BETA (not fitted)")
     parser.add_argument("--fit-width-lag-scale", action="store_true", help="fit width growth's own deficit time "
                         f"scale (width_lag_scale, from {WIDTH_LAG_SCALE_START:g}) instead of one time scale for "
                         "every operator (1)")
@@ -795,6 +797,16 @@ def main(argv: list[str] | None = None) -> int:
         start = start.model_copy(update={"law_interaction": INTERACTION_START})
     if args.fit_data_break and start.data_break_tokens == HELD_VALUES["data_break_tokens"]:
         start = start.model_copy(update=dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START)))
+    if args.data_break is not None:
+        try:
+            tokens, late = (float(v) for v in args.data_break.split(","))
+        except ValueError:
+            raise CostsimError(f"--data-break {args.data_break}: give TOKENS,LATE_BETA, e.g. 3e6,0.9") from None
+        if not (0 < tokens < math.inf and 0 < late <= LATE_BETA_MAX) or args.fit_data_break:
+            raise CostsimError(f"--data-break {args.data_break}: TOKENS must be positive and LATE_BETA in (0, "
+                               f"{LATE_BETA_MAX:g}], and not with --fit-data-break")
+        start = start.model_copy(update={"data_break_tokens": tokens, "late_beta": late})
+        hold += ("data_break_tokens", "late_beta")
     if args.fit_width_lag_scale and start.width_lag_scale == HELD_VALUES["width_lag_scale"]:
         start = start.model_copy(update={"width_lag_scale": WIDTH_LAG_SCALE_START})
     if args.lag_tokens is not None:
