@@ -30,7 +30,7 @@ import numpy as np
 from scipy.optimize import curve_fit
 
 from costsim.corpus import RunData, load_runs
-from costsim.fit import _solve, coordinates, run_residuals
+from costsim.fit import _solve, coordinates, opt_in_held, run_residuals
 from costsim.loss import capacity, load_loss_profile, predict
 from costsim.text import table
 
@@ -85,8 +85,10 @@ def _law_fit(form: tuple[str, str, dict, tuple[str, ...], float]) -> list[str]:
     check = [r for r in load_runs("heldout_check") if r.is_full_training]
     fitted_on, scored_on = _halves(runs, keep) if keep < 1 else (runs, runs)
     coords = coordinates(profile.params.structure)
-    law = np.array([c.law and c.field not in ("startup_width_exponent", "law_interaction", *held) for c in coords])
-    p = _solve(fitted_on, profile.params.model_copy(update=update), profile.params.structure, law, 300)
+    start = profile.params.model_copy(update=update)
+    held = opt_in_held(start, ("startup_width_exponent", *held))  # a form without a break keeps none
+    law = np.array([c.law and c.field not in held for c in coords])
+    p = _solve(fitted_on, start, profile.params.structure, law, 300)
     residuals = run_residuals(p, scored_on)
     every = np.concatenate(residuals)
     early = np.concatenate([r[run.tokens < EARLY] for run, r in zip(scored_on, residuals)])
@@ -95,7 +97,7 @@ def _law_fit(form: tuple[str, str, dict, tuple[str, ...], float]) -> list[str]:
     end = {s: np.mean([r[-1] for run, r in zip(check, held_out) if run.schedule == s]) for s in CHECK_PAIR}
     measured = {s: np.mean([run.loss[-1] for run in check if run.schedule == s]) for s in CHECK_PAIR}
     gap = (measured[CHECK_PAIR[0]] + end[CHECK_PAIR[0]]) - (measured[CHECK_PAIR[1]] + end[CHECK_PAIR[1]])
-    rms = [f"{np.sqrt(np.mean(x ** 2)):.4f}" for x in (every, early, late, np.concatenate(held_out))]
+    rms = [f"{np.sqrt(np.mean(x ** 2)):.4f}" if x.size else "-" for x in (every, early, late, np.concatenate(held_out))]
     broken = [f"{p.data_break_tokens:.2g}", f"{p.late_beta:.2f}"] if p.data_break_tokens else ["-", "-"]
     return [label, "second halves" if keep < 1 else "all", *rms, f"{gap:+.3f}", f"{p.E:.2f}", f"{p.beta:.3f}", *broken]
 

@@ -74,6 +74,7 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert variant_sets("lingering/N/flat/carry/lt3") == {"startup_growth": "carry", "lag_tokens": 3.0}
     assert "lag_tokens" not in variant_holds("fading/N")[1] and "lag_tokens" not in variant_sets("fading/N")
     assert variant_sets("lingering/widthclock")["width_lag_scale"] > 1  # starts away from 1, so it is fitted
+    assert variant_sets("lingering/break")["data_break_tokens"] > 0  # starts broken, so the break is fitted
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant_holds(bad)
@@ -146,3 +147,29 @@ def test_lr_limit_reads_every_full_training_run_under_the_corpuss_lr():
     fitted = next(line for line in section if line.startswith("efficiency = "))
     power, one = (float(x) for x in re.search(r"rms ([\d.]+) \(the model's 1: ([\d.]+)\)", fitted).groups())
     assert power < one
+
+
+def test_law_shape_reads_every_long_curve_against_the_law():
+    """Part 1 (no fits): a row per full-training run at 32 sequences past 5M tokens, the late
+    windows filled only for runs that reach them, and each run's own floor above the law's."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from law_shape import curves
+
+    rows = curves("stdlib-bytes")
+    header, body = rows[0], rows[1:]
+    long = [r for r in body if r[0] == "full d64 L2 long seed1"]
+    assert len(body) > 40 and len(long) == 1 and all(len(r) == len(header) for r in body)
+    assert long[0][5] and not next(r for r in body if r[0] == "full d96 L6 seed1")[5]  # 12-27M: only long runs
+    measured, predicted = (float(x) for x in long[0][5].split("/"))
+    assert measured < predicted  # the runs flatten where one power law keeps paying for tokens
+    assert float(long[0][6]) > float(long[0][8])
+
+
+def test_check_runs_scores_every_check_run_and_orders_each_budget():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from check_runs import score
+
+    lines = score("stdlib-bytes")
+    assert "21 schedules, 63 runs" in lines[0] and "63/63" in lines[0]
+    assert [line.strip() for line in lines if line.startswith("  at")] == ["at2e12:", "at4e12:", "at5e12:", "at1e13:",
+                                                                         "at2e13:"]
