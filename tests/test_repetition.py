@@ -60,3 +60,21 @@ def test_the_study_prints_its_table_from_the_shipped_runs(capsys):
 def test_bad_threads_is_one_line(capsys):
     assert main(["--threads", "0"]) != 0
     assert "--threads must be at least 1" in capsys.readouterr().err
+
+
+def test_train_builds_each_subset_and_trains_the_reference_on_it(tmp_path, monkeypatch):
+    """The wiring of --train without the training: each subset is written as a train.bin of
+    the right size beside the stdlib's val.bin, and validate.run is given it as --data."""
+    import studies.data_repetition as study
+    from validate.data import open_dataset
+
+    calls = []
+    monkeypatch.setattr(study, "train_spec", lambda body, db, workdir, **kw: calls.append((body, kw)) or {})
+    study.train(tmp_path / "r.duckdb", tmp_path, threads=1)
+    whole = open_dataset(None)
+    assert [kw["data"] for _, kw in calls] == [str(tmp_path / f"data-1of{k}") for k in study.KEEP_EVERY]
+    for (body, kw), keep_every in zip(calls, study.KEEP_EVERY):
+        folder = tmp_path / f"data-1of{keep_every}"
+        assert (folder / "train.bin").stat().st_size == 2 * subset_tokens(whole.n_tokens("train"), keep_every)
+        assert (folder / "val.bin").stat().st_size == 2 * whole.n_tokens("val")
+        assert body["name"].endswith(f"data1/{keep_every} seed1") and kw["eval_every"] == study.EVAL_EVERY
