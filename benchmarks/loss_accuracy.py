@@ -24,8 +24,8 @@ deficit's time counted in tokens per parameter (``lag_clock``); /satfrozen: a fr
 saturating (``frozen_form``); /trainedclock: a frozen phase advances the deficit's clock by the tokens its
 trainable blocks see (``frozen_clock``); /interaction: the law's capacity and data terms combined as
 (a^q + b^q)^(1/q), q fitted (``law_interaction``); /break: the law's data term a smoothly broken power law, its
-break and late exponent fitted (``data_break_tokens``, ``late_beta``). The shipped profile's variant is named in
-docs/loss-model.md.)
+break and late exponent fitted (``data_break_tokens``, ``late_beta``); /breakheld: the same break held where /break
+starts it (3e6 tokens, 0.9). The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -179,7 +179,9 @@ VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth"
                 "pclock": {"lag_clock": "parameters"}, "satfrozen": {"frozen_form": "saturating"},
                 "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START},
                 "widthclock": {"width_lag_scale": WIDTH_LAG_SCALE_START},
-                "break": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START))}
+                "break": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START)),
+                "breakheld": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START))}
+BREAK_FIELDS = ("data_break_tokens", "late_beta")  # /breakheld holds them where /break starts them
 
 
 def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
@@ -195,7 +197,7 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
         flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, UNPAIRED, "ltX"))
         raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
-    held = tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS)
+    held = tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS) + (BREAK_FIELDS if "breakheld" in flags else ())
     return structure, held + (("lag_tokens",) if any(_lag_tokens(f) is not None for f in flags) else ())
 
 

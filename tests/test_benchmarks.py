@@ -75,6 +75,9 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert "lag_tokens" not in variant_holds("fading/N")[1] and "lag_tokens" not in variant_sets("fading/N")
     assert variant_sets("lingering/widthclock")["width_lag_scale"] > 1  # starts away from 1, so it is fitted
     assert variant_sets("lingering/break")["data_break_tokens"] > 0  # starts broken, so the break is fitted
+    assert "late_beta" not in variant_holds("lingering/break")[1]
+    assert {"data_break_tokens", "late_beta"} <= set(variant_holds("lingering/breakheld")[1])
+    assert variant_sets("lingering/breakheld") == variant_sets("lingering/break")
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):
             variant_holds(bad)
