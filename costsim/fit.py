@@ -88,8 +88,9 @@ HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0
 OPT_IN = ("law_interaction", "width_lag_scale", "data_break_tokens", "late_beta")
 INTERACTION_START = 2.0  # where --fit-interaction starts law_interaction
 WIDTH_LAG_SCALE_START = 2.0  # where --fit-width-lag-scale starts width_lag_scale
-# where --fit-data-break starts the law's break: the best of a grid of law-only fits on the
-# 97-run corpus's full training (docs/loss-model.md, "Small models trained long, explained")
+# where --fit-data-break starts the law's break: near the best of a grid of law-only fits, on
+# the 97-run corpus's full training (rms 0.0553, best 0.0550) and on the check runs' (0.0371,
+# best 0.0365) alike (benchmarks/law_shape.py --forms; docs/loss-model.md)
 DATA_BREAK_START = (3e6, 0.9)
 
 

@@ -350,15 +350,15 @@ def data_term(p: LossParams | FitStack, tokens) -> np.ndarray:
 
 def _data_inverse(p: LossParams | FitStack, data_part) -> np.ndarray:
     """Offset tokens (D + d0) at which ``data_term`` is ``data_part`` (> 0), elementwise."""
-    log_offset = (np.log(p.B) - np.log(data_part)) / p.beta  # the unbroken solution: at or right of the root
+    log_ratio = np.log(p.B) - np.log(data_part)
+    log_offset = log_ratio / p.beta  # the unbroken solution: at or right of the root
     if not np.any(p.data_break_tokens > 0):
         return np.exp(log_offset)
     breaks = np.where(p.data_break_tokens > 0, p.data_break_tokens, np.inf)
     steepening = p.late_beta - p.beta
-    target = np.log(data_part)
     for _ in range(INVERSE_ITERATIONS):
         ratio = np.exp(log_offset) / breaks
-        value = np.log(p.B) - p.beta * log_offset - steepening * np.log1p(ratio) - target
+        value = log_ratio - p.beta * log_offset - steepening * np.log1p(ratio)
         slope = -p.beta - steepening * ratio / (1 + ratio)
         step = value / slope
         log_offset = log_offset - step
