@@ -46,6 +46,7 @@ from costsim.fit import (
     DATA_BREAK_START,
     HELD_VALUES,
     INTERACTION_START,
+    LAW_FROM_FULL_TRAINING,
     PAIRED_WEIGHT,
     WIDTH_LAG_SCALE_START,
     SeedNoise,
@@ -173,6 +174,7 @@ def summary_line(name: str, s: dict) -> str:
 
 VARIANT_HOLDS = {"N": "shape_exponent", "flat": "lag_size_slope", "nostartup": "startup_tokens",
                  "linear": "startup_depth_exponent", "k1": "startup_shape", "w0": "startup_width_exponent"}
+LAW_FIRST = "lawfirst"  # the law from full training alone, the growth terms fitted with it held
 UNPAIRED = "unpaired"  # fit argument, not a LossParams field: fitted on points alone (paired_weight 0)
 VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth": "inherit"},
                 "widthinherit": {"startup_growth": "depth_escapes"}, "carry": {"startup_growth": "carry"},
@@ -191,13 +193,14 @@ def variant_holds(variant: str) -> tuple[str, tuple[str, ...]]:
     holds its depth exponent at 1, /k1 its shape at 1, /w0 its width exponent at 0, /ltX
     the growth deficit's time scale at X (``lag_tokens``)."""
     structure, *flags = variant.split("/")
-    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f != UNPAIRED
+    unknown = [f for f in flags if f not in VARIANT_HOLDS and f not in VARIANT_SETS and f not in (UNPAIRED, LAW_FIRST)
                and _lag_tokens(f) is None]
     if structure not in STRUCTURES or unknown:
         flags_usage = "".join(f"[/{f}]" for f in (*VARIANT_HOLDS, *VARIANT_SETS, UNPAIRED, "ltX"))
         raise SystemExit(f"unknown variant {variant!r}: use STRUCTURE{flags_usage}, "
                          f"STRUCTURE one of {', '.join(STRUCTURES)}")
     held = tuple(VARIANT_HOLDS[f] for f in flags if f in VARIANT_HOLDS) + (BREAK_FIELDS if "breakheld" in flags else ())
+    held += (LAW_FROM_FULL_TRAINING,) if LAW_FIRST in flags else ()
     return structure, held + (("lag_tokens",) if any(_lag_tokens(f) is not None for f in flags) else ())
 
 

@@ -68,6 +68,8 @@ def test_loss_accuracy_variants_hold_what_they_name():
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from loss_accuracy import variant_holds, variant_sets
 
+    from costsim.fit import LAW_FROM_FULL_TRAINING
+
     structure, held = variant_holds("lingering/N/flat/carry/lt3")
     assert structure == "lingering"
     assert set(held) == {"shape_exponent", "lag_size_slope", "lag_tokens"}
@@ -77,6 +79,8 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert variant_sets("lingering/break")["data_break_tokens"] > 0  # starts broken, so the break is fitted
     assert "late_beta" not in variant_holds("lingering/break")[1]
     assert {"data_break_tokens", "late_beta"} <= set(variant_holds("lingering/breakheld")[1])
+    assert LAW_FROM_FULL_TRAINING in variant_holds("lingering/lawfirst")[1]
+    assert LAW_FROM_FULL_TRAINING not in variant_holds("lingering/breakheld")[1]
     assert variant_sets("lingering/breakheld") == variant_sets("lingering/break")
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):

@@ -680,6 +680,32 @@ def synthetic_runs(truth: LossParams, noise: float, seed: int) -> list[RunData]:
     return runs
 
 
+def test_the_law_from_full_training_alone_is_what_growth_runs_cannot_move():
+    """--law-from-full-training: the pass over every run leaves the scaling law where the first
+    pass put it (exactly as fitted without any growth run), while by default the growth runs
+    move it; its bootstrap refits the law on each resample's full training."""
+    from costsim.fit import LAW_FROM_FULL_TRAINING, SCALING_LAW, bootstrap
+
+    truth = LossParams(structure="fading", E=1.0, A=20.0, alpha=0.35, B=40.0, beta=0.3, d0=3e3,
+                       frozen_exponent=0.7, jumps={"random_top": 0.3, "stack_copy": 0.05},
+                       lags={"random_top": 0.0, "stack_copy": 0.6}, lag_tokens=1.0)
+    # the growth runs generated with a steeper law than full training's: a joint fit must split the difference
+    runs = synthetic_runs(truth, noise=0.002, seed=0)
+    grown = synthetic_runs(truth.model_copy(update={"B": 60.0}), noise=0.002, seed=1)
+    runs = [r for r in runs if r.is_full_training] + [r for r in grown if not r.is_full_training]
+    full = [r for r in runs if r.is_full_training]
+    hold = ("lag_size_slope", "noise_tokens", "noise_exponent", "small_batch_exponent", "startup_tokens")
+    start = truth.model_copy(update={"A": 30.0, "B": 50.0, "frozen_exponent": 1.0, "jumps": {}, "lags": {}})
+    first, _ = fit_params(runs, start, hold=hold + (LAW_FROM_FULL_TRAINING,), max_nfev=80)
+    alone, _ = fit_params(full, start, hold=hold + (LAW_FROM_FULL_TRAINING,), max_nfev=80)
+    joint, _ = fit_params(runs, start, hold=hold, max_nfev=80)
+    assert all(getattr(first, f) == getattr(alone, f) for f in SCALING_LAW)
+    assert first.frozen_exponent != alone.frozen_exponent  # the growth terms did move
+    assert joint.B != pytest.approx(first.B, rel=1e-3)  # without it the growth runs pull the law
+    samples = bootstrap(runs, first, 2, seed=0, max_nfev=20, hold=hold + (LAW_FROM_FULL_TRAINING,))
+    assert len({s.B for s in samples}) == 2 and all(np.isfinite(s.B) for s in samples)
+
+
 def test_fit_recovers_known_parameters():
     truth = LossParams(structure="fading", E=1.0, A=20.0, alpha=0.35, B=40.0, beta=0.3, d0=3e3,
                        frozen_exponent=0.7, jumps={"random_top": 0.3, "stack_copy": 0.05},
