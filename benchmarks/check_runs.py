@@ -26,17 +26,22 @@ def score(profile_name: str) -> list[str]:
     profile = load_loss_profile(profile_name)
     runs = load_runs("heldout_check")
     finals: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    inside, late = 0, []
+    inside, late, outside = 0, [], []
     for run in runs:
         curve = predict(profile, run.plans, at_tokens=run.tokens, after_boundary=True)
         finals[run.schedule].append((float(run.loss[-1]), float(curve.loss[-1])))
-        inside += bool(curve.lower[-1] <= run.loss[-1] <= curve.upper[-1])
+        if curve.lower[-1] <= run.loss[-1] <= curve.upper[-1]:
+            inside += 1
+        else:
+            outside.append(f"  outside: {run.name} measured {run.loss[-1]:.4f}, predicted {curve.loss[-1]:.4f} "
+                           f"[{curve.lower[-1]:.4f}, {curve.upper[-1]:.4f}]")
         late.append((curve.loss - run.loss)[len(run.loss) // 4:])
     errors = np.array([np.mean([p for _, p in rows]) - np.mean([m for m, _ in rows]) for rows in finals.values()])
     late_rms = np.sqrt(np.mean(np.concatenate(late) ** 2))
     lines = [f"{profile_name}: {len(finals)} schedules, {len(runs)} runs; final loss error rms "
              f"{np.sqrt(np.mean(errors**2)):.4f}, mean {errors.mean():+.4f}, largest {np.abs(errors).max():.4f}; "
-             f"finals inside their intervals {inside}/{len(runs)}; curve rms past a quarter of each run {late_rms:.4f}"]
+             f"finals inside their intervals {inside}/{len(runs)}; curve rms past a quarter of each run {late_rms:.4f}",
+             *outside]
     by_budget: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
     for schedule, rows in finals.items():
         budget = next((w for w in schedule.split() if w.startswith("at")), "?")

@@ -40,9 +40,10 @@ def train_spec(spec: ScheduleSpec | dict, db: Path, workdir: Path, *, threads: i
 
 
 def complete_run(db: Path, spec: ScheduleSpec) -> str | None:
-    """The newest complete run in ``db`` of exactly ``spec``, if any. Specs are compared
-    parsed, not as stored text, so a run stored before a field with a default existed
-    still matches the same spec today."""
+    """The newest complete run in ``db`` of exactly ``spec`` under any name, if any. Specs are
+    compared parsed, not as stored text, so a run stored before a field with a default existed
+    still matches the same spec today; the name is a label (a check's role: the same model
+    trained as one budget's runner-up and another profile's pick), not what was trained."""
     if not db.exists():
         return None
     from costsim.store import Store
@@ -54,7 +55,7 @@ def complete_run(db: Path, spec: ScheduleSpec) -> str | None:
             stored = parse_spec(json.loads(row["spec_json"]))
         except (CostsimError, ValueError):
             continue  # a run of a spec this version cannot read is not this spec
-        if stored == spec:
+        if stored.model_copy(update={"name": spec.name}) == spec:
             return row["run_id"]
     return None
 

@@ -38,6 +38,17 @@ def test_quick_check_trains_the_answer_and_gives_a_verdict(tmp_path: Path) -> No
     assert Store(tmp_path / "check.duckdb").query(count)[0]["n"] == before
     assert json.loads((tmp_path / "again" / "check.json").read_text())["outcomes"] == report["outcomes"]
 
+    # the name is a role's label, not what was trained: the same model under another name is
+    # reused, another seed is not
+    from costsim.spec import parse_spec
+    from studies.runner import complete_run
+
+    row = Store(tmp_path / "check.duckdb").query("SELECT spec_json FROM run_summary WHERE status = 'complete'")[0]
+    spec = parse_spec(json.loads(row["spec_json"]))
+    assert complete_run(tmp_path / "check.duckdb", spec.model_copy(update={"name": "check runner-up seed1"}))
+    reseeded = spec.model_copy(update={"training": spec.training.model_copy(update={"seed": 99})})
+    assert complete_run(tmp_path / "check.duckdb", reseeded) is None
+
 
 def test_bad_paths_fail_before_any_work(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-m", "studies.check_recommendation", "--quick",
