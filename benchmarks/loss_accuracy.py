@@ -25,7 +25,9 @@ saturating (``frozen_form``); /trainedclock: a frozen phase advances the deficit
 trainable blocks see (``frozen_clock``); /interaction: the law's capacity and data terms combined as
 (a^q + b^q)^(1/q), q fitted (``law_interaction``); /break: the law's data term a smoothly broken power law, its
 break and late exponent fitted (``data_break_tokens``, ``late_beta``); /breakheld: the same break held where /break
-starts it (3e6 tokens, 0.9). The shipped profile's variant is named in docs/loss-model.md.)
+starts it (3e6 tokens, 0.9); /breaksize: the break's place moving with the model's size, its exponent fitted
+(``data_break_size_exponent``); /lawfirst: the scaling law from full training alone (``--law-from-full-training``).
+The shipped profile's variant is named in docs/loss-model.md.)
 About 30 minutes a structure on one core.
 """
 
@@ -43,6 +45,7 @@ import numpy as np
 
 from costsim.corpus import load_runs
 from costsim.fit import (
+    DATA_BREAK_SIZE_START,
     DATA_BREAK_START,
     HELD_VALUES,
     INTERACTION_START,
@@ -182,7 +185,8 @@ VARIANT_SETS = {"delay": {"startup_form": "delay"}, "inherit": {"startup_growth"
                 "trainedclock": {"frozen_clock": "trained"}, "interaction": {"law_interaction": INTERACTION_START},
                 "widthclock": {"width_lag_scale": WIDTH_LAG_SCALE_START},
                 "break": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START)),
-                "breakheld": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START))}
+                "breakheld": dict(zip(("data_break_tokens", "late_beta"), DATA_BREAK_START)),
+                "breaksize": {"data_break_size_exponent": DATA_BREAK_SIZE_START}}
 BREAK_FIELDS = ("data_break_tokens", "late_beta")  # /breakheld holds them where /break starts them
 
 

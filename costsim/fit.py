@@ -81,17 +81,22 @@ PAIRED_WEIGHT = 1.0
 # the benchmark's variants hold these.
 HELD_VALUES = {"shape_exponent": 0.0, "lag_size_slope": 0.0, "startup_tokens": 0.0, "startup_depth_exponent": 1.0,
                "startup_shape": 1.0, "startup_width_exponent": 0.0, "small_batch_exponent": 0.0,
-               "law_interaction": 1.0, "width_lag_scale": 1.0, "data_break_tokens": 0.0, "late_beta": 0.0}
+               "law_interaction": 1.0, "width_lag_scale": 1.0, "data_break_tokens": 0.0, "late_beta": 0.0,
+               "data_break_size_exponent": 0.0}
 # Terms a fit leaves at their held value unless it starts away from it (``opt_in_held``):
 # added after profiles and documented fits that never had them, whose commands keep meaning
 # what they meant.
-OPT_IN = ("law_interaction", "width_lag_scale", "data_break_tokens", "late_beta")
+OPT_IN = ("law_interaction", "width_lag_scale", "data_break_tokens", "late_beta", "data_break_size_exponent")
 INTERACTION_START = 2.0  # where --fit-interaction starts law_interaction
 WIDTH_LAG_SCALE_START = 2.0  # where --fit-width-lag-scale starts width_lag_scale
 # where --fit-data-break starts the law's break: near the best of a grid of law-only fits, on
 # the 97-run corpus's full training (rms 0.0553, best 0.0550) and on the check runs' (0.0371,
 # best 0.0365) alike (benchmarks/law_shape.py --forms; docs/loss-model.md)
 DATA_BREAK_START = (3e6, 0.9)
+# where --fit-data-break-size starts the break's size exponent: about Kaplan et al.'s knee
+# (N^0.74), rounded towards none. The corpus's full training takes it below 0
+# (docs/loss-model.md, "The law from full training alone")
+DATA_BREAK_SIZE_START = 0.5
 # In ``hold``: the law's coordinates (``Coordinate.law``) keep what the first pass fitted on
 # full training alone, and the pass over every run moves only the growth terms. Without it the
 # growth runs also move the law, and with a broken data term they moved it off what the long
@@ -101,8 +106,8 @@ LAW_FROM_FULL_TRAINING = "<law from full training>"
 # what it keeps: the scaling law's own terms. The start-up, batch, noise and annealing terms are
 # fitted on full training first too, but growth reads them (a grown model carries the start-up),
 # so the growth runs still inform them.
-SCALING_LAW = ("E", "A", "alpha", "B", "beta", "d0", "data_break_tokens", "late_beta", "law_interaction",
-               "shape_exponent")
+SCALING_LAW = ("E", "A", "alpha", "B", "beta", "d0", "data_break_tokens", "late_beta", "data_break_size_exponent",
+               "law_interaction", "shape_exponent")
 
 
 def opt_in_held(start: LossParams, hold: tuple[str, ...]) -> tuple[str, ...]:
@@ -149,6 +154,7 @@ COMMON = (
     Coordinate("d0", 0.0, math.log(1e12), log=True, law=True),
     Coordinate("data_break_tokens", math.log(1e4), math.log(1e10), log=True, law=True),
     Coordinate("late_beta", 0.02, LATE_BETA_MAX, law=True),
+    Coordinate("data_break_size_exponent", -1.0, 2.0, law=True),
     Coordinate("law_interaction", 1.0, LAW_INTERACTION_MAX, prior=1.0, regularised=True, law=True),
     Coordinate("shape_exponent", -1.0, 1.0, prior=0.0, regularised=True, law=True),
     Coordinate("bcrit", math.log(1e2), math.log(1e14), log=True, regularised=True, law=True),
@@ -769,6 +775,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--law-from-full-training", action="store_true", help="keep the law's terms as fitted on "
                         "full-training runs alone and fit only the growth terms on every run (by default the growth "
                         "runs move the law too)")
+    parser.add_argument("--fit-data-break-size", action="store_true", help="with a break (--data-break or "
+                        "--fit-data-break): fit how its place moves with the model's size (data_break_size_exponent, "
+                        f"from {DATA_BREAK_SIZE_START:g}) instead of one place for every model (0)")
     parser.add_argument("--fit-width-lag-scale", action="store_true", help="fit width growth's own deficit time "
                         f"scale (width_lag_scale, from {WIDTH_LAG_SCALE_START:g}) instead of one time scale for "
                         "every operator (1)")
@@ -838,6 +847,12 @@ def main(argv: list[str] | None = None) -> int:
                                f"{LATE_BETA_MAX:g}], and not with --fit-data-break")
         start = start.model_copy(update={"data_break_tokens": tokens, "late_beta": late})
         hold += ("data_break_tokens", "late_beta")
+    if args.fit_data_break_size:
+        if start.data_break_tokens == HELD_VALUES["data_break_tokens"]:
+            raise CostsimError("--fit-data-break-size moves a break: give one too (--data-break TOKENS,LATE_BETA or "
+                               "--fit-data-break)")
+        if start.data_break_size_exponent == HELD_VALUES["data_break_size_exponent"]:
+            start = start.model_copy(update={"data_break_size_exponent": DATA_BREAK_SIZE_START})
     if args.law_from_full_training:
         hold += (LAW_FROM_FULL_TRAINING,)
     if args.fit_width_lag_scale and start.width_lag_scale == HELD_VALUES["width_lag_scale"]:

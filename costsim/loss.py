@@ -113,6 +113,12 @@ LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plai
 # method in log tokens, which converges from the unbroken solution (the data term is log-concave
 # in log D when late_beta >= beta).
 LATE_BETA_MAX = 3.0
+# The break's place may move with the model: data_break_tokens is where a model of this many
+# parameters (the capacity the law sees; about d64 L2) breaks, a model of N at
+# data_break_tokens * (N / this)^data_break_size_exponent. In Kaplan et al. 2020's law the
+# knee where a model's data-limited curve turns to its capacity floor moves as N^(alpha_N/alpha_D)
+# ~ N^0.74: a larger model keeps gaining from data longer.
+DATA_BREAK_REFERENCE_PARAMS = 1e5
 INVERSE_ITERATIONS = 40
 
 
@@ -131,6 +137,9 @@ class LossParams(BaseModel):
                                      "(0: none, one power law)")
     late_beta: float = Field(0.0, ge=0, le=LATE_BETA_MAX, description="the data term's exponent well past "
                              "data_break_tokens (read only with a break)")
+    data_break_size_exponent: float = Field(0.0, ge=-2, le=2, description="the break moves with the model: at "
+                                            "data_break_tokens x (N / 1e5)^this for a model of capacity N (0: at "
+                                            "one token count for every model)")
     law_interaction: float = Field(1.0, ge=1, le=LAW_INTERACTION_MAX, description="the capacity term a and the "
                                    "data term b combine as (a^q + b^q)^(1/q): 1 adds them (Chinchilla's form); "
                                    "above 1 a model near its capacity gains less from more data, its curve "
@@ -337,24 +346,30 @@ def capacity(p: LossParams, n_params, aspect=0.0):
     return n_params * np.where(aspect > 0, aspect, 1.0) ** p.shape_exponent
 
 
-def data_term(p: LossParams | FitStack, tokens) -> np.ndarray:
+def _breaks(p: LossParams | FitStack, n_params) -> np.ndarray:
+    """Where the data term breaks for a model of capacity ``n_params`` (inf: no break)."""
+    moved = p.data_break_tokens * np.power(np.asarray(n_params, dtype=float) / DATA_BREAK_REFERENCE_PARAMS,
+                                           p.data_break_size_exponent)
+    return np.where(p.data_break_tokens > 0, moved, np.inf)
+
+
+def data_term(p: LossParams | FitStack, tokens, n_params=DATA_BREAK_REFERENCE_PARAMS) -> np.ndarray:
     """The law's data term at ``tokens``: B (D + d0)^-beta, steepening to late_beta past
-    data_break_tokens when the profile has a break."""
+    the break (where a model of capacity ``n_params`` has it) when the profile has one."""
     offset = np.maximum(tokens + p.d0, 1.0)
     data_part = p.B / np.power(offset, p.beta)
     if not np.any(p.data_break_tokens > 0):
         return data_part
-    breaks = np.where(p.data_break_tokens > 0, p.data_break_tokens, np.inf)
-    return data_part * np.power(1 + offset / breaks, -(p.late_beta - p.beta))
+    return data_part * np.power(1 + offset / _breaks(p, n_params), -(p.late_beta - p.beta))
 
 
-def _data_inverse(p: LossParams | FitStack, data_part) -> np.ndarray:
+def _data_inverse(p: LossParams | FitStack, data_part, n_params=DATA_BREAK_REFERENCE_PARAMS) -> np.ndarray:
     """Offset tokens (D + d0) at which ``data_term`` is ``data_part`` (> 0), elementwise."""
     log_ratio = np.log(p.B) - np.log(data_part)
     log_offset = log_ratio / p.beta  # the unbroken solution: at or right of the root
     if not np.any(p.data_break_tokens > 0):
         return np.exp(log_offset)
-    breaks = np.where(p.data_break_tokens > 0, p.data_break_tokens, np.inf)
+    breaks = _breaks(p, n_params)
     steepening = p.late_beta - p.beta
     for _ in range(INVERSE_ITERATIONS):
         ratio = np.exp(log_offset) / breaks
@@ -369,7 +384,7 @@ def _data_inverse(p: LossParams | FitStack, data_part) -> np.ndarray:
 
 def reducible(p: LossParams, n_params, tokens) -> np.ndarray:
     capacity_part = p.A / np.power(n_params, p.alpha)
-    data_part = data_term(p, tokens)
+    data_part = data_term(p, tokens, n_params)
     if np.all(p.law_interaction == 1):
         return capacity_part + data_part
     q = p.law_interaction
@@ -391,7 +406,7 @@ def equivalent_tokens(p: LossParams | FitStack, n_params, loss_minus_e):
     # which would otherwise read as ~1e64 tokens rather than "never"
     data_part = np.where(data_part > 1e-12 * capacity_part, data_part, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        d = np.maximum(_data_inverse(p, np.where(data_part > 0, data_part, 1.0)) - p.d0, 0.0)
+        d = np.maximum(_data_inverse(p, np.where(data_part > 0, data_part, 1.0), n_params) - p.d0, 0.0)
     return np.where(data_part > 0, d, np.inf)
 
 

@@ -81,6 +81,8 @@ def test_loss_accuracy_variants_hold_what_they_name():
     assert {"data_break_tokens", "late_beta"} <= set(variant_holds("lingering/breakheld")[1])
     assert LAW_FROM_FULL_TRAINING in variant_holds("lingering/lawfirst")[1]
     assert LAW_FROM_FULL_TRAINING not in variant_holds("lingering/breakheld")[1]
+    assert variant_sets("lingering/breakheld/breaksize")["data_break_size_exponent"] > 0  # fitted: starts away from 0
+    assert "data_break_size_exponent" not in variant_holds("lingering/breakheld/breaksize")[1]
     assert variant_sets("lingering/breakheld") == variant_sets("lingering/break")
     for bad in ("lingering/lt0", "lingering/ltx", "lingering/ltinf", "nosuch/N", "fading/sideways"):
         with pytest.raises(SystemExit, match="unknown variant"):

@@ -50,6 +50,7 @@ def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--lag-tokens", "0"]),
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--data-break", "3e6"]),
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--data-break", "3e6,0.9", "--fit-data-break"]),
+    ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--fit-data-break-size"]),
     ("studies.data_repetition", ["--threads", "0"]),
     ("costsim.calibrate", ["/nonexistent.json"]),
     ("costsim.dashboard", ["--db", "/nonexistent/x.duckdb"]),

@@ -590,6 +590,25 @@ def test_a_broken_data_term_falls_with_data_steepens_past_its_break_and_inverts(
     assert slope == pytest.approx(late, abs=1e-3 + 2e-4 * abs(late - beta) * 10)
 
 
+@settings(max_examples=60, deadline=None)
+@given(n=st.floats(1e3, 1e9), g=st.floats(-1.0, 2.0), d=st.floats(1e3, 1e11))
+def test_a_break_that_moves_with_size_is_the_reference_break_moved_and_inverts(n, g, d):
+    """data_break_size_exponent g: a model of capacity N breaks at break x (N / 1e5)^g, i.e. its
+    data term is the reference model's with the break moved; the inverse reads the same N."""
+    from costsim.loss import DATA_BREAK_REFERENCE_PARAMS
+
+    p = PARAMS.model_copy(update={"data_break_tokens": 3e6, "late_beta": 0.9, "data_break_size_exponent": g})
+    moved = p.model_copy(update={"data_break_tokens": 3e6 * (n / DATA_BREAK_REFERENCE_PARAMS) ** g,
+                                 "data_break_size_exponent": 0.0})
+    assert float(data_term(p, d, n)) == pytest.approx(float(data_term(moved, d)), rel=1e-12)
+    assert float(data_term(p, d)) == float(data_term(p.model_copy(update={"data_break_size_exponent": 0.0}), d))
+    loss = float(reducible(p, n, d))
+    if float(data_term(p, d, n)) > 1e-4 * PARAMS.A / n**PARAMS.alpha:
+        assert float(equivalent_tokens(p, n, loss)) == pytest.approx(d, rel=1e-6)
+    if g > 0.1 and n > 2 * DATA_BREAK_REFERENCE_PARAMS:  # a larger model breaks later: it keeps more to learn
+        assert float(data_term(p, 1e8, n)) > float(data_term(p, 1e8))
+
+
 def test_without_a_break_the_data_term_is_the_one_power_law():
     d = np.geomspace(1e3, 1e10, 20)
     assert np.array_equal(data_term(PARAMS, d), PARAMS.B / np.power(d + PARAMS.d0, PARAMS.beta))
