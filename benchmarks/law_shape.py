@@ -8,13 +8,16 @@ fitted as floor + b (D/1M)^-e, beside the law's floor (E + A/N_cap^alpha).
 Part 2 (``--forms``, a few minutes on 2 cores): the law's first pass (full training of the
 fitting corpus only, every other term held as the profile has it) refitted under
 alternative forms: E held above 0, beta held, the data term broken at a grid of
-(break, late exponent); and a forward-chaining check of beta, fitted on each run's first
-half and scored on its second. Each row: rms over all points, before and after 1.5M tokens,
-over the check runs' full training (never fitted), and the gap the fit predicts between the
-check at 2e13's d64 L2 (24.9M tokens) and d96 L2 (12.1M tokens), measured 0.029 in d96's
-favour (seed noise of the gap 0.023).
+(break, late exponent), its break moving with the model's size (held, fitted); and a
+forward-chaining check of beta, fitted on each run's first half and scored on its second.
+Each row: rms over all points, before and after 1.5M tokens, over the check runs' full
+training (never fitted), and the gap the fit predicts between the check at 2e13's d64 L2
+(24.9M tokens) and d96 L2 (12.1M tokens), measured 0.029 in d96's favour (seed noise of the
+gap 0.023).
 
 Run: python benchmarks/law_shape.py [--profile stdlib-bytes] [--forms] [--jobs 2]
+(docs/loss-model.md's tables: ``--profile benchmarks/one_law_profile.json``, the profile shipped
+before the broken law, as the start every form refits from)
 """
 
 from __future__ import annotations
@@ -98,11 +101,13 @@ def _law_fit(form: tuple[str, str, dict, tuple[str, ...], float]) -> list[str]:
     measured = {s: np.mean([run.loss[-1] for run in check if run.schedule == s]) for s in CHECK_PAIR}
     gap = (measured[CHECK_PAIR[0]] + end[CHECK_PAIR[0]]) - (measured[CHECK_PAIR[1]] + end[CHECK_PAIR[1]])
     rms = [f"{np.sqrt(np.mean(x ** 2)):.4f}" if x.size else "-" for x in (every, early, late, np.concatenate(held_out))]
-    broken = [f"{p.data_break_tokens:.2g}", f"{p.late_beta:.2f}"] if p.data_break_tokens else ["-", "-"]
+    broken = [f"{p.data_break_tokens:.2g}", f"{p.late_beta:.2f}", f"{p.data_break_size_exponent:+.2f}"] \
+        if p.data_break_tokens else ["-", "-", "-"]
     return [label, "second halves" if keep < 1 else "all", *rms, f"{gap:+.3f}", f"{p.E:.2f}", f"{p.beta:.3f}", *broken]
 
 
-NO_BREAK = {"data_break_tokens": 0.0, "late_beta": 0.0}
+NO_BREAK = {"data_break_tokens": 0.0, "late_beta": 0.0, "data_break_size_exponent": 0.0}
+HELD_BREAK = {"data_break_tokens": 3e6, "late_beta": 0.9, "data_break_size_exponent": 0.0}
 
 
 def forms(profile_name: str, jobs: int) -> list[list[str]]:
@@ -110,14 +115,19 @@ def forms(profile_name: str, jobs: int) -> list[list[str]]:
             ("E held at 0.3", {**NO_BREAK, "E": 0.3}, ("E",), 1.0),
             ("E held at 0.6", {**NO_BREAK, "E": 0.6}, ("E",), 1.0),
             ("beta held at 0.35", {**NO_BREAK, "beta": 0.35}, ("beta",), 1.0),
-            *((f"break {b:.0e}, late {e}", {"data_break_tokens": b, "late_beta": e}, ("data_break_tokens", "late_beta"),
+            *((f"break {b:.0e}, late {e}", {**HELD_BREAK, "data_break_tokens": b, "late_beta": e},
+               ("data_break_tokens", "late_beta"),
                1.0) for b, e in ((1e6, 0.9), (2e6, 0.9), (3e6, 0.6), (3e6, 0.9), (3e6, 1.2), (5e6, 1.2), (1e7, 0.6))),
-            ("break fitted", {"data_break_tokens": 3e6, "late_beta": 0.9}, (), 1.0),
+            ("break fitted", HELD_BREAK, (), 1.0),
+            *((f"break 3e+06, late 0.9, size exponent {g}", {**HELD_BREAK, "data_break_size_exponent": g},
+               ("data_break_tokens", "late_beta", "data_break_size_exponent"), 1.0) for g in (0.37, 0.74)),
+            ("break 3e+06, late 0.9, size exponent fitted", {**HELD_BREAK, "data_break_size_exponent": 0.5},
+             ("data_break_tokens", "late_beta"), 1.0),
             ("one power law, first halves", NO_BREAK, (), 0.5),
             ("beta held at 0.3, first halves", {**NO_BREAK, "beta": 0.3}, ("beta",), 0.5),
-            ("break fitted, first halves", {"data_break_tokens": 3e6, "late_beta": 0.9}, (), 0.5)]
+            ("break fitted, first halves", HELD_BREAK, (), 0.5)]
     header = ["form", "scored on", "rms", "before 1.5M", "after", "check runs", "2e13 gap", "E", "beta", "break",
-              "late"]
+              "late", "size exp"]
     with ProcessPoolExecutor(jobs) as pool:
         return [header, *pool.map(_law_fit, [(profile_name, *form) for form in grid])]
 
