@@ -3,6 +3,7 @@ session is short and rare: it must not find the script broken. DEVICE=cpu runs i
 steps at laptop sizes."""
 
 import json
+import math
 import os
 import re
 import subprocess
@@ -103,9 +104,12 @@ def test_scale_sensitivity_reads_growths_answer_with_each_term_switched_off():
         model, training, tokens = rung(*row)
         layers = row[1]
         for freeze in (True, False):
-            ratio = {name: comparison(profile.switched(**update), model, training, layers, tokens, freeze)[0].ratio
-                     for name, update in SWITCHES.items()}
-            assert ratio["no start-up"] > ratio["shipped"] > ratio["no lags"]
+            compared = {name: comparison(profile.switched(**update), model, training, layers, tokens, freeze)[0]
+                        for name, update in SWITCHES.items()}
+            # a schedule that never reaches full training's final loss costs more than any ratio
+            ratio = {name: math.inf if c.ratio is None else c.ratio for name, c in compared.items()}
+            assert ratio["no start-up"] >= ratio["shipped"] > ratio["no lags"]
+            assert ratio["no start-up"] > ratio["shipped"] or ratio["shipped"] == math.inf
             if not freeze:
                 assert ratio["no frozen cost"] == pytest.approx(ratio["shipped"], rel=1e-9)
     done = subprocess.run([sys.executable, "benchmarks/scale_sensitivity.py"], cwd=ROOT, capture_output=True,
