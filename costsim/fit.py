@@ -3,9 +3,11 @@
 Every validation loss of every run (the shipped growth corpus, or a store's complete
 runs) is a data point; the model predicts each from the run's spec and the steps it
 really ran. The law's scale parameters are fitted on full-training runs first, then
-everything together by least squares; a bootstrap over runs gives the parameters'
-uncertainty. Leave-one-schedule-out cross-validation (``costsim.heldout``) gives the
-error on schedules the fit never saw, which becomes the profile's ``residual_std``.
+everything together by least squares (with ``--law-from-full-training``, as the shipped
+profile is fitted, everything but the scaling law, which keeps the first pass's values); a
+bootstrap over runs gives the parameters' uncertainty. Leave-one-schedule-out
+cross-validation (``costsim.heldout``) gives the error on schedules the fit never saw, which
+becomes the profile's ``residual_std``.
 
 The fitted law's scale parameters (E, A, B, alpha, beta, d0, bcrit) belong to the data
 it was fitted on (tokenizer, model family); the growth parameters are dimensionless and
