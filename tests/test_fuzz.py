@@ -50,7 +50,6 @@ def test_a_json_integer_with_thousands_of_digits_is_one_line(tmp_path):
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--lag-tokens", "0"]),
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--data-break", "3e6"]),
     ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--data-break", "3e6,0.9", "--fit-data-break"]),
-    ("costsim.fit", ["--out", "/tmp/costsim-fuzz-profile.json", "--fit-data-break-size"]),
     ("studies.data_repetition", ["--threads", "0"]),
     ("costsim.calibrate", ["/nonexistent.json"]),
     ("costsim.dashboard", ["--db", "/nonexistent/x.duckdb"]),
@@ -75,3 +74,21 @@ def test_validate_run_threads_default_to_the_cpus_it_may_use(monkeypatch):
     assert default_threads() == 3
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert default_threads() == len(os.sched_getaffinity(0))
+
+
+def test_fitting_a_break_size_without_a_break_is_a_one_line_error(monkeypatch, capsys, tmp_path):
+    """--fit-data-break-size moves a break: from a law without one (a published law's, or a
+    profile fitted before the break) it names the flags that give one."""
+    import costsim.fit as fit
+
+    real = fit.load_loss_profile
+
+    def unbroken(name):
+        profile = real(name)
+        return profile.model_copy(update={"params": profile.params.model_copy(update={
+            "data_break_tokens": 0.0, "late_beta": 0.0, "data_break_size_exponent": 0.0})})
+
+    monkeypatch.setattr(fit, "load_loss_profile", unbroken)
+    assert fit.main(["--out", str(tmp_path / "p.json"), "--fit-data-break-size"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--data-break" in err[0] and not (tmp_path / "p.json").exists()
