@@ -99,8 +99,8 @@ DATA_BREAK_START = (3e6, 0.9)
 # (N^0.74), rounded towards none. The corpus's full training takes it below 0
 # (docs/loss-model.md, "The law from full training alone")
 DATA_BREAK_SIZE_START = 0.5
-# In ``hold``: the law's coordinates (``Coordinate.law``) keep what the first pass fitted on
-# full training alone, and the pass over every run moves only the growth terms. Without it the
+# In ``hold``: the scaling law's terms (``SCALING_LAW``) keep what the first pass fitted on
+# full training alone, and the pass over every run moves only the rest. Without it the
 # growth runs also move the law, and with a broken data term they moved it off what the long
 # full-training runs say (alpha 0.112 -> 0.098, B 27 -> 20: docs/loss-model.md, "The law
 # from full training alone").

@@ -113,11 +113,11 @@ LAW_INTERACTION_MAX = 20.0  # past Kaplan et al.'s ~10 the combination is a plai
 # method in log tokens, which converges from the unbroken solution (the data term is log-concave
 # in log D when late_beta >= beta).
 LATE_BETA_MAX = 3.0
-# The break's place may move with the model: data_break_tokens is where a model of this many
-# parameters (the capacity the law sees; about d64 L2) breaks, a model of N at
-# data_break_tokens * (N / this)^data_break_size_exponent. In Kaplan et al. 2020's law the
-# knee where a model's data-limited curve turns to its capacity floor moves as N^(alpha_N/alpha_D)
-# ~ N^0.74: a larger model keeps gaining from data longer.
+# The break's place may move with the model: data_break_tokens is where a model of this
+# capacity (N * aspect^shape, as the capacity term sees it: between d32 L2's 6.6e4 and d64 L2's
+# 3.4e5) breaks, a model of capacity N at data_break_tokens * (N / this)^data_break_size_exponent.
+# In Kaplan et al. 2020's law the knee moves as N^0.74 (a larger model keeps gaining from data
+# longer); the corpus's full training fits the other sign, -0.37 (docs/loss-model.md).
 DATA_BREAK_REFERENCE_PARAMS = 1e5
 INVERSE_ITERATIONS = 40
 
