@@ -3,7 +3,8 @@
 Part 1 (seconds): for every full-training run at 32 sequences that reaches 5M tokens (the
 corpus, the held-out sets and the search's checks), the measured and predicted loss drop per
 e-fold of tokens over 1.6-6.6M, 6-13M and 12-27M, and the run's own curve past 1.5M tokens
-fitted as floor + b (D/1M)^-e, beside the law's floor (E + A/N_cap^alpha).
+fitted as floor + b (D/1M)^-e, beside the law's floor (E + A/N_cap^alpha) and where its data term
+breaks for that model.
 
 Part 2 (``--forms``, a few minutes on 2 cores): the law's first pass (full training of the
 fitting corpus only, every other term held as the profile has it) refitted under
@@ -34,7 +35,7 @@ from scipy.optimize import curve_fit
 
 from costsim.corpus import RunData, load_runs
 from costsim.fit import _solve, coordinates, opt_in_held, run_residuals
-from costsim.loss import capacity, load_loss_profile, predict
+from costsim.loss import capacity, data_break_at, load_loss_profile, predict
 from costsim.text import table
 
 SETS = ("growth_corpus", "heldout_check", "heldout_larger", "heldout_deep", "heldout_longer", "heldout_lr96")
@@ -52,7 +53,7 @@ def curves(profile_name: str) -> list[list[str]]:
     profile = load_loss_profile(profile_name)
     p = profile.params
     rows = [["run", "N", "end", *(f"drop {lo / 1e6:.1f}-{hi / 1e6:.0f}M meas/pred" for lo, hi in WINDOWS),
-             "own floor", "own e", "law floor"]]
+             "own floor", "own e", "law floor", "law breaks at"]]
     for name in SETS:
         for run in load_runs(name):
             if not run.is_full_training or run.tokens[-1] < 5e6 or run.spec.training.batch_size != 32:
@@ -65,9 +66,11 @@ def curves(profile_name: str) -> list[list[str]]:
             (floor, _, exponent), _ = curve_fit(lambda d, c, b, e: c + b * (d / 1e6) ** -e, run.tokens[late],
                                                 run.loss[late], p0=(1.0, 0.6, 0.5), bounds=([0, 0, 0.05], [5, 10, 3]))
             plan = run.plans[-1]
-            law_floor = p.E + p.A / capacity(p, plan.n_params, plan.aspect) ** p.alpha
+            seen = capacity(p, plan.n_params, plan.aspect)
+            law_floor = p.E + p.A / seen ** p.alpha
+            breaks = float(data_break_at(p, seen))  # the data term's break for this model (inf: none)
             rows.append([run.name, f"{plan.n_params:.3g}", f"{run.tokens[-1] / 1e6:.1f}M", *drops, f"{floor:.3f}",
-                         f"{exponent:.2f}", f"{law_floor:.3f}"])
+                         f"{exponent:.2f}", f"{law_floor:.3f}", f"{breaks / 1e6:.2f}M" if np.isfinite(breaks) else "-"])
     return rows
 
 

@@ -112,6 +112,11 @@ SCALING_LAW = ("E", "A", "alpha", "B", "beta", "d0", "data_break_tokens", "late_
                "law_interaction", "shape_exponent")
 
 
+def _masks(coords) -> tuple[np.ndarray, np.ndarray]:
+    """(the law's coordinates, fitted on full training first; the scaling law's among them)."""
+    return np.array([c.law for c in coords]), np.array([c.field in SCALING_LAW for c in coords])
+
+
 def opt_in_held(start: LossParams, hold: tuple[str, ...]) -> tuple[str, ...]:
     """``hold`` plus every ``OPT_IN`` term ``start`` has at its held value."""
     return hold + tuple(f for f in OPT_IN if f not in hold and getattr(start, f) == HELD_VALUES[f])
@@ -319,7 +324,7 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     if start.startup_tokens <= 0 and "startup_tokens" not in hold:
         start = start.model_copy(update={"startup_tokens": STARTUP_START})  # from 0 no gradient would move it
     free = np.array([c.field not in hold for c in coords])
-    law_mask = np.array([c.law for c in coords])
+    law_mask, scaling_law = _masks(coords)
     full = [r for r in runs if r.is_full_training]
     starts = [start]
     if full and "startup_tokens" not in hold and start.startup_form == "capacity":
@@ -338,7 +343,7 @@ def fit_params(runs: list[RunData], start: LossParams, structure: str | None = N
     else:
         start = starts[0]
     if LAW_FROM_FULL_TRAINING in hold and full:
-        free = free & ~np.array([c.field in SCALING_LAW for c in coords])
+        free = free & ~scaling_law
     best = _solve(runs, start, structure, free, max_nfev, paired_weight)
     residual = np.concatenate(run_residuals(best, runs))
     return best, float(np.sqrt(np.mean(residual**2)))
@@ -364,9 +369,9 @@ def bootstrap(runs: list[RunData], best: LossParams, n: int, seed: int, max_nfev
     refit = partial(_solve, start=best, structure=best.structure, free=free, max_nfev=max_nfev,
                     paired_weight=paired_weight)
     if LAW_FROM_FULL_TRAINING in hold:  # both passes again: the law's uncertainty from full training's
-        refit = partial(_refit_law_first, best=best, free=free, law_mask=np.array([c.law for c in coords]),
-                        scaling_law=np.array([c.field in SCALING_LAW for c in coords]), max_nfev=max_nfev,
-                        paired_weight=paired_weight)
+        law_mask, scaling_law = _masks(coords)
+        refit = partial(_refit_law_first, best=best, free=free, law_mask=law_mask, scaling_law=scaling_law,
+                        max_nfev=max_nfev, paired_weight=paired_weight)
     if jobs > 1 and n > 1:
         from concurrent.futures import ProcessPoolExecutor
 
@@ -779,7 +784,8 @@ def main(argv: list[str] | None = None) -> int:
                         "runs move the law too)")
     parser.add_argument("--fit-data-break-size", action="store_true", help="with a break (--data-break or "
                         "--fit-data-break): fit how its place moves with the model's size (data_break_size_exponent, "
-                        f"from {DATA_BREAK_SIZE_START:g}) instead of one place for every model (0)")
+                        f"from {DATA_BREAK_SIZE_START:g}) instead of one place for every model (0); a fit from a "
+                        "profile that already has one, as the shipped one does, fits it without this flag")
     parser.add_argument("--fit-width-lag-scale", action="store_true", help="fit width growth's own deficit time "
                         f"scale (width_lag_scale, from {WIDTH_LAG_SCALE_START:g}) instead of one time scale for "
                         "every operator (1)")

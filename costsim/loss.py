@@ -346,7 +346,7 @@ def capacity(p: LossParams, n_params, aspect=0.0):
     return n_params * np.where(aspect > 0, aspect, 1.0) ** p.shape_exponent
 
 
-def _breaks(p: LossParams | FitStack, n_params) -> np.ndarray:
+def data_break_at(p: LossParams | FitStack, n_params) -> np.ndarray:
     """Where the data term breaks for a model of capacity ``n_params`` (inf: no break)."""
     moved = p.data_break_tokens * np.power(np.asarray(n_params, dtype=float) / DATA_BREAK_REFERENCE_PARAMS,
                                            p.data_break_size_exponent)
@@ -360,7 +360,7 @@ def data_term(p: LossParams | FitStack, tokens, n_params=DATA_BREAK_REFERENCE_PA
     data_part = p.B / np.power(offset, p.beta)
     if not np.any(p.data_break_tokens > 0):
         return data_part
-    return data_part * np.power(1 + offset / _breaks(p, n_params), -(p.late_beta - p.beta))
+    return data_part * np.power(1 + offset / data_break_at(p, n_params), -(p.late_beta - p.beta))
 
 
 def _data_inverse(p: LossParams | FitStack, data_part, n_params=DATA_BREAK_REFERENCE_PARAMS) -> np.ndarray:
@@ -369,7 +369,7 @@ def _data_inverse(p: LossParams | FitStack, data_part, n_params=DATA_BREAK_REFER
     log_offset = log_ratio / p.beta  # the unbroken solution: at or right of the root
     if not np.any(p.data_break_tokens > 0):
         return np.exp(log_offset)
-    breaks = _breaks(p, n_params)
+    breaks = data_break_at(p, n_params)
     steepening = p.late_beta - p.beta
     for _ in range(INVERSE_ITERATIONS):
         ratio = np.exp(log_offset) / breaks

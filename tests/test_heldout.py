@@ -758,7 +758,8 @@ def _check_means(profile: str = "stdlib-bytes"):
     runs = load_runs("heldout_check")
     for run in runs:
         by_schedule.setdefault(run.schedule, []).append(float(run.loss[-1]))
-    predicted = {run.schedule: float(predict(load_loss_profile(profile), run.plans, at_tokens=run.tokens[-1:],
+    loaded = load_loss_profile(profile)
+    predicted = {run.schedule: float(predict(loaded, run.plans, at_tokens=run.tokens[-1:],
                                              after_boundary=True).loss[-1]) for run in runs}
     return {k: float(np.mean(v)) for k, v in by_schedule.items()}, predicted, by_schedule
 
